@@ -1,4 +1,4 @@
-"""Put gen/ (generated protobuf code, git-ignored) on the virtualenv's import path via a .pth file."""
+"""Put gen/ (generated protobuf code, git-ignored) on the virtualenv's import path (.pth file)."""
 
 import site
 from pathlib import Path

@@ -24,7 +24,7 @@ DESCRIPTOR_SET = ROOT / "build" / "r3mes.binpb"
 PROTO_DEPS = ROOT / "build" / "proto-deps"
 GOOGLEAPIS_ROOT = Path(google.api.__path__[0]).parent.parent
 WELL_KNOWN_ROOT = Path(grpc_tools.__file__).parent / "_proto"
-THIRD_PARTY = ("google/api", "google/rpc")
+THIRD_PARTY = ("google/api", "google/rpc", "google/type")
 BIN_DIR = Path(sys.executable).parent
 
 
@@ -33,8 +33,17 @@ def proto_files() -> list[str]:
 
 
 def _protoc(*args: str) -> None:
-    plugins = [f"--plugin={name}={BIN_DIR / name}" for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")]
-    command = ["protoc", f"-I{PROTO_ROOT}", f"-I{GOOGLEAPIS_ROOT}", f"-I{WELL_KNOWN_ROOT}", *plugins, *args]
+    plugins = [
+        f"--plugin={name}={BIN_DIR / name}" for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
+    ]
+    command = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{GOOGLEAPIS_ROOT}",
+        f"-I{WELL_KNOWN_ROOT}",
+        *plugins,
+        *args,
+    ]
     if protoc.main(command) != 0:
         raise SystemExit(f"protoc failed: {' '.join(args)}")
 

@@ -1,0 +1,144 @@
+"""Engines and transactions for one service's schema, on SQLite (embedded) or PostgreSQL.
+
+Every transaction takes its own pooled connection, so concurrent coroutines never share one (the
+old monolith's reservation race). Driver errors leave this module as the error hierarchy: a unique
+violation becomes ALREADY_EXISTS, a lost or refused connection UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from services.core.errors import Aborted, AlreadyExists, R3mesError, Unavailable
+from services.core.settings import ServiceName, Settings
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+UNIQUE_VIOLATION_SQLSTATE = "23505"
+# Serialization failures and deadlocks: the whole transaction may be retried.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+SQLITE_UNAVAILABLE_SIGNS = ("database is locked", "unable to open", "disk I/O error")
+
+
+class Database:
+    """The engine of one service and the name its schema has on this engine."""
+
+    def __init__(self, engine: AsyncEngine, schema: str | None) -> None:
+        self.engine = engine
+        self.schema = schema
+
+    @classmethod
+    def from_settings(cls, settings: Settings, service: ServiceName) -> Database:
+        url = database_url(settings, service)
+        if url.get_backend_name() == "sqlite":
+            return cls(_sqlite_engine(url, service), schema=None)
+        engine = create_async_engine(
+            url,
+            pool_size=settings.db_pool_size,
+            pool_pre_ping=True,
+            execution_options={"schema_translate_map": {service: service + settings.schema_suffix}},
+        )
+        return cls(engine, schema=service + settings.schema_suffix)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One unit of work: commits when the block ends, rolls back when it raises."""
+        try:
+            async with self.engine.begin() as connection:
+                yield connection
+        except (SQLAlchemyError, OSError) as exc:
+            translated = translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    async def ping(self) -> None:
+        async with self.transaction() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def database_url(settings: Settings, service: ServiceName) -> URL:
+    if settings.database_url:
+        return make_url(settings.database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return make_url(f"sqlite+aiosqlite:///{settings.data_dir / service}.db")
+
+
+def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
+    # SQLite has no schemas: each service has a file of its own, and table names drop the schema.
+    engine = create_async_engine(url, execution_options={"schema_translate_map": {service: None}})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN is deferred, which lets two writers both read and then
+        # deadlock on upgrade; we issue BEGIN IMMEDIATE ourselves (SQLAlchemy's documented recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def translate_error(exc: SQLAlchemyError | OSError) -> R3mesError | None:
+    """The caller-facing meaning of a driver error, or None for a bug (it stays INTERNAL).
+
+    The driver's own message stays in the log: it can name tables, values and hosts.
+    """
+    if isinstance(exc, IntegrityError) and _is_unique_violation(exc):
+        return AlreadyExists("the record already exists")
+    if _sqlstate(exc) in RETRYABLE_SQLSTATES:
+        return Aborted("a concurrent change conflicted; retry the call")
+    if _is_unreachable(exc):
+        logger.warning("database unavailable: %r", exc)
+        return Unavailable("the database is unavailable; retry later")
+    return None
+
+
+def _is_unreachable(exc: SQLAlchemyError | OSError) -> bool:
+    if isinstance(exc, OSError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    # SQLite also raises OperationalError for bad SQL (a missing table is a bug, not an outage):
+    # only its lock and I/O failures mean the database cannot serve right now.
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        return any(sign in str(exc.orig) for sign in SQLITE_UNAVAILABLE_SIGNS)
+    return True
+
+
+def _sqlstate(exc: SQLAlchemyError | OSError) -> str | None:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    return _sqlstate(exc) == UNIQUE_VIOLATION_SQLSTATE or "UNIQUE constraint failed" in str(
+        exc.orig
+    )

@@ -1,0 +1,58 @@
+"""Authorization: enforces each RPC's declared access rule, `option (r3mes.common.v1.access)`.
+
+The rule is read from the method's descriptor, so it is declared once, in the proto, where
+clients in other languages can see it too. An r3mes RPC without a rule is refused to everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_interceptor.server import AsyncServerInterceptor
+from r3mes.common.v1 import options_pb2
+
+from services.core.auth import Principal, PrincipalKind, current_principal
+from services.core.errors import PermissionDenied, Unauthenticated
+from services.core.interceptors.handler import call_next
+
+# Health checks and reflection are infrastructure, open to every caller as gRPC defines them.
+OUR_PACKAGE_PREFIX = "r3mes."
+
+
+class AuthorizationInterceptor(AsyncServerInterceptor):
+    async def intercept(
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> Any:
+        full_name = method_name.lstrip("/").replace("/", ".")
+        if full_name.startswith(OUR_PACKAGE_PREFIX):
+            authorize(access_rule(full_name), current_principal.get(), request_or_iterator)
+        return await call_next(method, request_or_iterator, context)
+
+
+@cache
+def access_rule(full_method_name: str) -> options_pb2.AccessRule:
+    method = descriptor_pool.Default().FindMethodByName(full_method_name)
+    rule: options_pb2.AccessRule = method.GetOptions().Extensions[options_pb2.access]
+    return rule
+
+
+def authorize(rule: options_pb2.AccessRule, principal: Principal, request: Any) -> None:
+    """Raise unless `principal` may make this call; internal callers may make every call."""
+    if rule.access == options_pb2.ACCESS_PUBLIC or principal.kind is PrincipalKind.INTERNAL:
+        return
+    if rule.access == options_pb2.ACCESS_UNSPECIFIED:
+        raise PermissionDenied("this method declares no access rule", reason="ACCESS_NOT_DECLARED")
+    if principal.kind is PrincipalKind.ANONYMOUS:
+        raise Unauthenticated("this method needs an API key", reason="CREDENTIALS_MISSING")
+    if rule.access == options_pb2.ACCESS_INTERNAL:
+        raise PermissionDenied("this method is for internal callers only", reason="INTERNAL_ONLY")
+    if getattr(request, rule.wallet_field, None) != principal.wallet_address:
+        raise PermissionDenied("the API key belongs to another wallet", reason="WRONG_WALLET")

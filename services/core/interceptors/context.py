@@ -1,0 +1,71 @@
+"""Outermost interceptor: request id, deadline check and the structured access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_interceptor.server import AsyncServerInterceptor
+
+from services.core.interceptors.handler import call_next
+from services.core.logging import request_id_var
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+
+access_log = logging.getLogger("r3mes.access")
+
+
+class RequestContextInterceptor(AsyncServerInterceptor):
+    async def intercept(
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> Any:
+        request_id = _request_id(context)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline had passed")
+            return await call_next(method, request_or_iterator, context)
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            access_log.info(
+                "rpc",
+                extra={
+                    "method": method_name,
+                    "code": _code_name(code),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+            request_id_var.reset(token)
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    offered = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+    if (
+        isinstance(offered, str)
+        and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH
+        and offered.isprintable()
+    ):
+        return offered
+    return uuid.uuid4().hex
+
+
+def _code_name(code: grpc.StatusCode | int) -> str:
+    # After abort() grpc reports the code as a plain int on some paths.
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))

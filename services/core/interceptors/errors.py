@@ -1,0 +1,113 @@
+"""Error mapping: every failure leaves the server as one google.rpc.Status shape.
+
+Our own errors keep their code, reason and details; anything else is a bug: the caller gets
+INTERNAL with an incident id and nothing more, and the log gets the traceback under that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_interceptor.server import AsyncServerInterceptor
+from grpc_status import rpc_status
+
+from services.core.errors import ErrorDetails, R3mesError
+from services.core.interceptors.handler import call_next
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorMappingInterceptor(AsyncServerInterceptor):
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    async def intercept(
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> Any:
+        try:
+            return await call_next(method, request_or_iterator, context)
+        except grpc.aio.AbortError:
+            raise
+        except R3mesError as error:
+            status = to_status(error, self._domain)
+        except Exception:
+            incident = uuid.uuid4().hex
+            logger.exception(
+                "unexpected error", extra={"incident_id": incident, "method": method_name}
+            )
+            status = to_status(
+                R3mesError(f"internal error (incident {incident})", reason="INTERNAL"), self._domain
+            )
+            status.code = grpc.StatusCode.INTERNAL.value[0]
+        rich = rpc_status.to_status(status)
+        await context.abort(rich.code, rich.details, rich.trailing_metadata)
+
+
+def to_status(error: R3mesError, domain: str) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=domain, metadata=dict(error.details.metadata)
+    )
+    details = [info, *_extra_details(error.details)]
+    return status_pb2.Status(
+        code=grpc.StatusCode[error.code].value[0],
+        message=error.message,
+        details=[_packed(detail) for detail in details],
+    )
+
+
+def _extra_details(details: ErrorDetails) -> list[Any]:
+    extra: list[Any] = []
+    if details.field_violations:
+        extra.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in details.field_violations
+                ]
+            )
+        )
+    if details.precondition_violations:
+        extra.append(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in details.precondition_violations
+                ]
+            )
+        )
+    if details.quota_violations:
+        extra.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
+                    )
+                    for v in details.quota_violations
+                ]
+            )
+        )
+    if details.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(details.retry_after_seconds * 1e9))
+        extra.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    return extra
+
+
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

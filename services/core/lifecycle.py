@@ -1,0 +1,110 @@
+"""The lifecycle every service runs: build, start, serve until SIGTERM/SIGINT, drain, close.
+
+Health (grpcio-health-checking) says NOT_SERVING until the server has started, SERVING while it
+runs, and NOT_SERVING again the moment shutdown begins, so load balancers stop sending new calls
+while in-flight ones get `grace_period_seconds` to finish. Pools are closed last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from services.core.auth import InternalTokenAuthenticator
+from services.core.interceptors import interceptor_chain
+from services.core.logging import configure_logging
+from services.core.settings import ServiceName, Settings
+
+logger = logging.getLogger(__name__)
+
+Closer = Callable[[], Awaitable[None]]
+Registration = Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class ServiceServer:
+    """A built gRPC server with its health service and what must be closed after it stops."""
+
+    name: ServiceName
+    grpc_server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    service_names: Sequence[str]
+    closers: Sequence[Closer]
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        for service in (*self.service_names, ""):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("serving", extra={"service": self.name})
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Refuse new calls, let in-flight ones finish within the grace period, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.grpc_server.stop(grace_seconds)
+        for close in reversed(self.closers):
+            await close()
+        logger.info("stopped", extra={"service": self.name})
+
+
+def build_server(
+    settings: Settings,
+    name: ServiceName,
+    registrations: Sequence[tuple[Registration, str]],
+    closers: Sequence[Closer] = (),
+) -> tuple[ServiceServer, int]:
+    """Assemble the server: interceptor chain, the service's servicers, health and reflection.
+
+    `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
+    """
+    authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
+    server = grpc.aio.server(
+        interceptors=interceptor_chain(f"{name}.r3mes.network", authenticators)
+    )
+    for register, _ in registrations:
+        register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service_names = [full_name for _, full_name in registrations]
+    reflection.enable_server_reflection(
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.listen_host}:{settings.port_of(name)}")
+    return ServiceServer(name, server, health, service_names, closers), port
+
+
+async def serve(server: ServiceServer, grace_seconds: float) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await server.start()
+    await stopping.wait()
+    logger.info("shutting down", extra={"service": server.name, "grace_seconds": grace_seconds})
+    await server.stop(grace_seconds)
+
+
+def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]]) -> None:
+    """The body of every service's main(): settings and logging first, then serve."""
+    settings = Settings()
+    configure_logging(settings)
+
+    async def main() -> None:
+        server, port = await create_server(settings)
+        logger.info("listening", extra={"service": server.name, "port": port})
+        await serve(server, settings.grace_period_seconds)
+
+    asyncio.run(main())

@@ -1,0 +1,3 @@
+from services.users.server import main
+
+main()

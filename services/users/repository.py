@@ -1,0 +1,39 @@
+"""Queries of the users schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from services.core.errors import AlreadyExists
+from services.core.repository import BaseRepository
+from services.users import tables
+from services.users.domain import User, UserAlreadyExists, UserNotFound
+
+
+class UserRepository(BaseRepository[User]):
+    table = tables.users
+
+    def to_domain(self, row: Row[Any]) -> User:
+        return User(wallet_address=row.wallet_address, created_at=_as_utc(row.created_at))
+
+    async def add(self, user: User) -> User:
+        try:
+            return await self.insert(
+                {"wallet_address": user.wallet_address, "created_at": user.created_at}
+            )
+        except AlreadyExists as exc:
+            raise UserAlreadyExists(user.wallet_address) from exc
+
+    async def get(self, wallet_address: str) -> User:
+        user = await self.find(wallet_address=wallet_address)
+        if user is None:
+            raise UserNotFound(wallet_address)
+        return user
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; we store UTC only.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

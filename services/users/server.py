@@ -1,0 +1,35 @@
+"""Wiring of the users service: database, migrations, servicer, server."""
+
+from __future__ import annotations
+
+from r3mes.users.v1 import users_pb2, users_pb2_grpc
+
+from services.core.clock import utc_now
+from services.core.db import Database
+from services.core.lifecycle import ServiceServer, build_server, run
+from services.core.migrate import migrate_on_start
+from services.core.settings import Settings
+from services.users.servicer import UsersServicer
+
+SERVICE_FULL_NAME = users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name
+
+
+async def create_server(settings: Settings) -> tuple[ServiceServer, int]:
+    database = Database.from_settings(settings, "users")
+    await migrate_on_start(database, "users", settings)
+    servicer = UsersServicer(database, clock=utc_now)
+    return build_server(
+        settings,
+        "users",
+        [
+            (
+                lambda server: users_pb2_grpc.add_UsersServiceServicer_to_server(servicer, server),
+                SERVICE_FULL_NAME,
+            )
+        ],
+        closers=[database.dispose],
+    )
+
+
+def main() -> None:
+    run(create_server)

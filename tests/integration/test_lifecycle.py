@@ -1,0 +1,100 @@
+"""Start, health, reflection, and graceful shutdown of a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from services.core.lifecycle import build_server
+from services.core.settings import Settings
+from services.core.testing import running_server
+from services.users.server import create_server
+
+SLOW_METHOD = "/test.Slow/Wait"
+SLOW_CALL_SECONDS = 0.5
+
+
+async def test_a_started_service_reports_serving_for_itself_and_the_whole_server(
+    tmp_path: Path,
+) -> None:
+    async with running_server(create_server, Settings(data_dir=tmp_path), "users") as (_, channel):
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("r3mes.users.v1.UsersService", ""):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_users_service(tmp_path: Path) -> None:
+    async with running_server(create_server, Settings(data_dir=tmp_path), "users") as (_, channel):
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        replies = [reply async for reply in stub.ServerReflectionInfo(iter([request]))]
+
+    listed = {service.name for service in replies[0].list_services_response.service}
+    assert "r3mes.users.v1.UsersService" in listed
+    assert "grpc.health.v1.Health" in listed
+
+
+def _slow_handler() -> grpc.GenericRpcHandler:
+    async def wait(request: bytes, context: Any) -> bytes:
+        await asyncio.sleep(SLOW_CALL_SECONDS)
+        return b"done"
+
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(wait)
+    return grpc.method_handlers_generic_handler("test.Slow", {"Wait": handler})
+
+
+async def test_shutdown_lets_an_in_flight_call_finish_and_refuses_new_ones(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, users_port=0)
+    server, port = build_server(
+        settings, "users", [(lambda s: s.add_generic_rpc_handlers((_slow_handler(),)), "test.Slow")]
+    )
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        slow_call = cast(
+            "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]", channel.unary_unary(SLOW_METHOD)
+        )
+        in_flight = asyncio.ensure_future(slow_call(b""))
+        await asyncio.sleep(0.1)
+        stopping = asyncio.ensure_future(server.stop(grace_seconds=5))
+        await asyncio.sleep(0.05)
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await slow_call(b"", timeout=1)
+        assert await in_flight == b"done"
+        await stopping
+
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_sigterm_stops_the_service_process_cleanly(tmp_path: Path) -> None:
+    env = {**os.environ, "R3MES_DATA_DIR": str(tmp_path), "R3MES_USERS_PORT": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.users"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if '"message": "serving"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,35 @@
+"""Every migration step goes up, comes down and goes up again, on both engines."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect
+
+from services.core.db import Database
+from services.core.migrate import current_revision, downgrade, upgrade
+from services.core.settings import Settings
+
+
+async def _table_names(database: Database) -> set[str]:
+    async with database.transaction() as connection:
+        names = await connection.run_sync(
+            lambda sync: set(inspect(sync).get_table_names(schema=database.schema))
+        )
+    return names
+
+
+async def test_users_migrations_upgrade_downgrade_and_upgrade_again(settings: Settings) -> None:
+    database = Database.from_settings(settings, "users")
+    try:
+        await upgrade(database, "users")
+        assert await current_revision(database, "users") == "0001"
+        assert "users" in await _table_names(database)
+
+        await downgrade(database, "users", "base")
+        assert await current_revision(database, "users") is None
+        assert "users" not in await _table_names(database)
+
+        await upgrade(database, "users")
+        assert await current_revision(database, "users") == "0001"
+        assert "users" in await _table_names(database)
+    finally:
+        await database.dispose()

@@ -1,0 +1,54 @@
+"""What a caller sees when storage fails: retryable UNAVAILABLE, or INTERNAL with no leak."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from r3mes.users.v1 import users_pb2, users_pb2_grpc
+
+from services.core.settings import Settings
+from services.core.testing import running_server
+from services.users.server import create_server
+from tests.factories import new_wallet_address
+from tests.integration.rpc import failure_of
+
+
+async def test_an_unreachable_database_is_unavailable_so_callers_retry(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/test",
+        migrate_on_start=False,
+    )
+    async with running_server(create_server, settings, "users") as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await users_pb2_grpc.UsersServiceStub(channel).GetUser(
+                users_pb2.GetUserRequest(wallet_address=new_wallet_address())
+            )
+
+    failure = failure_of(raised.value)
+    assert failure.code is grpc.StatusCode.UNAVAILABLE
+    assert failure.reason == "UNAVAILABLE"
+
+
+async def test_an_unexpected_failure_is_internal_with_an_incident_id_and_no_detail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without migrations the table is missing: a bug, whose SQL must not reach the caller.
+    settings = Settings(data_dir=tmp_path, migrate_on_start=False)
+    async with running_server(create_server, settings, "users") as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await users_pb2_grpc.UsersServiceStub(channel).GetUser(
+                users_pb2.GetUserRequest(wallet_address=new_wallet_address())
+            )
+
+    failure = failure_of(raised.value)
+    assert failure.code is grpc.StatusCode.INTERNAL
+    assert failure.reason == "INTERNAL"
+    assert "users" not in failure.message
+    assert "table" not in failure.message
+    incident = failure.message.removeprefix("internal error (incident ").removesuffix(")")
+    logged = [r for r in caplog.records if getattr(r, "incident_id", None) == incident]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
