@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
-from services.core.errors import ErrorDetails, R3mesError
+from services.core.errors import ErrorDetails, R3mesError, Unimplemented
 from services.core.interceptors.handler import call_next
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ class ErrorMappingInterceptor(AsyncServerInterceptor):
             raise
         except R3mesError as error:
             status = to_status(error, self._domain)
+        except NotImplementedError:
+            # What generated base servicers raise for an RPC that is declared but not built.
+            status = to_status(Unimplemented(f"{method_name} is not implemented yet"), self._domain)
         except Exception:
             incident = uuid.uuid4().hex
             logger.exception(

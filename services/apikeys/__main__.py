@@ -1,0 +1,3 @@
+from services.apikeys.server import main
+
+main()

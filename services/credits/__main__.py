@@ -1,0 +1,3 @@
+from services.credits.server import main
+
+main()

@@ -1,0 +1,3 @@
+from services.mining.server import main
+
+main()
