@@ -19,8 +19,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from services.core.auth import InternalTokenAuthenticator
+from services.core.db import Database
 from services.core.interceptors import interceptor_chain
 from services.core.logging import configure_logging
+from services.core.migrate import migrate_on_start
 from services.core.settings import ServiceName, Settings
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,19 @@ class ServiceServer:
         for close in reversed(self.closers):
             await close()
         logger.info("stopped", extra={"service": self.name})
+
+
+async def open_database(settings: Settings, service: ServiceName) -> Database:
+    """Connect (fail now rather than serve calls that cannot be answered) and, in embedded
+    mode, migrate."""
+    database = Database.from_settings(settings, service)
+    try:
+        await database.ping()
+        await migrate_on_start(database, service, settings)
+    except BaseException:
+        await database.dispose()
+        raise
+    return database
 
 
 def build_server(
@@ -103,7 +118,11 @@ def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]
     configure_logging(settings)
 
     async def main() -> None:
-        server, port = await create_server(settings)
+        try:
+            server, port = await create_server(settings)
+        except Exception:
+            logger.exception("failed to start")
+            raise SystemExit(1) from None
         logger.info("listening", extra={"service": server.name, "port": port})
         await serve(server, settings.grace_period_seconds)
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.clock import utc_now
-from services.core.db import Database
-from services.core.lifecycle import ServiceServer, build_server, run
-from services.core.migrate import migrate_on_start
+from services.core.lifecycle import ServiceServer, build_server, open_database, run
 from services.core.settings import Settings
 from services.users.servicer import UsersServicer
 
@@ -15,8 +13,7 @@ SERVICE_FULL_NAME = users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_n
 
 
 async def create_server(settings: Settings) -> tuple[ServiceServer, int]:
-    database = Database.from_settings(settings, "users")
-    await migrate_on_start(database, "users", settings)
+    database = await open_database(settings, "users")
     servicer = UsersServicer(database, clock=utc_now)
     return build_server(
         settings,
