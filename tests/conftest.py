@@ -23,7 +23,6 @@ POSTGRES_URL = os.environ.get(
     "R3MES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 INTERNAL_TOKEN = "test-internal-token"
-INTERNAL_TOKEN = "test-internal-token"
 RUN_SUFFIX = f"_t{uuid.uuid4().hex[:10]}"
 ENGINES = ["sqlite", "postgres"]
 

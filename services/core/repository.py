@@ -24,7 +24,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    true,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -90,7 +89,10 @@ class BaseRepository(ABC, Generic[ModelT]):
         return _rowcount(await self.execute(statement))
 
     def _matching(self, equal_to: Mapping[str, Any]) -> ColumnElement[bool]:
-        return and_(true(), *(self.table.c[name] == value for name, value in equal_to.items()))
+        if not equal_to:
+            # An empty filter would touch every row: never what a caller of update/delete meant.
+            raise ValueError("a condition is required")
+        return and_(*(self.table.c[name] == value for name, value in equal_to.items()))
 
 
 def _rowcount(result: Result[Any]) -> int:

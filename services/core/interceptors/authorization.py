@@ -45,11 +45,11 @@ def access_rule(full_method_name: str) -> options_pb2.AccessRule:
 
 
 def authorize(rule: options_pb2.AccessRule, principal: Principal, request: Any) -> None:
-    """Raise unless `principal` may make this call; internal callers may make every call."""
-    if rule.access == options_pb2.ACCESS_PUBLIC or principal.kind is PrincipalKind.INTERNAL:
-        return
+    """Raise unless `principal` may make this call; internal callers may make every declared one."""
     if rule.access == options_pb2.ACCESS_UNSPECIFIED:
         raise PermissionDenied("this method declares no access rule", reason="ACCESS_NOT_DECLARED")
+    if rule.access == options_pb2.ACCESS_PUBLIC or principal.kind is PrincipalKind.INTERNAL:
+        return
     if principal.kind is PrincipalKind.ANONYMOUS:
         raise Unauthenticated("this method needs an API key", reason="CREDENTIALS_MISSING")
     if rule.access == options_pb2.ACCESS_INTERNAL:

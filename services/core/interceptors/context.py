@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -33,11 +34,15 @@ class RequestContextInterceptor(AsyncServerInterceptor):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
+            if _deadline_passed(context):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline had passed")
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             return await call_next(method, request_or_iterator, context)
+        except asyncio.CancelledError:
+            # grpc cancels the handler when the deadline passes or the client goes away.
+            passed = _deadline_passed(context)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if passed else grpc.StatusCode.CANCELLED
+            raise
         except BaseException:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
@@ -51,6 +56,11 @@ class RequestContextInterceptor(AsyncServerInterceptor):
                 },
             )
             request_id_var.reset(token)
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:

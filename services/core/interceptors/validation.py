@@ -95,6 +95,8 @@ def _check_value(
     if rules is None:
         return []
     try:
+        if isinstance(value, str):
+            _check_length(value, rules)
         if isinstance(value, str) and rules.format in STRING_FORMATS:
             STRING_FORMATS[rules.format](value, rules)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -102,6 +104,11 @@ def _check_value(
     except validators.InvalidValue as problem:
         return [FieldViolation(path, str(problem))]
     return []
+
+
+def _check_length(value: str, rules: options_pb2.FieldRules) -> None:
+    if rules.HasField("max_length") and len(value) > rules.max_length:
+        raise validators.InvalidValue(f"must be at most {rules.max_length} characters")
 
 
 def _check_bounds(value: int, rules: options_pb2.FieldRules) -> None:

@@ -1,0 +1,118 @@
+"""Access rules: every access level against every kind of caller, and the rules our RPCs declare."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.descriptor import ServiceDescriptor
+from r3mes.apikeys.v1 import apikeys_pb2
+from r3mes.common.v1 import options_pb2
+from r3mes.credits.v1 import credits_pb2
+from r3mes.mining.v1 import mining_pb2
+from r3mes.users.v1 import users_pb2
+
+from services.core.auth import ANONYMOUS, INTERNAL, Principal
+from services.core.errors import PermissionDenied, R3mesError, Unauthenticated
+from services.core.interceptors.authorization import access_rule, authorize
+from tests.factories import new_wallet_address
+
+WALLET_A = new_wallet_address()
+WALLET_B = new_wallet_address()
+CALLERS = {
+    "anonymous": ANONYMOUS,
+    "internal": INTERNAL,
+    "wallet A": Principal.wallet(WALLET_A),
+}
+# The request of a call on wallet A or on wallet B.
+ON_A = credits_pb2.ListLedgerEntriesRequest(wallet_address=WALLET_A)
+ON_B = credits_pb2.ListLedgerEntriesRequest(wallet_address=WALLET_B)
+
+PUBLIC = options_pb2.AccessRule(access=options_pb2.ACCESS_PUBLIC)
+OWN_WALLET = options_pb2.AccessRule(
+    access=options_pb2.ACCESS_OWN_WALLET, wallet_field="wallet_address"
+)
+INTERNAL_ONLY = options_pb2.AccessRule(access=options_pb2.ACCESS_INTERNAL)
+UNDECLARED = options_pb2.AccessRule()
+
+ALLOWED = None
+Outcome = tuple[type[R3mesError], str] | None
+
+CASES: list[tuple[str, options_pb2.AccessRule, str, bool, Outcome]] = [
+    # (rule name, rule, caller, acts on wallet A?, outcome)
+    ("public", PUBLIC, "anonymous", True, ALLOWED),
+    ("public", PUBLIC, "internal", True, ALLOWED),
+    ("public", PUBLIC, "wallet A", True, ALLOWED),
+    ("public", PUBLIC, "wallet A", False, ALLOWED),
+    ("own wallet", OWN_WALLET, "anonymous", True, (Unauthenticated, "CREDENTIALS_MISSING")),
+    ("own wallet", OWN_WALLET, "internal", True, ALLOWED),
+    ("own wallet", OWN_WALLET, "internal", False, ALLOWED),
+    ("own wallet", OWN_WALLET, "wallet A", True, ALLOWED),
+    ("own wallet", OWN_WALLET, "wallet A", False, (PermissionDenied, "WRONG_WALLET")),
+    ("internal", INTERNAL_ONLY, "anonymous", True, (Unauthenticated, "CREDENTIALS_MISSING")),
+    ("internal", INTERNAL_ONLY, "internal", True, ALLOWED),
+    ("internal", INTERNAL_ONLY, "wallet A", True, (PermissionDenied, "INTERNAL_ONLY")),
+    ("internal", INTERNAL_ONLY, "wallet A", False, (PermissionDenied, "INTERNAL_ONLY")),
+    ("undeclared", UNDECLARED, "anonymous", True, (PermissionDenied, "ACCESS_NOT_DECLARED")),
+    ("undeclared", UNDECLARED, "wallet A", True, (PermissionDenied, "ACCESS_NOT_DECLARED")),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "caller", "on_own_wallet", "outcome"),
+    [
+        pytest.param(rule, caller, own, outcome, id=f"{name}-{caller}-{own}")
+        for name, rule, caller, own, outcome in CASES
+    ],
+)
+def test_each_access_level_admits_exactly_its_callers(
+    rule: options_pb2.AccessRule, caller: str, on_own_wallet: bool, outcome: Outcome
+) -> None:
+    request = ON_A if on_own_wallet else ON_B
+    if outcome is ALLOWED:
+        authorize(rule, CALLERS[caller], request)
+        return
+    error_class, reason = outcome
+    with pytest.raises(error_class) as raised:
+        authorize(rule, CALLERS[caller], request)
+    assert raised.value.reason == reason
+
+
+def test_an_rpc_without_a_declared_rule_is_refused_even_to_internal_callers() -> None:
+    with pytest.raises(PermissionDenied) as raised:
+        authorize(UNDECLARED, INTERNAL, ON_A)
+    assert raised.value.reason == "ACCESS_NOT_DECLARED"
+
+
+def test_a_wallet_key_on_a_request_without_the_wallet_field_is_wrong_wallet() -> None:
+    with pytest.raises(PermissionDenied) as raised:
+        authorize(OWN_WALLET, Principal.wallet(WALLET_A), credits_pb2.GetCreditsTotalRequest())
+    assert raised.value.reason == "WRONG_WALLET"
+
+
+SERVICES: list[ServiceDescriptor] = [
+    service
+    for module in (users_pb2, apikeys_pb2, mining_pb2, credits_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+]
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_every_rpc_of_ours_declares_a_rule_and_own_wallet_rules_name_a_real_wallet_field(
+    service: ServiceDescriptor,
+) -> None:
+    for method in service.methods:
+        rule = access_rule(method.full_name)
+        assert rule.access != options_pb2.ACCESS_UNSPECIFIED, method.full_name
+        if rule.access == options_pb2.ACCESS_OWN_WALLET:
+            assert rule.wallet_field in method.input_type.fields_by_name, method.full_name
+        else:
+            assert rule.wallet_field == "", method.full_name
+
+
+def test_the_rule_read_for_an_rpc_is_the_one_its_proto_declares() -> None:
+    grant = access_rule("r3mes.credits.v1.CreditsService.GrantCredits")
+    ledger = access_rule("r3mes.credits.v1.CreditsService.ListLedgerEntries")
+    total = access_rule("r3mes.credits.v1.CreditsService.GetCreditsTotal")
+
+    assert grant == INTERNAL_ONLY
+    assert ledger == OWN_WALLET
+    assert total == PUBLIC
