@@ -12,8 +12,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -54,6 +56,16 @@ class ServiceServer:
         for close in reversed(self.closers):
             await close()
         logger.info("stopped", extra={"service": self.name})
+
+
+def registration(
+    add_to_server: Callable[[Any, grpc.aio.Server], None],
+    servicer: object,
+    service: ServiceDescriptor,
+) -> tuple[Registration, str]:
+    """Pair a generated `add_XServicer_to_server` with the service's full name (for health and
+    reflection)."""
+    return (lambda server: add_to_server(servicer, server)), service.full_name
 
 
 async def open_database(settings: Settings, service: ServiceName) -> Database:

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from services.core.lifecycle import ServiceServer, build_server, run
+from services.core.lifecycle import ServiceServer, build_server, registration, run
 from services.core.settings import Settings
-
-SERVICE_FULL_NAME = credits_pb2.DESCRIPTOR.services_by_name["CreditsService"].full_name
 
 
 async def create_server(settings: Settings) -> tuple[ServiceServer, int]:
     # The stubs mark every RPC abstract; the generated class itself answers UNIMPLEMENTED.
     servicer = credits_pb2_grpc.CreditsServiceServicer()  # type: ignore[abstract]
-    return build_server(
-        settings,
-        "credits",
-        [
-            (
-                lambda server: credits_pb2_grpc.add_CreditsServiceServicer_to_server(
-                    servicer, server
-                ),
-                SERVICE_FULL_NAME,
-            )
-        ],
-    )
+    service = credits_pb2.DESCRIPTOR.services_by_name["CreditsService"]
+    add = credits_pb2_grpc.add_CreditsServiceServicer_to_server
+    return build_server(settings, "credits", [registration(add, servicer, service)])
 
 
 def main() -> None:

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-from services.core.lifecycle import ServiceServer, build_server, run
+from services.core.lifecycle import ServiceServer, build_server, registration, run
 from services.core.settings import Settings
-
-SERVICE_FULL_NAME = mining_pb2.DESCRIPTOR.services_by_name["MiningService"].full_name
 
 
 async def create_server(settings: Settings) -> tuple[ServiceServer, int]:
     # The stubs mark every RPC abstract; the generated class itself answers UNIMPLEMENTED.
     servicer = mining_pb2_grpc.MiningServiceServicer()  # type: ignore[abstract]
-    return build_server(
-        settings,
-        "mining",
-        [
-            (
-                lambda server: mining_pb2_grpc.add_MiningServiceServicer_to_server(
-                    servicer, server
-                ),
-                SERVICE_FULL_NAME,
-            )
-        ],
-    )
+    service = mining_pb2.DESCRIPTOR.services_by_name["MiningService"]
+    add = mining_pb2_grpc.add_MiningServiceServicer_to_server
+    return build_server(settings, "mining", [registration(add, servicer, service)])
 
 
 def main() -> None:
