@@ -32,7 +32,7 @@ protos: $(GEN_STAMP) ## Generate Python code, stubs and the Envoy descriptor set
 
 .PHONY: openapi
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
-	$(BIN)/python -m gateway.openapi > gateway/openapi.json
+	$(BIN)/python -m gateway.openapi --out gateway/openapi.json
 
 .PHONY: migrate
 migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)

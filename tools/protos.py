@@ -1,7 +1,7 @@
 """Generate Python code, type stubs and the Envoy descriptor set from protos/, or lint them.
 
-Third-party protos are never copied into the repository: google/api and google/rpc come from the
-installed googleapis-common-protos package, google/protobuf from grpcio-tools.
+Third-party protos are never copied into the repository: google/api, google/rpc and google/type
+come from the installed googleapis-common-protos package, google/protobuf from grpcio-tools.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ GOOGLEAPIS_ROOT = Path(google.api.__path__[0]).parent.parent
 WELL_KNOWN_ROOT = Path(grpc_tools.__file__).parent / "_proto"
 THIRD_PARTY = ("google/api", "google/rpc", "google/type")
 BIN_DIR = Path(sys.executable).parent
+ERROR_DETAIL_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
 
 def proto_files() -> list[str]:
@@ -61,10 +62,18 @@ def generate(out_dir: Path) -> None:
 
 
 def build_descriptor_set(path: Path) -> None:
-    """The descriptor set Envoy's transcoder and the OpenAPI generator read (imports included)."""
+    """The descriptor set Envoy's transcoder and the OpenAPI generator read (imports included).
+
+    google.rpc.Status and the standard error details are added although no proto of ours
+    imports them: the transcoder drops an error body whose details it cannot decode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     _protoc(
-        f"--descriptor_set_out={path}", "--include_imports", "--include_source_info", *proto_files()
+        f"--descriptor_set_out={path}",
+        "--include_imports",
+        "--include_source_info",
+        *proto_files(),
+        *ERROR_DETAIL_PROTOS,
     )
 
 

@@ -27,12 +27,29 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
-        entry.update(
-            (key, value) for key, value in vars(record).items() if key not in _STANDARD_ATTRIBUTES
-        )
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class PlainFormatter(logging.Formatter):
+    """For people at a terminal: the usual line, then the `extra=` fields as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = dict(_extras(record))
+        request_id = request_id_var.get()
+        if request_id is not None:
+            fields["request_id"] = request_id
+        suffix = "".join(f" {key}={value}" for key, value in fields.items())
+        return super().format(record) + suffix
+
+
+def _extras(record: logging.LogRecord) -> list[tuple[str, object]]:
+    return [(k, v) for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES]
 
 
 def configure_logging(settings: Settings) -> None:
@@ -40,7 +57,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -78,6 +78,19 @@ class Settings(BaseSettings):
         ["http://localhost:3000", "http://127.0.0.1:3000"],
         description="Browser origins the gateway allows (CORS).",
     )
+    gateway_trusted_hops: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Proxies in front of Envoy whose x-forwarded-for entries Envoy believes "
+        "(Envoy's xff_num_trusted_hops). 0: Envoy is the edge and the TCP peer is the client.",
+    )
+    gateway_route_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Longest a call may take through the gateway (client gRPC deadlines are "
+        "honoured up to this).",
+    )
     max_request_bytes: int = Field(
         65536, ge=1024, description="Largest request body the gateway accepts (413 beyond)."
     )

@@ -17,6 +17,7 @@ from services.core.logging import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
+INFRASTRUCTURE_PREFIX = "/grpc."
 
 access_log = logging.getLogger("r3mes.access")
 
@@ -47,7 +48,9 @@ class RequestContextInterceptor(AsyncServerInterceptor):
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         finally:
-            access_log.info(
+            access_log.log(
+                # Health checks arrive every few seconds from every balancer: keep them quiet.
+                logging.DEBUG if method_name.startswith(INFRASTRUCTURE_PREFIX) else logging.INFO,
                 "rpc",
                 extra={
                     "method": method_name,

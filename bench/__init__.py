@@ -1,0 +1,1 @@
+"""Benchmarks that print figures and write them to bench/results/ (ratios measured side by side)."""

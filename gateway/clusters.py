@@ -1,0 +1,91 @@
+"""One HTTP/2 upstream cluster per service, health-checked over grpc.health.v1."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from gateway.catalog import Upstream
+from gateway.typed import typed
+
+CONNECT_TIMEOUT = "1s"
+HEALTH_CHECK_INTERVAL = "5s"
+DNS_REFRESH_RATE = "5s"
+
+
+def split_target(target: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port)."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"upstream target {target!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _discovery(host: str) -> dict[str, Any]:
+    if _is_ip(host):
+        return {"type": "STATIC"}
+    # A DNS name may resolve to several replicas (deploy/): each address becomes a host of the
+    # cluster, balanced and health-checked on its own (what STRICT_DNS used to be).
+    return {
+        "cluster_type": {
+            "name": "envoy.cluster.dns",
+            "typed_config": typed(
+                "extensions.clusters.dns.v3",
+                "DnsCluster",
+                dns_lookup_family="V4_PREFERRED",
+                dns_refresh_rate=DNS_REFRESH_RATE,
+            ),
+        }
+    }
+
+
+def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
+    host, port = split_target(target)
+    return {
+        "name": upstream.name,
+        **_discovery(host),
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+                "extensions.upstreams.http.v3",
+                "HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
+        },
+        "load_assignment": {
+            "cluster_name": upstream.name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket_address(host, port)}},
+                    ]
+                }
+            ],
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": HEALTH_CHECK_INTERVAL,
+                # Without traffic Envoy would check only every 60 s, so a service started after
+                # Envoy would look down for up to a minute.
+                "no_traffic_interval": HEALTH_CHECK_INTERVAL,
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                # "" is the whole server: a service draining on SIGTERM reports NOT_SERVING there.
+                "grpc_health_check": {"service_name": ""},
+            }
+        ],
+    }

@@ -1,0 +1,225 @@
+"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services
+and Envoy, each its own process, on free loopback ports, with a private data folder.
+
+`make run` uses honcho instead (gateway/run.py) for its prefixed live logs; this module keeps each
+process's output in a file and stops exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import bech32
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.render import ROOT
+from services.core.settings import SERVICE_NAMES, ServiceName
+
+LOOPBACK = "127.0.0.1"
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (another process could still take it before us)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def new_wallet_address() -> str:
+    """A valid random `remes` address."""
+    data = bech32.convertbits(os.urandom(20), 8, 5)
+    assert data is not None
+    address: str = bech32.bech32_encode("remes", data)
+    return address
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    grpc: Mapping[ServiceName, int]
+    gateway: int
+    admin: int
+
+    @classmethod
+    def pick(cls) -> StackPorts:
+        return cls({name: free_port() for name in SERVICE_NAMES}, free_port(), free_port())
+
+
+def stack_environment(
+    ports: StackPorts,
+    data_dir: Path,
+    internal_token: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of every process of the stack: R3MES_* from the caller's environment
+    are dropped, so a developer's or CI's settings (a PostgreSQL URL, say) never leak in."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("R3MES_")}
+    environment.update(
+        {
+            "R3MES_LISTEN_HOST": LOOPBACK,
+            "R3MES_DATA_DIR": str(data_dir),
+            "R3MES_INTERNAL_TOKEN": internal_token,
+            "R3MES_LOG_JSON": "false",
+            "R3MES_GATEWAY_PORT": str(ports.gateway),
+            "R3MES_GATEWAY_ADMIN_PORT": str(ports.admin),
+        }
+    )
+    for name, port in ports.grpc.items():
+        environment[f"R3MES_{name.upper()}_PORT"] = str(port)
+        environment[f"R3MES_{name.upper()}_TARGET"] = f"{LOOPBACK}:{port}"
+    environment.update(extra or {})
+    return environment
+
+
+@dataclass
+class _Started:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class LocalStack:
+    """Start with `running_stack()`; `rest_url` and `grpc_target()` reach it."""
+
+    ports: StackPorts
+    work_dir: Path
+    environment: dict[str, str]
+    started: list[_Started] = field(default_factory=list)
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.gateway}"
+
+    @property
+    def gateway_target(self) -> str:
+        return f"{LOOPBACK}:{self.ports.gateway}"
+
+    def grpc_target(self, name: ServiceName) -> str:
+        return f"{LOOPBACK}:{self.ports.grpc[name]}"
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = self.work_dir / f"{name}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                # Its own process group: a Ctrl-C in the terminal reaches only pytest, which then
+                # stops these in order.
+                start_new_session=True,
+            )
+        self.started.append(_Started(name, process, log))
+
+    def start_services(self) -> None:
+        for name in SERVICE_NAMES:
+            self._spawn(name, [sys.executable, "-m", f"services.{name}"])
+
+    def start_envoy(self) -> None:
+        # The same command as deploy/ and `make run`: render from the environment, then exec
+        # Envoy (so the pid we hold is Envoy's).
+        config = self.work_dir / "envoy.yaml"
+        self._spawn("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(config)])
+
+    def wait_until_ready(self, timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        for name in SERVICE_NAMES:
+            self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
+        if any(s.name == "envoy" for s in self.started):
+            self._wait(partial(envoy_ready, self.ports.admin), "envoy", deadline)
+
+    def _wait(self, probe: Callable[[], bool], name: str, deadline: float) -> None:
+        while not probe():
+            self._fail_if_exited()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not ready in time\n{self.logs()}")
+            time.sleep(0.1)
+
+    def _fail_if_exited(self) -> None:
+        for started in self.started:
+            if started.process.poll() is not None:
+                raise RuntimeError(
+                    f"{started.name} exited with {started.process.returncode}\n{self.logs()}"
+                )
+
+    def logs(self, last_lines: int = 30) -> str:
+        parts = []
+        for started in self.started:
+            lines = started.log.read_text(errors="replace").splitlines()[-last_lines:]
+            parts.append(f"--- {started.name} ---\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """SIGTERM every process we started (Envoy first, so no call reaches a stopped service),
+        wait, and SIGKILL only those still running after the timeout."""
+        for started in reversed(self.started):
+            if started.process.poll() is None:
+                started.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for started in reversed(self.started):
+            try:
+                started.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                started.process.kill()
+                started.process.wait()
+        self.started.clear()
+
+
+def grpc_serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def envoy_ready(admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{admin_port}/ready", timeout=0.5) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def running_stack(
+    work_dir: Path,
+    *,
+    internal_token: str,
+    with_envoy: bool = True,
+    extra_environment: Mapping[str, str] | None = None,
+    ready_timeout_seconds: float = 60.0,
+) -> Iterator[LocalStack]:
+    """Start the services (and Envoy), wait until all are serving, stop them all on exit."""
+    ports = StackPorts.pick()
+    data_dir = work_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    environment = stack_environment(ports, data_dir, internal_token, extra_environment)
+    stack = LocalStack(ports, work_dir, environment)
+    try:
+        stack.start_services()
+        stack.wait_until_ready(ready_timeout_seconds)
+        if with_envoy:
+            stack.start_envoy()
+            stack.wait_until_ready(ready_timeout_seconds)
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,232 @@
+"""JSON schemas of proto messages as Envoy's transcoder prints and parses them (proto3 JSON with
+proto field names): 64-bit integers are strings, enums are names, well-known types have their
+special forms, and fields are described by their proto comments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.api import field_behavior_pb2
+from google.protobuf import descriptor_pb2
+from r3mes.common.v1 import options_pb2
+
+from gateway.proto_index import MessageInfo, ProtoIndex
+
+Schema = dict[str, Any]
+FieldProto = descriptor_pb2.FieldDescriptorProto
+
+COMPONENTS_PREFIX = "#/components/schemas/"
+WALLET_ADDRESS_PATTERN = "^remes1[02-9ac-hj-np-z]{6,}$"
+
+_INT64_TYPES = {
+    FieldProto.TYPE_INT64: "int64",
+    FieldProto.TYPE_SINT64: "int64",
+    FieldProto.TYPE_SFIXED64: "int64",
+    FieldProto.TYPE_UINT64: "uint64",
+    FieldProto.TYPE_FIXED64: "uint64",
+}
+_INT32_TYPES = {
+    FieldProto.TYPE_INT32: "int32",
+    FieldProto.TYPE_SINT32: "int32",
+    FieldProto.TYPE_SFIXED32: "int32",
+    FieldProto.TYPE_UINT32: "uint32",
+    FieldProto.TYPE_FIXED32: "uint32",
+}
+_OTHER_SCALARS: dict[int, Schema] = {
+    FieldProto.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldProto.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldProto.TYPE_BOOL: {"type": "boolean"},
+    FieldProto.TYPE_STRING: {"type": "string"},
+    FieldProto.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+
+_INT64_STRING: Schema = {
+    "type": "string",
+    "format": "int64",
+    "pattern": "^-?[0-9]+$",
+    "description": "64-bit integer as a decimal string (proto3 JSON).",
+}
+_WRAPPER = "A nullable {} (google.protobuf wrapper)."
+WELL_KNOWN: dict[str, Schema] = {
+    "google.protobuf.Timestamp": {
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 time in UTC, e.g. 2026-01-15T12:00:00Z.",
+    },
+    "google.protobuf.Duration": {
+        "type": "string",
+        "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$",
+        "description": "Seconds with an `s` suffix, e.g. 1.5s.",
+    },
+    "google.protobuf.FieldMask": {
+        "type": "string",
+        "description": "Comma-separated field paths (lowerCamelCase).",
+    },
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {"description": "Any JSON value."},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+        "description": "A message of the type named by `@type`, with its fields beside it.",
+    },
+    "google.protobuf.DoubleValue": {
+        "type": ["number", "null"],
+        "description": _WRAPPER.format("double"),
+    },
+    "google.protobuf.FloatValue": {
+        "type": ["number", "null"],
+        "description": _WRAPPER.format("float"),
+    },
+    "google.protobuf.Int64Value": {
+        "type": ["string", "null"],
+        "format": "int64",
+        "description": _WRAPPER.format("int64 (a string)"),
+    },
+    "google.protobuf.UInt64Value": {
+        "type": ["string", "null"],
+        "format": "uint64",
+        "description": _WRAPPER.format("uint64 (a string)"),
+    },
+    "google.protobuf.Int32Value": {
+        "type": ["integer", "null"],
+        "format": "int32",
+        "description": _WRAPPER.format("int32"),
+    },
+    "google.protobuf.UInt32Value": {
+        "type": ["integer", "null"],
+        "format": "uint32",
+        "description": _WRAPPER.format("uint32"),
+    },
+    "google.protobuf.BoolValue": {
+        "type": ["boolean", "null"],
+        "description": _WRAPPER.format("bool"),
+    },
+    "google.protobuf.StringValue": {
+        "type": ["string", "null"],
+        "description": _WRAPPER.format("string"),
+    },
+    "google.protobuf.BytesValue": {
+        "type": ["string", "null"],
+        "format": "byte",
+        "description": _WRAPPER.format("bytes (base64)"),
+    },
+}
+
+
+def field_behaviors(field: FieldProto) -> set[int]:
+    return set(field.options.Extensions[field_behavior_pb2.field_behavior])
+
+
+def is_required(field: FieldProto) -> bool:
+    return field_behavior_pb2.REQUIRED in field_behaviors(field)
+
+
+def is_64_bit(field: FieldProto) -> bool:
+    return field.type in _INT64_TYPES
+
+
+class SchemaBuilder:
+    """Builds schemas and collects the component schemas they refer to."""
+
+    def __init__(self, index: ProtoIndex) -> None:
+        self.index = index
+        self.components: dict[str, Schema] = {}
+
+    def ref(self, type_name: str) -> Schema:
+        """A $ref to the message or enum (its component is built on first use), or the inline
+        schema of a well-known type."""
+        name = type_name.lstrip(".")
+        if name in WELL_KNOWN:
+            return dict(WELL_KNOWN[name])
+        if name not in self.components:
+            self.components[name] = {}  # a placeholder first, so recursive messages terminate
+            if name in self.index.enums:
+                self.components[name] = self._enum_schema(name)
+            else:
+                self.components[name] = self.message_schema(self.index.message(name))
+        return {"$ref": COMPONENTS_PREFIX + name}
+
+    def message_schema(self, info: MessageInfo, omit: frozenset[str] = frozenset()) -> Schema:
+        """The object schema of a message; fields named in `omit` (bound to the path) left out."""
+        fields = [f for f in info.proto.field if f.name not in omit]
+        schema: Schema = {"type": "object"}
+        if info.comment:
+            schema["description"] = info.comment
+        schema["properties"] = {
+            f.name: self.field_schema(f, info.field_comments[f.name]) for f in fields
+        }
+        required = [f.name for f in fields if is_required(f)]
+        if required:
+            schema["required"] = required
+        return schema
+
+    def field_schema(self, field: FieldProto, comment: str = "") -> Schema:
+        schema: Schema
+        map_entry = self._map_entry(field)
+        if map_entry is not None:
+            # A map is a JSON object; its keys are strings whatever their proto type.
+            value_field = map_entry.proto.field[1]
+            schema = {"type": "object", "additionalProperties": self._value_schema(value_field)}
+        elif field.label == FieldProto.LABEL_REPEATED:
+            schema = {"type": "array", "items": self._value_schema(field)}
+        else:
+            schema = self._value_schema(field)
+        # The field's comment first, then what its type adds (e.g. "64-bit integer as a string").
+        type_description = str(schema.pop("description", ""))
+        description = "\n\n".join(part for part in (comment, type_description) if part)
+        if description:
+            schema["description"] = description
+        if field_behavior_pb2.OUTPUT_ONLY in field_behaviors(field):
+            schema["readOnly"] = True
+        return schema
+
+    def _map_entry(self, field: FieldProto) -> MessageInfo | None:
+        if field.type != FieldProto.TYPE_MESSAGE or field.label != FieldProto.LABEL_REPEATED:
+            return None
+        info = self.index.message(field.type_name)
+        return info if info.proto.options.map_entry else None
+
+    def _value_schema(self, field: FieldProto) -> Schema:
+        """The schema of one value of the field (an element, if it is repeated)."""
+        if field.type in (FieldProto.TYPE_MESSAGE, FieldProto.TYPE_ENUM):
+            return self.ref(field.type_name)
+        if field.type in _INT64_TYPES:
+            schema = dict(_INT64_STRING, format=_INT64_TYPES[field.type])
+        elif field.type in _INT32_TYPES:
+            schema = {"type": "integer", "format": _INT32_TYPES[field.type]}
+            if _INT32_TYPES[field.type] == "uint32":
+                schema["minimum"] = 0
+        else:
+            schema = dict(_OTHER_SCALARS[field.type])
+        self._apply_rules(field, schema)
+        return schema
+
+    @staticmethod
+    def _apply_rules(field: FieldProto, schema: Schema) -> None:
+        """What the validation interceptor enforces (options.proto), where a schema can say it."""
+        if not field.options.HasExtension(options_pb2.rules):
+            return
+        rules = field.options.Extensions[options_pb2.rules]
+        if rules.format == options_pb2.FORMAT_WALLET_ADDRESS:
+            schema["pattern"] = WALLET_ADDRESS_PATTERN
+        if rules.HasField("max_length"):
+            schema["maxLength"] = rules.max_length
+        if schema.get("type") == "integer":
+            if rules.HasField("min"):
+                schema["minimum"] = rules.min
+            if rules.HasField("max"):
+                schema["maximum"] = rules.max
+
+    def _enum_schema(self, name: str) -> Schema:
+        info = self.index.enum(name)
+        values = [v.name for v in info.proto.value]
+        lines = [
+            f"- `{v}`: {info.value_comments[v]}" if info.value_comments[v] else f"- `{v}`"
+            for v in values
+        ]
+        description = "\n".join([info.comment, "", *lines]).strip()
+        return {"type": "string", "enum": values, "description": description}

@@ -1,0 +1,235 @@
+"""Render Envoy's bootstrap configuration from the settings: the one source for `make run`,
+the end-to-end tests and deploy/.
+
+    python -m gateway.render --out build/envoy.yaml [--descriptor build/r3mes.binpb]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.catalog import UPSTREAMS
+from gateway.clusters import cluster
+from gateway.filters import INTERNAL_TOKEN_HEADER, cors_policy, http_filters
+from gateway.local_replies import local_reply_config
+from gateway.typed import typed
+from services.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
+DEFAULT_OUTPUT = ROOT / "build" / "envoy.yaml"
+MAX_DOWNSTREAM_CONNECTIONS = 10_000
+UNKNOWN_PATH_CLUSTER = "unknown_path"
+ADMIN_HOST = "127.0.0.1"
+GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
+
+_TEXT_ACCESS_LOG = (
+    "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% -> %RESPONSE_CODE% "
+    "grpc=%GRPC_STATUS_NUMBER% %DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
+    "id=%REQ(X-REQUEST-ID)%\n"
+)
+_JSON_ACCESS_LOG = {
+    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "grpc_path": "%REQ(:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "upstream": "%UPSTREAM_HOST%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+
+
+def _access_log(as_json: bool) -> list[dict[str, Any]]:
+    log_format: dict[str, Any]
+    if as_json:
+        log_format = {"json_format": _JSON_ACCESS_LOG}
+    else:
+        log_format = {"text_format_source": {"inline_string": _TEXT_ACCESS_LOG}}
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": typed(
+                "extensions.access_loggers.stream.v3", "StdoutAccessLog", log_format=log_format
+            ),
+        }
+    ]
+
+
+def _service_routes(timeout: str) -> list[dict[str, Any]]:
+    # REST calls are routed after the transcoder has rewritten them to their gRPC path, so one
+    # prefix per service serves REST, gRPC and gRPC-Web alike.
+    return [
+        {
+            "name": upstream.name,
+            "match": {"prefix": upstream.grpc_prefix},
+            "route": {
+                "cluster": upstream.name,
+                "timeout": timeout,
+                "max_stream_duration": {"grpc_timeout_header_max": timeout},
+                # Only failures where the request never reached a service: safe for every RPC.
+                "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+            },
+        }
+        for upstream in UPSTREAMS
+    ]
+
+
+def _unknown_path_route() -> dict[str, Any]:
+    # Every other path, REST paths before transcoding included: the CORS filter needs a route to
+    # find its policy (a direct_response route would make it step aside, so preflights would
+    # fail). The cluster deliberately does not exist: Envoy answers 404 without calling anyone.
+    return {
+        "name": UNKNOWN_PATH_CLUSTER,
+        "match": {"prefix": "/"},
+        "route": {"cluster": UNKNOWN_PATH_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
+    }
+
+
+def _route_config(settings: Settings) -> dict[str, Any]:
+    timeout = f"{settings.gateway_route_timeout_seconds:g}s"
+    return {
+        "name": "r3mes",
+        # Needed for the unknown-path route, whose cluster is missing on purpose.
+        "validate_clusters": False,
+        "virtual_hosts": [
+            {
+                "name": "r3mes",
+                "domains": ["*"],
+                "routes": [*_service_routes(timeout), _unknown_path_route()],
+                "typed_per_filter_config": {
+                    "envoy.filters.http.cors": cors_policy(settings.cors_origins)
+                },
+                # The header filter already removed every x-r3mes-* header; naming the token here
+                # too keeps it out even if someone reorders or drops that filter.
+                "request_headers_to_remove": [INTERNAL_TOKEN_HEADER],
+                "request_headers_to_add": [
+                    {
+                        # Services believe x-forwarded-for from the gateway only, so the gateway
+                        # sends exactly one address: the client as Envoy determined it, after
+                        # skipping `xff_num_trusted_hops` proxies. Whatever a caller put in the
+                        # header itself is never passed on.
+                        "header": {
+                            "key": "x-forwarded-for",
+                            "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                        },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _connection_manager(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
+    return typed(
+        "extensions.filters.network.http_connection_manager.v3",
+        "HttpConnectionManager",
+        **_connection_manager_fields(settings, descriptor_path),
+    )
+
+
+def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
+    return {
+        "stat_prefix": "r3mes",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "xff_num_trusted_hops": settings.gateway_trusted_hops,
+        "generate_request_id": True,
+        "always_set_request_id_in_response": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "request_headers_timeout": "10s",
+        "common_http_protocol_options": {
+            "idle_timeout": "300s",
+            # `x_r3mes_internal_token` must not reach a service that folds `_` into `-`.
+            "headers_with_underscores_action": "DROP_HEADER",
+        },
+        "http2_protocol_options": {
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
+        "access_log": _access_log(settings.log_json),
+        "local_reply_config": local_reply_config(),
+        "route_config": _route_config(settings),
+        "http_filters": http_filters(descriptor_path, settings.max_request_bytes),
+    }
+
+
+def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
+    """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable)."""
+    return {
+        "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
+        "admin": {
+            # Admin can stop Envoy and rewrite its state: loopback only, never published.
+            "address": {
+                "socket_address": {"address": ADMIN_HOST, "port_value": settings.gateway_admin_port}
+            }
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "r3mes_http",
+                    "address": {
+                        "socket_address": {
+                            "address": settings.listen_host,
+                            "port_value": settings.gateway_port,
+                        }
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": _connection_manager(settings, descriptor_path),
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [cluster(u, settings.target_of(u.name)) for u in UPSTREAMS],
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": typed(
+                        "extensions.resource_monitors.downstream_connections.v3",
+                        "DownstreamConnectionsConfig",
+                        max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
+                    ),
+                }
+            ]
+        },
+    }
+
+
+def write_config(settings: Settings, descriptor: Path, output: Path) -> Path:
+    """Write Envoy's config to `output`, pointing at the descriptor set `make protos` built."""
+    if not descriptor.is_file():
+        raise FileNotFoundError(f"{descriptor} is missing: run `make protos` first")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(build_config(settings, descriptor.resolve()), sort_keys=False)
+    output.write_text(f"{GENERATED_NOTICE}\n{text}")
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    print(write_config(Settings(), args.descriptor, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""deploy/compose.yaml keeps the shape deploy/README.md promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
+SERVICES = ("users", "apikeys", "mining", "credits")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def test_the_compose_file_runs_the_databases_the_services_and_the_gateway(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    assert {"postgres", "redis", "migrate", "gateway", *SERVICES} <= set(services)
+    for name in SERVICES:
+        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+        assert "replicas" in services[name]["deploy"]
+
+
+def test_the_gateway_config_is_rendered_by_the_same_code_as_make_run(
+    compose: dict[str, Any],
+) -> None:
+    assert compose["services"]["gateway"]["command"][:3] == ["python", "-m", "gateway.serve"]
+
+
+def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
+    published = {name for name, service in compose["services"].items() if "ports" in service}
+
+    assert published == {"gateway"}
+
+
+def test_the_services_trust_forwarded_addresses_from_the_gateway_alone(
+    compose: dict[str, Any],
+) -> None:
+    gateway_address = compose["services"]["gateway"]["networks"]["backend"]["ipv4_address"]
+
+    trusted = compose["services"]["users"]["environment"]["R3MES_TRUSTED_PROXIES"]
+
+    assert yaml.safe_load(trusted) == [f"{gateway_address}/32"]

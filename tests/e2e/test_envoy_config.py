@@ -1,0 +1,114 @@
+"""The rendered Envoy configuration: accepted by Envoy itself, and shaped as the design says."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
+from gateway.serve import envoy_binary
+from services.core.settings import Settings
+
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+
+
+def settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
+def connection_manager(config: dict[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager
+
+
+def filter_names(config: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in connection_manager(config)["http_filters"]]
+
+
+def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    config = write_config(settings(), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
+
+    checked = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_transcoder_serves_all_four_services_with_the_agreed_options() -> None:
+    config = build_config(settings(), DEFAULT_DESCRIPTOR)
+
+    transcoder = next(
+        f for f in connection_manager(config)["http_filters"] if f["name"] == TRANSCODER
+    )["typed_config"]
+
+    assert transcoder["services"] == [
+        "r3mes.users.v1.UsersService",
+        "r3mes.apikeys.v1.APIKeysService",
+        "r3mes.mining.v1.MiningService",
+        "r3mes.credits.v1.CreditsService",
+    ]
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["ignore_unknown_query_parameters"] is True
+    assert transcoder["print_options"]["preserve_proto_field_names"] is True
+    assert transcoder["print_options"]["always_print_primitive_fields"] is True
+
+
+def test_internal_headers_are_stripped_before_any_filter_that_reads_headers() -> None:
+    names = filter_names(build_config(settings(), DEFAULT_DESCRIPTOR))
+
+    assert names[0] == "envoy.filters.http.cors"
+    assert names.index("r3mes.strip_internal_headers") < names.index(TRANSCODER)
+    assert names[-1] == "envoy.filters.http.router"
+
+
+def test_the_admin_endpoint_listens_on_loopback_only() -> None:
+    config = build_config(
+        settings(listen_host="0.0.0.0", gateway_admin_port=19901),  # noqa: S104 - the point
+        DEFAULT_DESCRIPTOR,
+    )
+
+    assert config["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 19901,
+    }
+
+
+def test_the_trusted_hops_setting_reaches_envoy() -> None:
+    manager = connection_manager(build_config(settings(gateway_trusted_hops=1), DEFAULT_DESCRIPTOR))
+
+    assert manager["use_remote_address"] is True
+    assert manager["xff_num_trusted_hops"] == 1
+
+
+def test_an_upstream_named_by_dns_becomes_a_dns_cluster_of_all_its_addresses() -> None:
+    config = build_config(
+        settings(users_target="users:50051", mining_target="10.0.0.7:50053"), DEFAULT_DESCRIPTOR
+    )
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+    assert clusters["users"]["cluster_type"]["name"] == "envoy.cluster.dns"
+    assert clusters["mining"]["type"] == "STATIC"
+    for cluster in clusters.values():
+        assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": ""}
+        protocol = cluster["typed_extension_protocol_options"]
+        assert "http2_protocol_options" in next(iter(protocol.values()))["explicit_http_config"]
+
+
+def test_the_gateway_sends_services_one_client_address_of_its_own_choosing() -> None:
+    config = build_config(settings(), DEFAULT_DESCRIPTOR)
+    virtual_host = connection_manager(config)["route_config"]["virtual_hosts"][0]
+
+    added = {h["header"]["key"]: h for h in virtual_host["request_headers_to_add"]}
+
+    assert added["x-forwarded-for"]["header"]["value"] == (
+        "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    )
+    assert added["x-forwarded-for"]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    assert "x-r3mes-internal-token" in virtual_host["request_headers_to_remove"]

@@ -1,0 +1,104 @@
+"""gateway/openapi.json: valid OpenAPI, in step with the protos, describing every REST route."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from gateway.openapi import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, read_descriptor_set, render, routes
+from gateway.proto_index import ProtoIndex
+
+HTTP_VERBS = {"get", "put", "post", "delete", "patch"}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DEFAULT_OUTPUT.read_text())
+    return loaded
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, verb, operation)
+        for path, item in document["paths"].items()
+        for verb, operation in item.items()
+        if verb in HTTP_VERBS
+    ]
+
+
+def test_the_committed_openapi_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)
+
+
+def test_the_committed_openapi_document_matches_the_protos() -> None:
+    assert DEFAULT_OUTPUT.read_text() == render(DEFAULT_DESCRIPTOR), (
+        "gateway/openapi.json is stale: run `make openapi`"
+    )
+
+
+def test_every_http_annotation_of_every_service_is_an_operation(document: dict[str, Any]) -> None:
+    index = ProtoIndex.of(read_descriptor_set(DEFAULT_DESCRIPTOR))
+    annotated = {(r.verb, r.openapi_path) for r in routes(index)}
+
+    described = {(verb, path) for path, verb, _ in operations(document)}
+
+    assert described == annotated
+    services = {r.method.service for r in routes(index)}
+    assert services == {
+        "r3mes.users.v1.UsersService",
+        "r3mes.apikeys.v1.APIKeysService",
+        "r3mes.mining.v1.MiningService",
+        "r3mes.credits.v1.CreditsService",
+    }
+
+
+def test_every_operation_declares_its_path_parameters_and_the_error_body(
+    document: dict[str, Any],
+) -> None:
+    for path, verb, operation in operations(document):
+        in_path = set(re.findall(r"\{([^}]+)\}", path))
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == in_path, f"{verb} {path}"
+        error = operation["responses"]["default"]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/google.rpc.Status"}
+        assert operation["description"], f"{verb} {path} has no description"
+
+
+def test_64_bit_integers_are_described_as_strings(document: dict[str, Any]) -> None:
+    user = document["components"]["schemas"]["r3mes.users.v1.User"]
+
+    assert user["properties"]["available_micro_credits"]["type"] == "string"
+    assert user["properties"]["available_micro_credits"]["format"] == "int64"
+    assert user["properties"]["create_time"]["format"] == "date-time"
+
+
+def test_the_error_body_lists_the_standard_details(document: dict[str, Any]) -> None:
+    status = document["components"]["schemas"]["google.rpc.Status"]
+    variants = status["properties"]["details"]["items"]["anyOf"]
+
+    assert {"$ref": "#/components/schemas/google.rpc.BadRequest"} in variants
+    assert {"$ref": "#/components/schemas/google.rpc.ErrorInfo"} in variants
+    assert status["required"] == ["code", "message", "details"]
+
+
+def test_a_get_route_takes_its_other_fields_as_query_parameters(document: dict[str, Any]) -> None:
+    list_blocks = document["paths"]["/v1/blocks"]["get"]
+
+    query = {p["name"] for p in list_blocks["parameters"] if p["in"] == "query"}
+
+    assert {"page_size", "page_token"} <= query
+
+
+def test_a_body_route_with_path_variables_leaves_them_out_of_the_body(
+    document: dict[str, Any],
+) -> None:
+    create_key = document["paths"]["/v1/wallets/{wallet_address}/apikeys"]["post"]
+
+    body = create_key["requestBody"]["content"]["application/json"]["schema"]
+
+    assert "wallet_address" not in body["properties"]
+    assert "name" in body["properties"]
