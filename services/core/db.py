@@ -24,6 +24,7 @@ from services.core.settings import ServiceName, Settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+READ_ONLY = "r3mes_read_only"  # an execution option of ours, read by the SQLite begin hook
 UNIQUE_VIOLATION_SQLSTATE = "23505"
 # Serialization failures and deadlocks: the whole transaction may be retried.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
@@ -55,11 +56,18 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One unit of work: commits when the block ends, rolls back when it raises."""
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One unit of work: commits when the block ends, rolls back when it raises.
+
+        `read_only` transactions take no write lock on SQLite, so reads never queue behind
+        each other or behind writers (WAL lets them see the last committed state).
+        """
         try:
-            async with self.engine.begin() as connection:
-                yield connection
+            async with self.engine.connect() as connection:
+                if read_only:
+                    await connection.execution_options(**{READ_ONLY: True})
+                async with connection.begin():
+                    yield connection
         except (SQLAlchemyError, OSError) as exc:
             translated = translate_error(exc)
             if translated is None:
@@ -88,7 +96,8 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own implicit BEGIN is deferred, which lets two writers both read and then
-        # deadlock on upgrade; we issue BEGIN IMMEDIATE ourselves (SQLAlchemy's documented recipe).
+        # deadlock on upgrade; we issue BEGIN ourselves (SQLAlchemy's documented recipe):
+        # IMMEDIATE for a unit of work that may write, DEFERRED for a read-only one.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -98,7 +107,8 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -32,14 +32,14 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
     async def GetUser(
         self, request: users_pb2.GetUserRequest, context: Context
     ) -> users_pb2.GetUserResponse:
-        async with self._database.transaction() as connection:
+        async with self._database.transaction(read_only=True) as connection:
             user = await UserRepository(connection).get(request.wallet_address)
         return users_pb2.GetUserResponse(user=user_message(user))
 
     async def GetNetworkStats(
         self, request: users_pb2.GetNetworkStatsRequest, context: Context
     ) -> users_pb2.GetNetworkStatsResponse:
-        async with self._database.transaction() as connection:
+        async with self._database.transaction(read_only=True) as connection:
             total_users = await UserRepository(connection).count()
         return users_pb2.GetNetworkStatsResponse(total_users=total_users)
 
