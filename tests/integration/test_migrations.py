@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import inspect
 
 from services.core.db import Database
-from services.core.migrate import current_revision, downgrade, upgrade
+from services.core.migrate import current_revision, downgrade, migrate_all, upgrade
 from services.core.settings import Settings
 
 
@@ -31,5 +31,17 @@ async def test_users_migrations_upgrade_downgrade_and_upgrade_again(settings: Se
         await upgrade(database, "users")
         assert await current_revision(database, "users") == "0001"
         assert "users" in await _table_names(database)
+    finally:
+        await database.dispose()
+
+
+async def test_make_migrate_brings_every_service_with_migrations_to_head(
+    settings: Settings,
+) -> None:
+    await migrate_all(settings)
+
+    database = Database.from_settings(settings, "users")
+    try:
+        assert await current_revision(database, "users") == "0001"
     finally:
         await database.dispose()
