@@ -20,12 +20,11 @@ from typing import Any, cast
 import grpc
 import pytest
 from google.protobuf.message import Message
-from grpc_interceptor.server import AsyncServerInterceptor
 from pydantic import SecretStr
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.interceptors import interceptor_chain
-from services.core.interceptors.handler import call_next
+from services.core.interceptors.base import Call, Interceptor
 from services.core.lifecycle import ServiceServer, build_server
 from services.core.logging import JsonFormatter
 from services.core.settings import Settings
@@ -207,14 +206,12 @@ async def test_the_access_log_records_a_timed_out_call_as_deadline_exceeded(
     assert [getattr(r, "code", None) for r in logged] == ["DEADLINE_EXCEEDED"]
 
 
-class StallingInterceptor(AsyncServerInterceptor):
+class StallingInterceptor(Interceptor):
     """Holds the event loop past the caller's deadline, as an overloaded server would."""
 
-    async def intercept(
-        self, method: Callable[..., Any], request: Any, context: Any, method_name: str
-    ) -> Any:
+    async def around(self, call: Call) -> Any:
         time.sleep(0.3)  # noqa: ASYNC251 (blocking on purpose)
-        return await call_next(method, request, context)
+        return await call.proceed()
 
 
 async def test_a_call_whose_deadline_passed_before_it_was_handled_runs_no_handler(

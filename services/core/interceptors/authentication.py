@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
-
 from services.core.auth import ANONYMOUS, Authenticator, current_principal
-from services.core.interceptors.handler import call_next
+from services.core.interceptors.base import Call, Interceptor
 
 
-class AuthenticationInterceptor(AsyncServerInterceptor):
+class AuthenticationInterceptor(Interceptor):
     def __init__(self, authenticators: Sequence[Authenticator]) -> None:
         self._authenticators = tuple(authenticators)
 
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        metadata = {
-            key: value
-            for key, value in (context.invocation_metadata() or ())
-            if isinstance(value, str)
-        }
+    async def around(self, call: Call) -> Any:
+        metadata = call.metadata()
         principal = ANONYMOUS
         for authenticator in self._authenticators:
             found = await authenticator.authenticate(metadata)
@@ -36,6 +23,6 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
                 break
         token = current_principal.set(principal)
         try:
-            return await call_next(method, request_or_iterator, context)
+            return await call.proceed()
         finally:
             current_principal.reset(token)

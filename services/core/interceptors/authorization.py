@@ -6,35 +6,26 @@ clients in other languages can see it too. An r3mes RPC without a rule is refuse
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-import grpc
 from google.protobuf import descriptor_pool
-from grpc_interceptor.server import AsyncServerInterceptor
 from r3mes.common.v1 import options_pb2
 
 from services.core.auth import Principal, PrincipalKind, current_principal
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.core.interceptors.handler import call_next
+from services.core.interceptors.base import Call, Interceptor
 
 # Health checks and reflection are infrastructure, open to every caller as gRPC defines them.
 OUR_PACKAGE_PREFIX = "r3mes."
 
 
-class AuthorizationInterceptor(AsyncServerInterceptor):
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        full_name = method_name.lstrip("/").replace("/", ".")
+class AuthorizationInterceptor(Interceptor):
+    async def around(self, call: Call) -> Any:
+        full_name = call.method_name.lstrip("/").replace("/", ".")
         if full_name.startswith(OUR_PACKAGE_PREFIX):
-            authorize(access_rule(full_name), current_principal.get(), request_or_iterator)
-        return await call_next(method, request_or_iterator, context)
+            authorize(access_rule(full_name), current_principal.get(), call.request)
+        return await call.proceed()
 
 
 @cache

@@ -6,13 +6,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-from grpc_interceptor.server import AsyncServerInterceptor
 
-from services.core.interceptors.handler import call_next
+from services.core.interceptors.base import Call, Interceptor
 from services.core.logging import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -22,15 +20,10 @@ INFRASTRUCTURE_PREFIX = "/grpc."
 access_log = logging.getLogger("r3mes.access")
 
 
-class RequestContextInterceptor(AsyncServerInterceptor):
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        request_id = _request_id(context)
+class RequestContextInterceptor(Interceptor):
+    async def around(self, call: Call) -> Any:
+        context = call.context
+        request_id = _request_id(call)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -38,7 +31,7 @@ class RequestContextInterceptor(AsyncServerInterceptor):
             if _deadline_passed(context):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline had passed")
             await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-            return await call_next(method, request_or_iterator, context)
+            return await call.proceed()
         except asyncio.CancelledError:
             # grpc cancels the handler when the deadline passes or the client goes away.
             passed = _deadline_passed(context)
@@ -50,10 +43,12 @@ class RequestContextInterceptor(AsyncServerInterceptor):
         finally:
             access_log.log(
                 # Health checks arrive every few seconds from every balancer: keep them quiet.
-                logging.DEBUG if method_name.startswith(INFRASTRUCTURE_PREFIX) else logging.INFO,
+                logging.DEBUG
+                if call.method_name.startswith(INFRASTRUCTURE_PREFIX)
+                else logging.INFO,
                 "rpc",
                 extra={
-                    "method": method_name,
+                    "method": call.method_name,
                     "code": _code_name(code),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 },
@@ -66,8 +61,8 @@ def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     return remaining is not None and remaining <= 0
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    offered = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+def _request_id(call: Call) -> str:
+    offered = call.metadata().get(REQUEST_ID_HEADER)
     if (
         isinstance(offered, str)
         and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH

@@ -8,52 +8,46 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
 from services.core.errors import ErrorDetails, R3mesError, Unimplemented
-from services.core.interceptors.handler import call_next
+from services.core.interceptors.base import Call, Interceptor
 
 logger = logging.getLogger(__name__)
 
 
-class ErrorMappingInterceptor(AsyncServerInterceptor):
+class ErrorMappingInterceptor(Interceptor):
     def __init__(self, domain: str) -> None:
         self._domain = domain
 
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
+    async def around(self, call: Call) -> Any:
         try:
-            return await call_next(method, request_or_iterator, context)
+            return await call.proceed()
         except grpc.aio.AbortError:
             raise
         except R3mesError as error:
             status = to_status(error, self._domain)
         except NotImplementedError:
             # What generated base servicers raise for an RPC that is declared but not built.
-            status = to_status(Unimplemented(f"{method_name} is not implemented yet"), self._domain)
+            status = to_status(
+                Unimplemented(f"{call.method_name} is not implemented yet"), self._domain
+            )
         except Exception:
             incident = uuid.uuid4().hex
             logger.exception(
-                "unexpected error", extra={"incident_id": incident, "method": method_name}
+                "unexpected error", extra={"incident_id": incident, "method": call.method_name}
             )
             status = to_status(
                 R3mesError(f"internal error (incident {incident})", reason="INTERNAL"), self._domain
             )
             status.code = grpc.StatusCode.INTERNAL.value[0]
         rich = rpc_status.to_status(status)
-        await context.abort(rich.code, rich.details, rich.trailing_metadata)
+        await call.context.abort(rich.code, rich.details, rich.trailing_metadata)
 
 
 def to_status(error: R3mesError, domain: str) -> status_pb2.Status:

@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import grpc
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from grpc_interceptor.server import AsyncServerInterceptor
 from r3mes.common.v1 import options_pb2
 
 from services.core import validators
 from services.core.errors import FieldViolation, InvalidArgument
-from services.core.interceptors.handler import call_next
+from services.core.interceptors.base import Call, Interceptor
 
 StringCheck = Callable[[str, options_pb2.FieldRules], object]
 
@@ -46,19 +44,13 @@ class FieldCheck:
     rules: options_pb2.FieldRules | None
 
 
-class ValidationInterceptor(AsyncServerInterceptor):
-    async def intercept(
-        self,
-        method: Callable[..., Any],
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> Any:
-        if isinstance(request_or_iterator, Message):
-            violations = find_violations(request_or_iterator)
+class ValidationInterceptor(Interceptor):
+    async def around(self, call: Call) -> Any:
+        if isinstance(call.request, Message):
+            violations = find_violations(call.request)
             if violations:
                 raise InvalidArgument.for_fields(violations)
-        return await call_next(method, request_or_iterator, context)
+        return await call.proceed()
 
 
 def find_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
