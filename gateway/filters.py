@@ -7,9 +7,7 @@ from typing import Any
 
 from gateway.catalog import UPSTREAMS
 from gateway.typed import typed
-
-INTERNAL_HEADER_PREFIX = "x-r3mes-"
-INTERNAL_TOKEN_HEADER = "x-r3mes-internal-token"  # noqa: S105 - a header name, not a secret
+from services.core.auth import INTERNAL_HEADER_PREFIX
 
 CORS_ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 CORS_ALLOW_HEADERS = (

@@ -14,9 +14,10 @@ import yaml
 
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
-from gateway.filters import INTERNAL_TOKEN_HEADER, cors_policy, http_filters
+from gateway.filters import cors_policy, http_filters
 from gateway.local_replies import local_reply_config
 from gateway.typed import typed
+from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
