@@ -26,7 +26,8 @@ import httpx
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from bench.load import Call, Measurement, closed_loop
-from gateway.local_stack import LocalStack, new_wallet_address, running_stack
+from gateway.local_stack import LocalStack, running_stack
+from services.core.testing import new_wallet_address
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
 WARM_UP_SECONDS = 0.5

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import bech32
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -38,14 +37,6 @@ def free_port() -> int:
         probe.bind((LOOPBACK, 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def new_wallet_address() -> str:
-    """A valid random `remes` address."""
-    data = bech32.convertbits(os.urandom(20), 8, 5)
-    assert data is not None
-    address: str = bech32.bech32_encode("remes", data)
-    return address
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from typing import TextIO
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
-from gateway.local_stack import envoy_ready, grpc_serving, new_wallet_address
+from gateway.local_stack import envoy_ready, grpc_serving
 from gateway.render import DEFAULT_DESCRIPTOR, ROOT
 from services.core.settings import SERVICE_NAMES, Settings
+from services.core.testing import new_wallet_address
 
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
 READY_TIMEOUT_SECONDS = 60.0

@@ -23,6 +23,7 @@ POSTGRES_URL = os.environ.get(
     "R3MES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 INTERNAL_TOKEN = "test-internal-token"
+UNREACHABLE = "127.0.0.1:1"
 RUN_SUFFIX = f"_t{uuid.uuid4().hex[:10]}"
 ENGINES = ["sqlite", "postgres"]
 
@@ -69,7 +70,15 @@ async def _drop_run_schemas() -> None:
 
 def settings_for(engine: str, data_dir: Path, suffix: str) -> Settings:
     """Settings of one storage engine; `suffix` gives PostgreSQL schemas of their own."""
-    settings = Settings(data_dir=data_dir, internal_token=SecretStr(INTERNAL_TOKEN))
+    settings = Settings(
+        data_dir=data_dir,
+        internal_token=SecretStr(INTERNAL_TOKEN),
+        # Peers nobody listens on: a test that needs credits or mining starts its own.
+        credits_target=UNREACHABLE,
+        mining_target=UNREACHABLE,
+        apikeys_target=UNREACHABLE,
+        users_target=UNREACHABLE,
+    )
     if engine == "sqlite":
         return settings
     return settings.model_copy(

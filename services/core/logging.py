@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from services.core.settings import Settings
 
+REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and belongs in the line.

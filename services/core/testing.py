@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import bech32
 import grpc
 
 from services.core.lifecycle import ServiceServer
@@ -40,3 +42,11 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+def new_wallet_address() -> str:
+    """A fresh, valid `remes` address (a random 20-byte account)."""
+    data = bech32.convertbits(os.urandom(20), 8, 5)
+    assert data is not None
+    address: str = bech32.bech32_encode("remes", data)
+    return address

@@ -15,11 +15,28 @@ class User:
 
 
 @dataclass(frozen=True)
-class NetworkStats:
-    total_users: int
-    active_miners: int = 0
-    total_micro_credits: int = 0
-    block_height: int = 0
+class Balance:
+    """What the credits service says a wallet holds, in micro-credits."""
+
+    available_micro_credits: int
+    reserved_micro_credits: int
+
+
+@dataclass(frozen=True)
+class MiningStatus:
+    """What the mining service says of a wallet; a wallet that never mined is no miner."""
+
+    is_miner: bool
+    last_mining_time: datetime | None = None
+
+
+NOT_A_MINER = MiningStatus(is_miner=False)
+
+
+@dataclass(frozen=True)
+class MiningSummary:
+    active_miners: int
+    block_height: int
 
 
 class UserNotFound(NotFound):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from services.core.testing import new_wallet_address
 from tests.e2e.conftest import ALLOWED_ORIGIN
-from tests.factories import new_wallet_address
 
 
 def preflight_headers(origin: str) -> dict[str, str]:

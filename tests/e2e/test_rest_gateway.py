@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
+from services.core.testing import new_wallet_address
 from tests.e2e.conftest import MAX_REQUEST_BYTES
-from tests.factories import new_wallet_address
 
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -31,10 +31,9 @@ async def test_a_user_created_over_rest_can_be_read_back_over_rest(rest: httpx.A
     user = read.json()["user"]
     assert user["wallet_address"] == wallet
     assert user["create_time"] == created.json()["user"]["create_time"]
-    # Proto field names, 64-bit integers as strings, primitive fields printed even when zero.
-    assert user["available_micro_credits"] == "0"
-    assert user["reserved_micro_credits"] == "0"
-    assert user["is_miner"] is False
+    # Proto field names; credits and mining answer UNIMPLEMENTED so far, so what they would
+    # tell is left out (unknown) rather than shown as zero.
+    assert set(user) == {"wallet_address", "create_time"}
 
 
 async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
@@ -42,7 +41,9 @@ async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
 
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-request-id"]
-    assert set(reply.json()) >= {"total_users", "active_miners", "block_height"}
+    # 64-bit integers as strings; the parts credits and mining cannot tell yet are left out.
+    assert set(reply.json()) == {"total_users"}
+    assert reply.json()["total_users"].isdigit()
 
 
 async def test_a_bad_wallet_address_is_a_400_status_naming_the_field(

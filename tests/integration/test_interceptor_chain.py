@@ -28,9 +28,8 @@ from services.core.interceptors.base import Call, Interceptor
 from services.core.lifecycle import ServiceServer, build_server
 from services.core.logging import JsonFormatter
 from services.core.settings import Settings
-from services.core.testing import running_server
+from services.core.testing import new_wallet_address, running_server
 from services.credits.server import create_server as create_credits_server
-from tests.factories import new_wallet_address
 from tests.integration.rpc import failure_of
 
 TOKEN = "chain-test-internal-token"

@@ -11,10 +11,9 @@ from sqlalchemy.engine import make_url
 
 from services.core.errors import Unavailable
 from services.core.settings import Settings
-from services.core.testing import running_server
+from services.core.testing import new_wallet_address, running_server
 from services.users.server import create_server
 from tests.conftest import POSTGRES_URL, RUN_SUFFIX, settings_for
-from tests.factories import new_wallet_address
 from tests.faults import CuttableProxy
 from tests.integration.rpc import failure_of
 

@@ -13,7 +13,7 @@ from r3mes.users.v1 import users_pb2
 from services.core.auth import ANONYMOUS, INTERNAL, Principal
 from services.core.errors import PermissionDenied, R3mesError, Unauthenticated
 from services.core.interceptors.authorization import access_rule, authorize
-from tests.factories import new_wallet_address
+from services.core.testing import new_wallet_address
 
 WALLET_A = new_wallet_address()
 WALLET_B = new_wallet_address()

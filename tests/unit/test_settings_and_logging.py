@@ -17,9 +17,8 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 from services.core.db import database_url
 from services.core.logging import JsonFormatter, request_id_var
 from services.core.settings import SERVICE_NAMES, Settings
-from services.core.testing import running_server
+from services.core.testing import new_wallet_address, running_server
 from services.users.server import create_server
-from tests.factories import new_wallet_address
 from tests.integration.rpc import failure_of
 
 

@@ -11,7 +11,7 @@ from r3mes.mining.v1 import mining_pb2
 from r3mes.users.v1 import users_pb2
 
 from services.core.interceptors.validation import find_violations
-from tests.factories import new_wallet_address
+from services.core.testing import new_wallet_address
 
 WALLET = new_wallet_address()
 MAX_AMOUNT = 10**15

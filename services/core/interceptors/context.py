@@ -11,9 +11,8 @@ from typing import Any
 import grpc
 
 from services.core.interceptors.base import Call, Interceptor
-from services.core.logging import request_id_var
+from services.core.logging import REQUEST_ID_HEADER, request_id_var
 
-REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 INFRASTRUCTURE_PREFIX = "/grpc."
 

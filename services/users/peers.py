@@ -1,0 +1,91 @@
+"""What the users service asks of credits and mining, and what it makes of their silence.
+
+A peer that cannot answer (down, too slow, not built yet) costs only its own fields: the
+answer is None, a warning names the peer and the code, and the caller's response leaves
+those fields out rather than inventing zeros.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from datetime import UTC
+from typing import TypeVar
+
+import grpc
+from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
+from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
+
+from services.users.domain import NOT_A_MINER, Balance, MiningStatus, MiningSummary
+
+logger = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT")
+
+
+class Peers:
+    def __init__(
+        self,
+        credits: credits_pb2_grpc.CreditsServiceAsyncStub,
+        mining: mining_pb2_grpc.MiningServiceAsyncStub,
+    ) -> None:
+        self._credits = credits
+        self._mining = mining
+
+    async def balance(self, wallet_address: str) -> Balance | None:
+        request = credits_pb2.GetBalanceRequest(wallet_address=wallet_address)
+        response = await _ask("credits", "GetBalance", self._credits.GetBalance(request))
+        if response is None:
+            return None
+        return Balance(
+            available_micro_credits=response.balance.available_micro_credits,
+            reserved_micro_credits=response.balance.reserved_micro_credits,
+        )
+
+    async def mining_status(self, wallet_address: str) -> MiningStatus | None:
+        request = mining_pb2.GetMinerStatsRequest(wallet_address=wallet_address)
+        try:
+            response = await self._mining.GetMinerStats(request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                return NOT_A_MINER
+            _warn("mining", "GetMinerStats", error)
+            return None
+        stats = response.stats
+        last = (
+            stats.last_report_time.ToDatetime(tzinfo=UTC)
+            if stats.HasField("last_report_time")
+            else None
+        )
+        return MiningStatus(is_miner=True, last_mining_time=last)
+
+    async def credits_total(self) -> int | None:
+        request = credits_pb2.GetCreditsTotalRequest()
+        response = await _ask("credits", "GetCreditsTotal", self._credits.GetCreditsTotal(request))
+        return None if response is None else response.total_micro_credits
+
+    async def mining_summary(self) -> MiningSummary | None:
+        request = mining_pb2.GetNetworkSummaryRequest()
+        response = await _ask(
+            "mining", "GetNetworkSummary", self._mining.GetNetworkSummary(request)
+        )
+        if response is None:
+            return None
+        return MiningSummary(
+            active_miners=response.active_miners, block_height=response.block_height
+        )
+
+
+async def _ask(peer: str, method: str, call: Awaitable[ResponseT]) -> ResponseT | None:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        _warn(peer, method, error)
+        return None
+
+
+def _warn(peer: str, method: str, error: grpc.aio.AioRpcError) -> None:
+    logger.warning(
+        "peer did not answer; its fields are left out",
+        extra={"peer": peer, "peer_method": method, "code": error.code().name},
+    )
