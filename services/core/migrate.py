@@ -58,6 +58,11 @@ async def _run(
     config = alembic_config(service, database)
     async with database.transaction() as connection:
         if database.schema is not None:
+            # Held until commit: replicas told to migrate on start take turns, and the second
+            # finds the schema at head already.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:schema))"), {"schema": database.schema}
+            )
             await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"'))
 
         def run_sync(sync_connection: Connection) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE
+
 from sqlalchemy import inspect
 
 from services.core.db import Database
@@ -40,6 +45,31 @@ async def test_make_migrate_brings_every_service_with_migrations_to_head(
 ) -> None:
     await migrate_all(settings)
 
+    database = Database.from_settings(settings, "users")
+    try:
+        assert await current_revision(database, "users") == "0001"
+    finally:
+        await database.dispose()
+
+
+async def test_replicas_migrating_at_once_take_turns_and_all_end_at_head(
+    settings: Settings,
+) -> None:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("R3MES_")},
+        "R3MES_DATA_DIR": str(settings.data_dir),
+        "R3MES_SCHEMA_SUFFIX": settings.schema_suffix,
+        **({"R3MES_DATABASE_URL": settings.database_url} if settings.database_url else {}),
+    }
+    replicas = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.core.migrate", env=environment, stderr=PIPE
+        )
+        for _ in range(3)
+    ]
+    outputs = await asyncio.gather(*(replica.communicate() for replica in replicas))
+
+    assert [replica.returncode for replica in replicas] == [0, 0, 0], outputs
     database = Database.from_settings(settings, "users")
     try:
         assert await current_revision(database, "users") == "0001"
