@@ -25,6 +25,7 @@ from services.core.db import Database
 from services.core.interceptors import interceptor_chain
 from services.core.logging import configure_logging
 from services.core.migrate import migrate_on_start
+from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ def build_server(
     """
     authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
     server = grpc.aio.server(
-        interceptors=interceptor_chain(f"{name}.r3mes.network", authenticators)
+        interceptors=interceptor_chain(
+            f"{name}.r3mes.network", authenticators, trusted_networks(settings.trusted_proxies)
+        )
     )
     for register, _ in registrations:
         register(server)

@@ -6,10 +6,11 @@ One documented default per setting; the defaults are the embedded mode: SQLite f
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ServiceName = Literal["users", "apikeys", "mining", "credits"]
@@ -94,6 +95,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         65536, ge=1024, description="Largest request body the gateway accepts (413 beyond)."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            ipaddress.ip_network(cidr, strict=False)  # raises ValueError, named by pydantic
+        return cidrs
 
     def port_of(self, service: ServiceName) -> int:
         port: int = getattr(self, f"{service}_port")

@@ -1,4 +1,4 @@
-"""Outermost interceptor: request id, deadline check and the structured access log."""
+"""Outermost interceptor: request id, client address, deadline check and the access log."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from services.core.interceptors.base import Call, Interceptor
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
+from services.core.network import (
+    FORWARDED_FOR_HEADER,
+    IPNetwork,
+    client_address,
+    client_address_var,
+)
 
 MAX_REQUEST_ID_LENGTH = 128
 INFRASTRUCTURE_PREFIX = "/grpc."
@@ -20,10 +27,16 @@ access_log = logging.getLogger("r3mes.access")
 
 
 class RequestContextInterceptor(Interceptor):
+    def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
+        self._trusted_proxies = tuple(trusted_proxies)
+
     async def around(self, call: Call) -> Any:
         context = call.context
         request_id = _request_id(call)
         token = request_id_var.set(request_id)
+        forwarded_for = call.metadata().get(FORWARDED_FOR_HEADER)
+        client = client_address(context.peer(), forwarded_for, self._trusted_proxies)
+        client_token = client_address_var.set(client)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -48,11 +61,13 @@ class RequestContextInterceptor(Interceptor):
                 "rpc",
                 extra={
                     "method": call.method_name,
+                    "client": client,
                     "code": _code_name(code),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 },
             )
             request_id_var.reset(token)
+            client_address_var.reset(client_token)
 
 
 def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
