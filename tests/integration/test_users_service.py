@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
 
 import grpc
 import pytest
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.settings import Settings
-from services.core.testing import new_wallet_address, running_server
+from services.core.testing import FakeClock, new_wallet_address, running_server
 from services.users.server import create_server
 from tests.integration.rpc import failure_of
 
@@ -100,3 +102,17 @@ async def test_network_stats_count_registered_users(
     stats = await users.GetNetworkStats(users_pb2.GetNetworkStatsRequest())
 
     assert stats.total_users == 3
+
+
+async def test_a_user_is_stamped_with_the_moment_the_service_registered_it(
+    settings: Settings,
+) -> None:
+    clock = FakeClock(datetime(2026, 3, 1, 9, 30, 15, 250000, tzinfo=UTC))
+    async with running_server(partial(create_server, clock=clock), settings, "users") as (_, ch):
+        users = users_pb2_grpc.UsersServiceStub(ch)
+        wallet = new_wallet_address()
+        await users.CreateUser(users_pb2.CreateUserRequest(wallet_address=wallet))
+        clock.advance(days=30)
+        read = await users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))
+
+    assert read.user.create_time.ToDatetime(UTC) == datetime(2026, 3, 1, 9, 30, 15, 250000, UTC)
