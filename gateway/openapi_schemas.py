@@ -46,7 +46,6 @@ _INT64_STRING: Schema = {
     "pattern": "^-?[0-9]+$",
     "description": "64-bit integer as a decimal string (proto3 JSON).",
 }
-_WRAPPER = "A nullable {} (google.protobuf wrapper)."
 WELL_KNOWN: dict[str, Schema] = {
     "google.protobuf.Timestamp": {
         "type": "string",
@@ -73,48 +72,31 @@ WELL_KNOWN: dict[str, Schema] = {
         "additionalProperties": True,
         "description": "A message of the type named by `@type`, with its fields beside it.",
     },
-    "google.protobuf.DoubleValue": {
-        "type": ["number", "null"],
-        "description": _WRAPPER.format("double"),
-    },
-    "google.protobuf.FloatValue": {
-        "type": ["number", "null"],
-        "description": _WRAPPER.format("float"),
-    },
-    "google.protobuf.Int64Value": {
-        "type": ["string", "null"],
-        "format": "int64",
-        "description": _WRAPPER.format("int64 (a string)"),
-    },
-    "google.protobuf.UInt64Value": {
-        "type": ["string", "null"],
-        "format": "uint64",
-        "description": _WRAPPER.format("uint64 (a string)"),
-    },
-    "google.protobuf.Int32Value": {
-        "type": ["integer", "null"],
-        "format": "int32",
-        "description": _WRAPPER.format("int32"),
-    },
-    "google.protobuf.UInt32Value": {
-        "type": ["integer", "null"],
-        "format": "uint32",
-        "description": _WRAPPER.format("uint32"),
-    },
-    "google.protobuf.BoolValue": {
-        "type": ["boolean", "null"],
-        "description": _WRAPPER.format("bool"),
-    },
-    "google.protobuf.StringValue": {
-        "type": ["string", "null"],
-        "description": _WRAPPER.format("string"),
-    },
-    "google.protobuf.BytesValue": {
-        "type": ["string", "null"],
-        "format": "byte",
-        "description": _WRAPPER.format("bytes (base64)"),
-    },
 }
+
+
+def _wrapper(json_type: str, label: str, json_format: str | None = None) -> Schema:
+    formatted = {"format": json_format} if json_format else {}
+    return {
+        "type": [json_type, "null"],
+        **formatted,
+        "description": f"A nullable {label} (google.protobuf wrapper).",
+    }
+
+
+WELL_KNOWN.update(
+    {
+        "google.protobuf.DoubleValue": _wrapper("number", "double"),
+        "google.protobuf.FloatValue": _wrapper("number", "float"),
+        "google.protobuf.Int64Value": _wrapper("string", "int64 (a string)", "int64"),
+        "google.protobuf.UInt64Value": _wrapper("string", "uint64 (a string)", "uint64"),
+        "google.protobuf.Int32Value": _wrapper("integer", "int32", "int32"),
+        "google.protobuf.UInt32Value": _wrapper("integer", "uint32", "uint32"),
+        "google.protobuf.BoolValue": _wrapper("boolean", "bool"),
+        "google.protobuf.StringValue": _wrapper("string", "string"),
+        "google.protobuf.BytesValue": _wrapper("string", "bytes (base64)", "byte"),
+    }
+)
 
 
 def field_behaviors(field: FieldProto) -> set[int]:
