@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import DateTime, Dialect, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator
 
 from services.core.errors import Aborted, AlreadyExists, R3mesError, Unavailable
 from services.core.settings import ServiceName, Settings
@@ -153,3 +155,19 @@ def _is_unique_violation(exc: IntegrityError) -> bool:
     return _sqlstate(exc) == UNIQUE_VIOLATION_SQLSTATE or "UNIQUE constraint failed" in str(
         exc.orig
     )
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, always handed back in UTC with its zone.
+
+    PostgreSQL's timestamptz keeps the zone; SQLite stores text and hands back naive values.
+    Every table uses this type, so no repository has to know which engine it runs on.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row
@@ -17,7 +16,7 @@ class UserRepository(BaseRepository[User]):
     table = tables.users
 
     def to_domain(self, row: Row[Any]) -> User:
-        return User(wallet_address=row.wallet_address, created_at=_as_utc(row.created_at))
+        return User(wallet_address=row.wallet_address, created_at=row.created_at)
 
     async def add(self, user: User) -> User:
         try:
@@ -32,8 +31,3 @@ class UserRepository(BaseRepository[User]):
         if user is None:
             raise UserNotFound(wallet_address)
         return user
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; we store UTC only.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

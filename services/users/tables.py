@@ -1,6 +1,8 @@
 """The users schema: one row per registered wallet."""
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy import Column, MetaData, String, Table
+
+from services.core.db import UtcDateTime
 
 SCHEMA = "users"
 metadata = MetaData(schema=SCHEMA)
@@ -10,5 +12,5 @@ users = Table(
     metadata,
     # A bech32 address is at most 90 characters (BIP-173).
     Column("wallet_address", String(90), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
