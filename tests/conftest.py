@@ -1,8 +1,9 @@
 """Shared fixtures: settings for each storage engine, so storage tests run on SQLite and PostgreSQL.
 
 PostgreSQL tests use the `test` database on 127.0.0.1 and schemas with a suffix unique to this run,
-dropped at the end. With R3MES_REQUIRE_POSTGRES=1 (CI) a missing server fails the run; otherwise
-its tests are skipped with the reason shown.
+dropped at the end. A missing server fails the run. Only an explicit R3MES_REQUIRE_POSTGRES=0 leaves
+the PostgreSQL tests out: they are then not collected at all (the run's header says so), so
+nothing is ever counted as passed that did not run.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ POSTGRES_URL = os.environ.get(
 INTERNAL_TOKEN = "test-internal-token"
 UNREACHABLE = "127.0.0.1:1"
 RUN_SUFFIX = f"_t{uuid.uuid4().hex[:10]}"
-ENGINES = ["sqlite", "postgres"]
+POSTGRES_OPTED_OUT = os.environ.get("R3MES_REQUIRE_POSTGRES", "1") in ("0", "false")
+ENGINES = ["sqlite"] if POSTGRES_OPTED_OUT else ["sqlite", "postgres"]
 
 
-def _required(variable: str) -> bool:
-    return os.environ.get(variable, "") not in ("", "0", "false")
+def pytest_report_header() -> str:
+    if POSTGRES_OPTED_OUT:
+        return "PostgreSQL tests NOT collected (R3MES_REQUIRE_POSTGRES=0)"
+    return f"PostgreSQL tests on {POSTGRES_URL} (required)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if POSTGRES_OPTED_OUT:
+        kept = [item for item in items if item.get_closest_marker("postgres") is None]
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
 
 
 def _postgres_dsn() -> str:
@@ -49,9 +60,7 @@ async def _postgres_reachable() -> str | None:
 def postgres_available() -> Iterator[None]:
     problem = asyncio.run(_postgres_reachable())
     if problem is not None:
-        if _required("R3MES_REQUIRE_POSTGRES"):
-            pytest.fail(problem + " (R3MES_REQUIRE_POSTGRES is set)")
-        pytest.skip(problem)
+        pytest.fail(problem + " (set R3MES_REQUIRE_POSTGRES=0 to leave PostgreSQL tests out)")
     yield
     asyncio.run(_drop_run_schemas())
 

@@ -18,6 +18,7 @@ from tests.faults import CuttableProxy
 from tests.integration.rpc import failure_of
 
 
+@pytest.mark.postgres
 @pytest.mark.usefixtures("postgres_available")
 async def test_a_database_that_goes_down_makes_calls_unavailable_so_callers_retry(
     tmp_path: Path,
