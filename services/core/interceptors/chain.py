@@ -98,7 +98,7 @@ class RequestChain(AsyncServerInterceptor):
         self, method: Behaviour, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
         """A call with one response: the steps, then the handler, then the access log."""
-        record, metadata = await self._begin(method_name, context)
+        record, metadata = self._begin(method_name, context)
         admitted = False
         try:
             self.admission.enter(method_name)
@@ -128,7 +128,7 @@ class RequestChain(AsyncServerInterceptor):
     ) -> AsyncIterator[Any]:
         """A call with a stream of responses. It is not counted as running: streams such as
         health Watch stay open until the client leaves, and would hold every shutdown."""
-        record, metadata = await self._begin(method_name, context)
+        record, metadata = self._begin(method_name, context)
         try:
             self.admission.enter(method_name)
             self.admission.leave()
@@ -154,11 +154,13 @@ class RequestChain(AsyncServerInterceptor):
                 record.code = context.code() or grpc.StatusCode.OK
             request_context.log_access(record)
 
-    async def _begin(self, method_name: str, context: Context) -> tuple[CallRecord, Metadata]:
+    def _begin(self, method_name: str, context: Context) -> tuple[CallRecord, Metadata]:
         # Text metadata only (binary `-bin` headers left out), read once for every step.
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         record = request_context.begin(method_name, metadata, context.peer(), self._trusted_proxies)
-        await context.send_initial_metadata(((REQUEST_ID_HEADER, record.request_id),))
+        # In the trailers, which leave with the status in one batch: sending it as initial
+        # metadata cost a batch of its own, the dearest single step of a refused call.
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, record.request_id),))
         return record, metadata
 
     async def _before_handler(

@@ -52,7 +52,8 @@ def refuse(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Statu
     rich = rpc_status.to_status(status)
     context.set_code(rich.code)
     context.set_details(rich.details)
-    context.set_trailing_metadata(rich.trailing_metadata)
+    # Added to what the call already carries (its request id).
+    context.set_trailing_metadata((*context.trailing_metadata(), *rich.trailing_metadata))
 
 
 def to_status(error: R3mesError, domain: str) -> status_pb2.Status:
