@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.core.auth import InternalTokenAuthenticator
+from services.core.auth import Authenticator, default_authenticators
+from services.core.background import PeriodicJob
 from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
@@ -57,12 +58,16 @@ class ServiceServer:
     health: health_aio.HealthServicer
     service_names: Sequence[str]
     closers: Sequence[Closer]
+    jobs: Sequence[PeriodicJob] = ()
     admission: Admission = field(default_factory=Admission)
 
     async def start(self) -> None:
         await self.grpc_server.start()
         for service in (*self.service_names, ""):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for job in self.jobs:
+            await self._publish_job(job.name, True)
+            job.start(self._publish_job)
         logger.info("serving", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
@@ -75,9 +80,18 @@ class ServiceServer:
                 extra={"service": self.name, "running": self.admission.running},
             )
         await self.grpc_server.stop(remaining)
+        for job in self.jobs:
+            await job.stop()
         for close in reversed(self.closers):
             await close()
         logger.info("stopped", extra={"service": self.name})
+
+    async def _publish_job(self, job: str, healthy: bool) -> None:
+        """A background job's state, in health as `<service>.<job>` (grpc health check)."""
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(
+            f"{self.name}.{job}", status.SERVING if healthy else status.NOT_SERVING
+        )
 
 
 def registration(
@@ -108,12 +122,18 @@ def build_server(
     name: ServiceName,
     registrations: Sequence[tuple[Registration, str]],
     closers: Sequence[Closer] = (),
+    *,
+    authenticators: Sequence[Authenticator] | None = None,
+    jobs: Sequence[PeriodicJob] = (),
 ) -> tuple[ServiceServer, int]:
     """Assemble the server: interceptor chain, the service's servicers, health and reflection.
 
     `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
+    `authenticators` decide who is calling (default: the internal token only); `jobs` run in
+    the background while the server serves, their state published in health.
     """
-    authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
+    if authenticators is None:
+        authenticators = default_authenticators(settings)
     admission = Admission()
     chain = RequestChain(
         f"{name}.r3mes.network",
@@ -136,7 +156,7 @@ def build_server(
         server,
     )
     port = listen(server, settings.listen_host, settings.port_of(name))
-    return ServiceServer(name, server, health, service_names, closers, admission), port
+    return ServiceServer(name, server, health, service_names, closers, jobs, admission), port
 
 
 class PortUnavailable(RuntimeError):
