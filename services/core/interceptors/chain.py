@@ -114,7 +114,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            record.code = self._refuse(context, error, method_name)
+            await self._refuse(context, error, method_name, record)
             return None
         finally:
             if admitted:
@@ -148,7 +148,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            record.code = self._refuse(context, error, method_name)
+            await self._refuse(context, error, method_name, record)
         finally:
             if record.code is grpc.StatusCode.OK:
                 record.code = context.code() or grpc.StatusCode.OK
@@ -183,8 +183,10 @@ class RequestChain(AsyncServerInterceptor):
         authorize_call(method_name, principal, message)
         return request
 
-    def _refuse(self, context: Context, error: Exception, method_name: str) -> int:
+    async def _refuse(
+        self, context: Context, error: Exception, method_name: str, record: CallRecord
+    ) -> None:
+        """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
         status = self._errors.status_of(error, method_name)
-        refuse(context, status)
-        code: int = status.code
-        return code
+        record.code = status.code
+        await refuse(context, status)
