@@ -196,4 +196,5 @@ class RequestChain(AsyncServerInterceptor):
         """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
         status = self._errors.status_of(error, method_name)
         record.code = status.code
+        request_context.log_access(record)
         await refuse(context, status)

@@ -36,7 +36,7 @@ _ids = random.Random()  # noqa: S311
 class CallRecord:
     """What the access log line of one call says; `code` is set as the call ends."""
 
-    __slots__ = ("client", "code", "method", "request_id", "started")
+    __slots__ = ("client", "code", "logged", "method", "request_id", "started")
 
     def __init__(self, method: str, request_id: str, client: str | None) -> None:
         self.method = method
@@ -44,6 +44,7 @@ class CallRecord:
         self.client = client
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | int = grpc.StatusCode.OK
+        self.logged = False
 
 
 def begin(
@@ -85,6 +86,11 @@ def cancelled_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCo
 
 
 def log_access(record: CallRecord) -> None:
+    """Write the call's line, once: before its status leaves, so that a caller who has the
+    answer can count on the line being written."""
+    if record.logged:
+        return
+    record.logged = True
     # Health checks arrive every few seconds from every balancer: keep them quiet.
     level = logging.DEBUG if record.method.startswith(INFRASTRUCTURE_PREFIX) else logging.INFO
     if not access_log.isEnabledFor(level):
