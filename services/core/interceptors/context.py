@@ -51,7 +51,7 @@ def begin(
     method: str, metadata: Mapping[str, str], peer: str, trusted_proxies: Sequence[IPNetwork]
 ) -> CallRecord:
     """Open the call's record and make its request id and client address current."""
-    request_id = _request_id(metadata.get(REQUEST_ID_HEADER))
+    request_id = request_id_for(metadata.get(REQUEST_ID_HEADER))
     client = _client_address(peer, metadata.get(FORWARDED_FOR_HEADER), tuple(trusted_proxies))
     request_id_var.set(request_id)
     client_address_var.set(client)
@@ -107,7 +107,7 @@ def log_access(record: CallRecord) -> None:
     )
 
 
-def _request_id(offered: str | None) -> str:
+def request_id_for(offered: str | None) -> str:
     if offered is not None and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isprintable():
         return offered
     return f"{_ids.getrandbits(128):032x}"
