@@ -59,7 +59,7 @@ class RequestChain(AsyncServerInterceptor):
     ) -> None:
         self._errors = ErrorMapping(error_domain)
         self._authentication = Authentication(authenticators)
-        self._trusted_proxies = tuple(trusted_proxies)
+        self._clients = request_context.ClientAddresses(trusted_proxies)
         self.admission = admission or Admission()
         # grpc asks for the handler on every call; the wrapped one is built once per method.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -164,7 +164,7 @@ class RequestChain(AsyncServerInterceptor):
         pairs = _call_metadata.get(None) or context.invocation_metadata() or ()
         # Text metadata only (binary `-bin` headers left out), read once for every step.
         metadata = {k: v for k, v in pairs if isinstance(v, str)}
-        record = request_context.begin(method_name, metadata, context.peer(), self._trusted_proxies)
+        record = request_context.begin(method_name, metadata, context.peer(), self._clients)
         # In the trailers, which leave with the status in one batch: sending it as initial
         # metadata cost a batch of its own, the dearest single step of a refused call.
         context.set_trailing_metadata(((REQUEST_ID_HEADER, record.request_id),))

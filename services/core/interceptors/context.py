@@ -47,24 +47,30 @@ class CallRecord:
         self.logged = False
 
 
+class ClientAddresses:
+    """Who the client of a call is (services.core.network.client_address), remembered per peer
+    and forwarded-for header: parsing addresses and matching networks on every call showed in
+    the profile, and a connection (its peer) and the gateway's headers repeat call after call."""
+
+    def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
+        trusted = tuple(trusted_proxies)
+
+        @lru_cache(maxsize=4096)
+        def resolve(peer: str, forwarded_for: str | None) -> str | None:
+            return client_address(peer, forwarded_for, trusted)
+
+        self.resolve = resolve
+
+
 def begin(
-    method: str, metadata: Mapping[str, str], peer: str, trusted_proxies: Sequence[IPNetwork]
+    method: str, metadata: Mapping[str, str], peer: str, clients: ClientAddresses
 ) -> CallRecord:
     """Open the call's record and make its request id and client address current."""
     request_id = request_id_for(metadata.get(REQUEST_ID_HEADER))
-    client = _client_address(peer, metadata.get(FORWARDED_FOR_HEADER), tuple(trusted_proxies))
+    client = clients.resolve(peer, metadata.get(FORWARDED_FOR_HEADER))
     request_id_var.set(request_id)
     client_address_var.set(client)
     return CallRecord(method, request_id, client)
-
-
-@lru_cache(maxsize=4096)
-def _client_address(
-    peer: str, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]
-) -> str | None:
-    # Parsing addresses and matching networks per call showed in the profile; a connection
-    # (its peer string) and the gateway's headers repeat from call to call.
-    return client_address(peer, forwarded_for, trusted_proxies)
 
 
 def check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:
