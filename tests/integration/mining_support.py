@@ -11,6 +11,7 @@ from functools import partial
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 from sqlalchemy import func, select
@@ -32,6 +33,13 @@ class Mining:
     stub: mining_pb2_grpc.MiningServiceAsyncStub
     clock: FakeClock
     settings: Settings
+    channel: grpc.aio.Channel
+
+    async def health(self, service: str = "") -> int:
+        """The gRPC health status of `service` (a background job: `mining.<job>`)."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        status: int = (await health_pb2_grpc.HealthStub(self.channel).Check(request)).status
+        return status
 
     async def raw_report_count(self) -> int:
         """Raw reports as stored (what pruning removes), read beside the service."""
@@ -50,7 +58,7 @@ async def running_mining(settings: Settings, clock: FakeClock) -> AsyncIterator[
         server,
         channel,
     ):
-        yield Mining(server, mining_pb2_grpc.MiningServiceStub(channel), clock, settings)
+        yield Mining(server, mining_pb2_grpc.MiningServiceStub(channel), clock, settings, channel)
 
 
 def timestamp(moment: datetime) -> Timestamp:
