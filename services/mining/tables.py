@@ -45,6 +45,8 @@ day_rollups = Table(
     Column("earned_micro_credits", BigInteger, nullable=False),
     Column("hashrate_sum", Float(precision=53), nullable=False),
     Column("hashrate_max", Float(precision=53), nullable=False),
+    # On SQLite the rows live in primary-key order, so a wallet's days are read together.
+    sqlite_with_rowid=False,
 )
 
 miners = Table(

@@ -10,8 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.core.clock import Clock
-from services.core.errors import ErrorDetails, FailedPrecondition, InvalidArgument
-from services.core.idempotency import IdempotencyKeyReused
+from services.core.errors import (
+    ErrorDetails,
+    FailedPrecondition,
+    InvalidArgument,
+    TransactionConflict,
+)
+from services.core.idempotency import IdempotencyKeyReused, fingerprint_of
 from services.core.pagination import Page, PageRequest
 from services.core.uow import UnitOfWork
 from services.mining.domain import (
@@ -37,7 +42,7 @@ from services.mining.domain import (
     report_violations,
     utc_day,
 )
-from services.mining.repository import MiningRepositories
+from services.mining.repository import KeyClaim, MiningRepositories
 
 RECORD_STATS_SCOPE = "RecordMiningStats"  # a batch entry shares the scope of RecordMiningStats
 RECORD_BLOCK_SCOPE = "RecordBlock"
@@ -71,47 +76,48 @@ class MiningUseCases:
 
     async def _record(self, reports: Sequence[NewReport], *, batch: bool) -> list[StatsReport]:
         now = self._clock()
+        new = [
+            StatsReport(
+                report.wallet_address,
+                report.hashrate,
+                report.earned_micro_credits,
+                report.observe_time or now,
+                now,
+            )
+            for report in reports
+        ]
+        claims = [
+            KeyClaim(
+                report.idempotency_key,
+                fingerprint_of(RECORD_STATS_SCOPE, _report_parameters(report)),
+                _encode_report(recorded),
+            )
+            for report, recorded in zip(reports, new, strict=True)
+        ]
 
         async def in_unit(repositories: MiningRepositories) -> list[StatsReport]:
-            recorded: list[StatsReport] = []
+            taken = await repositories.idempotency.claim_many(RECORD_STATS_SCOPE, claims, now)
+            answers: list[StatsReport] = []
             fresh: list[StatsReport] = []
-            for index, report in enumerate(reports):
-                new = StatsReport(
-                    report.wallet_address,
-                    report.hashrate,
-                    report.earned_micro_credits,
-                    report.observe_time or now,
-                    now,
-                )
-
-                async def work(new: StatsReport = new) -> StatsReport:
-                    fresh.append(new)
-                    return new
-
-                try:
-                    recorded.append(
-                        await repositories.idempotency.remembered(
-                            RECORD_STATS_SCOPE,
-                            report.idempotency_key,
-                            _report_parameters(report),
-                            now,
-                            work,
-                            encode=_encode_report,
-                            replay=_replay_report,
-                        )
-                    )
-                except IdempotencyKeyReused as reused:
-                    if not batch:
-                        raise
-                    raise _entry_key_reused(index, report.idempotency_key) from reused
-            # The effects of the new entries, together: the raw rows in one statement, each
-            # rollup and each miner's totals once, in key order.
+            for index, (claim, recorded) in enumerate(zip(claims, new, strict=True)):
+                earlier = taken.get(claim.key)
+                if earlier is None:
+                    fresh.append(recorded)
+                    answers.append(recorded)
+                elif earlier.response is None:
+                    raise TransactionConflict("a concurrent repeat of this call; retry it")
+                elif earlier.fingerprint != claim.fingerprint:
+                    if batch:
+                        raise _entry_key_reused(index, claim.key)
+                    raise IdempotencyKeyReused(RECORD_STATS_SCOPE, claim.key)
+                else:
+                    answers.append(_replay_report(earlier.response))
+            # The effects of the new entries together: the raw rows in one statement, each
+            # day's rollup and each miner's totals added to in one statement each.
             await repositories.reports.add_many(fresh)
-            for rollup in day_rollups(fresh):
-                await repositories.rollups.add(rollup)
-            for totals in miner_totals(fresh):
-                await repositories.miners.add(totals)
-            return recorded
+            await repositories.rollups.add_many(day_rollups(fresh))
+            await repositories.miners.add_many(miner_totals(fresh))
+            return answers
 
         return await self._uow.run(in_unit)
 
@@ -258,7 +264,7 @@ def _encode_report(report: StatsReport) -> str:
     )
 
 
-async def _replay_report(stored: str) -> StatsReport:
+def _replay_report(stored: str) -> StatsReport:
     fields = json.loads(stored)
     return StatsReport(
         fields["wallet_address"],

@@ -61,6 +61,7 @@ def upgrade() -> None:
         _double("hashrate_sum"),
         _double("hashrate_max"),
         schema=SCHEMA,
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "miners",
