@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -254,3 +255,28 @@ async def test_writes_refuse_callers_without_the_internal_token(mining: Mining, 
 
     assert failure_of(raised.value).code is grpc.StatusCode.UNAUTHENTICATED
     assert await mining.raw_report_count() == 0
+
+
+async def test_concurrent_repeats_of_a_batch_record_it_once_and_answer_alike(
+    mining: Mining,
+) -> None:
+    wallet = new_wallet_address()
+    request = mining_pb2.BatchRecordMiningStatsRequest(
+        requests=[stats(wallet, f"c{i}", earned=i) for i in range(50)]
+    )
+
+    answers = await asyncio.gather(
+        *(mining.stub.BatchRecordMiningStats(request, metadata=INTERNAL) for _ in range(4)),
+        return_exceptions=True,
+    )
+
+    recorded = [a for a in answers if isinstance(a, mining_pb2.BatchRecordMiningStatsResponse)]
+    # A repeat may be told to retry (ABORTED) while the first is running, never anything else.
+    for answer in answers:
+        if isinstance(answer, grpc.aio.AioRpcError):
+            assert answer.code() is grpc.StatusCode.ABORTED
+    assert recorded
+    assert all(r.reports == recorded[0].reports for r in recorded)
+    read = await miner_stats(mining, wallet)
+    assert (read.report_count, read.total_earned_micro_credits) == (50, sum(range(50)))
+    assert await mining.raw_report_count() == 50
