@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h11
 
 from gateway.local_stack import LOOPBACK
 
@@ -114,3 +115,34 @@ class IncompleteCalls:
 def truncated_grpc_frame(announced: int = 1000, sent: int = 145) -> bytes:
     """A length-prefixed gRPC message header announcing more bytes than follow (~150 bytes)."""
     return struct.pack(">BI", 0, announced) + b"\x0a" * sent
+
+
+def incomplete_http1_post(port: int, path: str, announced: int, sent: bytes) -> socket.socket:
+    """A REST POST announcing a body of `announced` bytes and sending only `sent`."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=5)
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: {LOOPBACK}:{port}\r\n"
+        f"content-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + sent)
+    return sock
+
+
+def read_http1_reply(sock: socket.socket, timeout_seconds: float) -> Reply:
+    """The reply on `sock`, read with h11 (a response Envoy sends and then closes)."""
+    connection = h11.Connection(h11.CLIENT)
+    # The request was written by hand; h11 only has to know that it was sent.
+    connection.send(h11.Request(method="POST", target="/", headers=[("host", "x")]))
+    sock.settimeout(timeout_seconds)
+    status, headers, body = 0, {}, b""
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(sock.recv(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            headers = {k.decode(): v.decode() for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return Reply(status, headers, body)
