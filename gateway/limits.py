@@ -19,14 +19,13 @@ CONNECTION_IDLE_TIMEOUT_SECONDS = 60
 # Streams a client may run at once on one HTTP/2 connection (RFC 9113 asks for at least 100).
 MAX_CONCURRENT_STREAMS = 100
 # Request headers (names and values, pseudo-headers included) and their count. The services
-# accept far more (SERVICE_MAX_METADATA_BYTES), so an oversized request is always refused here:
-# 431 over HTTP/1.1; over HTTP/2, Envoy's codec resets the stream (gRPC clients see INTERNAL).
+# accept 64 KiB (grpc.max_metadata_size, services/core/lifecycle.py): a request at this limit,
+# plus what the gateway adds (x-envoy-original-path repeats the path, the request id, the
+# forwarded address) and gRPC's 32 bytes of accounting per header, stays far below it. So an
+# oversized request is always refused here: 431 over HTTP/1.1; over HTTP/2, Envoy's codec resets
+# the stream (gRPC clients see INTERNAL).
 MAX_REQUEST_HEADERS_KB = 16
 MAX_REQUEST_HEADERS_COUNT = 100
-# What the services must accept (grpc.max_metadata_size): a request at Envoy's limit, plus what
-# the gateway adds (x-envoy-original-path repeats the path, request id, forwarded address) and
-# gRPC's 32 bytes of accounting per header.
-SERVICE_MAX_METADATA_BYTES = 64 * 1024
 # Per upstream cluster, that is all replicas of one service together. A Python replica serves
 # ~200-1,000 calls/s, so 512 calls in flight are already about a second of queued work: past
 # that, callers get UNAVAILABLE at once (and may retry) rather than a timeout after 15 s.
