@@ -110,7 +110,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Deadline of each request of the indexer to the chain."
     )
     chain_blocks_per_poll: int = Field(
-        100, ge=1, le=10000, description="Most blocks the indexer records in one poll."
+        100,
+        ge=1,
+        le=10000,
+        description="Blocks the indexer records between two reads of the chain's height.",
     )
     chain_start_height: int = Field(
         1, ge=1, description="First block the indexer records when none is recorded yet."
@@ -155,8 +158,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
     gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
-    gateway_admin_port: int = Field(
-        9901, ge=1, le=65535, description="Envoy admin, on loopback only."
+    gateway_admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
+        "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
+        "reach.",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],
