@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
+from services.core.errors import InvalidArgument
 from services.core.pagination import PageTokens
 from services.mining.domain import Block, MinerStats, NewBlock, NewReport, StatsReport
 from services.mining.usecases import MiningUseCases
@@ -32,7 +33,10 @@ class MiningServicer(mining_pb2_grpc.MiningServiceServicer):
         self, request: mining_pb2.BatchRecordMiningStatsRequest, context: Context
     ) -> mining_pb2.BatchRecordMiningStatsResponse:
         reports = await self._use_cases.batch_record_stats(
-            [new_report(entry) for entry in request.requests]
+            [
+                new_report(entry, prefix=f"requests[{index}].")
+                for index, entry in enumerate(request.requests)
+            ]
         )
         return mining_pb2.BatchRecordMiningStatsResponse(
             reports=[report_message(report) for report in reports]
@@ -78,7 +82,7 @@ class MiningServicer(mining_pb2_grpc.MiningServiceServicer):
                 block_hash=request.block_hash,
                 miner_wallet_address=request.miner_wallet_address,
                 reward_micro_credits=request.reward_micro_credits,
-                block_time=request.block_time.ToDatetime(tzinfo=UTC),
+                block_time=_moment(request.block_time, "block_time"),
                 idempotency_key=request.idempotency_key,
             )
         )
@@ -110,9 +114,11 @@ class MiningServicer(mining_pb2_grpc.MiningServiceServicer):
         return response
 
 
-def new_report(request: mining_pb2.RecordMiningStatsRequest) -> NewReport:
+def new_report(request: mining_pb2.RecordMiningStatsRequest, prefix: str = "") -> NewReport:
     observe = (
-        request.observe_time.ToDatetime(tzinfo=UTC) if request.HasField("observe_time") else None
+        _moment(request.observe_time, f"{prefix}observe_time")
+        if request.HasField("observe_time")
+        else None
     )
     return NewReport(
         wallet_address=request.wallet_address,
@@ -159,6 +165,14 @@ def block_message(block: Block) -> mining_pb2.Block:
 
 def _set_date(message: date_pb2.Date, day: date) -> None:
     message.year, message.month, message.day = day.year, day.month, day.day
+
+
+def _moment(stamp: Timestamp, field: str) -> datetime:
+    """A request's time; one outside what a Timestamp may hold (years 1..9999) is invalid."""
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        raise InvalidArgument.for_field(field, "is not a valid time") from None
 
 
 def _timestamp(moment: datetime) -> Timestamp:

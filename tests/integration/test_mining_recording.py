@@ -132,6 +132,17 @@ async def test_an_observe_time_more_than_5_minutes_ahead_is_refused(mining: Mini
     assert (await miner_stats(mining, wallet)).report_count == 1
 
 
+async def test_a_time_no_timestamp_may_hold_is_invalid_naming_the_entry(mining: Mining) -> None:
+    entries = [stats(new_wallet_address(), f"t{i}") for i in range(3)]
+    entries[1].observe_time.seconds = 10**12
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await record(mining, *entries)
+
+    assert list(failure_of(raised.value).bad_fields) == ["requests[1].observe_time"]
+    assert await mining.raw_report_count() == 0
+
+
 async def test_a_batch_is_recorded_whole_and_answered_in_entry_order(mining: Mining) -> None:
     wallets = [new_wallet_address() for _ in range(3)]
     entries = [stats(wallets[i % 3], f"b{i}", hashrate=float(i), earned=i * 10) for i in range(9)]
