@@ -296,7 +296,9 @@ class MiningIdempotency(IdempotencyRepository, BatchWriting[StoredKey]):
                 "response": claim.response,
                 "create_time": now,
             }
-            for claim in claims
+            # In key order: two batches sharing keys wait on each other in one order, never in
+            # a cycle (a deadlock PostgreSQL would break by failing one of them).
+            for claim in sorted(claims, key=lambda claim: claim.key)
             if claim.key not in earlier
         ]
         if rows:
