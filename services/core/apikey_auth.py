@@ -109,15 +109,15 @@ class APIKeyAuthenticator:
         raise Unauthenticated(message, reason=reason)
 
     async def check(self, secret: str) -> KeyCheck:
+        digest = hashlib.sha256(secret.encode()).digest()
+        cached = self._cache.get(digest)  # only well-formed keys are ever cached
+        if cached is not None and not _past_expiry(cached, self._clock()):
+            return cached
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
             return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
         self._invalidations.ensure_listening()
-        digest = hashlib.sha256(secret.encode()).digest()
-        cached = self._cache.get(digest)
-        if cached is not None and not _past_expiry(cached, self._clock()):
-            return cached
         # One RPC per key however many calls miss the cache at once.
         pending = self._pending.get(digest)
         if pending is None:
