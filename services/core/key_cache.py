@@ -77,7 +77,6 @@ class KeyInvalidations:
             else None
         )
         self._task: asyncio.Task[None] | None = None
-        self.subscribed = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, listen: bool = True) -> KeyInvalidations:
@@ -114,14 +113,12 @@ class KeyInvalidations:
                     async for message in pubsub.listen():
                         if message["type"] == "subscribe":
                             self.cache.clear()
-                            self.subscribed.set()
                             if failing:
                                 logger.warning("listening to withdrawn API keys again")
                                 failing = False
                         elif message["type"] == "message":
                             self.cache.forget_key(message["data"].decode())
             except (RedisError, OSError):
-                self.subscribed.clear()
                 self.cache.clear()
                 if not failing:
                     logger.warning(
