@@ -121,13 +121,13 @@ class APIKeyAuthenticator:
         # One RPC per key however many calls miss the cache at once.
         pending = self._pending.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self._validate(secret, digest))
+            generation = self._cache.generation  # now, not when the task first runs
+            pending = asyncio.ensure_future(self._validate(secret, digest, generation))
             self._pending[digest] = pending
             pending.add_done_callback(lambda _: self._pending.pop(digest, None))
         return await asyncio.shield(pending)
 
-    async def _validate(self, secret: str, digest: bytes) -> KeyCheck:
-        generation = self._cache.generation
+    async def _validate(self, secret: str, digest: bytes, generation: int) -> KeyCheck:
         check = await self._validator.validate(secret)
         # An answer that was in flight while a key was withdrawn may predate it: not kept.
         self._cache.put(digest, check, check.key_id, if_generation=generation)

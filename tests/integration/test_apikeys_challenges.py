@@ -3,6 +3,7 @@ ADR-036 form, and every way an attempt can fail."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -193,3 +194,17 @@ async def test_a_signed_key_is_refused_when_the_wallet_is_at_its_limit(apikeys: 
     outcome = await refusal(apikeys, answer(wallet.address, challenge, wallet))
 
     assert outcome == "RESOURCE_EXHAUSTED API_KEY_LIMIT_REACHED"
+
+
+async def test_answers_racing_for_one_challenge_make_exactly_one_key(apikeys: Stub) -> None:
+    wallet = SigningWallet()
+    challenge = await challenge_for(apikeys, wallet.address)
+    request = answer(wallet.address, challenge, wallet)
+
+    outcomes = await asyncio.gather(
+        *(apikeys.CreateAPIKeyWithSignature(request) for _ in range(3)), return_exceptions=True
+    )
+
+    made = [o for o in outcomes if isinstance(o, apikeys_pb2.CreateAPIKeyWithSignatureResponse)]
+    refused = [failure_of(o).reason for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert (len(made), refused) == (1, ["CHALLENGE_ALREADY_USED"] * 2)

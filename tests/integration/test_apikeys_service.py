@@ -3,6 +3,7 @@ made, listed, revoked, deleted and validated as the proto says."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -333,3 +334,17 @@ async def test_last_uses_are_written_in_batches_not_per_validation(
 
     assert not before_flush.api_keys[0].HasField("last_used_time")
     assert after_flush.api_keys[0].last_used_time.ToDatetime(UTC) == START + timedelta(minutes=3)
+
+
+async def test_creations_racing_at_the_limit_let_exactly_one_through(apikeys: Stub) -> None:
+    wallet = new_wallet_address()
+    for _ in range(2):
+        await issue_key(apikeys, wallet)
+
+    outcomes = await asyncio.gather(
+        *(issue_key(apikeys, wallet) for _ in range(4)), return_exceptions=True
+    )
+
+    created = [o for o in outcomes if isinstance(o, apikeys_pb2.CreateAPIKeyResponse)]
+    refused = [failure_of(o).reason for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert (len(created), refused) == (1, ["API_KEY_LIMIT_REACHED"] * 3)
