@@ -20,7 +20,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol
 
@@ -105,6 +105,7 @@ class APIKeyAuthenticator:
         check = await self.check(secret)
         if check.status is KeyStatus.VALID and check.wallet_address is not None:
             return Principal.wallet(check.wallet_address, credential=secret)
+        # (A VALID answer without a wallet would be a broken one: refused like an unknown key.)
         message, reason = _REFUSALS.get(check.status, _REFUSALS[KeyStatus.NOT_FOUND])
         raise Unauthenticated(message, reason=reason)
 
@@ -158,7 +159,7 @@ class RemoteKeyValidator:
         if status is not KeyStatus.VALID:
             return KeyCheck(status)
         expire_time = (
-            response.expire_time.ToDatetime(tzinfo=utc_now().tzinfo)
+            response.expire_time.ToDatetime(tzinfo=UTC)
             if response.HasField("expire_time")
             else None
         )
