@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import secrets
 import tempfile
 from pathlib import Path
@@ -26,10 +23,11 @@ import httpx
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from bench.load import Call, Measurement, closed_loop
+from bench.results import RESULTS_DIR, machine, write_results
 from gateway.local_stack import LocalStack, running_stack
 from services.core.testing import new_wallet_address
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
+RESULTS = RESULTS_DIR / "gateway.json"
 WARM_UP_SECONDS = 0.5
 
 
@@ -86,7 +84,7 @@ def report(results: dict[str, Measurement], concurrency: int, seconds: float) ->
         "call": "UsersService.GetUser of one existing user",
         "concurrency": concurrency,
         "seconds_per_path": seconds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "results": {name: m.summary() for name, m in results.items()},
         "ratios": {
             "rest_via_envoy_rps_over_grpc_direct": round(rest.rps / direct.rps, 3),
@@ -123,9 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         results = asyncio.run(run(stack, args.concurrency, args.seconds))
     figures = report(results, args.concurrency, args.seconds)
     print_report(figures)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_results(figures, args.out)
 
 
 if __name__ == "__main__":

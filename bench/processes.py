@@ -1,0 +1,89 @@
+"""Processes a benchmark starts beside the stack (the no-op server, the baseline under uvicorn):
+each logs to a file of its own, and is stopped by its pid when the block ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.render import ROOT
+
+STOP_TIMEOUT_SECONDS = 10.0
+# /proc/<pid>/stat counts CPU time in clock ticks.
+CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def spawned(
+    name: str, command: list[str], environment: Mapping[str, str], log_dir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with (log_dir / f"{name}.log").open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=dict(environment),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], name: str, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} not ready in {timeout} s")
+        time.sleep(0.1)
+
+
+def cpu_seconds(stat_line: str) -> float:
+    """User plus system CPU time from one /proc/<pid>/stat line."""
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    fields = stat_line.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_SECOND
+
+
+def _stat(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone already
+        return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (uvicorn's workers below its supervisor)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        stat = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat is not None:
+            parents.setdefault(int(stat.rpartition(")")[2].split()[1]), []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(parents.get(current, []))
+    return tree
+
+
+def cpu_now(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds each named process has used so far (0 for one that is gone)."""
+    return {name: cpu_seconds(stat) if (stat := _stat(pid)) else 0.0 for name, pid in pids.items()}

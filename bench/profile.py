@@ -1,0 +1,96 @@
+"""Where a service's CPU goes under load: py-spy samples the process, and the collapsed stacks
+it writes (`--format raw`: one `frame;frame;... count` line per distinct stack) are summed here
+into the functions that were running (self) and those that were on the stack (total)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLES_PER_SECOND = 100
+# "name (file:line)": the line changes along one function, so it is dropped.
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+@dataclass(frozen=True)
+class FrameShare:
+    frame: str
+    percent: float
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    samples: int
+    self_time: list[FrameShare]
+    total_time: list[FrameShare]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "samples": self.samples,
+            "self": [[share.frame, share.percent] for share in self.self_time],
+            "total": [[share.frame, share.percent] for share in self.total_time],
+        }
+
+
+def frame_name(frame: str) -> str:
+    found = _FRAME.match(frame.strip())
+    return f"{found['function']} ({found['file']})" if found else frame.strip()
+
+
+def summarize(collapsed: str, limit: int = 15) -> ProfileSummary:
+    """The `limit` frames with most samples, as running (self) and anywhere on the stack (total,
+    each frame counted once per sample however deep it recurses); percentages of all samples."""
+    self_counts: Counter[str] = Counter()
+    total_counts: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [frame_name(frame) for frame in stack.split(";")]
+        samples += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            total_counts[frame] += count
+
+    def shares(counts: Counter[str]) -> list[FrameShare]:
+        return [
+            FrameShare(frame, round(100 * n / samples, 1)) for frame, n in counts.most_common(limit)
+        ]
+
+    return ProfileSummary(samples, shares(self_counts), shares(total_counts))
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if found is None:
+        raise FileNotFoundError("no py-spy: it comes with the dev extras (make install)")
+    return found
+
+
+def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Sample `pid` for `seconds` in the background, without pausing it (--nonblocking), native
+    frames left out: Python frames say which of our code or our libraries spends the time."""
+    return subprocess.Popen(
+        [
+            py_spy(),
+            *("record", "--pid", str(pid), "--duration", str(round(seconds))),
+            *("--rate", str(SAMPLES_PER_SECOND), "--nonblocking", "--format", "raw"),
+            *("--output", str(out)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish_recording(recording: subprocess.Popen[bytes], out: Path) -> ProfileSummary:
+    _, errors = recording.communicate(timeout=60)
+    if recording.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')}")
+    return summarize(out.read_text())

@@ -1,0 +1,125 @@
+"""The request path benchmark's figures: the table, the ratios issue 6 sets goals on, and the JSON
+written to bench/results/requestpath.json."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.loadgen import Load, LoadResult
+from bench.profile import ProfileSummary
+from bench.results import machine
+
+LABELS = {
+    "noop_rpc_bare": "no-op RPC, bare grpc.aio (h2load)",
+    "noop_rpc": "no-op RPC, our stack (h2load)",
+    "refused_by_validation": "GetUser refused by validation (h2load)",
+    "get_user_grpc": "GetUser direct gRPC (h2load)",
+    "get_user_rest_envoy": "GetUser REST via Envoy (wrk)",
+    "fastapi_1_worker": "FastAPI baseline, 1 worker (wrk)",
+    "fastapi_2_workers": "FastAPI baseline, 2 workers (wrk)",
+}
+PROFILE_LINES = 12
+
+
+@dataclass(frozen=True)
+class Measured:
+    path: str
+    engine: str
+    result: LoadResult
+    cpu_seconds: Mapping[str, float]  # by server process, during the measured load
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * sum(self.cpu_seconds.values()) / self.result.requests
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "engine": self.engine,
+            **self.result.summary(),
+            "server_cpu_ms_per_request": round(self.cpu_ms_per_request, 3),
+            "server_cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
+        }
+
+
+def ratios(rows: Sequence[Measured], engine: str) -> dict[str, float]:
+    """The figures issue 6 sets goals on, for one engine. The services run one process each, so
+    the REST path's like-for-like baseline is the one-worker app; two workers are for scale.
+    The no-op on our stack pays the whole chain too: the bare no-op shows what the chain costs."""
+    rps = {row.path: row.result.rps for row in rows if row.engine == engine}
+    return {
+        "refused_by_validation_over_noop": round(rps["refused_by_validation"] / rps["noop_rpc"], 3),
+        "refused_by_validation_over_bare_noop": round(
+            rps["refused_by_validation"] / rps["noop_rpc_bare"], 3
+        ),
+        "noop_over_bare_noop": round(rps["noop_rpc"] / rps["noop_rpc_bare"], 3),
+        "get_user_grpc_rps": rps["get_user_grpc"],
+        "rest_via_envoy_over_fastapi_same_workers": round(
+            rps["get_user_rest_envoy"] / rps["fastapi_1_worker"], 3
+        ),
+        "rest_via_envoy_over_fastapi_2_workers": round(
+            rps["get_user_rest_envoy"] / rps["fastapi_2_workers"], 3
+        ),
+    }
+
+
+def _version(command: list[str]) -> str:
+    if shutil.which(command[0]) is None:
+        return "missing"
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = (done.stdout + done.stderr).splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def report(
+    rows: Sequence[Measured],
+    load: Load,
+    seconds: int,
+    profiles: Mapping[str, Mapping[str, ProfileSummary]],
+) -> dict[str, Any]:
+    engines = list(dict.fromkeys(row.engine for row in rows))
+    return {
+        "benchmark": "requestpath",
+        "in_flight": load.in_flight,
+        "h2load_connections": load.connections,
+        "h2load_streams_per_connection": load.streams_per_connection,
+        "seconds_per_path": seconds,
+        "machine": machine(),
+        "tools": {"h2load": _version(["h2load", "--version"]), "wrk": _version(["wrk", "-v"])},
+        "results": [row.as_json() for row in rows],
+        "ratios": {engine: ratios(rows, engine) for engine in engines},
+        "profiles": {
+            engine: {path: summary.as_json() for path, summary in by_path.items()}
+            for engine, by_path in profiles.items()
+            if by_path
+        },
+    }
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    print(
+        f"request path, {figures['in_flight']} in flight, {figures['seconds_per_path']} s each, "
+        f"load average {figures['machine']['load_average']}"
+    )
+    print(
+        f"{'path':<40}{'engine':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'CPU ms/req':>12}"
+    )
+    for row in figures["results"]:
+        print(
+            f"{LABELS[row['path']]:<40}{row['engine']:<10}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}"
+            f"{row['p99_ms']:>9.2f}{row['errors']:>8}{row['server_cpu_ms_per_request']:>12.2f}"
+        )
+    for engine, values in figures["ratios"].items():
+        print(f"ratios on {engine}:")
+        for name, value in values.items():
+            print(f"  {name}: {value}")
+    for engine, by_path in figures["profiles"].items():
+        for path, summary in by_path.items():
+            print(f"profile of users, {path} on {engine} ({summary['samples']} samples), self:")
+            for frame, percent in summary["self"][:PROFILE_LINES]:
+                print(f"  {percent:5.1f} %  {frame}")

@@ -1,0 +1,188 @@
+"""The request path, layer by layer, in one run: what one call costs on our server stack, and the
+same read in the FastAPI + SQLAlchemy app a user would write instead.
+
+    python -m bench.requestpath [--seconds 3] [--engines sqlite postgres] [--profile DIR]
+
+Per storage engine, one after the other at 16 requests in flight: a no-op RPC on our server stack
+and GetUser refused by validation (h2load: the chain's cost), GetUser of an existing user direct
+(h2load) and as REST through Envoy (wrk), and the baseline under uvicorn with 1 and 2 workers
+(wrk). Each reply kind is checked once with a Python client before its load. Load generators,
+services and Envoy share this machine's cores: the figures compare paths within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+from bench import checks
+from bench.checks import NOOP_REQUEST
+from bench.loadgen import Load, LoadResult, h2load_grpc, wrk_get
+from bench.processes import cpu_now
+from bench.profile import ProfileSummary, finish_recording, start_recording
+from bench.report import Measured, print_report, report
+from bench.results import RESULTS_DIR, write_results
+from gateway.local_stack import LocalStack, running_stack
+from services.core.settings import SERVICE_NAMES
+
+RESULTS = RESULTS_DIR / "requestpath.json"
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+GET_USER = "/r3mes.users.v1.UsersService/GetUser"
+READY_TIMEOUT_SECONDS = 60.0
+ENGINES = ("sqlite", "postgres")
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: int
+    warm_up_seconds: int
+    load: Load
+    profile_dir: Path | None
+    work_dir: Path
+
+
+@dataclass
+class Run:
+    """What one engine's run has measured and profiled so far."""
+
+    engine: str
+    options: Options
+    measured: list[Measured]
+    profiles: dict[str, ProfileSummary]
+
+    def measure(
+        self, path: str, load: Callable[[int], LoadResult], pids: Mapping[str, int]
+    ) -> None:
+        load(self.options.warm_up_seconds)
+        before = cpu_now(pids)
+        result = load(self.options.seconds)
+        used = {name: seconds - before[name] for name, seconds in cpu_now(pids).items()}
+        if result.requests == 0:
+            raise RuntimeError(f"{path} on {self.engine}: no request was answered")
+        self.measured.append(Measured(path, self.engine, result, used))
+
+    def profile(self, path: str, load: Callable[[int], LoadResult], pid: int) -> None:
+        """A load of its own while py-spy samples `pid`, so sampling never skews the table."""
+        if self.options.profile_dir is None:
+            return
+        out = self.options.profile_dir / f"{path}-{self.engine}.txt"
+        recording = start_recording(pid, self.options.seconds, out)
+        load(self.options.seconds + 1)
+        self.profiles[path] = finish_recording(recording, out)
+
+
+def _pid(stack: LocalStack, name: str) -> int:
+    return next(started.process.pid for started in stack.started if started.name == name)
+
+
+def measure_stack(run: Run, stack: LocalStack) -> None:
+    load, log_dir = run.options.load, run.options.work_dir
+    users = stack.grpc_target("users")
+    get_user_url = f"http://{users}{GET_USER}"
+    wallet = checks.create_user(users)
+
+    for path, bare in (("noop_rpc_bare", True), ("noop_rpc", False)):
+        with checks.noop_server(stack, log_dir, bare=bare) as (target, pid):
+            checks.noop_answers(target)
+            noop = partial(h2load_grpc, checks.noop_url(target), NOOP_REQUEST, load)
+            run.measure(path, noop, {"noop": pid})
+
+    refused = checks.get_user_request("not-a-wallet")
+    checks.get_user_refused(users, refused)
+    run.measure(
+        "refused_by_validation",
+        lambda s: h2load_grpc(get_user_url, refused, load, s),
+        {"users": _pid(stack, "users")},
+    )
+
+    request = checks.get_user_request(wallet)
+    checks.get_user_answers(users, request)
+    services = {name: _pid(stack, name) for name in ("users", "credits", "mining")}
+
+    def direct(seconds: int) -> LoadResult:
+        return h2load_grpc(get_user_url, request, load, seconds)
+
+    run.measure("get_user_grpc", direct, services)
+    run.profile("get_user_grpc", direct, services["users"])
+
+    rest_url = f"{stack.rest_url}/v1/users/{wallet}"
+    rest_body = checks.rest_answers(rest_url, wallet)
+
+    def rest(seconds: int) -> LoadResult:
+        return wrk_get(rest_url, load, seconds)
+
+    run.measure("get_user_rest_envoy", rest, {**services, "envoy": _pid(stack, "envoy")})
+    run.profile("get_user_rest_envoy", rest, services["users"])
+
+    for workers, path in ((1, "fastapi_1_worker"), (2, "fastapi_2_workers")):
+        with checks.baseline(stack, workers, log_dir) as (url, processes):
+            baseline_url = f"{url}/v1/users/{wallet}"
+            checks.baseline_answers(baseline_url, rest_body)
+            run.measure(path, partial(wrk_get, baseline_url, load), processes())
+
+
+@contextmanager
+def engine_environment(engine: str, postgres_url: str) -> Iterator[dict[str, str]]:
+    """The stack's settings for `engine`; PostgreSQL gets schemas of this run, dropped after."""
+    if engine == "sqlite":
+        yield {}
+        return
+    suffix = f"_bench{uuid.uuid4().hex[:8]}"
+    try:
+        yield {
+            "R3MES_DATABASE_URL": postgres_url,
+            "R3MES_SCHEMA_SUFFIX": suffix,
+            "R3MES_MIGRATE_ON_START": "true",
+        }
+    finally:
+        asyncio.run(checks.drop_schemas(postgres_url, [name + suffix for name in SERVICE_NAMES]))
+
+
+def run_engine(engine: str, options: Options, postgres_url: str) -> Run:
+    work_dir = options.work_dir / engine
+    work_dir.mkdir()
+    run = Run(engine, replace(options, work_dir=work_dir), [], {})
+    with (
+        engine_environment(engine, postgres_url) as extra,
+        running_stack(
+            work_dir,
+            internal_token=secrets.token_urlsafe(16),
+            extra_environment=extra,
+            ready_timeout_seconds=READY_TIMEOUT_SECONDS,
+        ) as stack,
+    ):
+        measure_stack(run, stack)
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=3, help="measured time per path")
+    parser.add_argument("--warm-up", type=int, default=1, help="unmeasured load before each")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    parser.add_argument("--profile", type=Path, help="also profile GetUser with py-spy, into DIR")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    load = Load()
+    with tempfile.TemporaryDirectory(prefix="r3mes-requestpath-") as work_dir:
+        options = Options(args.seconds, args.warm_up, load, args.profile, Path(work_dir))
+        runs = [run_engine(engine, options, args.postgres_url) for engine in args.engines]
+    rows = [row for run in runs for row in run.measured]
+    figures = report(rows, load, args.seconds, {run.engine: run.profiles for run in runs})
+    print_report(figures)
+    write_results(figures, args.out)
+
+
+if __name__ == "__main__":
+    main()
