@@ -1,6 +1,7 @@
 """Where a service's CPU goes under load: py-spy samples the process, and the collapsed stacks
 it writes (`--format raw`: one `frame;frame;... count` line per distinct stack) are summed here
-into the functions that were running (self) and those that were on the stack (total)."""
+into the functions that were running (self), the packages they belong to, and the functions
+that were on the stack (total) below the event loop and thread start-up every stack shares."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from pathlib import Path
 SAMPLES_PER_SECOND = 100
 # "name (file:line)": the line changes along one function, so it is dropped.
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+# On every stack of the process: the interpreter's start, the loop, the threads' bootstrap.
+SPINE_FILES = ("<frozen runpy>", "asyncio/", "threading.py", "selectors.py", "services/users/")
+SPINE_FRAMES = ("run (services/core/lifecycle.py)", "main (services/core/lifecycle.py)")
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,20 @@ class FrameShare:
 class ProfileSummary:
     samples: int
     self_time: list[FrameShare]
+    by_package: list[FrameShare]
     total_time: list[FrameShare]
 
     def as_json(self) -> dict[str, object]:
         return {
             "samples": self.samples,
-            "self": [[share.frame, share.percent] for share in self.self_time],
-            "total": [[share.frame, share.percent] for share in self.total_time],
+            **{
+                name: [[share.frame, share.percent] for share in shares]
+                for name, shares in (
+                    ("self", self.self_time),
+                    ("self_by_package", self.by_package),
+                    ("total", self.total_time),
+                )
+            },
         }
 
 
@@ -42,10 +53,25 @@ def frame_name(frame: str) -> str:
     return f"{found['function']} ({found['file']})" if found else frame.strip()
 
 
+def package(frame: str) -> str:
+    """The package a frame's file belongs to: `sqlalchemy`, `logging`, `services/core`..."""
+    found = _FRAME.match(frame)
+    if found is None:
+        return frame
+    parts = found["file"].removesuffix(".py").split("/")
+    return "/".join(parts[:2]) if parts[0] == "services" and len(parts) > 2 else parts[0]
+
+
+def _on_spine(frame: str) -> bool:
+    found = _FRAME.match(frame)
+    return frame in SPINE_FRAMES or (found is not None and found["file"].startswith(SPINE_FILES))
+
+
 def summarize(collapsed: str, limit: int = 15) -> ProfileSummary:
     """The `limit` frames with most samples, as running (self) and anywhere on the stack (total,
     each frame counted once per sample however deep it recurses); percentages of all samples."""
     self_counts: Counter[str] = Counter()
+    package_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
     for line in collapsed.splitlines():
@@ -56,15 +82,19 @@ def summarize(collapsed: str, limit: int = 15) -> ProfileSummary:
         frames = [frame_name(frame) for frame in stack.split(";")]
         samples += count
         self_counts[frames[-1]] += count
+        package_counts[package(frames[-1])] += count
         for frame in set(frames):
-            total_counts[frame] += count
+            if not _on_spine(frame):
+                total_counts[frame] += count
 
     def shares(counts: Counter[str]) -> list[FrameShare]:
         return [
             FrameShare(frame, round(100 * n / samples, 1)) for frame, n in counts.most_common(limit)
         ]
 
-    return ProfileSummary(samples, shares(self_counts), shares(total_counts))
+    return ProfileSummary(
+        samples, shares(self_counts), shares(package_counts), shares(total_counts)
+    )
 
 
 def py_spy() -> str:
@@ -75,13 +105,17 @@ def py_spy() -> str:
 
 
 def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """Sample `pid` for `seconds` in the background, without pausing it (--nonblocking), native
-    frames left out: Python frames say which of our code or our libraries spends the time."""
+    """Sample `pid` for `seconds` in the background, without pausing it (--nonblocking).
+
+    Only the thread holding the GIL is sampled (--gil): a thread waiting on a queue or a socket
+    (aiosqlite's worker, the loop's epoll) is otherwise often counted as busy, which hides where
+    the Python work goes. C work done without the GIL (SQLite's own, gRPC core's threads) is left
+    out: the CPU figures of the benchmark's table count it, this profile does not."""
     return subprocess.Popen(
         [
             py_spy(),
             *("record", "--pid", str(pid), "--duration", str(round(seconds))),
-            *("--rate", str(SAMPLES_PER_SECOND), "--nonblocking", "--format", "raw"),
+            *("--rate", str(SAMPLES_PER_SECOND), "--gil", "--nonblocking", "--format", "raw"),
             *("--output", str(out)),
         ],
         stdout=subprocess.DEVNULL,

@@ -120,6 +120,8 @@ def print_report(figures: dict[str, Any]) -> None:
             print(f"  {name}: {value}")
     for engine, by_path in figures["profiles"].items():
         for path, summary in by_path.items():
-            print(f"profile of users, {path} on {engine} ({summary['samples']} samples), self:")
-            for frame, percent in summary["self"][:PROFILE_LINES]:
-                print(f"  {percent:5.1f} %  {frame}")
+            print(f"users holding the GIL, {path} on {engine} ({summary['samples']} samples):")
+            for title, key in (("by package", "self_by_package"), ("by function", "self")):
+                print(f"  {title}:")
+                for frame, percent in summary[key][:PROFILE_LINES]:
+                    print(f"  {percent:5.1f} %  {frame}")

@@ -38,6 +38,7 @@ POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GET_USER = "/r3mes.users.v1.UsersService/GetUser"
 READY_TIMEOUT_SECONDS = 60.0
 ENGINES = ("sqlite", "postgres")
+PROFILE_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class Run:
         if self.options.profile_dir is None:
             return
         out = self.options.profile_dir / f"{path}-{self.engine}.txt"
-        recording = start_recording(pid, self.options.seconds, out)
-        load(self.options.seconds + 1)
+        recording = start_recording(pid, PROFILE_SECONDS, out)
+        load(PROFILE_SECONDS + 1)
         self.profiles[path] = finish_recording(recording, out)
 
 
