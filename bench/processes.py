@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.render import ROOT
@@ -87,3 +88,42 @@ def process_tree(pid: int) -> list[int]:
 def cpu_now(pids: Mapping[str, int]) -> dict[str, float]:
     """CPU seconds each named process has used so far (0 for one that is gone)."""
     return {name: cpu_seconds(stat) if (stat := _stat(pid)) else 0.0 for name, pid in pids.items()}
+
+
+def machine_busy_seconds(proc_stat: str) -> float:
+    """CPU time all cores spent busy (neither idle nor waiting for I/O), from /proc/stat."""
+    # cpu  user nice system idle iowait irq softirq steal ...
+    ticks = [int(n) for n in proc_stat.splitlines()[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS_PER_SECOND
+
+
+def cpu_of_waited_children() -> float:
+    """CPU time of the child processes that have ended and been waited for (the load
+    generators, which run to their end inside the benchmark)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Where the machine's CPU time stood at one moment: the servers measured, the load
+    generators, and every core in all."""
+
+    servers: dict[str, float]
+    load_generators: float
+    machine: float
+
+    @classmethod
+    def take(cls, pids: Mapping[str, int]) -> CpuSnapshot:
+        return cls(
+            cpu_now(pids),
+            cpu_of_waited_children(),
+            machine_busy_seconds(Path("/proc/stat").read_text()),
+        )
+
+    def used_since(self, before: CpuSnapshot) -> tuple[dict[str, float], float]:
+        """CPU seconds each server used since `before`, and those used by everything else on
+        the machine (neither those servers nor the load generator)."""
+        servers = {name: seconds - before.servers[name] for name, seconds in self.servers.items()}
+        ours = sum(servers.values()) + self.load_generators - before.load_generators
+        return servers, max(0.0, self.machine - before.machine - ours)

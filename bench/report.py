@@ -31,6 +31,8 @@ class Measured:
     engine: str
     result: LoadResult
     cpu_seconds: Mapping[str, float]  # by server process, during the measured load
+    # The share of all cores other work (not this benchmark) took meanwhile: 0 on a quiet machine.
+    others_cpu_share: float = 0.0
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -43,6 +45,7 @@ class Measured:
             **self.result.summary(),
             "server_cpu_ms_per_request": round(self.cpu_ms_per_request, 3),
             "server_cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
+            "others_cpu_percent": round(100 * self.others_cpu_share, 1),
         }
 
 
@@ -107,13 +110,18 @@ def print_report(figures: dict[str, Any]) -> None:
     )
     print(
         f"{'path':<40}{'engine':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'CPU ms/req':>12}"
+        f"{'CPU ms/req':>12}{'others %':>10}"
     )
     for row in figures["results"]:
         print(
             f"{LABELS[row['path']]:<40}{row['engine']:<10}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}"
             f"{row['p99_ms']:>9.2f}{row['errors']:>8}{row['server_cpu_ms_per_request']:>12.2f}"
+            f"{row['others_cpu_percent']:>10.0f}"
         )
+    print(
+        "CPU ms/req: the serving processes' CPU per answered request; others %: the share of "
+        "all cores that work outside this benchmark took meanwhile"
+    )
     for engine, values in figures["ratios"].items():
         print(f"ratios on {engine}:")
         for name, value in values.items():

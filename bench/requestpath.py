@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ from pathlib import Path
 from bench import checks
 from bench.checks import NOOP_REQUEST
 from bench.loadgen import Load, LoadResult, h2load_grpc, wrk_get
-from bench.processes import cpu_now
+from bench.processes import CpuSnapshot
 from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.report import Measured, print_report, report
 from bench.results import RESULTS_DIR, write_results
@@ -63,12 +65,15 @@ class Run:
         self, path: str, load: Callable[[int], LoadResult], pids: Mapping[str, int]
     ) -> None:
         load(self.options.warm_up_seconds)
-        before = cpu_now(pids)
+        before = CpuSnapshot.take(pids)
+        began = time.monotonic()
         result = load(self.options.seconds)
-        used = {name: seconds - before[name] for name, seconds in cpu_now(pids).items()}
+        elapsed = time.monotonic() - began
+        servers, others = CpuSnapshot.take(pids).used_since(before)
         if result.requests == 0:
             raise RuntimeError(f"{path} on {self.engine}: no request was answered")
-        self.measured.append(Measured(path, self.engine, result, used))
+        others_share = others / (elapsed * (os.cpu_count() or 1))
+        self.measured.append(Measured(path, self.engine, result, servers, others_share))
 
     def profile(self, path: str, load: Callable[[int], LoadResult], pid: int) -> None:
         """A load of its own while py-spy samples `pid`, so sampling never skews the table."""

@@ -1,5 +1,5 @@
 """The request path benchmark sums py-spy's collapsed stacks into shares of the samples, and
-reads a process's CPU time from /proc."""
+reads CPU time (a process's, the load generators', the whole machine's) from /proc."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import os
 
 import pytest
 
-from bench.processes import CLOCK_TICKS_PER_SECOND, cpu_now, cpu_seconds
+from bench.processes import (
+    CLOCK_TICKS_PER_SECOND,
+    CpuSnapshot,
+    cpu_now,
+    cpu_seconds,
+    machine_busy_seconds,
+)
 from bench.profile import package, summarize
 
 SPINE = [
@@ -76,3 +82,20 @@ def test_a_process_that_is_gone_has_used_no_cpu_and_a_live_one_some() -> None:
 
     assert used["gone"] == 0.0
     assert used["me"] > 0.0
+
+
+def test_the_machine_is_busy_for_all_but_its_idle_and_io_wait_time() -> None:
+    # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    stat = "cpu  100 20 30 1000 50 5 5 0 0 0\ncpu0 50 10 15 500 25 2 3 0 0 0\n"
+
+    assert machine_busy_seconds(stat) == pytest.approx(160 / CLOCK_TICKS_PER_SECOND)
+
+
+def test_others_cpu_is_what_the_machine_used_beyond_the_servers_and_the_load_generator() -> None:
+    before = CpuSnapshot({"users": 1.0, "envoy": 0.5}, load_generators=0.5, machine=10.0)
+    after = CpuSnapshot({"users": 2.5, "envoy": 0.75}, load_generators=1.0, machine=14.0)
+
+    servers, others = after.used_since(before)
+
+    assert servers == {"users": 1.5, "envoy": 0.25}
+    assert others == pytest.approx(4.0 - 1.75 - 0.5)
