@@ -17,8 +17,40 @@ SAMPLES_PER_SECOND = 100
 # "name (file:line)": the line changes along one function, so it is dropped.
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # On every stack of the process: the interpreter's start, the loop, the threads' bootstrap.
-SPINE_FILES = ("<frozen runpy>", "asyncio/", "threading.py", "selectors.py", "services/users/")
+SPINE_FILES = (
+    *("<frozen runpy>", "asyncio/", "threading.py", "selectors.py"),
+    *("services/users/__main__.py", "services/users/server.py"),
+)
 SPINE_FRAMES = ("run (services/core/lifecycle.py)", "main (services/core/lifecycle.py)")
+# What a sample's time is spent on: the first frame from the leaf up whose file is listed
+# decides. The event loop and the stdlib it uses are listed nowhere, so asyncio work done for a
+# peer call counts as the peer call's (protobuf's work too: the servicer's, or the chain's
+# when validating); what no frame claims ran straight from the loop, which is where grpc's
+# Cython core (invisible to py-spy, server and client side alike) does its work.
+SUBSYSTEMS = (
+    ("logging", ("logging/", "services/core/logging.py")),
+    (
+        "database (SQLAlchemy, driver, repository)",
+        (
+            *("sqlalchemy/", "<sqlalchemy", "aiosqlite/", "asyncpg/", "services/core/db.py"),
+            *("services/core/repository.py", "services/users/repository.py"),
+        ),
+    ),
+    (
+        "peer calls (grpc.aio client)",
+        ("grpc/aio/", "grpc/_common.py", "services/users/peers.py", "services/core/clients.py"),
+    ),
+    (
+        "interceptor chain (validation included)",
+        (
+            *("services/core/interceptors/", "grpc_interceptor/", "services/core/auth.py"),
+            *("services/core/network.py", "services/core/errors.py"),
+            *("services/core/validators.py", "ipaddress.py", "uuid.py", "bech32"),
+        ),
+    ),
+    ("servicer", ("services/users/",)),
+)
+UNCLAIMED = "event loop and grpc's Cython core (server and client)"
 
 
 @dataclass(frozen=True)
@@ -32,6 +64,7 @@ class ProfileSummary:
     samples: int
     self_time: list[FrameShare]
     by_package: list[FrameShare]
+    by_subsystem: list[FrameShare]
     total_time: list[FrameShare]
 
     def as_json(self) -> dict[str, object]:
@@ -42,6 +75,7 @@ class ProfileSummary:
                 for name, shares in (
                     ("self", self.self_time),
                     ("self_by_package", self.by_package),
+                    ("by_subsystem", self.by_subsystem),
                     ("total", self.total_time),
                 )
             },
@@ -62,6 +96,19 @@ def package(frame: str) -> str:
     return "/".join(parts[:2]) if parts[0] == "services" and len(parts) > 2 else parts[0]
 
 
+def subsystem(frames: list[str]) -> str:
+    """What the sample whose stack is `frames` (root first) was spent on."""
+    for frame in reversed(frames):
+        if _on_spine(frame):
+            continue
+        found = _FRAME.match(frame)
+        file = found["file"] if found else ""
+        for name, prefixes in SUBSYSTEMS:
+            if file.startswith(prefixes):
+                return name
+    return UNCLAIMED
+
+
 def _on_spine(frame: str) -> bool:
     found = _FRAME.match(frame)
     return frame in SPINE_FRAMES or (found is not None and found["file"].startswith(SPINE_FILES))
@@ -72,6 +119,7 @@ def summarize(collapsed: str, limit: int = 15) -> ProfileSummary:
     each frame counted once per sample however deep it recurses); percentages of all samples."""
     self_counts: Counter[str] = Counter()
     package_counts: Counter[str] = Counter()
+    subsystem_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
     for line in collapsed.splitlines():
@@ -83,6 +131,7 @@ def summarize(collapsed: str, limit: int = 15) -> ProfileSummary:
         samples += count
         self_counts[frames[-1]] += count
         package_counts[package(frames[-1])] += count
+        subsystem_counts[subsystem(frames)] += count
         for frame in set(frames):
             if not _on_spine(frame):
                 total_counts[frame] += count
@@ -93,7 +142,11 @@ def summarize(collapsed: str, limit: int = 15) -> ProfileSummary:
         ]
 
     return ProfileSummary(
-        samples, shares(self_counts), shares(package_counts), shares(total_counts)
+        samples,
+        shares(self_counts),
+        shares(package_counts),
+        shares(subsystem_counts),
+        shares(total_counts),
     )
 
 

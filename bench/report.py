@@ -129,7 +129,11 @@ def print_report(figures: dict[str, Any]) -> None:
     for engine, by_path in figures["profiles"].items():
         for path, summary in by_path.items():
             print(f"users holding the GIL, {path} on {engine} ({summary['samples']} samples):")
-            for title, key in (("by package", "self_by_package"), ("by function", "self")):
+            for title, key in (
+                ("by subsystem", "by_subsystem"),
+                ("by package", "self_by_package"),
+                ("by function", "self"),
+            ):
                 print(f"  {title}:")
                 for frame, percent in summary[key][:PROFILE_LINES]:
                     print(f"  {percent:5.1f} %  {frame}")

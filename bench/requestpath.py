@@ -169,15 +169,21 @@ def run_engine(engine: str, options: Options, postgres_url: str) -> Run:
     return run
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.requestpath", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--seconds", type=int, default=3, help="measured time per path")
     parser.add_argument("--warm-up", type=int, default=1, help="unmeasured load before each")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument("--profile", type=Path, help="also profile GetUser with py-spy, into DIR")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     load = Load()

@@ -14,7 +14,7 @@ from bench.processes import (
     cpu_seconds,
     machine_busy_seconds,
 )
-from bench.profile import package, summarize
+from bench.profile import UNCLAIMED, package, subsystem, summarize
 
 SPINE = [
     "_run_module_as_main (<frozen runpy>:198)",
@@ -99,3 +99,26 @@ def test_others_cpu_is_what_the_machine_used_beyond_the_servers_and_the_load_gen
 
     assert servers == {"users": 1.5, "envoy": 0.25}
     assert others == pytest.approx(4.0 - 1.75 - 0.5)
+
+
+def test_a_sample_is_spent_on_the_nearest_listed_frame_above_its_leaf() -> None:
+    logging_under_chain = [*SPINE, CONTEXT.format(line=40), "Logger._log (logging/__init__.py:1)"]
+    asyncio_under_peer = [
+        *SPINE,
+        "Peers.balance (services/users/peers.py:37)",
+        "gather (asyncio/tasks.py:800)",
+    ]
+
+    assert subsystem(logging_under_chain) == "logging"
+    assert subsystem(asyncio_under_peer) == "peer calls (grpc.aio client)"
+    assert subsystem(SPINE) == UNCLAIMED
+
+
+def test_subsystem_shares_add_up_to_every_sample() -> None:
+    shares = {s.frame: s.percent for s in summarize(COLLAPSED).by_subsystem}
+
+    assert shares == {
+        "database (SQLAlchemy, driver, repository)": 60.0,
+        "logging": 30.0,
+        UNCLAIMED: 10.0,
+    }
