@@ -97,7 +97,7 @@ def parse_wrk(report: str) -> LoadResult:
     )
 
     def latency(label: str) -> float:
-        found = re.search(rf"^\s*{label}%\s+(\S+)$", report, re.MULTILINE)
+        found = re.search(rf"^\s*{label}%\s+(\S+)\s*$", report, re.MULTILINE)
         if found is None:
             raise ValueError(f"no {label}% latency in wrk's report (run with --latency):\n{report}")
         return _wrk_duration_ms(found.group(1))

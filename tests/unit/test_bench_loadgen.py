@@ -86,6 +86,11 @@ def test_wrk_figures_convert_each_latency_unit_to_milliseconds() -> None:
     assert result.p99_ms == 1500.0
 
 
+def test_wrk_latencies_padded_with_spaces_to_the_column_width_are_read() -> None:
+    # wrk pads "1.32s" to the width of "158.74ms".
+    assert parse_wrk(WRK_REPORT.replace("1.50s\n", "1.50s \n")).p99_ms == 1500.0
+
+
 def test_wrk_errors_are_non_2xx_replies_plus_every_kind_of_socket_error() -> None:
     assert parse_wrk(WRK_REPORT).errors == 5 + 1 + 2 + 0 + 3
 
