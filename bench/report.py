@@ -65,6 +65,9 @@ def ratios(rows: Sequence[Measured], engine: str) -> dict[str, float]:
         "refused_by_validation_over_noop": round(rps[refused] / rps["noop_rpc"], 3),
         "refused_by_validation_over_noop_by_cpu": round(cpu["noop_rpc"] / cpu[refused], 3),
         "refused_by_validation_over_bare_noop": round(rps[refused] / rps["noop_rpc_bare"], 3),
+        "refused_by_validation_over_bare_noop_by_cpu": round(
+            cpu["noop_rpc_bare"] / cpu[refused], 3
+        ),
         "noop_over_bare_noop": round(rps["noop_rpc"] / rps["noop_rpc_bare"], 3),
         "noop_over_bare_noop_by_cpu": round(cpu["noop_rpc_bare"] / cpu["noop_rpc"], 3),
         "get_user_grpc_rps": rps["get_user_grpc"],

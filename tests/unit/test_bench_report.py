@@ -45,6 +45,7 @@ def test_the_ratios_compare_paths_of_the_same_engine_only() -> None:
         "refused_by_validation_over_noop": 0.75,
         "refused_by_validation_over_noop_by_cpu": 0.8,
         "refused_by_validation_over_bare_noop": 0.6,
+        "refused_by_validation_over_bare_noop_by_cpu": 0.4,
         "noop_over_bare_noop": 0.8,
         "noop_over_bare_noop_by_cpu": 0.5,
         "get_user_grpc_rps": 300.0,
