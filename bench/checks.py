@@ -46,9 +46,10 @@ def noop_server(stack: LocalStack, log_dir: Path, *, bare: bool) -> Iterator[tup
     port = free_port()
     environment = {**stack.environment, "R3MES_USERS_PORT": str(port)}
     command = [sys.executable, "-m", "bench.noop_server", *(["--bare"] if bare else [])]
-    with spawned("noop-bare" if bare else "noop", command, environment, log_dir) as process:
+    name = "noop-bare" if bare else "noop"
+    with spawned(name, command, environment, log_dir) as (process, log):
         target = f"{LOOPBACK}:{port}"
-        wait_until(partial(grpc_serving, target), process, "noop server", READY_TIMEOUT_SECONDS)
+        wait_until(partial(grpc_serving, target), process, log, READY_TIMEOUT_SECONDS)
         yield target, process.pid
 
 
@@ -137,9 +138,9 @@ def baseline(
     ]
     url = f"http://{LOOPBACK}:{port}"
     name = f"fastapi-{workers}"
-    with spawned(name, command, _baseline_environment(stack), log_dir) as process:
+    with spawned(name, command, _baseline_environment(stack), log_dir) as (process, log):
         probe = partial(_answers_http, f"{url}/v1/users/{new_wallet_address()}")
-        wait_until(probe, process, name, READY_TIMEOUT_SECONDS)
+        wait_until(probe, process, log, READY_TIMEOUT_SECONDS)
         yield url, lambda: {f"uvicorn-{pid}": pid for pid in process_tree(process.pid)}
 
 

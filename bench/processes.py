@@ -22,8 +22,10 @@ CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 @contextmanager
 def spawned(
     name: str, command: list[str], environment: Mapping[str, str], log_dir: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with (log_dir / f"{name}.log").open("wb") as output:
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Start `command`, its output in `log_dir/<name>.log`; SIGTERM (then SIGKILL) it at the end."""
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as output:
         process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -33,7 +35,7 @@ def spawned(
             start_new_session=True,
         )
     try:
-        yield process
+        yield process, log
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -45,14 +47,15 @@ def spawned(
 
 
 def wait_until(
-    ready: Callable[[], bool], process: subprocess.Popen[bytes], name: str, timeout: float
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout: float
 ) -> None:
+    """Poll `ready` until it holds; a process that exits or stays unready fails with its log."""
     deadline = time.monotonic() + timeout
     while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} not ready in {timeout} s")
+        if process.poll() is not None or time.monotonic() > deadline:
+            state = f"exited with {process.returncode}" if process.poll() is not None else "unready"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"{log.stem} {state} after {timeout} s at most:\n{tail}")
         time.sleep(0.1)
 
 
