@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.loadgen import Load, LoadResult
@@ -33,6 +33,8 @@ class Measured:
     cpu_seconds: Mapping[str, float]  # by server process, during the measured load
     # The share of all cores other work (not this benchmark) took meanwhile: 0 on a quiet machine.
     others_cpu_share: float = 0.0
+    # Requests/s of every round of this path, when it was measured more than once.
+    rounds_rps: tuple[float, ...] = ()
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -46,7 +48,22 @@ class Measured:
             "server_cpu_ms_per_request": round(self.cpu_ms_per_request, 3),
             "server_cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
             "others_cpu_percent": round(100 * self.others_cpu_share, 1),
+            "rounds_rps": list(self.rounds_rps or (self.result.rps,)),
         }
+
+
+def median_rounds(rows: Sequence[Measured]) -> list[Measured]:
+    """One row per path and engine, in the order first measured: the round with the median
+    requests/s (the lower one of an even count), knowing every round's requests/s."""
+    rounds: dict[tuple[str, str], list[Measured]] = {}
+    for row in rows:
+        rounds.setdefault((row.engine, row.path), []).append(row)
+    medians = []
+    for measured in rounds.values():
+        ordered = sorted(measured, key=lambda row: row.result.rps)
+        median = ordered[(len(ordered) - 1) // 2]
+        medians.append(replace(median, rounds_rps=tuple(row.result.rps for row in measured)))
+    return medians
 
 
 def ratios(rows: Sequence[Measured], engine: str) -> dict[str, float]:
@@ -91,6 +108,7 @@ def report(
     rows: Sequence[Measured],
     load: Load,
     seconds: int,
+    rounds: int,
     profiles: Mapping[str, Mapping[str, ProfileSummary]],
 ) -> dict[str, Any]:
     engines = list(dict.fromkeys(row.engine for row in rows))
@@ -100,6 +118,7 @@ def report(
         "h2load_connections": load.connections,
         "h2load_streams_per_connection": load.streams_per_connection,
         "seconds_per_path": seconds,
+        "rounds": rounds,
         "machine": machine(),
         "tools": {"h2load": _version(["h2load", "--version"]), "wrk": _version(["wrk", "-v"])},
         "results": [row.as_json() for row in rows],
@@ -115,7 +134,7 @@ def report(
 def print_report(figures: dict[str, Any]) -> None:
     print(
         f"request path, {figures['in_flight']} in flight, {figures['seconds_per_path']} s each, "
-        f"load average {figures['machine']['load_average']}"
+        f"median of {figures['rounds']} round(s), load average {figures['machine']['load_average']}"
     )
     print(
         f"{'path':<40}{'engine':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"

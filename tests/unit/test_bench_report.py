@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.loadgen import LoadResult
-from bench.report import Measured, ratios
+from bench.report import Measured, median_rounds, ratios
 
 RPS = {
     "noop_rpc_bare": 2000.0,
@@ -66,3 +66,36 @@ def test_server_cpu_per_request_adds_up_every_serving_process() -> None:
 
     assert row.cpu_ms_per_request == pytest.approx(5.0)
     assert row.as_json()["server_cpu_ms_per_request"] == 5.0
+
+
+def measured(path: str, engine: str, rps: float) -> Measured:
+    return Measured(path, engine, LoadResult(100, 0, rps, 1.0, 2.0), {"users": 0.5})
+
+
+def test_of_several_rounds_the_one_with_the_median_requests_per_second_is_kept() -> None:
+    rows = [
+        measured("noop_rpc", "sqlite", 900.0),
+        measured("get_user_grpc", "sqlite", 80.0),
+        measured("noop_rpc", "sqlite", 1500.0),
+        measured("get_user_grpc", "sqlite", 60.0),
+        measured("noop_rpc", "sqlite", 1200.0),
+        measured("get_user_grpc", "sqlite", 70.0),
+        measured("noop_rpc", "postgres", 1000.0),
+    ]
+
+    kept = median_rounds(rows)
+
+    assert [(row.path, row.engine, row.result.rps) for row in kept] == [
+        ("noop_rpc", "sqlite", 1200.0),
+        ("get_user_grpc", "sqlite", 70.0),
+        ("noop_rpc", "postgres", 1000.0),
+    ]
+    assert kept[0].as_json()["rounds_rps"] == [900.0, 1500.0, 1200.0]
+
+
+def test_of_two_rounds_the_slower_is_kept() -> None:
+    kept = median_rounds(
+        [measured("noop_rpc", "sqlite", 900.0), measured("noop_rpc", "sqlite", 1e3)]
+    )
+
+    assert kept[0].result.rps == 900.0
