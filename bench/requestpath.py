@@ -1,14 +1,15 @@
 """The request path, layer by layer, in one run: what one call costs on our server stack, and the
 same read in the FastAPI + SQLAlchemy app a user would write instead.
 
-    python -m bench.requestpath [--seconds 3] [--engines sqlite postgres] [--profile DIR]
+    python -m bench.requestpath [--seconds 3] [--rounds 1] [--engines sqlite postgres]
+                                [--profile DIR]
 
-Per storage engine, one after the other at 16 requests in flight: a no-op RPC on our server stack
-and GetUser refused by validation (h2load: the chain's cost), GetUser of an existing user direct
-(h2load) and as REST through Envoy (wrk), and the baseline under uvicorn with 1 and 2 workers
-(wrk). Each reply kind is checked once with a Python client before its load. Load generators,
-services and Envoy share this machine's cores: the figures compare paths within one run.
-"""
+Per storage engine, in turn at 16 requests in flight: a no-op RPC on a bare grpc.aio server and
+on our server stack, and GetUser refused by validation (h2load: what the chain costs), GetUser
+of an existing user direct (h2load) and as REST through Envoy (wrk), and the baseline under
+uvicorn with 1 and 2 workers (wrk). Each reply kind is checked once with a Python client before
+its load. Load generators, services and Envoy share this machine's cores: the figures compare
+paths within one run. docs/performance.md explains every column."""
 
 from __future__ import annotations
 
