@@ -7,11 +7,14 @@ One documented default per setting; the defaults are the embedded mode: SQLite f
 from __future__ import annotations
 
 import ipaddress
+import string
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core import validators
 
 ServiceName = Literal["users", "apikeys", "mining", "credits"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("users", "apikeys", "mining", "credits")
@@ -83,6 +86,58 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Deadline of a service-to-service call."
     )
 
+    # --- mining (services/mining): report retention and the optional chain indexer ---
+    mining_report_retention_days: int = Field(
+        180,
+        ge=1,
+        description="Raw mining reports older than this (by observe time) are pruned; the "
+        "per-day rollups and per-miner totals every read uses are kept.",
+    )
+    mining_prune_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often mining prunes old raw reports."
+    )
+    chain_rpc_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="CometBFT RPC endpoint (http or https) whose blocks the mining service "
+        "records. Unset: no indexer. An operator setting, trusted: loopback and private "
+        "addresses are allowed.",
+    )
+    chain_poll_interval_seconds: float = Field(
+        5.0, gt=0, description="Pause of the indexer between polls once caught up or failing."
+    )
+    chain_rpc_timeout_seconds: float = Field(
+        5.0, gt=0, description="Deadline of each request of the indexer to the chain."
+    )
+    chain_blocks_per_poll: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        description="Blocks the indexer records between two reads of the chain's height.",
+    )
+    chain_start_height: int = Field(
+        1, ge=1, description="First block the indexer records when none is recorded yet."
+    )
+    chain_proposer_wallets: dict[str, str] = Field(
+        {},
+        description="Proposer address (hex, as in block headers) -> remes wallet credited with "
+        "the block, as JSON. Blocks of other proposers are skipped (logged once per proposer).",
+    )
+    chain_block_reward_micro_credits: int = Field(
+        0, ge=0, le=10**15, description="Reward recorded with each indexed block."
+    )
+
+    @field_validator("chain_proposer_wallets")
+    @classmethod
+    def _proposer_wallets(cls, mapping: dict[str, str]) -> dict[str, str]:
+        # Headers spell proposers in uppercase hex; wallets are checked like any request's.
+        checked = {}
+        for proposer, wallet in mapping.items():
+            if not proposer or any(c not in string.hexdigits for c in proposer):
+                raise ValueError(f"proposer {proposer!r} is not a hex address")
+            checked[proposer.upper()] = validators.wallet_address(wallet)
+        return checked
+
     internal_token: SecretStr | None = Field(
         None,
         description="The internal service token (x-r3mes-internal-token). Unset and no file: no "
@@ -94,6 +149,42 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         ["127.0.0.1/32", "::1/128"],
         description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
+    )
+
+    # API keys (the apikeys service and every service's API-key authentication).
+    apikeys_max_active_per_wallet: int = Field(
+        10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
+    )
+    apikeys_challenge_ttl_seconds: float = Field(
+        300.0,
+        ge=30,
+        le=3600,
+        description="How long an ownership challenge may be answered after it is issued.",
+    )
+    apikeys_cache_ttl_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
+        "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
+    )
+    apikeys_cache_max_entries: int = Field(
+        10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
+    )
+    apikeys_last_used_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often the apikeys service writes the keys' last use times, batched.",
+    )
+    apikeys_invalidation_channel: str = Field(
+        "r3mes.apikeys.withdrawn",
+        min_length=1,
+        description="Redis pub/sub channel on which revoked and deleted keys are announced.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:port/db) shared by the services. Unset: revocations "
+        "reach other processes only by the expiry of their cached answers.",
     )
 
     grace_period_seconds: float = Field(
@@ -124,8 +215,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
     gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
-    gateway_admin_port: int = Field(
-        9901, ge=1, le=65535, description="Envoy admin, on loopback only."
+    gateway_admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
+        "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
+        "reach.",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],
