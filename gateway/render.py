@@ -15,6 +15,7 @@ import yaml
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
 from gateway.filters import cors_policy, http_filters
+from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.local_replies import local_reply_config
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
@@ -104,7 +105,7 @@ def _route_config(settings: Settings) -> dict[str, Any]:
             {
                 "name": "r3mes",
                 "domains": ["*"],
-                "routes": [*_service_routes(timeout), _unknown_path_route()],
+                "routes": [*front_door_routes(), *_service_routes(timeout), _unknown_path_route()],
                 "typed_per_filter_config": {
                     "envoy.filters.http.cors": cors_policy(settings.cors_origins)
                 },
@@ -197,7 +198,10 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
                     ],
                 }
             ],
-            "clusters": [cluster(u, settings.target_of(u.name)) for u in UPSTREAMS],
+            "clusters": [
+                *(cluster(u, settings.target_of(u.name)) for u in UPSTREAMS),
+                *front_door_clusters(settings),
+            ],
         },
         "overload_manager": {
             "resource_monitors": [
