@@ -318,8 +318,15 @@ def build_document(files: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     _error_schemas(schemas)
     paths: dict[str, dict[str, Any]] = {}
     seen_ids: dict[str, int] = {}
+    services_of: dict[str, set[str]] = {}
     for route in routes(index):
-        base_id = f"{route.method.service.rsplit('.', 1)[-1]}_{route.method.proto.name}"
+        services_of.setdefault(route.method.proto.name, set()).add(route.method.service)
+    for route in routes(index):
+        # The RPC's name (`CreateUser`), what a generated client names its function after;
+        # prefixed by the service only if two services share it.
+        base_id = route.method.proto.name
+        if len(services_of[base_id]) > 1:
+            base_id = f"{route.method.service.rsplit('.', 1)[-1]}_{base_id}"
         seen_ids[base_id] = seen_ids.get(base_id, 0) + 1
         operation_id = base_id if seen_ids[base_id] == 1 else f"{base_id}_{seen_ids[base_id]}"
         paths.setdefault(route.openapi_path, {})[route.verb] = operations.operation(
