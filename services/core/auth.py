@@ -10,11 +10,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
 from services.core.errors import Unauthenticated
+from services.core.settings import Settings
 
 INTERNAL_TOKEN_HEADER = "x-r3mes-internal-token"  # noqa: S105 (a header name, not a secret)
 # Headers an outside caller may never set; the gateway strips them (docs/api.md).
@@ -29,12 +30,17 @@ class PrincipalKind(Enum):
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling. `credential` is what proved it (an API key), kept so that a call the
+    service makes on this caller's behalf can present it to the next service; it is never
+    printed (repr) or logged."""
+
     kind: PrincipalKind
     wallet_address: str | None = None
+    credential: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def wallet(cls, wallet_address: str) -> Principal:
-        return cls(PrincipalKind.WALLET, wallet_address)
+    def wallet(cls, wallet_address: str, credential: str | None = None) -> Principal:
+        return cls(PrincipalKind.WALLET, wallet_address, credential)
 
 
 ANONYMOUS = Principal(PrincipalKind.ANONYMOUS)
@@ -66,3 +72,9 @@ class InternalTokenAuthenticator:
                 "the internal service token is not valid", reason="BAD_INTERNAL_TOKEN"
             )
         return INTERNAL
+
+
+def default_authenticators(settings: Settings) -> list[Authenticator]:
+    """What every service accepts unless its server passes its own list (the API-key
+    authenticator joins once the API keys service exists)."""
+    return [InternalTokenAuthenticator(settings.internal_token_value())]

@@ -1,5 +1,12 @@
-"""Channels from one service to the others: the internal token, the request id and a deadline
-on every call, and round-robin over every address a target resolves to (several replicas).
+"""Channels from one service to the others: a request id, a deadline and credentials on every
+call, and round-robin over every address a target resolves to (several replicas).
+
+A call is made either on the calling service's **own authority** (`channel`: it presents the
+internal token, for what the service needs for itself, such as the users service reading
+network totals) or **on behalf of its caller** (`on_behalf_channel`: it presents the caller's
+own credential, so a wallet's request never gains internal rights one hop later, and the next
+service applies the caller's access rules and limits; the caller's address travels in
+x-forwarded-for, believed by services that trust this one as a proxy).
 
 Hand-written because it is a few lines of grpc's own client-interceptor API; no library adds
 exactly these headers.
@@ -12,16 +19,20 @@ from typing import Any
 
 import grpc
 
-from services.core.auth import INTERNAL_TOKEN_HEADER
+from services.core.auth import INTERNAL_TOKEN_HEADER, PrincipalKind, current_principal
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
+from services.core.network import FORWARDED_FOR_HEADER, client_address_var
 from services.core.settings import ServiceName, Settings
 
+API_KEY_HEADER = "x-api-key"
 CHANNEL_OPTIONS = (("grpc.lb_policy_name", "round_robin"),)
 
+Credentials = Callable[[], list[tuple[str, str]]]
 
-class InternalCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, token: str | None, timeout_seconds: float) -> None:
-        self._token = token
+
+class OutgoingCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, credentials: Credentials, timeout_seconds: float) -> None:
+        self._credentials = credentials
         self._timeout_seconds = timeout_seconds
 
     async def intercept_unary_unary(
@@ -31,8 +42,8 @@ class InternalCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         request: Any,
     ) -> Any:
         metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-        if self._token is not None:
-            metadata.add(INTERNAL_TOKEN_HEADER, self._token)
+        for key, value in self._credentials():
+            metadata.add(key, value)
         request_id = request_id_var.get()
         if request_id is not None:
             metadata.add(REQUEST_ID_HEADER, request_id)
@@ -47,24 +58,56 @@ class InternalCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details, request)
 
 
+def own_authority(internal_token: str | None) -> Credentials:
+    headers = [] if internal_token is None else [(INTERNAL_TOKEN_HEADER, internal_token)]
+    return lambda: list(headers)
+
+
+def on_behalf_of_caller(internal_token: str | None) -> Credentials:
+    """The current caller's credential: an internal caller stays internal, a wallet presents
+    its own key, an anonymous caller presents nothing."""
+
+    def credentials() -> list[tuple[str, str]]:
+        principal = current_principal.get()
+        headers: list[tuple[str, str]] = []
+        if principal.kind is PrincipalKind.INTERNAL and internal_token is not None:
+            headers.append((INTERNAL_TOKEN_HEADER, internal_token))
+        elif principal.kind is PrincipalKind.WALLET and principal.credential is not None:
+            headers.append((API_KEY_HEADER, principal.credential))
+        client = client_address_var.get()
+        if client is not None:
+            headers.append((FORWARDED_FOR_HEADER, client))
+        return headers
+
+    return credentials
+
+
 class ServiceClients:
-    """One channel per peer service, opened when first asked for, closed with the server."""
+    """Channels per peer service, opened when first asked for, closed with the server."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._channels: dict[ServiceName, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[ServiceName, bool], grpc.aio.Channel] = {}
 
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
-        if service not in self._channels:
-            interceptor = InternalCallInterceptor(
-                self._settings.internal_token_value(), self._settings.call_timeout_seconds
-            )
-            self._channels[service] = grpc.aio.insecure_channel(
+        """Calls on this service's own authority (the internal token)."""
+        return self._open(service, on_behalf=False)
+
+    def on_behalf_channel(self, service: ServiceName) -> grpc.aio.Channel:
+        """Calls on behalf of the caller of the current request (its own credential)."""
+        return self._open(service, on_behalf=True)
+
+    def _open(self, service: ServiceName, *, on_behalf: bool) -> grpc.aio.Channel:
+        if (service, on_behalf) not in self._channels:
+            token = self._settings.internal_token_value()
+            credentials = on_behalf_of_caller(token) if on_behalf else own_authority(token)
+            interceptor = OutgoingCallInterceptor(credentials, self._settings.call_timeout_seconds)
+            self._channels[service, on_behalf] = grpc.aio.insecure_channel(
                 self._settings.target_of(service),
                 options=CHANNEL_OPTIONS,
                 interceptors=[interceptor],
             )
-        return self._channels[service]
+        return self._channels[service, on_behalf]
 
     async def close(self) -> None:
         for channel in self._channels.values():

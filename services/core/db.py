@@ -8,8 +8,8 @@ violation becomes ALREADY_EXISTS, a lost or refused connection UNAVAILABLE.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,10 +17,15 @@ from sqlalchemy import DateTime, Dialect, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    create_async_engine,
+)
 from sqlalchemy.types import TypeDecorator
 
-from services.core.errors import Aborted, AlreadyExists, R3mesError, Unavailable
+from services.core.errors import AlreadyExists, R3mesError, TransactionConflict, Unavailable
 from services.core.settings import ServiceName, Settings
 
 logger = logging.getLogger(__name__)
@@ -30,7 +35,11 @@ READ_ONLY = "r3mes_read_only"  # an execution option of ours, read by the SQLite
 UNIQUE_VIOLATION_SQLSTATE = "23505"
 # Serialization failures and deadlocks: the whole transaction may be retried.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-SQLITE_UNAVAILABLE_SIGNS = ("database is locked", "unable to open", "disk I/O error")
+# SQLite's busy answers: another writer held the lock past the busy timeout; retry the unit.
+SQLITE_BUSY_SIGNS = ("database is locked", "database table is locked")
+SQLITE_UNAVAILABLE_SIGNS = ("unable to open", "disk I/O error")
+# A statement PostgreSQL cancelled (statement_timeout): the database is too slow right now.
+QUERY_CANCELED_SQLSTATE = "57014"
 
 
 class Database:
@@ -49,6 +58,16 @@ class Database:
             url,
             pool_size=settings.db_pool_size,
             pool_pre_ping=True,
+            # A database that accepts connections but never answers must cost a call its
+            # deadline at most, never hang it (or a starting service) for as long as it hangs.
+            pool_timeout=settings.db_connect_timeout_seconds,
+            connect_args={
+                "timeout": settings.db_connect_timeout_seconds,
+                "command_timeout": settings.db_statement_timeout_seconds,
+                "server_settings": {
+                    "statement_timeout": str(round(settings.db_statement_timeout_seconds * 1000))
+                },
+            },
             execution_options={"schema_translate_map": {service: service + settings.schema_suffix}},
         )
         return cls(engine, schema=service + settings.schema_suffix)
@@ -62,19 +81,38 @@ class Database:
         """One unit of work: commits when the block ends, rolls back when it raises.
 
         `read_only` transactions take no write lock on SQLite, so reads never queue behind
-        each other or behind writers (WAL lets them see the last committed state).
+        each other or behind writers (WAL lets them see the last committed state); on
+        PostgreSQL they are READ ONLY transactions, so a stray write fails loudly.
+
+        Failures of the database itself (connect, begin, commit, or a statement the block ran)
+        leave as the error hierarchy; anything else the block raises passes through untouched,
+        so an OSError of the caller's own is never reported as "database unavailable".
         """
+        with _translated():
+            connection = await self.engine.connect()
         try:
-            async with self.engine.connect() as connection:
+            with _translated():
                 if read_only:
-                    await connection.execution_options(**{READ_ONLY: True})
-                async with connection.begin():
-                    yield connection
-        except (SQLAlchemyError, OSError) as exc:
-            translated = translate_error(exc)
-            if translated is None:
+                    await connection.execution_options(**self._read_only_options())
+                transaction = await connection.begin()
+            try:
+                yield connection
+            except SQLAlchemyError as exc:
+                await _quietly_roll_back(transaction)
+                raise _translated_or_same(exc) from exc
+            except BaseException:
+                await _quietly_roll_back(transaction)
                 raise
-            raise translated from exc
+            with _translated():
+                await transaction.commit()
+        finally:
+            with suppress(SQLAlchemyError, OSError, TimeoutError):
+                await connection.close()
+
+    def _read_only_options(self) -> dict[str, Any]:
+        if self.is_sqlite:
+            return {READ_ONLY: True}
+        return {"postgresql_readonly": True}
 
     async def ping(self) -> None:
         async with self.transaction() as connection:
@@ -116,36 +154,67 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
     return engine
 
 
-def translate_error(exc: SQLAlchemyError | OSError) -> R3mesError | None:
+def translate_error(exc: BaseException) -> R3mesError | None:
     """The caller-facing meaning of a driver error, or None for a bug (it stays INTERNAL).
 
     The driver's own message stays in the log: it can name tables, values and hosts.
     """
     if isinstance(exc, IntegrityError) and _is_unique_violation(exc):
         return AlreadyExists("the record already exists")
-    if _sqlstate(exc) in RETRYABLE_SQLSTATES:
-        return Aborted("a concurrent change conflicted; retry the call")
+    if _sqlstate(exc) in RETRYABLE_SQLSTATES or _is_sqlite_busy(exc):
+        return TransactionConflict("a concurrent change conflicted; retry the call")
     if _is_unreachable(exc):
         logger.warning("database unavailable: %r", exc)
         return Unavailable("the database is unavailable; retry later")
     return None
 
 
-def _is_unreachable(exc: SQLAlchemyError | OSError) -> bool:
-    if isinstance(exc, OSError | PoolTimeoutError):
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Database failures of connect, begin and commit as the error hierarchy."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise _translated_or_same(exc) from exc
+
+
+def _translated_or_same(exc: BaseException) -> BaseException:
+    translated = translate_error(exc)
+    return exc if translated is None else translated
+
+
+async def _quietly_roll_back(transaction: AsyncTransaction) -> None:
+    # The connection may be gone already: the original error is the one worth reporting.
+    with suppress(SQLAlchemyError, OSError, TimeoutError):
+        await transaction.rollback()
+
+
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return type(orig).__module__.startswith("sqlite3") and any(
+        sign in str(orig) for sign in SQLITE_BUSY_SIGNS
+    )
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | TimeoutError | PoolTimeoutError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if _sqlstate(exc) == QUERY_CANCELED_SQLSTATE or isinstance(
+        getattr(exc, "orig", None), OSError | TimeoutError
+    ):
         return True
     if not isinstance(exc, OperationalError):
         return False
     # SQLite also raises OperationalError for bad SQL (a missing table is a bug, not an outage):
-    # only its lock and I/O failures mean the database cannot serve right now.
+    # only its I/O failures mean the database cannot serve right now.
     if type(exc.orig).__module__.startswith("sqlite3"):
         return any(sign in str(exc.orig) for sign in SQLITE_UNAVAILABLE_SIGNS)
     return True
 
 
-def _sqlstate(exc: SQLAlchemyError | OSError) -> str | None:
+def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return code if isinstance(code, str) else None
@@ -158,14 +227,23 @@ def _is_unique_violation(exc: IntegrityError) -> bool:
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """A point in time, always handed back in UTC with its zone.
+    """A point in time, stored in UTC and always handed back in UTC with its zone.
 
-    PostgreSQL's timestamptz keeps the zone; SQLite stores text and hands back naive values.
-    Every table uses this type, so no repository has to know which engine it runs on.
+    PostgreSQL's timestamptz keeps the instant; SQLite stores text without a zone, so an aware
+    time is converted to UTC before it is written (12:00+02:00 is stored as 10:00). A naive
+    datetime is refused: its instant is unknowable. Every table uses this type, so no repository
+    has to know which engine it runs on.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a naive datetime cannot be stored: give it a time zone (UTC)")
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

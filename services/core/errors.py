@@ -107,6 +107,13 @@ class Aborted(R3mesError):
     reason = "ABORTED"
 
 
+class TransactionConflict(Aborted):
+    """The database refused a unit of work because of a concurrent one (a serialization failure,
+    a deadlock, SQLite busy). The unit of work retries these itself before answering ABORTED."""
+
+    reason = "CONCURRENT_CHANGE"
+
+
 class ResourceExhausted(R3mesError):
     code = "RESOURCE_EXHAUSTED"
     reason = "RESOURCE_EXHAUSTED"

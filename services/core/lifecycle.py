@@ -20,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.core.auth import InternalTokenAuthenticator
+from services.core.auth import Authenticator, default_authenticators
+from services.core.background import PeriodicJob
 from services.core.db import Database
 from services.core.interceptors import interceptor_chain
 from services.core.logging import configure_logging
@@ -43,20 +44,33 @@ class ServiceServer:
     health: health_aio.HealthServicer
     service_names: Sequence[str]
     closers: Sequence[Closer]
+    jobs: Sequence[PeriodicJob] = ()
 
     async def start(self) -> None:
         await self.grpc_server.start()
         for service in (*self.service_names, ""):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for job in self.jobs:
+            await self._publish_job(job.name, True)
+            job.start(self._publish_job)
         logger.info("serving", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then close."""
         await self.health.enter_graceful_shutdown()
         await self.grpc_server.stop(grace_seconds)
+        for job in self.jobs:
+            await job.stop()
         for close in reversed(self.closers):
             await close()
         logger.info("stopped", extra={"service": self.name})
+
+    async def _publish_job(self, job: str, healthy: bool) -> None:
+        """A background job's state, in health as `<service>.<job>` (grpc health check)."""
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(
+            f"{self.name}.{job}", status.SERVING if healthy else status.NOT_SERVING
+        )
 
 
 def registration(
@@ -87,12 +101,18 @@ def build_server(
     name: ServiceName,
     registrations: Sequence[tuple[Registration, str]],
     closers: Sequence[Closer] = (),
+    *,
+    authenticators: Sequence[Authenticator] | None = None,
+    jobs: Sequence[PeriodicJob] = (),
 ) -> tuple[ServiceServer, int]:
     """Assemble the server: interceptor chain, the service's servicers, health and reflection.
 
     `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
+    `authenticators` decide who is calling (default: the internal token only); `jobs` run in
+    the background while the server serves, their state published in health.
     """
-    authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
+    if authenticators is None:
+        authenticators = default_authenticators(settings)
     server = grpc.aio.server(
         interceptors=interceptor_chain(
             f"{name}.r3mes.network", authenticators, trusted_networks(settings.trusted_proxies)
@@ -112,7 +132,7 @@ def build_server(
         server,
     )
     port = server.add_insecure_port(f"{settings.listen_host}:{settings.port_of(name)}")
-    return ServiceServer(name, server, health, service_names, closers), port
+    return ServiceServer(name, server, health, service_names, closers, jobs), port
 
 
 async def serve(server: ServiceServer, grace_seconds: float) -> None:

@@ -38,6 +38,37 @@ class Settings(BaseSettings):
         "database (run `make migrate` there).",
     )
     db_pool_size: int = Field(10, ge=1, description="Connections per service on PostgreSQL.")
+    db_connect_timeout_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="Longest wait for a PostgreSQL connection (new or from the pool); past it "
+        "the call is UNAVAILABLE, and a starting service exits.",
+    )
+    db_statement_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a PostgreSQL statement may run (client and server side); past it "
+        "the call is UNAVAILABLE.",
+    )
+    db_retry_attempts: int = Field(
+        4,
+        ge=1,
+        le=20,
+        description="Tries of a unit of work that meets a serialization failure, a deadlock or "
+        "SQLite busy (with jittered backoff) before the call is ABORTED.",
+    )
+    idempotency_retention_days: int = Field(
+        7,
+        ge=7,
+        description="How long idempotency keys are remembered (the protos promise at least 7 "
+        "days); older ones are swept by each service.",
+    )
+    page_token_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs page tokens, the same on every replica. Unset: derived from "
+        "the internal token, or random per process when there is none (tokens then work only "
+        "on the replica that issued them).",
+    )
 
     listen_host: str = Field("127.0.0.1", description="Address the gRPC servers bind to.")
     users_port: int = Field(50051, ge=0, le=65535, description="gRPC port of users (0: any).")

@@ -163,41 +163,6 @@ def idempotency_key(value: str) -> str:
     return value
 
 
-def _require_int(value: object) -> int:
-    # bool is an int subclass; True must not slip through as the amount 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue("must be an integer")
-    return value
-
-
-def int_range(value: int, minimum: int, maximum: int) -> int:
-    if not minimum <= _require_int(value) <= maximum:
-        raise InvalidValue(f"must be between {minimum} and {maximum}")
-    return value
-
-
-def day_range(days: int) -> int:
-    return int_range(days, 1, 365)
-
-
-def positive_amount(value: int, *, maximum: int = 10**15) -> int:
-    """An amount of micro-credits: 1..maximum (the default is a billion credits)."""
-    if _require_int(value) <= 0:
-        raise InvalidValue("must be positive")
-    if value > maximum:
-        raise InvalidValue(f"must be at most {maximum}")
-    return value
-
-
-def page_size(value: int, *, default: int = 50, maximum: int = 100) -> int:
-    """0 (unset in proto3) means `default`; a larger request is refused, not silently capped."""
-    if _require_int(value) < 0:
-        raise InvalidValue("must not be negative")
-    if value > maximum:
-        raise InvalidValue(f"must be at most {maximum}")
-    return value or default
-
-
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _MAX_URL_LENGTH = 2048
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

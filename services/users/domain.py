@@ -39,6 +39,22 @@ class MiningSummary:
     block_height: int
 
 
+@dataclass(frozen=True)
+class UserProfile:
+    """A user as GetUser shows it; what a peer could not tell is None (unknown), never zero."""
+
+    user: User
+    balance: Balance | None = None
+    mining: MiningStatus | None = None
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    total_users: int
+    total_micro_credits: int | None = None
+    mining: MiningSummary | None = None
+
+
 class UserNotFound(NotFound):
     reason = "USER_NOT_FOUND"
 

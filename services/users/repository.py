@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.errors import AlreadyExists
 from services.core.repository import BaseRepository
@@ -31,3 +33,14 @@ class UserRepository(BaseRepository[User]):
         if user is None:
             raise UserNotFound(wallet_address)
         return user
+
+
+@dataclass(frozen=True)
+class UsersRepositories:
+    """Every repository of the users schema, on one unit of work's connection."""
+
+    users: UserRepository
+
+    @classmethod
+    def on(cls, connection: AsyncConnection) -> UsersRepositories:
+        return cls(users=UserRepository(connection))

@@ -1,4 +1,4 @@
-"""Wiring of the users service: database, migrations, peers, servicer, server."""
+"""Wiring of the users service: database, unit of work, peers, use cases, servicer, server."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
 from services.core.settings import Settings
+from services.core.uow import UnitOfWork
 from services.users.peers import Peers
+from services.users.repository import UsersRepositories
 from services.users.servicer import UsersServicer
+from services.users.usecases import UsersUseCases
 
 
 async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:
     database = await open_database(settings, "users")
+    uow = UnitOfWork(database, UsersRepositories.on, attempts=settings.db_retry_attempts)
     clients = ServiceClients(settings)
+    # Balances and mining activity are public reads: the users service asks on its own
+    # authority, so an anonymous caller of GetUser still sees them.
     peers = Peers(
         credits=credits_pb2_grpc.CreditsServiceStub(clients.channel("credits")),
         mining=mining_pb2_grpc.MiningServiceStub(clients.channel("mining")),
     )
-    servicer = UsersServicer(database, peers, clock)
+    servicer = UsersServicer(UsersUseCases(uow, peers, clock))
     service = users_pb2.DESCRIPTOR.services_by_name["UsersService"]
     add = users_pb2_grpc.add_UsersServiceServicer_to_server
     return build_server(

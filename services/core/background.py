@@ -1,0 +1,72 @@
+"""Background components of a service: periodic jobs (sweepers, pruners) that are never silent.
+
+The original backend's background tasks failed without a trace. Here each job runs on its own
+schedule inside the service's lifecycle; a failure is logged with its traceback the first time
+and when the job recovers (not on every retry: a state change is news, a repeat is not), and the
+job's state is published in the service's health under `<service>.<job>` (NOT_SERVING while it
+fails), where operators and balancers already look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+StatusListener = Callable[[str, bool], Awaitable[None]]
+
+
+async def _ignore_status(_name: str, _healthy: bool) -> None:
+    return None
+
+
+@dataclass
+class PeriodicJob:
+    """Runs `run` every `interval_seconds` (the first time right after start)."""
+
+    name: str
+    interval_seconds: float
+    run: Callable[[], Awaitable[object]]
+    healthy: bool = True
+    failures: int = 0
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _listener: StatusListener = field(default=_ignore_status, repr=False)
+
+    def start(self, listener: StatusListener) -> None:
+        self._listener = listener
+        self._task = asyncio.create_task(self._loop(), name=f"job:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> bool:
+        """One run; True when it succeeded. Never raises (but for cancellation)."""
+        try:
+            await self.run()
+        except Exception:
+            self.failures += 1
+            if self.healthy:
+                logger.exception("background job failed", extra={"job": self.name})
+                self.healthy = False
+                await self._listener(self.name, False)
+            return False
+        if not self.healthy:
+            logger.warning(
+                "background job recovered", extra={"job": self.name, "failures": self.failures}
+            )
+            self.healthy = True
+            await self._listener(self.name, True)
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            await self.run_once()
+            await asyncio.sleep(self.interval_seconds)

@@ -1,0 +1,75 @@
+"""The unit of work: one transaction, the service's repositories on it, commit or roll back.
+
+Use cases (services/<name>/usecases.py) run their operations through `UnitOfWork.run`, so the
+check, the write, the ledger entry and the idempotency record of one call commit together or not
+at all. A unit of work that the database refuses because of a concurrent one (serialization
+failure 40001, deadlock 40P01, SQLite busy) is retried from the start a bounded number of times
+with jittered backoff; after the last try the caller gets ABORTED (retryable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.db import Database
+from services.core.errors import TransactionConflict
+
+RepositoriesT = TypeVar("RepositoriesT")
+ResultT = TypeVar("ResultT")
+
+logger = logging.getLogger(__name__)
+
+FIRST_BACKOFF_SECONDS = 0.005
+
+
+class UnitOfWork(Generic[RepositoriesT]):
+    """`repositories` builds the service's bundle of repositories on one connection."""
+
+    def __init__(
+        self,
+        database: Database,
+        repositories: Callable[[AsyncConnection], RepositoriesT],
+        *,
+        attempts: int = 4,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("a unit of work needs at least one attempt")
+        self._database = database
+        self._repositories = repositories
+        self._attempts = attempts
+
+    @asynccontextmanager
+    async def begin(self, *, read_only: bool = False) -> AsyncIterator[RepositoriesT]:
+        """One transaction, not retried: commits when the block ends, rolls back if it raises."""
+        async with self._database.transaction(read_only=read_only) as connection:
+            yield self._repositories(connection)
+
+    async def run(
+        self,
+        work: Callable[[RepositoriesT], Awaitable[ResultT]],
+        *,
+        read_only: bool = False,
+    ) -> ResultT:
+        """Run `work` in one transaction, again from the start after a conflict.
+
+        `work` must be safe to run again: it may read and write only through the repositories it
+        is given (a retried transaction has left no trace), never call other services.
+        """
+        for attempt in range(1, self._attempts + 1):
+            try:
+                async with self.begin(read_only=read_only) as repositories:
+                    return await work(repositories)
+            except TransactionConflict:
+                if attempt == self._attempts:
+                    logger.warning("unit of work aborted", extra={"attempts": attempt})
+                    raise
+            # Full jitter: concurrent losers spread out instead of colliding again in step.
+            await asyncio.sleep(random.uniform(0, FIRST_BACKOFF_SECONDS * 2**attempt))  # noqa: S311
+        raise AssertionError("unreachable: the last attempt returns or raises")
