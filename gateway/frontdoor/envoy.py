@@ -40,8 +40,27 @@ def _reflection_route(service: str) -> dict[str, Any]:
     }
 
 
+def _refused_preflight_route() -> dict[str, Any]:
+    # The CORS filter answers every preflight from an allowed origin itself; one that reaches
+    # the router came from an origin not allowed, and gets the front door's 403 saying so
+    # rather than the catch-all's 404 "no such route".
+    return {
+        "name": "frontdoor/refused CORS preflight",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "origin", "present_match": True},
+                {"name": "access-control-request-method", "present_match": True},
+            ],
+        },
+        "route": {"cluster": PAGES_CLUSTER},
+    }
+
+
 def front_door_routes() -> list[dict[str, Any]]:
-    """Before the service routes and the catch-all: the pages and reflection."""
+    """Before the service routes and the catch-all: the pages, reflection and the refusal of
+    preflights from origins not allowed."""
     pages = [
         {"name": f"frontdoor{path}", "match": {"path": path}, "route": {"cluster": PAGES_CLUSTER}}
         for path in PAGE_PATHS
@@ -51,7 +70,8 @@ def front_door_routes() -> list[dict[str, Any]]:
         "match": {"prefix": DOCS_ASSETS_PREFIX},
         "route": {"cluster": PAGES_CLUSTER},
     }
-    return [*pages, assets, *(_reflection_route(s) for s in REFLECTION_SERVICES)]
+    reflection = [_reflection_route(s) for s in REFLECTION_SERVICES]
+    return [_refused_preflight_route(), *pages, assets, *reflection]
 
 
 def _discovery(host: str) -> dict[str, Any]:

@@ -123,6 +123,15 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
                     HTTPStatus.NOT_FOUND, {"code": 5, "message": "no such page", "details": []}
                 )
 
+        def do_OPTIONS(self) -> None:
+            # Envoy routes here only the preflights its CORS filter did not grant.
+            origin = self.headers.get("origin", "")
+            message = (
+                f"CORS: the origin {origin} is not allowed to call this API "
+                "(the gateway's R3MES_CORS_ORIGINS lists those that are)"
+            )
+            self._send_json(HTTPStatus.FORBIDDEN, {"code": 7, "message": message, "details": []})
+
         def _base(self) -> str:
             # The address the caller used (Envoy passes Host on), so "Try it out" and generated
             # clients call the gateway they read the document from.
