@@ -1,8 +1,8 @@
-"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services
-and Envoy, each its own process, on free loopback ports, with a private data folder.
+"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services,
+the front door and Envoy, each its own process, on free loopback ports, with a private data folder.
 
-`make run` uses honcho instead (gateway/run.py) for its prefixed live logs; this module keeps each
-process's output in a file and stops exactly the processes it started.
+`make run` (gateway/run.py) prints their output live instead; this module keeps each process's
+output in a file and stops exactly the processes it started.
 """
 
 from __future__ import annotations
