@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.runlock import AlreadyRunning, RunLock
 from gateway.supervisor import Supervisor
 from services.core.settings import SERVICE_NAMES, Settings
@@ -33,7 +34,6 @@ ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
-ADMIN_HOST = "127.0.0.1"
 
 
 def ensure_generated() -> None:
@@ -74,8 +74,9 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
         ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
         ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
-        ("R3MES_GATEWAY_ADMIN_PORT", ADMIN_HOST, settings.gateway_admin_port),
     ]
+    if settings.gateway_admin_port is not None:  # unset: admin is a unix socket in data_dir
+        ports.append(("R3MES_GATEWAY_ADMIN_PORT", ADMIN_HOST, settings.gateway_admin_port))
     return [p for p in ports if p[2] != 0]
 
 
@@ -142,7 +143,7 @@ R3MES is running: every service answers its health check.
   Start here:     {url}/   (API page {url}/docs, health {url}/healthz)
   REST, gRPC-Web and gRPC: {url}   (grpcurl -plaintext {host}:{settings.gateway_port} list)
   gRPC per service on {host}: {grpc_ports}
-  Envoy admin (loopback only): http://{ADMIN_HOST}:{settings.gateway_admin_port}
+  Envoy admin: {describe(admin_endpoint(settings))}
 Try:
   curl -s -X POST {url}/v1/users -d '{{"wallet_address": "{wallet}"}}'
   curl -s {url}/v1/users/{wallet}

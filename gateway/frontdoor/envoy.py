@@ -19,17 +19,12 @@ REFLECTION_SERVICES = (
 BUFFER_FILTER = "envoy.filters.http.buffer"
 
 
-def _reflection_route(service: str) -> dict[str, Any]:
+def _reflection_route(service: str, timeout: str) -> dict[str, Any]:
     return {
         "name": service,
         "match": {"prefix": f"/{service}/"},
-        "route": {
-            "cluster": REFLECTION_CLUSTER,
-            # A reflection call is one stream for a whole grpcurl session: no overall deadline,
-            # but it ends when idle.
-            "timeout": "0s",
-            "idle_timeout": "60s",
-        },
+        # One stream per grpcurl command, which lasts well under the route timeout of any call.
+        "route": {"cluster": REFLECTION_CLUSTER, "timeout": timeout},
         # The buffer filter would hold the stream's first message until the client half-closes,
         # which grpcurl never does before it has read the answer: it would hang.
         "typed_per_filter_config": {
@@ -58,7 +53,7 @@ def _refused_preflight_route() -> dict[str, Any]:
     }
 
 
-def front_door_routes() -> list[dict[str, Any]]:
+def front_door_routes(timeout: str) -> list[dict[str, Any]]:
     """Before the service routes and the catch-all: the pages, reflection and the refusal of
     preflights from origins not allowed."""
     pages = [
@@ -70,7 +65,7 @@ def front_door_routes() -> list[dict[str, Any]]:
         "match": {"prefix": DOCS_ASSETS_PREFIX},
         "route": {"cluster": PAGES_CLUSTER},
     }
-    reflection = [_reflection_route(s) for s in REFLECTION_SERVICES]
+    reflection = [_reflection_route(s, timeout) for s in REFLECTION_SERVICES]
     return [_refused_preflight_route(), *pages, assets, *reflection]
 
 

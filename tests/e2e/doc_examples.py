@@ -2,7 +2,8 @@
 
 An example is a `curl` or `grpcurl` command in a ```sh block; the comment lines right after it
 are what it answers: `# 200 {...}` (curl: HTTP status, then the JSON body) or `# {...}` / plain
-text (grpcurl). Other lines of the block (variables, `make ...`) run as they are, before it.
+text (grpcurl, or curl without a status). Other lines of the block (variables, `make ...`) run
+as they are, before it.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def examples() -> list[Example]:
                     setup.append(stripped)
                     continue
                 # An earlier call may be what this one builds on (a user created, then read).
-                comments = []
+                # `curl ...      # LIVE`: a short answer may stand on the command's own line.
+                stripped, _, inline = stripped.partition("  # ")
+                stripped = stripped.strip()
+                comments = [inline.strip()] if inline else []
                 for following in lines[i + 1 :]:
                     if not following.strip().startswith("#"):
                         break

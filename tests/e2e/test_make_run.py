@@ -145,7 +145,6 @@ def test_a_second_run_on_other_data_names_each_taken_port_and_its_setting(
         "R3MES_CREDITS_PORT": runner.ports.grpc["credits"],
         "R3MES_FRONTDOOR_PORT": runner.ports.frontdoor,
         "R3MES_GATEWAY_PORT": runner.ports.gateway,
-        "R3MES_GATEWAY_ADMIN_PORT": runner.ports.admin,
     }
     for setting, port in named.items():
         assert f"port {port} ({setting}) is already in use" in second.stderr
