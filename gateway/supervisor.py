@@ -40,6 +40,11 @@ class Child:
     process: subprocess.Popen[bytes]
 
 
+def _terminate(child: Child) -> None:
+    if child.process.poll() is None:
+        child.process.send_signal(signal.SIGTERM)
+
+
 @dataclass
 class Supervisor:
     """Start children (all of them before any output thread starts: see `start`), print their
@@ -104,12 +109,17 @@ class Supervisor:
         return next((c for c in self.children if c.process.poll() is not None), None)
 
     def stop(self, timeout_seconds: float) -> None:
-        """SIGTERM each child, newest first, then SIGKILL those still running at the timeout."""
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-                with suppress(subprocess.TimeoutExpired):
-                    child.process.wait(timeout=1.0)
+        """SIGTERM the newest child first (the gateway: no new call then reaches the others) and
+        give it a second, then all the others at once (they drain side by side); SIGKILL those
+        still running at the timeout."""
+        if not self.children:
+            return
+        *others, newest = self.children
+        _terminate(newest)
+        with suppress(subprocess.TimeoutExpired):
+            newest.process.wait(timeout=1.0)
+        for child in others:
+            _terminate(child)
         deadline = time.monotonic() + timeout_seconds
         for child in reversed(self.children):
             try:

@@ -54,7 +54,8 @@ def start_runner(environment: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_banner(runner: Runner) -> None:
+def wait_for_banner(runner: Runner) -> threading.Thread:
+    """Wait for the banner; the thread returned goes on reading until the runner's output ends."""
     ready = threading.Event()
 
     def read() -> None:
@@ -64,10 +65,12 @@ def wait_for_banner(runner: Runner) -> None:
             if BANNER in line:
                 ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not ready.wait(READY_TIMEOUT_SECONDS):
         runner.process.kill()
         pytest.fail("no banner in time:\n" + "".join(runner.lines[-40:]))
+    return reader
 
 
 def alive(pid: int) -> bool:
@@ -166,3 +169,21 @@ def test_a_runner_killed_with_sigkill_takes_every_process_it_started_with_it(
     while any(alive(pid) for pid in children.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [name for name, pid in children.items() if alive(pid)] == []
+
+
+def test_ctrl_c_stops_every_process_and_the_runner_exits_0(tmp_path: Path) -> None:
+    ports = StackPorts.pick()
+    environment = run_environment(ports, tmp_path / "data")
+    started = Runner(start_runner(environment), environment, ports, [])
+    reader = wait_for_banner(started)
+    recorded = json.loads((started.data_dir / "run.lock").read_text())
+    children = [pid for pid, _ in recorded["children"].values()]
+
+    started.process.send_signal(signal.SIGINT)
+
+    assert started.process.wait(timeout=30) == 0
+    reader.join(timeout=10)
+    assert [pid for pid in children if alive(pid)] == []
+    stopped = "".join(started.lines)
+    for name in ("users", "apikeys", "mining", "credits"):
+        assert f"stopped service={name}" in stopped
