@@ -42,6 +42,8 @@ _DOCS_PAGE = """<!doctype html>
       presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
       layout: "StandaloneLayout",
       tryItOutEnabled: true,
+      // Swagger UI would otherwise send the document to an online validator for its badge.
+      validatorUrl: null,
     });
   </script>
 </body>

@@ -63,6 +63,7 @@ async def test_the_api_page_loads_swagger_ui_from_the_gateway_itself(
     assert '<script src="/docs/swagger-ui-bundle.js">' in page.text
     assert 'url: "/openapi.json"' in page.text
     assert "https://" not in page.text  # nothing from outside the suite
+    assert "validatorUrl: null" in page.text  # not even the online validator's badge
     assert script.status_code == 200
     assert script.headers["content-type"] == "text/javascript"
     assert script.content == (Path(str(swagger_ui_path)) / "swagger-ui-bundle.js").read_bytes()
