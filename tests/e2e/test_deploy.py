@@ -60,3 +60,9 @@ def test_the_gateway_reaches_a_front_door_of_its_own_on_the_backend_network(
     assert "ports" not in services["frontdoor"]
     assert services["gateway"]["environment"]["R3MES_FRONTDOOR_HOST"] == "frontdoor"
     assert "frontdoor" in services["gateway"]["depends_on"]
+
+
+def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str, Any]) -> None:
+    for name in ("users", "apikeys", "mining", "credits"):
+        environment = compose["services"][name]["environment"]
+        assert environment["R3MES_REDIS_URL"] == "redis://redis:6379/0"
