@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@echo "Installing into $(VENV)/ (the first time takes a few minutes) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --progress-bar off -e '.[dev]' | grep -v '^Requirement already satisfied'; \
+	$(BIN)/pip install --progress-bar off -e '.[dev,bench]' | grep -v '^Requirement already satisfied'; \
 		exit $${PIPESTATUS[0]}
 	$(BIN)/python tools/link_generated.py
 	@touch $@
@@ -58,10 +58,18 @@ lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
 
+.PHONY: bench-tools
+bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debian when missing
+	@if ! command -v h2load >/dev/null || ! command -v wrk >/dev/null; then \
+		apt-get update && apt-get install -y nghttp2-client wrk; \
+	fi
+
 .PHONY: bench
-bench: $(GEN_STAMP) ## Run the benchmarks in bench/ and write bench/results/*.json
+bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/results/*.json
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.mining
 	$(BIN)/python -m bench.apikeys
+	$(BIN)/python -m bench.requestpath
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)
