@@ -141,6 +141,24 @@ async def seed_grant(credits: Credits, wallet: str, amount: int) -> None:
         await database.dispose()
 
 
+@asynccontextmanager
+async def hold_wallet_lock(settings: Settings, wallet: str) -> AsyncIterator[None]:
+    """Keep the wallet's account locked by another transaction while the block runs (the row
+    lock on PostgreSQL, the database's write lock on SQLite): calls on it wait meanwhile."""
+    database = Database.from_settings(settings, "credits")
+    accounts = tables.accounts
+    try:
+        async with database.transaction() as connection:
+            await connection.execute(
+                accounts.update()
+                .where(accounts.c.wallet_address == wallet)
+                .values(update_time=accounts.c.update_time)
+            )
+            yield
+    finally:
+        await database.dispose()
+
+
 async def stored_rows(settings: Settings) -> dict[str, list[Any]]:
     """Every row of the credits tables, read directly from storage."""
     database = Database.from_settings(settings, "credits")
