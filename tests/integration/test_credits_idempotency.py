@@ -134,7 +134,9 @@ async def test_concurrent_repeats_of_one_call_take_effect_once(credits: Credits)
     assert (await credits.balance(wallet)).reserved_micro_credits == CREDIT
 
 
-async def test_a_retry_after_a_call_that_outlived_its_deadline_takes_effect_exactly_once(credits: Credits) -> None:
+async def test_a_retry_after_a_call_that_outlived_its_deadline_takes_effect_exactly_once(
+    credits: Credits,
+) -> None:
     wallet = new_wallet_address()
     await credits.grant(wallet, 10 * CREDIT)
     request = credits_pb2.ReserveCreditsRequest(
