@@ -169,6 +169,7 @@ async def stored_rows(settings: Settings) -> dict[str, list[Any]]:
                 "accounts": select(tables.accounts),
                 "reservations": select(tables.reservations),
                 "ledger": select(ledger).order_by(ledger.c.sequence),
+                "idempotency_keys": select(tables.idempotency_keys),
             }
             return {
                 name: list(await connection.execute(statement))
