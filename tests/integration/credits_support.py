@@ -3,8 +3,9 @@ internal token, and the ledger's invariants read straight from storage after eve
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from services.core.testing import FakeClock, running_server
 from services.credits import tables
 from services.credits.server import create_server
 from tests.conftest import INTERNAL_TOKEN
+from tests.integration.rpc import failure_of
 
 INTERNAL = (("x-r3mes-internal-token", INTERNAL_TOKEN),)
 CREDIT = 1_000_000
@@ -98,6 +100,26 @@ class Credits:
         """One run of the server's own reservation sweeper; True when it succeeded."""
         (job,) = [job for job in self.server.jobs if job.name == "reservation-sweeper"]
         return await job.run_once()
+
+
+RETRYABLE = (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE)
+
+
+async def outcome_of(call: Callable[[], Awaitable[Any]], budget_seconds: float = 30.0) -> Any:
+    """The call's response or its failure reason, retrying ABORTED and UNAVAILABLE (a storm
+    can exhaust the connection pool for a moment) with the same request and idempotency key,
+    as the protos tell callers to, for at most `budget_seconds`."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + budget_seconds
+    delay = 0.01
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in RETRYABLE or loop.time() > give_up:
+                return failure_of(error).reason
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 @asynccontextmanager
@@ -179,7 +201,14 @@ async def stored_rows(settings: Settings) -> dict[str, list[Any]]:
         await database.dispose()
 
 
-async def assert_invariants(credits: Credits, now: datetime | None = None) -> dict[str, Any]:
+async def assert_invariants(credits: Credits) -> dict[str, Any]:
+    """The ledger's invariants on this server's storage, at its clock's time."""
+    return await check_invariants(credits.settings, credits.stub, credits.clock())
+
+
+async def check_invariants(
+    settings: Settings, stub: credits_pb2_grpc.CreditsServiceAsyncStub, now: datetime
+) -> dict[str, Any]:
     """The ledger's rules, checked against storage and against what GetBalance says:
 
     - each wallet's total = Σ grants - Σ captures - Σ deductions of its ledger, and each entry's
@@ -189,8 +218,7 @@ async def assert_invariants(credits: Credits, now: datetime | None = None) -> di
     - every reservation is in exactly one known state, consistent with its capture, close time
       and ledger entry.
     Returns the rows, for the test's own assertions."""
-    now = now or credits.clock()
-    rows = await stored_rows(credits.settings)
+    rows = await stored_rows(settings)
     ledger_total: dict[str, int] = defaultdict(int)
     captures: dict[str, list[int]] = defaultdict(list)
     for entry in rows["ledger"]:
@@ -224,7 +252,7 @@ async def assert_invariants(credits: Credits, now: datetime | None = None) -> di
         assert total == ledger_total[wallet], (wallet, total, ledger_total[wallet])
         assert account.reserved == held[wallet], (wallet, account.reserved, held[wallet])
         assert 0 <= account.reserved <= total
-        seen = await credits.balance(wallet)
+        seen = (await stub.GetBalance(credits_pb2.GetBalanceRequest(wallet_address=wallet))).balance
         assert seen.reserved_micro_credits == live[wallet], wallet
         assert seen.total_micro_credits == total
         assert seen.available_micro_credits == total - live[wallet]
