@@ -118,14 +118,9 @@ class CreditsUseCases:
 
         async def in_unit(r: CreditsRepositories) -> Hold:
             async def work() -> Hold:
-                # The one conditional write; only when it fails is it worth releasing holds that
-                # expired unswept (every read counts them as available already) and trying again.
-                held = await r.accounts.hold(wallet_address, amount, now)
-                if held is None and await _release_expired(r, wallet_address, now):
-                    held = await r.accounts.hold(wallet_address, amount, now)
-                if held is None:
-                    available = (await r.accounts.balance(wallet_address, now)).available
-                    raise InsufficientCredits(wallet_address, amount, available)
+                # The hold is written first, so the wallet's row stays locked (from the
+                # conditional write to the commit) as briefly as possible; a refusal rolls it
+                # back with the rest.
                 reservation = await r.reservations.add(
                     Reservation(
                         reservation_id=new_identifier(),
@@ -138,6 +133,14 @@ class CreditsUseCases:
                         expire_time=expire_time_of(now, ttl_seconds),
                     )
                 )
+                # The one conditional write; only when it fails is it worth releasing holds that
+                # expired unswept (every read counts them as available already) and trying again.
+                held = await r.accounts.hold(wallet_address, amount, now)
+                if held is None and await _release_expired(r, wallet_address, now):
+                    held = await r.accounts.hold(wallet_address, amount, now)
+                if held is None:
+                    available = (await r.accounts.balance(wallet_address, now)).available
+                    raise InsufficientCredits(wallet_address, amount, available)
                 return Hold(reservation, await r.accounts.balance(wallet_address, now))
 
             return await r.idempotency.remembered(

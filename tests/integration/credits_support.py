@@ -102,13 +102,19 @@ class Credits:
         return await job.run_once()
 
 
-RETRYABLE = (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE)
+# A deadline that passed leaves the call's outcome unknown: the same key again tells.
+RETRYABLE = (
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
 
 
-async def outcome_of(call: Callable[[], Awaitable[Any]], budget_seconds: float = 30.0) -> Any:
-    """The call's response or its failure reason, retrying ABORTED and UNAVAILABLE (a storm
-    can exhaust the connection pool for a moment) with the same request and idempotency key,
-    as the protos tell callers to, for at most `budget_seconds`."""
+async def outcome_of(call: Callable[[], Awaitable[Any]], budget_seconds: float = 60.0) -> Any:
+    """The call's response or its failure reason, retrying ABORTED, UNAVAILABLE (a storm can
+    exhaust the connection pool for a moment, a process may be restarting) and DEADLINE_EXCEEDED
+    with the same request and idempotency key, as the protos tell callers to, for at most
+    `budget_seconds`."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + budget_seconds
     delay = 0.01
@@ -116,8 +122,10 @@ async def outcome_of(call: Callable[[], Awaitable[Any]], budget_seconds: float =
         try:
             return await call()
         except grpc.aio.AioRpcError as error:
-            if error.code() not in RETRYABLE or loop.time() > give_up:
+            if error.code() not in RETRYABLE:
                 return failure_of(error).reason
+            if loop.time() > give_up:
+                return error.code().name
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
 
