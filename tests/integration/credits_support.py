@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from itertools import count
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy import select
 from services.core.db import Database
 from services.core.lifecycle import ServiceServer
 from services.core.settings import Settings
-from services.core.testing import FakeClock, running_server
+from services.core.testing import FakeClock
 from services.credits import tables
 from services.credits.server import create_server
 from tests.conftest import INTERNAL_TOKEN
@@ -44,6 +43,7 @@ class Credits:
     channel: grpc.aio.Channel
     clock: FakeClock
     settings: Settings
+    port: int
 
     async def grant(self, wallet: str, amount: int, key: str | None = None) -> Any:
         return await self.stub.GrantCredits(
@@ -134,14 +134,19 @@ async def outcome_of(call: Callable[[], Awaitable[Any]], budget_seconds: float =
 async def running_credits(
     settings: Settings, clock: FakeClock | None = None, **options: Any
 ) -> AsyncIterator[Credits]:
+    """A credits server on a free port of 127.0.0.1 (`Credits.port`, for other services)."""
     clock = clock or FakeClock()
     # The background sweeper would run on its own schedule; tests run it when they mean to.
     options.setdefault("sweep_interval_seconds", 3600.0)
-    create = partial(create_server, clock=clock, **options)
-    async with running_server(create, settings, "credits") as (server, channel):
-        yield Credits(
-            server, credits_pb2_grpc.CreditsServiceStub(channel), channel, clock, settings
-        )
+    settings = settings.model_copy(update={"credits_port": 0, "listen_host": "127.0.0.1"})
+    server, port = await create_server(settings, clock=clock, **options)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = credits_pb2_grpc.CreditsServiceStub(channel)
+            yield Credits(server, stub, channel, clock, settings, port)
+    finally:
+        await server.stop(grace_seconds=1.0)
 
 
 async def seed_grant(credits: Credits, wallet: str, amount: int) -> None:

@@ -11,8 +11,7 @@ import pytest
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.settings import Settings
-from services.core.testing import FakeClock, new_wallet_address
-from services.credits.server import create_server
+from services.core.testing import new_wallet_address
 from tests.faults import CuttableProxy
 from tests.integration.credits_support import (
     CREDIT,
@@ -180,50 +179,33 @@ class ReplyDroppingProxy(CuttableProxy):
 
 
 async def test_a_retry_after_a_reply_lost_on_the_way_back_returns_the_first_result(
-    settings: Settings,
+    credits: Credits,
 ) -> None:
-    server, port = await create_server(
-        settings.model_copy(update={"credits_port": 0, "listen_host": "127.0.0.1"}),
-        clock=FakeClock(),
-    )
-    await server.start()
-    proxy = ReplyDroppingProxy("127.0.0.1", port)
+    proxy = ReplyDroppingProxy("127.0.0.1", credits.port)
     await proxy.start()
     wallet = new_wallet_address()
+    await credits.grant(wallet, 10 * CREDIT)
     request = credits_pb2.ReserveCreditsRequest(
         wallet_address=wallet, amount_micro_credits=CREDIT, idempotency_key="reserve-dropped"
     )
     try:
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as lossy,
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct,
-        ):
-            stub = credits_pb2_grpc.CreditsServiceStub(direct)
-            await stub.GrantCredits(
-                credits_pb2.GrantCreditsRequest(
-                    wallet_address=wallet, amount_micro_credits=10 * CREDIT, idempotency_key="g"
-                ),
-                metadata=INTERNAL,
-            )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as lossy:
             lossy_stub = credits_pb2_grpc.CreditsServiceStub(lossy)
             await lossy_stub.GetBalance(credits_pb2.GetBalanceRequest(wallet_address=wallet))
             proxy.dropping = True
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await lossy_stub.ReserveCredits(request, metadata=INTERNAL, timeout=1.0)
-            assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-            # The server did the work: the hold is stored though its reply never arrived.
-            stored = (await stored_rows(settings))["reservations"]
-            assert [row.state for row in stored] == ["HELD"]
-
-            retried = await stub.ReserveCredits(request, metadata=INTERNAL, timeout=10)
-            balance = (
-                await stub.GetBalance(credits_pb2.GetBalanceRequest(wallet_address=wallet))
-            ).balance
     finally:
         await proxy.cut()
-        await server.stop(grace_seconds=1.0)
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server did the work: the hold is stored though its reply never arrived.
+    stored = (await stored_rows(credits.settings))["reservations"]
+    assert [row.state for row in stored] == ["HELD"]
+
+    retried = await credits.stub.ReserveCredits(request, metadata=INTERNAL, timeout=10)
 
     assert retried.reservation.reservation_id == stored[0].reservation_id
+    balance = await credits.balance(wallet)
     assert (balance.available_micro_credits, balance.reserved_micro_credits) == (
         9 * CREDIT,
         CREDIT,
