@@ -31,9 +31,16 @@ async def test_a_user_created_over_rest_can_be_read_back_over_rest(rest: httpx.A
     user = read.json()["user"]
     assert user["wallet_address"] == wallet
     assert user["create_time"] == created.json()["user"]["create_time"]
-    # Proto field names; credits and mining answer UNIMPLEMENTED so far, so what they would
-    # tell is left out (unknown) rather than shown as zero.
-    assert set(user) == {"wallet_address", "create_time"}
+    # Proto field names; credits knows the new wallet holds nothing (zero, 64-bit integers as
+    # strings), mining answers UNIMPLEMENTED so far, so what it would tell is left out (unknown)
+    # rather than shown as zero.
+    assert set(user) == {
+        "wallet_address",
+        "create_time",
+        "available_micro_credits",
+        "reserved_micro_credits",
+    }
+    assert (user["available_micro_credits"], user["reserved_micro_credits"]) == ("0", "0")
 
 
 async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
@@ -41,9 +48,10 @@ async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
 
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-request-id"]
-    # 64-bit integers as strings; the parts credits and mining cannot tell yet are left out.
-    assert set(reply.json()) == {"total_users"}
+    # 64-bit integers as strings; the parts mining cannot tell yet are left out.
+    assert set(reply.json()) == {"total_users", "total_micro_credits"}
     assert reply.json()["total_users"].isdigit()
+    assert reply.json()["total_micro_credits"].isdigit()
 
 
 async def test_a_bad_wallet_address_is_a_400_status_naming_the_field(
