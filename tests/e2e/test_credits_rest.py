@@ -47,6 +47,7 @@ async def test_a_balance_reads_the_same_over_rest_from_credits_and_from_users(
         "1250000",
     )
     assert shown["total_micro_credits"] == "5000000"
+    assert shown["update_time"].endswith("Z")
     assert user.status_code == 200, user.text
     assert user.json()["user"]["available_micro_credits"] == "3750000"
     assert user.json()["user"]["reserved_micro_credits"] == "1250000"
