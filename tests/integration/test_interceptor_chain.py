@@ -1,8 +1,8 @@
 """The interceptor chain as a caller meets it, through real servers and channels.
 
 A probe service (`test.Probe`, outside r3mes, so no access rule applies) exercises request context
-and error mapping; the credits service (on SQLite in a temporary folder) exercises the internal token
-and the access rules.
+and error mapping; the credits service (on SQLite in a temporary folder) exercises the internal
+token and the access rules.
 """
 
 from __future__ import annotations
