@@ -4,11 +4,8 @@ all. A unit of work that met a concurrent one is retried whole by the kernel."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
 
 from services.core.clock import Clock
 from services.core.errors import R3mesError, TransactionConflict
@@ -31,10 +28,15 @@ from services.credits.domain import (
     expire_time_of,
     new_identifier,
 )
+from services.credits.replays import (
+    capture_replay,
+    encode_capture,
+    encode_hold,
+    encode_movement,
+    hold_replay,
+    movement_replay,
+)
 from services.credits.repository import CreditsRepositories
-
-ResultT = TypeVar("ResultT")
-_Replay = Callable[[str], Awaitable[ResultT]]
 
 SWEEP_BATCH = 500
 SWEEP_MAX_BATCHES = 20  # per run: one run stays short; the next run takes the rest
@@ -75,7 +77,7 @@ class CreditsUseCases:
                 return Movement(entry, await r.accounts.balance(wallet_address, now))
 
             return await r.idempotency.remembered(
-                "GrantCredits", key, parameters, now, work, _encode_movement, _movement_replay(r)
+                "GrantCredits", key, parameters, now, work, encode_movement, movement_replay(r)
             )
 
         return await self._uow.run(in_unit)
@@ -100,7 +102,7 @@ class CreditsUseCases:
                 return Movement(entry, await r.accounts.balance(wallet_address, now))
 
             return await r.idempotency.remembered(
-                "DeductCredits", key, parameters, now, work, _encode_movement, _movement_replay(r)
+                "DeductCredits", key, parameters, now, work, encode_movement, movement_replay(r)
             )
 
         return await self._uow.run(in_unit)
@@ -144,7 +146,7 @@ class CreditsUseCases:
                 return Hold(reservation, await r.accounts.balance(wallet_address, now))
 
             return await r.idempotency.remembered(
-                "ReserveCredits", key, parameters, now, work, _encode_hold, _hold_replay(r, now)
+                "ReserveCredits", key, parameters, now, work, encode_hold, hold_replay(r, now)
             )
 
         return await self._uow.run(in_unit)
@@ -172,18 +174,14 @@ class CreditsUseCases:
                 )
                 return Capture(reservation, entry, await r.accounts.balance(wallet, now))
 
-            async def replay(stored: str) -> Capture:
-                content = json.loads(stored)
-                hold = await _hold_replay(r, now)(stored)
-                entry = await r.ledger.get(content["entry"])
-                assert entry is not None, "a remembered capture has its ledger entry"
-                return Capture(hold.reservation, entry, hold.balance)
-
-            def encode(capture: Capture) -> str:
-                return _encode(capture.balance, capture.reservation, capture.entry)
-
             return await r.idempotency.remembered(
-                "ConfirmReservation", key, parameters, now, work, encode, replay
+                "ConfirmReservation",
+                key,
+                parameters,
+                now,
+                work,
+                encode_capture,
+                capture_replay(r, now),
             )
 
         return await self._uow.run(in_unit)
@@ -207,8 +205,8 @@ class CreditsUseCases:
                 parameters,
                 now,
                 work,
-                _encode_hold,
-                _hold_replay(r, now),
+                encode_hold,
+                hold_replay(r, now),
             )
 
         return await self._uow.run(in_unit)
@@ -281,51 +279,3 @@ async def _already_released(
         raise TransactionConflict("the reservation changed meanwhile; retry")
     await _release_all(r, expired, now)
     return expired[0]
-
-
-def _encode(
-    balance: Balance, reservation: Reservation | None = None, entry: LedgerEntry | None = None
-) -> str:
-    update_time = None if balance.update_time is None else balance.update_time.isoformat()
-    return json.dumps(
-        {
-            "balance": [balance.available, balance.reserved, update_time],
-            "reservation": None if reservation is None else reservation.reservation_id,
-            "entry": None if entry is None else entry.entry_id,
-        }
-    )
-
-
-def _balance_of(wallet_address: str, stored: str) -> Balance:
-    """The balance as the first call returned it."""
-    available, reserved, update_time = json.loads(stored)["balance"]
-    when = None if update_time is None else datetime.fromisoformat(update_time)
-    return Balance(wallet_address, available, reserved, when)
-
-
-def _encode_movement(movement: Movement) -> str:
-    return _encode(movement.balance, entry=movement.entry)
-
-
-def _encode_hold(hold: Hold) -> str:
-    return _encode(hold.balance, reservation=hold.reservation)
-
-
-def _movement_replay(r: CreditsRepositories) -> _Replay[Movement]:
-    async def replay(stored: str) -> Movement:
-        entry = await r.ledger.get(json.loads(stored)["entry"])
-        assert entry is not None, "a remembered grant or deduction has its ledger entry"
-        return Movement(entry, _balance_of(entry.wallet_address, stored))
-
-    return replay
-
-
-def _hold_replay(r: CreditsRepositories, now: datetime) -> _Replay[Hold]:
-    """The same reservation in its current state, with the balance the first call returned."""
-
-    async def replay(stored: str) -> Hold:
-        reservation = await r.reservations.get(json.loads(stored)["reservation"])
-        assert reservation is not None, "a remembered reservation is never deleted"
-        return Hold(reservation.seen_at(now), _balance_of(reservation.wallet_address, stored))
-
-    return replay
