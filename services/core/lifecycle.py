@@ -116,7 +116,10 @@ def build_server(
     server = grpc.aio.server(
         interceptors=interceptor_chain(
             f"{name}.r3mes.network", authenticators, trusted_networks(settings.trusted_proxies)
-        )
+        ),
+        # Far above the gateway's 16 KiB header limit plus what it adds, so an oversized request
+        # is always the gateway's 431, never a random 429 from gRPC's 8 KiB soft limit.
+        options=[("grpc.max_metadata_size", 64 * 1024)],
     )
     for register, _ in registrations:
         register(server)

@@ -96,6 +96,42 @@ class Settings(BaseSettings):
         description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
     )
 
+    # API keys (the apikeys service and every service's API-key authentication).
+    apikeys_max_active_per_wallet: int = Field(
+        10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
+    )
+    apikeys_challenge_ttl_seconds: float = Field(
+        300.0,
+        ge=30,
+        le=3600,
+        description="How long an ownership challenge may be answered after it is issued.",
+    )
+    apikeys_cache_ttl_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
+        "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
+    )
+    apikeys_cache_max_entries: int = Field(
+        10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
+    )
+    apikeys_last_used_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often the apikeys service writes the keys' last use times, batched.",
+    )
+    apikeys_invalidation_channel: str = Field(
+        "r3mes.apikeys.withdrawn",
+        min_length=1,
+        description="Redis pub/sub channel on which revoked and deleted keys are announced.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:port/db) shared by the services. Unset: revocations "
+        "reach other processes only by the expiry of their cached answers.",
+    )
+
     grace_period_seconds: float = Field(
         5.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
     )
@@ -103,8 +139,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
     gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
-    gateway_admin_port: int = Field(
-        9901, ge=1, le=65535, description="Envoy admin, on loopback only."
+    gateway_admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
+        "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
+        "reach.",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],
