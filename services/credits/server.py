@@ -7,8 +7,10 @@ from datetime import timedelta
 
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
+from services.core.apikey_auth import authenticators_for
 from services.core.auth import Authenticator
 from services.core.background import PeriodicJob
+from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.idempotency import sweeper_job
 from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
@@ -33,6 +35,10 @@ async def create_server(
     sweep_interval_seconds: float = RESERVATION_SWEEP_SECONDS,
 ) -> tuple[ServiceServer, int]:
     database = await open_database(settings, "credits")
+    # Only for the API-key checks (a wallet reading its own ledger): credits calls no peer.
+    clients = ServiceClients(settings)
+    if authenticators is None:
+        authenticators = authenticators_for(settings, clients, clock)
     uow = UnitOfWork(database, CreditsRepositories.on, attempts=settings.db_retry_attempts)
     use_cases = CreditsUseCases(uow, clock)
     servicer = CreditsServicer(use_cases, page_tokens_from_settings(settings))
@@ -51,7 +57,7 @@ async def create_server(
         settings,
         "credits",
         [registration(add, servicer, service)],
-        closers=[database.dispose],
+        closers=[database.dispose, clients.close],
         authenticators=authenticators,
         jobs=jobs,
     )
