@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from itertools import count
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from services.core.db import Database
 from services.core.lifecycle import ServiceServer
 from services.core.settings import Settings
-from services.core.testing import FakeClock
+from services.core.testing import FakeClock, serving
 from services.credits import tables
 from services.credits.server import create_server
 from tests.conftest import INTERNAL_TOKEN
@@ -138,15 +139,14 @@ async def running_credits(
     clock = clock or FakeClock()
     # The background sweeper would run on its own schedule; tests run it when they mean to.
     options.setdefault("sweep_interval_seconds", 3600.0)
-    settings = settings.model_copy(update={"credits_port": 0, "listen_host": "127.0.0.1"})
-    server, port = await create_server(settings, clock=clock, **options)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = credits_pb2_grpc.CreditsServiceStub(channel)
-            yield Credits(server, stub, channel, clock, settings, port)
-    finally:
-        await server.stop(grace_seconds=1.0)
+    create = partial(create_server, clock=clock, **options)
+    async with (
+        serving(create, settings, "credits") as (server, target),
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        stub = credits_pb2_grpc.CreditsServiceStub(channel)
+        port = int(target.rsplit(":", 1)[1])
+        yield Credits(server, stub, channel, clock, settings, port)
 
 
 async def seed_grant(credits: Credits, wallet: str, amount: int) -> None:
