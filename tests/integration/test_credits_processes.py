@@ -35,6 +35,7 @@ from tests.integration.credits_support import (
     check_invariants,
     new_key,
     outcome_of,
+    stored_rows,
 )
 
 START_SECONDS = 30.0
@@ -113,11 +114,18 @@ async def migrated(settings: Settings) -> None:
 
 
 def reserve(
-    stub: credits_pb2_grpc.CreditsServiceAsyncStub, wallet: str, amount: int, key: str
+    stub: credits_pb2_grpc.CreditsServiceAsyncStub,
+    wallet: str,
+    amount: int,
+    key: str,
+    ttl_seconds: int = 600,
 ) -> Any:
     return stub.ReserveCredits(
         credits_pb2.ReserveCreditsRequest(
-            wallet_address=wallet, amount_micro_credits=amount, ttl_seconds=600, idempotency_key=key
+            wallet_address=wallet,
+            amount_micro_credits=amount,
+            ttl_seconds=ttl_seconds,
+            idempotency_key=key,
         ),
         metadata=INTERNAL,
         timeout=10,
@@ -208,6 +216,28 @@ def roll_back(stub: credits_pb2_grpc.CreditsServiceAsyncStub, reservation_id: st
 
 
 PAIRS = 60
+ABANDONED = 20
+SWEPT_WITHIN_SECONDS = 20.0
+
+
+async def some_abandoned_hold_is_stored(settings: Settings) -> None:
+    """Wait until at least one one-second hold is committed (so the crash leaves one behind)."""
+    for _ in range(100):
+        rows = (await stored_rows(settings))["reservations"]
+        if any((r.expire_time - r.create_time).total_seconds() == 1 for r in rows):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no abandoned hold was stored")
+
+
+async def holds_left_open(settings: Settings) -> int:
+    """Once the restarted process's sweeper has run over holds past their time: 0."""
+    deadline = asyncio.get_running_loop().time() + SWEPT_WITHIN_SECONDS
+    while True:
+        held = [r for r in (await stored_rows(settings))["reservations"] if r.state == "HELD"]
+        if not held or asyncio.get_running_loop().time() > deadline:
+            return len(held)
+        await asyncio.sleep(0.2)
 
 
 async def test_a_process_killed_mid_storm_and_restarted_leaves_every_hold_resolved_once(
@@ -239,16 +269,33 @@ async def test_a_process_killed_mid_storm_and_restarted_leaves_every_hold_resolv
                 await grant(stub, wallet, PAIRS * CREDIT)
             storm = asyncio.gather(*(pair(stub, wallets[i % 3]) for i in range(PAIRS)))
             await ten_done.wait()
+            # Holds whose callers give up with the crash: nobody confirms or rolls them back.
+            abandoned = asyncio.gather(
+                *(
+                    reserve(stub, wallets[i % 3], CREDIT, new_key("gone"), 1)
+                    for i in range(ABANDONED)
+                ),
+                return_exceptions=True,
+            )
+            await some_abandoned_hold_is_stored(settings)
             process.send_signal(signal.SIGKILL)
             await process.wait()
             finished_before_the_crash = done
+            await abandoned
             process = await start(settings, port, log)
             outcomes = await storm
+            left_open = await holds_left_open(settings)
             rows = await check_invariants(settings, stub, datetime.now(UTC))
     finally:
         await stop(process)
 
     assert finished_before_the_crash < PAIRS
     assert kinds(outcomes) == {"OK": PAIRS}
-    assert Counter(row.state for row in rows["reservations"]) == {"CONFIRMED": PAIRS}
+    assert left_open == 0
+    states = Counter(row.state for row in rows["reservations"])
+    # Every pair's hold confirmed once; each abandoned hold that was stored expired.
+    assert states["CONFIRMED"] == PAIRS
+    assert set(states) <= {"CONFIRMED", "EXPIRED"}
+    assert 1 <= states["EXPIRED"] <= ABANDONED
     assert sum(row.available + row.reserved for row in rows["accounts"]) == 2 * PAIRS * CREDIT
+    assert sum(row.reserved for row in rows["accounts"]) == 0
