@@ -1,7 +1,7 @@
 """The credits service's cost: reserve + confirm pairs through the real service beside a raw
 asyncpg loop of the same conditional writes on the same table shape, in one run, on PostgreSQL.
 
-    python -m bench.credits [--seconds 3] [--wallets 1000]
+    python -m bench.credits [--seconds 3] [--wallets 500] [--postgres-url URL]
 
 Scenarios: one hot wallet (every pair contends for one row) and many wallets (pairs spread over
 `--wallets` rows), each at 1, 8 and 32 pairs in flight. A service pair is ReserveCredits then
@@ -49,9 +49,7 @@ from services.core.testing import new_wallet_address
 
 RESULTS = RESULTS_DIR / "credits.json"
 Call = Callable[[], Awaitable[None]]
-POSTGRES_URL = os.environ.get(
-    "R3MES_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 IN_FLIGHT = (1, 8, 32)
 WARM_UP_SECONDS = 0.5
 POOL_SIZE = 10  # the service's default db_pool_size; the raw loop gets the same
@@ -69,7 +67,7 @@ def free_port() -> int:
 async def start_service(settings: Settings, port: int, token: str, log: Path) -> Any:
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("R3MES_")},
-        "R3MES_DATABASE_URL": POSTGRES_URL,
+        "R3MES_DATABASE_URL": settings.database_url or "",
         "R3MES_SCHEMA_SUFFIX": settings.schema_suffix,
         "R3MES_CREDITS_PORT": str(port),
         "R3MES_INTERNAL_TOKEN": token,
@@ -204,11 +202,13 @@ async def audit(dsn: str, schema: str) -> dict[str, int]:
     return {"accounts_wrong": int(wrong), "holds_left_open": int(held)}
 
 
-async def run(seconds: float, wallet_count: int, work_dir: Path) -> dict[str, Any]:
+async def run(
+    postgres_url: str, seconds: float, wallet_count: int, work_dir: Path
+) -> dict[str, Any]:
     suffix = f"_bench{secrets.token_hex(4)}"
-    settings = Settings(database_url=POSTGRES_URL, schema_suffix=suffix)
+    settings = Settings(database_url=postgres_url, schema_suffix=suffix)
     schema, raw_schema = f"credits{suffix}", f"credits_raw{suffix}"
-    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
     token = secrets.token_urlsafe(16)
     database = Database.from_settings(settings, "credits")
     await upgrade(database, "credits")
@@ -313,10 +313,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per side")
     parser.add_argument("--wallets", type=int, default=500, help="wallets of the spread case")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="SQLAlchemy URL")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="r3mes-bench-credits-") as work_dir:
-        figures = asyncio.run(run(args.seconds, args.wallets, Path(work_dir)))
+        figures = asyncio.run(run(args.postgres_url, args.seconds, args.wallets, Path(work_dir)))
     for name, ratio in figures["ratios_service_over_raw"].items():
         print(f"{name}: service/raw = {ratio}")
     print(f"audit: {figures['audit']}")
