@@ -63,8 +63,8 @@ async def test_moving_credits_over_rest_without_the_internal_token_is_refused(
         json={"amount_micro_credits": "1", "idempotency_key": "e2e-r2"},
     )
 
-    assert reply.status_code == 401, reply.text
-    assert reply.json()["details"][0]["reason"] == "CREDENTIALS_MISSING"
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["details"][0]["reason"] == "INTERNAL_ONLY"
     balance = (await rest.get(f"/v1/wallets/{wallet}/balance")).json()["balance"]
     assert balance["wallet_address"] == wallet
     assert "update_time" not in balance
