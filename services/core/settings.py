@@ -96,6 +96,41 @@ class Settings(BaseSettings):
         description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
     )
 
+    # Rate limiting (docs/ratelimits.md).
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:port/db) shared by the services: rate-limit buckets "
+        "live there when it is set.",
+    )
+    ratelimit_backend: Literal["memory", "redis", "off"] | None = Field(
+        None,
+        description="Where rate-limit buckets live: memory (this process only), redis (every "
+        "replica, exact), off. Unset: redis when redis_url is set, else memory.",
+    )
+    ratelimit_policies_file: Path | None = Field(
+        None,
+        description="YAML file of the rate-limit policies per method (docs/ratelimits.md). "
+        "Unset: the defaults shipped with the services.",
+    )
+    ratelimit_redis_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="What rate-limited calls get while Redis is unreachable: open admits them "
+        "unchecked, closed refuses them (RESOURCE_EXHAUSTED, HTTP 429, with RetryInfo).",
+    )
+    ratelimit_redis_timeout_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="Longest wait for Redis on one rate-limit decision; past it Redis counts "
+        "as unreachable.",
+    )
+    ratelimit_redis_probe_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often an unreachable Redis is tried again (and health refreshed).",
+    )
+
     grace_period_seconds: float = Field(
         5.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
     )
