@@ -1,20 +1,23 @@
 """The lifecycle every service runs: build, start, serve until SIGTERM/SIGINT, drain, close.
 
 Health (grpcio-health-checking) says NOT_SERVING until the server has started, SERVING while it
-runs, and NOT_SERVING again the moment shutdown begins, so load balancers stop sending new calls
-while in-flight ones get `grace_period_seconds` to finish. Pools are closed last.
+runs, and NOT_SERVING again the moment shutdown begins. Then the server drains: new calls are
+answered UNAVAILABLE (retryable) by the interceptor chain while the running ones get
+`grace_period_seconds` to finish; only then is the grpc server stopped. Pools are closed last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import uvloop
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -23,11 +26,22 @@ from grpc_reflection.v1alpha import reflection
 from services.core.auth import Authenticator, default_authenticators
 from services.core.background import PeriodicJob
 from services.core.db import Database
-from services.core.interceptors import interceptor_chain
+from services.core.interceptors import RequestChain
+from services.core.interceptors.admission import Admission
 from services.core.logging import configure_logging
 from services.core.migrate import migrate_on_start
 from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
+from services.core.workers import is_supervisor, supervise
+
+# The gateway refuses requests whose headers pass 8 KiB (431); the service takes twice that, so
+# it accepts everything the gateway forwards plus the headers the gateway adds on the way. grpc's
+# default is a soft limit of 8 KiB above which a random share of requests is refused, up to a
+# hard limit of 16 KiB: both are set, so that the same request is always answered the same way.
+MAX_METADATA_BYTES = 16384
+# A peer that vanished without closing its connection (and the calls on it) is noticed this fast.
+KEEPALIVE_TIME_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +59,7 @@ class ServiceServer:
     service_names: Sequence[str]
     closers: Sequence[Closer]
     jobs: Sequence[PeriodicJob] = ()
+    admission: Admission = field(default_factory=Admission)
 
     async def start(self) -> None:
         await self.grpc_server.start()
@@ -58,7 +73,13 @@ class ServiceServer:
     async def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then close."""
         await self.health.enter_graceful_shutdown()
-        await self.grpc_server.stop(grace_seconds)
+        remaining = await self.admission.drain(grace_seconds)
+        if self.admission.running:
+            logger.warning(
+                "grace period over; cancelling the calls still running",
+                extra={"service": self.name, "running": self.admission.running},
+            )
+        await self.grpc_server.stop(remaining)
         for job in self.jobs:
             await job.stop()
         for close in reversed(self.closers):
@@ -113,11 +134,14 @@ def build_server(
     """
     if authenticators is None:
         authenticators = default_authenticators(settings)
-    server = grpc.aio.server(
-        interceptors=interceptor_chain(
-            f"{name}.r3mes.network", authenticators, trusted_networks(settings.trusted_proxies)
-        )
+    admission = Admission()
+    chain = RequestChain(
+        f"{name}.r3mes.network",
+        authenticators,
+        trusted_networks(settings.trusted_proxies),
+        admission,
     )
+    server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
         register(server)
     health = health_aio.HealthServicer()
@@ -131,26 +155,70 @@ def build_server(
         ],
         server,
     )
-    port = server.add_insecure_port(f"{settings.listen_host}:{settings.port_of(name)}")
-    return ServiceServer(name, server, health, service_names, closers, jobs), port
+    port = listen(server, settings.listen_host, settings.port_of(name))
+    return ServiceServer(name, server, health, service_names, closers, jobs, admission), port
+
+
+class PortUnavailable(RuntimeError):
+    """The service cannot listen where it was told to."""
+
+
+def listen(server: grpc.aio.Server, host: str, port: int) -> int:
+    address = f"{host}:{port}"
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        # grpc's own message says only "Failed to bind", and advises debug logging.
+        raise PortUnavailable(
+            f"cannot listen on {address}: the port is in use by another process "
+            "(or the address is not this machine's)"
+        ) from None
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpc core's options for every service's server; each is chosen on purpose."""
+    return [
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        # Sharing a port is for our own workers only: a second, unrelated process on a taken port
+        # must fail to start rather than silently take half of the port's connections.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        # A call whose message never completes has no deadline of ours (the handler only runs
+        # once the message is in): the connection's age bounds it, and every other call too.
+        ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            round(settings.max_connection_age_grace_seconds * 1000),
+        ),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ]
 
 
 async def serve(server: ServiceServer, grace_seconds: float) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
         loop.add_signal_handler(signum, stopping.set)
-    await server.start()
-    await stopping.wait()
-    logger.info("shutting down", extra={"service": server.name, "grace_seconds": grace_seconds})
-    await server.stop(grace_seconds)
+    try:
+        await server.start()
+        await stopping.wait()
+        logger.info("shutting down", extra={"service": server.name, "grace_seconds": grace_seconds})
+        await server.stop(grace_seconds)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]]) -> None:
-    """The body of every service's main(): settings and logging first, then serve."""
+    """The body of every service's main(): settings and logging first, then serve (or, with
+    R3MES_WORKERS above 1, start that many workers that each serve)."""
     settings = Settings()
     configure_logging(settings)
+    if is_supervisor(settings):
+        raise SystemExit(supervise(settings.workers))
 
     async def main() -> None:
         try:
@@ -158,7 +226,10 @@ def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]
         except Exception:
             logger.exception("failed to start")
             raise SystemExit(1) from None
-        logger.info("listening", extra={"service": server.name, "port": port})
+        logger.info("listening", extra={"service": server.name, "port": port, "pid": os.getpid()})
         await serve(server, settings.grace_period_seconds)
 
-    asyncio.run(main())
+    if settings.uvloop:
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

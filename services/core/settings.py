@@ -134,6 +134,27 @@ class Settings(BaseSettings):
     grace_period_seconds: float = Field(
         5.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes per service, sharing its port (SO_REUSEPORT, only when above 1; "
+        "the port must then be fixed, not 0). One process uses one core.",
+    )
+    uvloop: bool = Field(True, description="Run services on uvloop's event loop (faster).")
+    max_connection_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A connection to a service is asked to close (HTTP/2 GOAWAY) after this "
+        "long, and closed with whatever it still carries after the grace below: no call, even "
+        "one whose message never arrives, lives longer than the sum.",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long calls on a connection asked to close may still run; keep it "
+        "above gateway_route_timeout_seconds.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 

@@ -54,10 +54,11 @@ async def test_the_internal_token_sent_over_rest_never_reaches_the_service(
         headers={TOKEN_HEADER: INTERNAL_TOKEN},
     )
 
-    # The service saw an anonymous caller: the header was gone before it arrived.
-    assert reply.status_code == 401, reply.text
-    assert reply.json()["code"] == 16  # UNAUTHENTICATED
-    assert reply.json()["details"][0]["reason"] == "CREDENTIALS_MISSING"
+    # The service saw an anonymous caller (the header was gone before it arrived), and told it
+    # the method is for internal callers.
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["code"] == 7  # PERMISSION_DENIED
+    assert reply.json()["details"][0]["reason"] == "INTERNAL_ONLY"
 
 
 async def test_the_internal_token_in_any_letter_case_is_stripped(rest: httpx.AsyncClient) -> None:
@@ -67,8 +68,8 @@ async def test_the_internal_token_in_any_letter_case_is_stripped(rest: httpx.Asy
         headers={"X-R3MES-Internal-Token": INTERNAL_TOKEN},
     )
 
-    assert reply.status_code == 401, reply.text
-    assert reply.json()["details"][0]["reason"] == "CREDENTIALS_MISSING"
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["details"][0]["reason"] == "INTERNAL_ONLY"
 
 
 async def test_the_internal_token_sent_over_grpc_through_the_gateway_is_stripped(
@@ -76,4 +77,4 @@ async def test_the_internal_token_sent_over_grpc_through_the_gateway_is_stripped
 ) -> None:
     code = await grant_over_grpc(stack.gateway_target, INTERNAL_TOKEN)
 
-    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert code == grpc.StatusCode.PERMISSION_DENIED

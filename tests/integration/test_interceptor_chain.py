@@ -23,8 +23,7 @@ from google.protobuf.message import Message
 from pydantic import SecretStr
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from services.core.interceptors import interceptor_chain
-from services.core.interceptors.base import Call, Interceptor
+from services.core.interceptors import RequestChain
 from services.core.lifecycle import ServiceServer, build_server
 from services.core.logging import JsonFormatter
 from services.core.settings import Settings
@@ -205,19 +204,25 @@ async def test_the_access_log_records_a_timed_out_call_as_deadline_exceeded(
     assert [getattr(r, "code", None) for r in logged] == ["DEADLINE_EXCEEDED"]
 
 
-class StallingInterceptor(Interceptor):
+class StallingInterceptor(grpc.aio.ServerInterceptor):
     """Holds the event loop past the caller's deadline, as an overloaded server would."""
 
-    async def around(self, call: Call) -> Any:
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         time.sleep(0.3)  # noqa: ASYNC251 (blocking on purpose)
-        return await call.proceed()
+        return await continuation(handler_call_details)
 
 
 async def test_a_call_whose_deadline_passed_before_it_was_handled_runs_no_handler(
     probe: Probe,
 ) -> None:
     server = grpc.aio.server(
-        interceptors=[StallingInterceptor(), *interceptor_chain("users.r3mes.network", [])]
+        interceptors=[StallingInterceptor(), RequestChain("users.r3mes.network", [])]
     )
     server.add_generic_rpc_handlers((probe.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -255,6 +260,7 @@ async def test_a_wrong_internal_token_is_unauthenticated_even_for_a_public_rpc(
 
 UNIMPLEMENTED = (grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
 CREDENTIALS_MISSING = (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_MISSING")
+INTERNAL_ONLY = (grpc.StatusCode.PERMISSION_DENIED, "INTERNAL_ONLY")
 INVALID = (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
 TOTAL = credits_pb2.GetCreditsTotalRequest()
 LEDGER = credits_pb2.ListLedgerEntriesRequest(wallet_address=new_wallet_address())
@@ -267,7 +273,8 @@ BAD_GRANT = credits_pb2.GrantCreditsRequest(
     ("rpc", "request_message", "internal", "outcome"),
     [
         pytest.param("GrantCredits", GRANT, True, UNIMPLEMENTED, id="internal-rpc-internal"),
-        pytest.param("GrantCredits", GRANT, False, CREDENTIALS_MISSING, id="internal-rpc-anon"),
+        # No API key opens an internal RPC: the anonymous caller is told it is internal.
+        pytest.param("GrantCredits", GRANT, False, INTERNAL_ONLY, id="internal-rpc-anon"),
         pytest.param("GetCreditsTotal", TOTAL, False, UNIMPLEMENTED, id="public-rpc-anon"),
         pytest.param("ListLedgerEntries", LEDGER, False, CREDENTIALS_MISSING, id="own-wallet-anon"),
         pytest.param("ListLedgerEntries", LEDGER, True, UNIMPLEMENTED, id="own-wallet-internal"),

@@ -47,7 +47,7 @@ CASES: list[tuple[str, options_pb2.AccessRule, str, bool, Outcome]] = [
     ("own wallet", OWN_WALLET, "internal", False, ALLOWED),
     ("own wallet", OWN_WALLET, "wallet A", True, ALLOWED),
     ("own wallet", OWN_WALLET, "wallet A", False, (PermissionDenied, "WRONG_WALLET")),
-    ("internal", INTERNAL_ONLY, "anonymous", True, (Unauthenticated, "CREDENTIALS_MISSING")),
+    ("internal", INTERNAL_ONLY, "anonymous", True, (PermissionDenied, "INTERNAL_ONLY")),
     ("internal", INTERNAL_ONLY, "internal", True, ALLOWED),
     ("internal", INTERNAL_ONLY, "wallet A", True, (PermissionDenied, "INTERNAL_ONLY")),
     ("internal", INTERNAL_ONLY, "wallet A", False, (PermissionDenied, "INTERNAL_ONLY")),

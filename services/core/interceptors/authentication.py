@@ -1,28 +1,21 @@
-"""Authentication: sets the call's principal from its metadata (see services.core.auth)."""
+"""Authentication: who the call's metadata proves the caller is (see services.core.auth)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from services.core.auth import ANONYMOUS, Authenticator, current_principal
-from services.core.interceptors.base import Call, Interceptor
+from services.core.auth import ANONYMOUS, Authenticator, Principal
 
 
-class AuthenticationInterceptor(Interceptor):
+class Authentication:
+    """Asks each authenticator in turn; the first that recognises a credential decides."""
+
     def __init__(self, authenticators: Sequence[Authenticator]) -> None:
         self._authenticators = tuple(authenticators)
 
-    async def around(self, call: Call) -> Any:
-        metadata = call.metadata()
-        principal = ANONYMOUS
+    async def principal(self, metadata: Mapping[str, str]) -> Principal:
         for authenticator in self._authenticators:
             found = await authenticator.authenticate(metadata)
             if found is not None:
-                principal = found
-                break
-        token = current_principal.set(principal)
-        try:
-            return await call.proceed()
-        finally:
-            current_principal.reset(token)
+                return found
+        return ANONYMOUS

@@ -12,20 +12,23 @@ from typing import Any
 from google.protobuf import descriptor_pool
 from r3mes.common.v1 import options_pb2
 
-from services.core.auth import Principal, PrincipalKind, current_principal
+from services.core.auth import Principal, PrincipalKind
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.core.interceptors.base import Call, Interceptor
 
 # Health checks and reflection are infrastructure, open to every caller as gRPC defines them.
 OUR_PACKAGE_PREFIX = "r3mes."
 
 
-class AuthorizationInterceptor(Interceptor):
-    async def around(self, call: Call) -> Any:
-        full_name = call.method_name.lstrip("/").replace("/", ".")
-        if full_name.startswith(OUR_PACKAGE_PREFIX):
-            authorize(access_rule(full_name), current_principal.get(), call.request)
-        return await call.proceed()
+def authorize_call(method_name: str, principal: Principal, request: Any) -> None:
+    """The chain's last step: `method_name` is grpc's `/package.Service/Method`."""
+    full_name = _full_name(method_name)
+    if full_name.startswith(OUR_PACKAGE_PREFIX):
+        authorize(access_rule(full_name), principal, request)
+
+
+@cache
+def _full_name(method_name: str) -> str:
+    return method_name.lstrip("/").replace("/", ".")
 
 
 @cache
@@ -41,9 +44,10 @@ def authorize(rule: options_pb2.AccessRule, principal: Principal, request: Any) 
         raise PermissionDenied("this method declares no access rule", reason="ACCESS_NOT_DECLARED")
     if rule.access == options_pb2.ACCESS_PUBLIC or principal.kind is PrincipalKind.INTERNAL:
         return
-    if principal.kind is PrincipalKind.ANONYMOUS:
-        raise Unauthenticated("this method needs an API key", reason="CREDENTIALS_MISSING")
+    # Checked before "anonymous": no API key opens an internal method, so asking for one misleads.
     if rule.access == options_pb2.ACCESS_INTERNAL:
         raise PermissionDenied("this method is for internal callers only", reason="INTERNAL_ONLY")
+    if principal.kind is PrincipalKind.ANONYMOUS:
+        raise Unauthenticated("this method needs an API key", reason="CREDENTIALS_MISSING")
     if getattr(request, rule.wallet_field, None) != principal.wallet_address:
         raise PermissionDenied("the API key belongs to another wallet", reason="WRONG_WALLET")

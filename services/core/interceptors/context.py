@@ -1,17 +1,20 @@
-"""Outermost interceptor: request id, client address, deadline check and the access log."""
+"""Request context, the chain's first step: request id, client address, deadline, access log.
+
+The context variables are set and never reset: grpc runs every call in a task of its own, and a
+task's context is a copy, so what one call sets is gone when its task ends.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import random
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 
-from services.core.interceptors.base import Call, Interceptor
+from services.core.errors import DeadlineExceeded
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
 from services.core.network import (
     FORWARDED_FOR_HEADER,
@@ -24,66 +27,74 @@ MAX_REQUEST_ID_LENGTH = 128
 INFRASTRUCTURE_PREFIX = "/grpc."
 
 access_log = logging.getLogger("r3mes.access")
+# Request ids correlate log lines; they guard nothing, so a fast non-cryptographic source will
+# do (uuid4 reads the OS's random device on every call).
+_ids = random.Random()  # noqa: S311
 
 
-class RequestContextInterceptor(Interceptor):
-    def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
-        self._trusted_proxies = tuple(trusted_proxies)
+class CallRecord:
+    """What the access log line of one call says; `code` is set as the call ends."""
 
-    async def around(self, call: Call) -> Any:
-        context = call.context
-        request_id = _request_id(call)
-        token = request_id_var.set(request_id)
-        forwarded_for = call.metadata().get(FORWARDED_FOR_HEADER)
-        client = client_address(context.peer(), forwarded_for, self._trusted_proxies)
-        client_token = client_address_var.set(client)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            if _deadline_passed(context):
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline had passed")
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-            return await call.proceed()
-        except asyncio.CancelledError:
-            # grpc cancels the handler when the deadline passes or the client goes away.
-            passed = _deadline_passed(context)
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if passed else grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            access_log.log(
-                # Health checks arrive every few seconds from every balancer: keep them quiet.
-                logging.DEBUG
-                if call.method_name.startswith(INFRASTRUCTURE_PREFIX)
-                else logging.INFO,
-                "rpc",
-                extra={
-                    "method": call.method_name,
-                    "client": client,
-                    "code": _code_name(code),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
-            request_id_var.reset(token)
-            client_address_var.reset(client_token)
+    __slots__ = ("client", "code", "method", "request_id", "started")
+
+    def __init__(self, method: str, request_id: str, client: str | None) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.client = client
+        self.started = time.perf_counter()
+        self.code: grpc.StatusCode | int = grpc.StatusCode.OK
 
 
-def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+def begin(
+    method: str, metadata: Mapping[str, str], peer: str, trusted_proxies: Sequence[IPNetwork]
+) -> CallRecord:
+    """Open the call's record and make its request id and client address current."""
+    request_id = _request_id(metadata.get(REQUEST_ID_HEADER))
+    client = client_address(peer, metadata.get(FORWARDED_FOR_HEADER), trusted_proxies)
+    request_id_var.set(request_id)
+    client_address_var.set(client)
+    return CallRecord(method, request_id, client)
+
+
+def check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """A call that waited past its deadline (an overloaded server) runs no handler."""
+    if deadline_passed(context):
+        raise DeadlineExceeded("the deadline had passed before the call was handled")
+
+
+def deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
 
 
-def _request_id(call: Call) -> str:
-    offered = call.metadata().get(REQUEST_ID_HEADER)
-    if (
-        isinstance(offered, str)
-        and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH
-        and offered.isprintable()
-    ):
+def cancelled_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """grpc cancels the handler when the deadline passes or the client goes away."""
+    if deadline_passed(context):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+def log_access(record: CallRecord) -> None:
+    # Health checks arrive every few seconds from every balancer: keep them quiet.
+    level = logging.DEBUG if record.method.startswith(INFRASTRUCTURE_PREFIX) else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    access_log.log(
+        level,
+        "rpc",
+        extra={
+            "method": record.method,
+            "client": record.client,
+            "code": _code_name(record.code),
+            "duration_ms": round((time.perf_counter() - record.started) * 1000, 3),
+        },
+    )
+
+
+def _request_id(offered: str | None) -> str:
+    if offered is not None and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isprintable():
         return offered
-    return uuid.uuid4().hex
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def _code_name(code: grpc.StatusCode | int) -> str:

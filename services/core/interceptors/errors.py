@@ -16,38 +16,44 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.core.errors import ErrorDetails, R3mesError, Unimplemented
-from services.core.interceptors.base import Call, Interceptor
 
 logger = logging.getLogger(__name__)
 
 
-class ErrorMappingInterceptor(Interceptor):
+class ErrorMapping:
+    """The status a failure leaves the server as, for the services of one error domain."""
+
     def __init__(self, domain: str) -> None:
         self._domain = domain
 
-    async def around(self, call: Call) -> Any:
-        try:
-            return await call.proceed()
-        except grpc.aio.AbortError:
-            raise
-        except R3mesError as error:
-            status = to_status(error, self._domain)
-        except NotImplementedError:
+    def status_of(self, error: Exception, method_name: str) -> status_pb2.Status:
+        if isinstance(error, R3mesError):
+            return to_status(error, self._domain)
+        if isinstance(error, NotImplementedError):
             # What generated base servicers raise for an RPC that is declared but not built.
-            status = to_status(
-                Unimplemented(f"{call.method_name} is not implemented yet"), self._domain
-            )
-        except Exception:
-            incident = uuid.uuid4().hex
-            logger.exception(
-                "unexpected error", extra={"incident_id": incident, "method": call.method_name}
-            )
-            status = to_status(
-                R3mesError(f"internal error (incident {incident})", reason="INTERNAL"), self._domain
-            )
-            status.code = grpc.StatusCode.INTERNAL.value[0]
-        rich = rpc_status.to_status(status)
-        await call.context.abort(rich.code, rich.details, rich.trailing_metadata)
+            return to_status(Unimplemented(f"{method_name} is not implemented yet"), self._domain)
+        incident = uuid.uuid4().hex
+        logger.error(
+            "unexpected error",
+            exc_info=error,
+            extra={"incident_id": incident, "method": method_name},
+        )
+        status = to_status(
+            R3mesError(f"internal error (incident {incident})", reason="INTERNAL"), self._domain
+        )
+        status.code = grpc.StatusCode.INTERNAL.value[0]
+        return status
+
+
+def refuse(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
+    """Make `status` the call's outcome. grpc sends it when the handler returns, with the
+    initial metadata in the same batch; `context.abort` would cost an exception through
+    every frame of the chain as well."""
+    rich = rpc_status.to_status(status)
+    context.set_code(rich.code)
+    context.set_details(rich.details)
+    # Added to what the call already carries (its request id).
+    context.set_trailing_metadata((*context.trailing_metadata(), *rich.trailing_metadata))
 
 
 def to_status(error: R3mesError, domain: str) -> status_pb2.Status:

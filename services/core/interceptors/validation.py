@@ -19,7 +19,7 @@ from r3mes.common.v1 import options_pb2
 
 from services.core import validators
 from services.core.errors import FieldViolation, InvalidArgument
-from services.core.interceptors.base import Call, Interceptor
+from services.core.interceptors.parsing import Unparseable
 
 StringCheck = Callable[[str, options_pb2.FieldRules], object]
 
@@ -44,13 +44,14 @@ class FieldCheck:
     rules: options_pb2.FieldRules | None
 
 
-class ValidationInterceptor(Interceptor):
-    async def around(self, call: Call) -> Any:
-        if isinstance(call.request, Message):
-            violations = find_violations(call.request)
-            if violations:
-                raise InvalidArgument.for_fields(violations)
-        return await call.proceed()
+def validate(request: Any) -> None:
+    """The chain's validation step; a streamed request's messages are the handler's to check."""
+    if isinstance(request, Unparseable):
+        raise request.error()
+    if isinstance(request, Message):
+        violations = find_violations(request)
+        if violations:
+            raise InvalidArgument.for_fields(violations)
 
 
 def find_violations(message: Message, prefix: str = "") -> list[FieldViolation]:

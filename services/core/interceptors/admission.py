@@ -1,0 +1,50 @@
+"""Admission: which calls the server still takes, and how many of them are still running.
+
+On shutdown the server drains: every new call is answered UNAVAILABLE at once (clients retry
+that code, on another replica) while the calls already running finish. grpc's own
+`server.stop(grace)` cannot do this: calls that have arrived but not yet started when it is
+called are cancelled (CANCELLED, which retry policies do not retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from services.core.errors import Unavailable
+
+# Health checks are still answered while draining, so that balancers read NOT_SERVING.
+ALWAYS_ADMITTED_PREFIX = "/grpc.health."
+
+
+class Admission:
+    def __init__(self) -> None:
+        self.draining = False
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def enter(self, method_name: str) -> None:
+        """Count the call in, or refuse it while draining."""
+        if self.draining and not method_name.startswith(ALWAYS_ADMITTED_PREFIX):
+            raise Unavailable("the server is shutting down; retry the call", reason="SHUTTING_DOWN")
+        self._running += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._idle.set()
+
+    async def drain(self, grace_seconds: float) -> float:
+        """Refuse new calls and wait for the running ones; the grace period left is returned."""
+        self.draining = True
+        deadline = time.monotonic() + grace_seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        return max(deadline - time.monotonic(), 0.0)

@@ -1,0 +1,190 @@
+"""The interceptor chain as one grpc-interceptor server interceptor running its steps in order.
+
+Stacked interceptors cost, per layer and per call, a handler rebuilt by grpc-interceptor, a
+coroutine frame and a scan of the metadata; one interceptor calling small steps pays each once
+(docs/performance.md has the figures). The steps, outermost first (ARCHITECTURE section 7):
+
+1. request context (`context`): request id, client address, the access log line; admission
+   (`admission`): refused while the server drains; the deadline check
+2. error mapping (`errors`): whatever a later step or the handler raises becomes a Status
+3. authentication (`authentication`): the principal
+4. validation (`validation`, `parsing`): the message parses and obeys its proto annotations
+5. rate limiting: not built yet; its step goes between validation and authorization
+6. authorization (`authorization`): the RPC's declared access rule
+
+Streaming handlers (reflection, health Watch) go through the same steps: the ones before the
+handler run before its first message, and errors raised while its messages are produced are
+mapped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeAlias
+
+import grpc
+from grpc_interceptor.server import AsyncServerInterceptor
+
+from services.core.auth import Authenticator, current_principal
+from services.core.interceptors import context as request_context
+from services.core.interceptors.admission import Admission
+from services.core.interceptors.authentication import Authentication
+from services.core.interceptors.authorization import authorize_call
+from services.core.interceptors.context import CallRecord
+from services.core.interceptors.errors import ErrorMapping, refuse
+from services.core.interceptors.parsing import checked, tolerant
+from services.core.interceptors.validation import validate
+from services.core.logging import REQUEST_ID_HEADER
+from services.core.network import IPNetwork
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Behaviour = Callable[..., Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Metadata = dict[str, str]
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
+
+
+class RequestChain(AsyncServerInterceptor):
+    def __init__(
+        self,
+        error_domain: str,
+        authenticators: Sequence[Authenticator],
+        trusted_proxies: Sequence[IPNetwork] = (),
+        admission: Admission | None = None,
+    ) -> None:
+        self._errors = ErrorMapping(error_domain)
+        self._authentication = Authentication(authenticators)
+        self._trusted_proxies = tuple(trusted_proxies)
+        self.admission = admission or Admission()
+        # grpc asks for the handler on every call; the wrapped one is built once per method.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: grpc answers UNIMPLEMENTED
+            return None
+        method_name = handler_call_details.method
+        cached = self._wrapped.get(method_name)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, self._wrap(handler, method_name))
+            self._wrapped[method_name] = cached
+        return cached[1]
+
+    def _wrap(self, handler: Handler, method_name: str) -> Handler:
+        factory: Callable[..., Handler]
+        behaviour: Any
+        if handler.unary_unary:
+            factory, behaviour = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+        elif handler.unary_stream:
+            factory, behaviour = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+        elif handler.stream_unary:
+            factory, behaviour = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+        else:
+            factory, behaviour = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+        run = self._streaming if handler.response_streaming else self.intercept
+        # partial() of a coroutine (or async generator) function still reads as one to grpc.
+        return factory(
+            partial(run, behaviour, method_name=method_name),
+            request_deserializer=tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    async def intercept(
+        self, method: Behaviour, request_or_iterator: Any, context: Context, method_name: str
+    ) -> Any:
+        """A call with one response: the steps, then the handler, then the access log."""
+        record, metadata = self._begin(method_name, context)
+        admitted = False
+        try:
+            self.admission.enter(method_name)
+            admitted = True
+            request = await self._before_handler(
+                method_name, metadata, request_or_iterator, context
+            )
+            return await method(request, context)
+        except asyncio.CancelledError:
+            record.code = request_context.cancelled_code(context)
+            raise
+        except grpc.aio.AbortError:  # the handler aborted the call itself
+            record.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as error:
+            record.code = self._refuse(context, error, method_name)
+            return None
+        finally:
+            if admitted:
+                self.admission.leave()
+            if record.code is grpc.StatusCode.OK:
+                record.code = context.code() or grpc.StatusCode.OK
+            request_context.log_access(record)
+
+    async def _streaming(
+        self, method: Behaviour, request_or_iterator: Any, context: Context, method_name: str
+    ) -> AsyncIterator[Any]:
+        """A call with a stream of responses. It is not counted as running: streams such as
+        health Watch stay open until the client leaves, and would hold every shutdown."""
+        record, metadata = self._begin(method_name, context)
+        try:
+            self.admission.enter(method_name)
+            self.admission.leave()
+            request = await self._before_handler(
+                method_name, metadata, request_or_iterator, context
+            )
+            responses = method(request, context)
+            if inspect.isawaitable(responses):  # the reader/writer API: it writes, returns None
+                await responses
+            else:
+                async for response in responses:
+                    yield response
+        except asyncio.CancelledError:
+            record.code = request_context.cancelled_code(context)
+            raise
+        except grpc.aio.AbortError:
+            record.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as error:
+            record.code = self._refuse(context, error, method_name)
+        finally:
+            if record.code is grpc.StatusCode.OK:
+                record.code = context.code() or grpc.StatusCode.OK
+            request_context.log_access(record)
+
+    def _begin(self, method_name: str, context: Context) -> tuple[CallRecord, Metadata]:
+        # Text metadata only (binary `-bin` headers left out), read once for every step.
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        record = request_context.begin(method_name, metadata, context.peer(), self._trusted_proxies)
+        # In the trailers, which leave with the status in one batch: sending it as initial
+        # metadata cost a batch of its own, the dearest single step of a refused call.
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, record.request_id),))
+        return record, metadata
+
+    async def _before_handler(
+        self, method_name: str, metadata: Metadata, request: Any, context: Context
+    ) -> Any:
+        """Steps 1 (deadline) and 3 to 6; raises to refuse the call."""
+        request_context.check_deadline(context)
+        principal = await self._authentication.principal(metadata)
+        current_principal.set(principal)
+        message = None
+        if isinstance(request, AsyncIterator):
+            # A client stream: each message is checked for parsing as the handler reads it;
+            # an access rule that names a request field then refuses (no message to read it in).
+            request = checked(request)
+        else:
+            validate(request)
+            message = request
+        # Rate limiting goes here: after validation (a malformed call costs no quota), before
+        # authorization (a caller probing for forbidden methods is limited too).
+        authorize_call(method_name, principal, message)
+        return request
+
+    def _refuse(self, context: Context, error: Exception, method_name: str) -> int:
+        status = self._errors.status_of(error, method_name)
+        refuse(context, status)
+        code: int = status.code
+        return code
