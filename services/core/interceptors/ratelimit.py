@@ -18,12 +18,27 @@ the call's).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
 
 from services.core.auth import Principal, PrincipalKind
+from services.core.background import PeriodicJob
 from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
 from services.core.network import client_address_var
-from services.core.ratelimit import Decision, Limiter, LimiterUnavailable, Policies, Policy
+from services.core.ratelimit import (
+    Decision,
+    Limiter,
+    LimiterUnavailable,
+    Policies,
+    Policy,
+    RedisLimiter,
+    limiter_from_settings,
+    load_policies,
+)
+from services.core.settings import Settings
 
 POLICY_HEADER = "ratelimit-policy"
 RATELIMIT_HEADER = "ratelimit"
@@ -46,9 +61,23 @@ class RateLimiting:
         self._fail_open = failure == "open"
         self._unavailable_retry_seconds = unavailable_retry_seconds
 
-    async def check(self, method_name: str, principal: Principal) -> Headers:
-        """The response headers of an admitted call (none for an unlimited method); raises
-        ResourceExhausted to refuse it. `method_name` is grpc's `/package.Service/Method`."""
+    async def check(
+        self, method_name: str, principal: Principal, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Admit the call (adding its headers to the response) or raise ResourceExhausted.
+        `method_name` is grpc's `/package.Service/Method`."""
+        headers: Headers = ()
+        try:
+            headers = await self._decide(method_name, principal)
+        except RateLimited as refused:
+            headers = refused.headers
+            raise
+        finally:
+            if headers:
+                # Trailers, which leave with the status in one batch, as the request id does.
+                context.set_trailing_metadata((*context.trailing_metadata(), *headers))
+
+    async def _decide(self, method_name: str, principal: Principal) -> Headers:
         if not method_name.startswith(OUR_PACKAGE_PREFIX):  # health checks, reflection
             return ()
         policy: Policy | None = self._policies.for_method(method_name)
@@ -110,3 +139,34 @@ def _subjects(principal: Principal) -> list[str]:
 
 def _ratelimit(policy: Policy, decision: Decision) -> str:
     return f'"{policy.name}";r={decision.remaining};t={math.ceil(decision.reset_seconds)}'
+
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class RateLimitingSetup:
+    """The step as settings configure it (None: off), with its background probe and closer."""
+
+    step: RateLimiting | None = None
+    jobs: list[PeriodicJob] = field(default_factory=list)
+    closers: list[Closer] = field(default_factory=list)
+
+
+def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
+    """Load and check the policy file (raises PolicyFileError) and open the backend."""
+    policies = load_policies(settings.ratelimit_policies_file)
+    limiter = limiter_from_settings(settings)
+    if limiter is None:
+        return RateLimitingSetup()
+    step = RateLimiting(
+        limiter,
+        policies,
+        settings.ratelimit_redis_failure,
+        settings.ratelimit_redis_probe_seconds,
+    )
+    jobs = []
+    if isinstance(limiter, RedisLimiter):
+        # Its failures show in health as `<service>.ratelimit` and are logged once per change.
+        jobs.append(PeriodicJob("ratelimit", settings.ratelimit_redis_probe_seconds, limiter.probe))
+    return RateLimitingSetup(step, jobs, [limiter.close])
