@@ -5,13 +5,12 @@ service's rules."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, Row, String, Table, text
+from sqlalchemy import BigInteger, Column, Integer, MetaData, Row, String, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db import Database, UtcDateTime
@@ -19,6 +18,7 @@ from services.core.idempotency import IdempotencyRepository, idempotency_table
 from services.core.repository import BaseRepository
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
+from tests.integration.storage import database_with
 
 metadata = MetaData(schema="users")
 accounts = Table(
@@ -93,17 +93,8 @@ class Repositories:
         )
 
 
-@asynccontextmanager
-async def kernel_database(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings, "users")
-    async with database.transaction() as connection:
-        if database.schema is not None:
-            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"'))
-        await connection.run_sync(metadata.create_all)
-    try:
-        yield database
-    finally:
-        await database.dispose()
+def kernel_database(settings: Settings) -> AbstractAsyncContextManager[Database]:
+    return database_with(settings, metadata)
 
 
 def unit_of_work(database: Database, attempts: int = 8) -> UnitOfWork[Repositories]:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import BigInteger, Column, Integer, MetaData, Row, String, Table, Text, text
+from sqlalchemy import BigInteger, Column, Integer, MetaData, Row, String, Table, Text
 
 from services.core.db import Database
 from services.core.errors import AlreadyExists
 from services.core.repository import BaseRepository
 from services.core.settings import Settings
+from tests.integration.storage import database_with
 
 metadata = MetaData(schema="users")
 items = Table(
@@ -50,15 +51,8 @@ class ItemRepository(BaseRepository[Item]):
 
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings, "users")
-    async with database.transaction() as connection:
-        if database.schema is not None:
-            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"'))
-        await connection.run_sync(metadata.create_all)
-    try:
+    async with database_with(settings, metadata) as database:
         yield database
-    finally:
-        await database.dispose()
 
 
 async def _add(database: Database, name: str, position: int = 0, **values: Any) -> Item:

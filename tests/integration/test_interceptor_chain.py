@@ -133,7 +133,7 @@ async def test_an_unexpected_exception_is_internal_with_an_incident_id_and_no_de
 # --- request context ------------------------------------------------------------------------------
 
 
-async def test_the_request_id_sent_by_the_caller_comes_back_in_the_initial_metadata(
+async def test_the_request_id_sent_by_the_caller_comes_back_in_the_trailing_metadata(
     channel: grpc.aio.Channel,
 ) -> None:
     answered = _method(channel, "Echo")(b"", metadata=(("x-request-id", "trace-42"),))
@@ -142,8 +142,8 @@ async def test_the_request_id_sent_by_the_caller_comes_back_in_the_initial_metad
     with pytest.raises(grpc.aio.AioRpcError):
         await failed
 
-    assert _request_id(await answered.initial_metadata()) == "trace-42"
-    assert _request_id(await failed.initial_metadata()) == "trace-43"
+    assert _request_id(await answered.trailing_metadata()) == "trace-42"
+    assert _request_id(await failed.trailing_metadata()) == "trace-43"
 
 
 async def test_a_fresh_request_id_is_made_when_none_is_sent_or_it_is_unusable(
@@ -153,7 +153,7 @@ async def test_a_fresh_request_id_is_made_when_none_is_sent_or_it_is_unusable(
     for metadata in [(), (("x-request-id", "x" * 129),), ()]:
         call = _method(channel, "Echo")(b"", metadata=metadata)
         await call
-        seen.append(_request_id(await call.initial_metadata()))
+        seen.append(_request_id(await call.trailing_metadata()))
 
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in seen), seen
     assert len(set(seen)) == 3
