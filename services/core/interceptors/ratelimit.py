@@ -66,16 +66,16 @@ class RateLimiting:
     ) -> None:
         """Admit the call (adding its headers to the response) or raise ResourceExhausted.
         `method_name` is grpc's `/package.Service/Method`."""
-        headers: Headers = ()
         try:
             headers = await self._decide(method_name, principal)
         except RateLimited as refused:
-            headers = refused.headers
+            # A refusal is trailers-only: the gateway turns those into response headers.
+            context.set_trailing_metadata((*context.trailing_metadata(), *refused.headers))
             raise
-        finally:
-            if headers:
-                # Trailers, which leave with the status in one batch, as the request id does.
-                context.set_trailing_metadata((*context.trailing_metadata(), *headers))
+        if headers:
+            # Initial metadata, not trailers: the gateway's transcoder keeps only grpc-status
+            # and grpc-message from the trailers of a call that has a response message.
+            await context.send_initial_metadata(headers)
 
     async def _decide(self, method_name: str, principal: Principal) -> Headers:
         if not method_name.startswith(OUR_PACKAGE_PREFIX):  # health checks, reflection
