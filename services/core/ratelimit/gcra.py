@@ -18,12 +18,14 @@ run the same cases through both.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MonotonicClock = Callable[[], float]
+
+
+MICROSECONDS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,13 @@ class Rate:
     period_seconds: float
 
     @property
-    def interval_seconds(self) -> float:
-        return self.period_seconds / self.limit
+    def period_us(self) -> int:
+        return round(self.period_seconds * MICROSECONDS)
+
+    @property
+    def interval_us(self) -> int:
+        """Rounded down, so that a burst of `limit` calls always fits in the period."""
+        return self.period_us // self.limit
 
 
 @dataclass(frozen=True)
@@ -50,33 +57,30 @@ class Decision:
     reset_seconds: float
     retry_after_seconds: float = 0.0
 
+    @classmethod
+    def of(cls, rate: Rate, subject: str, allowed: bool, wait_us: int, reset_us: int) -> Decision:
+        if not allowed:
+            return cls(False, subject, 0, reset_us / MICROSECONDS, wait_us / MICROSECONDS)
+        remaining = (rate.period_us - reset_us) // rate.interval_us
+        return cls(True, subject, remaining, reset_us / MICROSECONDS)
+
 
 def decide(
-    rate: Rate, subjects: Sequence[str], tats: Sequence[float | None], now: float
-) -> tuple[Decision, list[float] | None]:
-    """The decision for buckets whose TATs are `tats` (None: never used), and the buckets' new
-    TATs when the call is admitted (None when refused: nothing is charged)."""
-    interval, period = rate.interval_seconds, rate.period_seconds
+    rate: Rate, subjects: Sequence[str], tats: Sequence[int | None], now: int
+) -> tuple[Decision, list[int] | None]:
+    """The decision for buckets whose TATs are `tats` (microseconds; None: never used), and the
+    buckets' new TATs when the call is admitted (None when refused: nothing is charged).
+    Integer microseconds, as in the Redis script, so both backends decide alike to the last
+    microsecond (floats would let 7 calls of 60/7 s each overrun 60 s)."""
+    interval, period = rate.interval_us, rate.period_us
     new_tats = [max(tat if tat is not None else now, now) + interval for tat in tats]
     waits = [new_tat - period - now for new_tat in new_tats]
     # The bucket that decides: the longest wait (refused when positive), else the fullest TAT.
     worst = max(range(len(subjects)), key=lambda i: (waits[i], new_tats[i]))
     if waits[worst] > 0:
-        return Decision(
-            allowed=False,
-            subject=subjects[worst],
-            remaining=0,
-            reset_seconds=new_tats[worst] - interval - now,
-            retry_after_seconds=waits[worst],
-        ), None
-    reset = new_tats[worst] - now
-    return Decision(True, subjects[worst], remaining_after(rate, reset), reset), new_tats
-
-
-def remaining_after(rate: Rate, reset_seconds: float) -> int:
-    """Calls a bucket still admits at once when it is full again in `reset_seconds`."""
-    # The small epsilon keeps float rounding (60 / 7 * 7 != 60) from hiding a call.
-    return max(0, math.floor((rate.period_seconds - reset_seconds) / rate.interval_seconds + 1e-9))
+        reset = new_tats[worst] - interval - now
+        return Decision.of(rate, subjects[worst], False, waits[worst], reset), None
+    return Decision.of(rate, subjects[worst], True, 0, new_tats[worst] - now), new_tats
 
 
 class InProcessLimiter:
@@ -90,11 +94,11 @@ class InProcessLimiter:
 
     def __init__(self, clock: MonotonicClock = time.monotonic) -> None:
         self._clock = clock
-        self._tats: dict[str, float] = {}
+        self._tats: dict[str, int] = {}
         self._sweep_at = 1024
 
     async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
-        now = self._clock()
+        now = round(self._clock() * MICROSECONDS)
         keys = [f"{policy}:{subject}" for subject in subjects]
         decision, new_tats = decide(rate, subjects, [self._tats.get(key) for key in keys], now)
         if new_tats is not None:
@@ -103,7 +107,7 @@ class InProcessLimiter:
                 self._sweep(now)
         return decision
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: int) -> None:
         """Forget buckets that are full again (their TAT has passed): amortised O(1)."""
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
         self._sweep_at = max(1024, 2 * len(self._tats))

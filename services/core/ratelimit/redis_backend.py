@@ -22,10 +22,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from services.core.ratelimit.gcra import Decision, Rate, remaining_after
+from services.core.ratelimit.gcra import MICROSECONDS, Decision, Rate
 
 KEY_PREFIX = "r3mes:rl:"
-MICROSECONDS = 1_000_000
 
 # KEYS: the request's buckets. ARGV: emission interval and period (microseconds), and `now`
 # (microseconds; empty: the server's TIME). Returns {admitted 0/1, index of the deciding bucket,
@@ -100,20 +99,12 @@ class RedisLimiter:
         try:
             allowed, index, wait, reset = await self._script(
                 keys=[f"{KEY_PREFIX}{policy}:{subject}" for subject in subjects],
-                args=[
-                    int(rate.interval_seconds * MICROSECONDS),  # rounded down: never too strict
-                    round(rate.period_seconds * MICROSECONDS),
-                    now,
-                ],
+                args=[rate.interval_us, rate.period_us, now],
             )
         except RedisError as error:
             self.available = False
             raise LimiterUnavailable(f"{self._description} is unreachable: {error}") from error
-        reset_seconds = reset / MICROSECONDS
-        subject = subjects[index - 1]
-        if allowed:
-            return Decision(True, subject, remaining_after(rate, reset_seconds), reset_seconds)
-        return Decision(False, subject, 0, reset_seconds, wait / MICROSECONDS)
+        return Decision.of(rate, subjects[index - 1], bool(allowed), wait, reset)
 
     async def probe(self) -> None:
         """Reach Redis, or raise LimiterUnavailable; decisions resume once it answers."""
