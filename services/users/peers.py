@@ -1,8 +1,10 @@
 """What the users service asks of credits and mining, and what it makes of their silence.
 
 A peer that cannot answer (down, too slow, not built yet) costs only its own fields: the
-answer is None, a warning names the peer and the code, and the caller's response leaves
-those fields out rather than inventing zeros.
+answer is None, and the caller's response leaves those fields out rather than inventing zeros.
+A peer going silent is expected (until credits and mining are built, always), so it is logged
+when it changes: one warning when a peer stops answering, one line when it answers again
+with how many calls it missed; never a line per request.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ class Peers:
     ) -> None:
         self._credits = credits
         self._mining = mining
+        self._states = PeerStates()
 
     async def balance(self, wallet_address: str) -> Balance | None:
         request = credits_pb2.GetBalanceRequest(wallet_address=wallet_address)
-        response = await _ask("credits", "GetBalance", self._credits.GetBalance(request))
+        response = await self._ask("credits", "GetBalance", self._credits.GetBalance(request))
         if response is None:
             return None
         return Balance(
@@ -48,9 +51,11 @@ class Peers:
             response = await self._mining.GetMinerStats(request)
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.NOT_FOUND:
+                self._states.answered("mining")
                 return NOT_A_MINER
-            _warn("mining", "GetMinerStats", error)
+            self._states.failed("mining", "GetMinerStats", error)
             return None
+        self._states.answered("mining")
         stats = response.stats
         last = (
             stats.last_report_time.ToDatetime(tzinfo=UTC)
@@ -61,12 +66,14 @@ class Peers:
 
     async def credits_total(self) -> int | None:
         request = credits_pb2.GetCreditsTotalRequest()
-        response = await _ask("credits", "GetCreditsTotal", self._credits.GetCreditsTotal(request))
+        response = await self._ask(
+            "credits", "GetCreditsTotal", self._credits.GetCreditsTotal(request)
+        )
         return None if response is None else response.total_micro_credits
 
     async def mining_summary(self) -> MiningSummary | None:
         request = mining_pb2.GetNetworkSummaryRequest()
-        response = await _ask(
+        response = await self._ask(
             "mining", "GetNetworkSummary", self._mining.GetNetworkSummary(request)
         )
         if response is None:
@@ -75,17 +82,32 @@ class Peers:
             active_miners=response.active_miners, block_height=response.block_height
         )
 
+    async def _ask(self, peer: str, method: str, call: Awaitable[ResponseT]) -> ResponseT | None:
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as error:
+            self._states.failed(peer, method, error)
+            return None
+        self._states.answered(peer)
+        return response
 
-async def _ask(peer: str, method: str, call: Awaitable[ResponseT]) -> ResponseT | None:
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        _warn(peer, method, error)
-        return None
 
+class PeerStates:
+    """Which peers stopped answering, and how many calls each has missed since."""
 
-def _warn(peer: str, method: str, error: grpc.aio.AioRpcError) -> None:
-    logger.warning(
-        "peer did not answer; its fields are left out",
-        extra={"peer": peer, "peer_method": method, "code": error.code().name},
-    )
+    def __init__(self) -> None:
+        self._unanswered: dict[str, int] = {}
+
+    def failed(self, peer: str, method: str, error: grpc.aio.AioRpcError) -> None:
+        missed = self._unanswered.get(peer, 0)
+        self._unanswered[peer] = missed + 1
+        if missed == 0:
+            logger.warning(
+                "peer stopped answering; its fields are left out until it answers again",
+                extra={"peer": peer, "peer_method": method, "code": error.code().name},
+            )
+
+    def answered(self, peer: str) -> None:
+        missed = self._unanswered.pop(peer, 0)
+        if missed:
+            logger.info("peer answers again", extra={"peer": peer, "unanswered_calls": missed})

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,10 +16,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.core.lifecycle import build_server
+from services.core.lifecycle import PortUnavailable, build_server, serve
 from services.core.settings import Settings
 from services.core.testing import running_server
 from services.users.server import create_server
+from tests.integration.rpc import failure_of
 
 SLOW_METHOD = "/test.Slow/Wait"
 SLOW_CALL_SECONDS = 0.5
@@ -98,3 +100,60 @@ def test_sigterm_stops_the_service_process_cleanly(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refuses_the_rest(
+    tmp_path: Path,
+) -> None:
+    started: list[bytes] = []
+
+    async def wait(request: bytes, context: Any) -> bytes:
+        started.append(request)
+        await asyncio.sleep(SLOW_CALL_SECONDS)
+        return b"done"
+
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(wait)
+    generic = grpc.method_handlers_generic_handler("test.Slow", {"Wait": handler})
+    settings = Settings(data_dir=tmp_path, users_port=0)
+    server, port = build_server(
+        settings, "users", [(lambda s: s.add_generic_rpc_handlers((generic,)), "test.Slow")]
+    )
+    serving = asyncio.ensure_future(serve(server, grace_seconds=5))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await channel.channel_ready()
+        slow_call = cast(
+            "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]", channel.unary_unary(SLOW_METHOD)
+        )
+
+        async def outcome() -> tuple[grpc.StatusCode, str]:
+            try:
+                await slow_call(b"", timeout=10)
+            except grpc.aio.AioRpcError as error:
+                reason = failure_of(error).reason if error.trailing_metadata() else ""
+                return error.code(), reason
+            return grpc.StatusCode.OK, ""
+
+        before = [asyncio.ensure_future(outcome()) for _ in range(200)]
+        await asyncio.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)  # what an orchestrator sends; serve() handles it
+        after = [asyncio.ensure_future(outcome()) for _ in range(200)]
+        outcomes = Counter(await asyncio.gather(*before, *after))
+    await serving
+
+    codes = Counter(code for (code, _), n in outcomes.items() for _ in range(n))
+    # Every call that had started finished; every other one was told to retry, none cancelled.
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, outcomes
+    assert codes[grpc.StatusCode.OK] == len(started)
+    assert outcomes[(grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")] > 0, outcomes
+
+
+async def test_a_second_server_on_a_taken_port_fails_with_an_error_naming_the_port(
+    tmp_path: Path,
+) -> None:
+    first, port = build_server(Settings(data_dir=tmp_path, users_port=0), "users", [])
+    await first.start()
+    try:
+        with pytest.raises(PortUnavailable, match=f"127.0.0.1:{port}: the port is in use"):
+            build_server(Settings(data_dir=tmp_path, users_port=port), "users", [])
+    finally:
+        await first.stop(grace_seconds=0)

@@ -9,6 +9,7 @@ behind the real server stack (interceptor chain included) on port 0.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -181,6 +182,36 @@ async def test_a_peer_slower_than_the_deadline_costs_only_its_own_fields(
     assert user.is_miner is True
     warned = [r for r in caplog.records if getattr(r, "peer", None) == "credits"]
     assert [getattr(r, "code", None) for r in warned] == ["DEADLINE_EXCEEDED"]
+
+
+async def test_a_silent_peer_is_logged_when_it_stops_and_when_it_answers_again_not_per_call(
+    sqlite_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    wallet = new_wallet_address()
+    credits = StandInCredits(delay_seconds=3.0)
+    caplog.set_level(logging.INFO, logger="services.users.peers")
+    async with users_with_peers(sqlite_settings, credits, StandInMining({wallet})) as users:
+        await users.CreateUser(users_pb2.CreateUserRequest(wallet_address=wallet))
+        for _ in range(3):
+            await users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))
+        credits.delay_seconds = 0.0
+        for _ in range(2):
+            user = (await users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))).user
+
+    assert user.available_micro_credits == 2_500_000
+    about_credits = [
+        (r.levelname, r.getMessage(), getattr(r, "unanswered_calls", None))
+        for r in caplog.records
+        if getattr(r, "peer", None) == "credits"
+    ]
+    assert about_credits == [
+        (
+            "WARNING",
+            "peer stopped answering; its fields are left out until it answers again",
+            None,
+        ),
+        ("INFO", "peer answers again", 3),
+    ]
 
 
 async def test_network_stats_combine_users_credits_and_mining(sqlite_settings: Settings) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -45,6 +46,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Behaviour = Callable[..., Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Metadata = dict[str, str]
+_call_metadata: ContextVar[Sequence[tuple[str, str | bytes]]] = ContextVar("call_metadata")
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 
 
@@ -71,6 +73,10 @@ class RequestChain(AsyncServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED
             return None
+        # grpc has just built the call's metadata for us; `context.invocation_metadata()`
+        # would build it again, tuple by tuple. This runs in the call's own task, as the
+        # handler does, so the context variable reaches the handler and no other call.
+        _call_metadata.set(handler_call_details.invocation_metadata)
         method_name = handler_call_details.method
         cached = self._wrapped.get(method_name)
         if cached is None or cached[0] is not handler:
@@ -117,7 +123,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            record.code = self._refuse(context, error, method_name)
+            await self._refuse(context, error, method_name, record)
             return None
         finally:
             if admitted:
@@ -151,15 +157,16 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            record.code = self._refuse(context, error, method_name)
+            await self._refuse(context, error, method_name, record)
         finally:
             if record.code is grpc.StatusCode.OK:
                 record.code = context.code() or grpc.StatusCode.OK
             request_context.log_access(record)
 
     def _begin(self, method_name: str, context: Context) -> tuple[CallRecord, Metadata]:
+        pairs = _call_metadata.get(None) or context.invocation_metadata() or ()
         # Text metadata only (binary `-bin` headers left out), read once for every step.
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        metadata = {k: v for k, v in pairs if isinstance(v, str)}
         record = request_context.begin(method_name, metadata, context.peer(), self._trusted_proxies)
         # In the trailers, which leave with the status in one batch: sending it as initial
         # metadata cost a batch of its own, the dearest single step of a refused call.
@@ -188,8 +195,10 @@ class RequestChain(AsyncServerInterceptor):
         authorize_call(method_name, principal, message)
         return request
 
-    def _refuse(self, context: Context, error: Exception, method_name: str) -> int:
+    async def _refuse(
+        self, context: Context, error: Exception, method_name: str, record: CallRecord
+    ) -> None:
+        """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
         status = self._errors.status_of(error, method_name)
-        refuse(context, status)
-        code: int = status.code
-        return code
+        record.code = status.code
+        await refuse(context, status)

@@ -45,15 +45,16 @@ class ErrorMapping:
         return status
 
 
-def refuse(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
-    """Make `status` the call's outcome. grpc sends it when the handler returns, with the
-    initial metadata in the same batch; `context.abort` would cost an exception through
-    every frame of the chain as well."""
+async def refuse(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
+    """End the call with `status` (raises grpc's AbortError, which grpc expects to see).
+
+    Not `set_code` and return: grpc would then send an empty response message before the
+    status, which the gateway's transcoder renders as the body (`{}`) instead of the error.
+    """
     rich = rpc_status.to_status(status)
-    context.set_code(rich.code)
-    context.set_details(rich.details)
     # Added to what the call already carries (its request id).
-    context.set_trailing_metadata((*context.trailing_metadata(), *rich.trailing_metadata))
+    trailing = (*context.trailing_metadata(), *rich.trailing_metadata)
+    await context.abort(rich.code, rich.details, trailing)
 
 
 def to_status(error: R3mesError, domain: str) -> status_pb2.Status:
