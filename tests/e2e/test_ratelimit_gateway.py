@@ -89,7 +89,6 @@ async def test_the_call_past_the_quota_is_a_429_with_the_ratelimit_headers(stack
     async with rest_from(stack, "127.0.0.2") as rest:
         replies = [await rest.get("/v1/network/stats") for _ in range(5)]
 
-    print("PROBE", [(r.status_code, dict(r.headers), r.text) for r in replies])
     assert [reply.status_code for reply in replies] == [200, 200, 200, 200, 429]
     assert {reply.headers["ratelimit-policy"] for reply in replies} == {'"read";q=4;w=3600'}
     assert [reply.headers["ratelimit"] for reply in replies[:4]] == [
