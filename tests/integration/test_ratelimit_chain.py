@@ -228,3 +228,25 @@ async def test_a_bad_policy_file_stops_the_service_naming_the_entry(
 
     assert str(refused.value).startswith(f"rate-limit policies {path}: ")
     assert named in str(refused.value)
+
+
+def documented_headers() -> dict[str, str]:
+    """The example headers of docs/ratelimits.md."""
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "ratelimits.md").read_text()
+    block = documented.split("ratelimit-policy: ", 1)[1].split("```", 1)[0]
+    lines = f"ratelimit-policy: {block}".strip().splitlines()
+    return dict(tuple(line.split(": ", 1)) for line in lines)  # type: ignore[misc]
+
+
+async def test_a_first_read_under_the_shipped_policies_gets_the_documented_headers(
+    tmp_path: Path,
+) -> None:
+    expected = documented_headers()
+    settings = Settings(data_dir=tmp_path, internal_token=TOKEN)  # the shipped policy file
+    async with limited_server(settings) as (_, channel):
+        headers = dict(
+            await (await balance(channel, wallet=new_wallet_address())).initial_metadata()
+        )
+
+    assert len(expected) == 2
+    assert {name: headers[name] for name in expected} == expected

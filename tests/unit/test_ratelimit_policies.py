@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from services.core.ratelimit import Rate, load_policies
@@ -54,3 +57,24 @@ def test_a_rate_is_calls_per_period(text: str, rate: Rate) -> None:
 def test_a_malformed_rate_is_refused(text: object) -> None:
     with pytest.raises(ValueError, match="rate"):
         parse_rate(text)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "ratelimits.md"
+
+
+def documented_block(language: str) -> str:
+    match = re.search(rf"```{language}\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert match is not None
+    return match[1]
+
+
+def test_the_documented_policy_file_loads_as_described(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(documented_block("yaml"))
+
+    policies = load_policies(path)
+
+    assert policies.for_method("/r3mes.users.v1.UsersService/GetUser").rate == Rate(100, 30.0)
+    assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").name == "write"
+    assert policies.internal is not None
+    assert policies.internal.rate == Rate(1000, 1.0)
