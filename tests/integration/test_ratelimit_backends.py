@@ -3,6 +3,7 @@ the Redis script (on a redis-server of this module's own) with the same clock pa
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -152,3 +153,13 @@ async def test_redis_uses_its_own_clock_when_none_is_given(redis_server: RedisSe
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert 19.0 < decisions[-1].retry_after_seconds <= 20.0
     await limiter.close()
+
+
+async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) -> None:
+    wallet = subject()
+
+    decisions = await asyncio.gather(
+        *(limiter.decide("p", Rate(20, 60.0), [wallet]) for _ in range(100))
+    )
+
+    assert sum(decision.allowed for decision in decisions) == 20
