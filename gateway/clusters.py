@@ -6,6 +6,7 @@ import ipaddress
 from typing import Any
 
 from gateway.catalog import Upstream
+from gateway.limits import circuit_breakers
 from gateway.typed import typed
 
 CONNECT_TIMEOUT = "1s"
@@ -58,6 +59,7 @@ def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
         **_discovery(host),
         "connect_timeout": CONNECT_TIMEOUT,
         "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": circuit_breakers(),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "extensions.upstreams.http.v3",

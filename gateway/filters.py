@@ -85,6 +85,27 @@ def strip_internal_headers() -> dict[str, Any]:
     )
 
 
+# Names gRPC allows in metadata (lowercase letters, digits, `-`, `_`, `.`) and pseudo-headers.
+# HTTP allows more (`a!b`, `%x`); a gRPC server refuses a call carrying one with INTERNAL
+# "Illegal header key", so such a header never reaches a service. Full-match regex (RE2): a
+# name that is not a pseudo-header and holds any other character.
+_NOT_GRPC_METADATA = r"[^:][0-9a-z_.\-]*[^0-9a-z_.\-].*|[^0-9a-z_.\-:].*"
+
+
+def drop_non_grpc_headers() -> dict[str, Any]:
+    """Remove request headers whose names gRPC metadata cannot carry (HTTP/1 names arrive
+    lowercased, so only the characters matter)."""
+    return _filter(
+        "r3mes.drop_non_grpc_headers",
+        "header_mutation.v3.HeaderMutation",
+        mutations={
+            "request_mutations": [
+                {"remove_on_match": {"key_matcher": {"safe_regex": {"regex": _NOT_GRPC_METADATA}}}}
+            ]
+        },
+    )
+
+
 def body_limit(max_request_bytes: int) -> dict[str, Any]:
     # Every RPC is unary, so buffering a whole request costs nothing a streaming call would need.
     # Envoy refuses with 413 a body it has to buffer beyond this: every REST body, and gRPC or
@@ -123,13 +144,16 @@ def json_transcoder(descriptor_path: Path, max_request_bytes: int) -> dict[str, 
 
 
 def router() -> dict[str, Any]:
-    return _filter("envoy.filters.http.router", "router.v3.Router")
+    # No x-envoy-upstream-service-time (nor any other x-envoy-*) in replies, nor in what reaches
+    # the services: callers learn nothing of what runs behind the port.
+    return _filter("envoy.filters.http.router", "router.v3.Router", suppress_envoy_headers=True)
 
 
 def http_filters(descriptor_path: Path, max_request_bytes: int) -> list[dict[str, Any]]:
     return [
         cors(),
         strip_internal_headers(),
+        drop_non_grpc_headers(),
         body_limit(max_request_bytes),
         grpc_web(),
         json_transcoder(descriptor_path, max_request_bytes),

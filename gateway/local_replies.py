@@ -34,6 +34,10 @@ def status_json(code: int, message: str) -> dict[str, Any]:
     return {"code": code, "message": message, "details": []}
 
 
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
 def _is_rest() -> dict[str, Any]:
     """Matches REST calls; gRPC and gRPC-Web calls read a local reply from grpc-status and
     grpc-message, which Envoy sets itself (a JSON body would become their grpc-message).
@@ -76,6 +80,10 @@ def _mapper(http_status: int, code: int) -> dict[str, Any]:
             "json_format": status_json(code, "%LOCAL_REPLY_BODY%"),
             "content_type": "application/json",
         },
+        # Envoy's access log derives a gRPC status from a reply's grpc-status header, else from
+        # its HTTP status by gRPC's own mapping (400 would be INTERNAL): the header makes the log
+        # say the code the client actually received in the body.
+        "headers_to_add": [_header("grpc-status", str(code))],
     }
     if http_status == 404:
         # Envoy's only 404 is the unknown-path route, whose own body is empty.
@@ -83,18 +91,26 @@ def _mapper(http_status: int, code: int) -> dict[str, Any]:
     return mapper
 
 
-def _grpc_body_too_large() -> dict[str, Any]:
-    # gRPC's own HTTP mapping turns 413 into UNKNOWN; RESOURCE_EXHAUSTED is what a gRPC server
-    # says for an oversized message, so gRPC clients get that (Envoy keeps a grpc-status it
-    # finds on a local reply).
+# gRPC's own HTTP mapping would make these UNKNOWN (408, 413) or UNAVAILABLE (504, which says
+# "retry now" where the call has simply run out of time). Envoy keeps a grpc-status it finds on a
+# local reply, so gRPC and gRPC-Web callers get what a gRPC server would have said.
+_GRPC_STATUS_OF_HTTP_STATUS: dict[int, tuple[int, str]] = {
+    408: (code_pb2.DEADLINE_EXCEEDED, "the request did not arrive in time"),
+    413: (code_pb2.RESOURCE_EXHAUSTED, "the request is too large"),
+    431: (code_pb2.RESOURCE_EXHAUSTED, "the request headers are too large"),
+    504: (code_pb2.DEADLINE_EXCEEDED, "the call took longer than the gateway allows"),
+}
+
+
+def _grpc_mapper(http_status: int, code: int, message: str) -> dict[str, Any]:
     return {
-        "filter": _status_is(413),
-        "headers_to_add": [
-            {
-                "header": {"key": "grpc-status", "value": str(code_pb2.RESOURCE_EXHAUSTED)},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
+        "filter": _status_is(http_status),
+        # gRPC-Web calls are not gRPC to Envoy's local replies, and the gRPC-Web filter would
+        # replace the status by gRPC's HTTP mapping unless the reply looks like gRPC already:
+        # HTTP 200 and no body, status and message in the headers (a trailers-only reply).
+        "status_code": 200,
+        "body": {"inline_string": ""},
+        "headers_to_add": [_header("grpc-status", str(code)), _header("grpc-message", message)],
     }
 
 
@@ -104,4 +120,5 @@ def local_reply_config() -> dict[str, Any]:
     Envoy applies the first mapper that matches, so the REST mappers come first.
     """
     rest = [_mapper(status, code) for status, code in _CODE_OF_HTTP_STATUS.items()]
-    return {"mappers": [*rest, _grpc_body_too_large()]}
+    grpc = [_grpc_mapper(status, *reply) for status, reply in _GRPC_STATUS_OF_HTTP_STATUS.items()]
+    return {"mappers": [*rest, *grpc]}

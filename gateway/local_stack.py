@@ -13,8 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
 from gateway.render import ROOT
 from services.core.settings import SERVICE_NAMES, ServiceName
 
@@ -43,11 +42,10 @@ def free_port() -> int:
 class StackPorts:
     grpc: Mapping[ServiceName, int]
     gateway: int
-    admin: int
 
     @classmethod
     def pick(cls) -> StackPorts:
-        return cls({name: free_port() for name in SERVICE_NAMES}, free_port(), free_port())
+        return cls({name: free_port() for name in SERVICE_NAMES}, free_port())
 
 
 def stack_environment(
@@ -66,7 +64,6 @@ def stack_environment(
             "R3MES_INTERNAL_TOKEN": internal_token,
             "R3MES_LOG_JSON": "false",
             "R3MES_GATEWAY_PORT": str(ports.gateway),
-            "R3MES_GATEWAY_ADMIN_PORT": str(ports.admin),
         }
     )
     for name, port in ports.grpc.items():
@@ -103,6 +100,23 @@ class LocalStack:
     def grpc_target(self, name: ServiceName) -> str:
         return f"{LOOPBACK}:{self.ports.grpc[name]}"
 
+    @property
+    def admin(self) -> AdminEndpoint:
+        """Envoy's admin: its unix socket in the data folder, unless the environment asks for a
+        port."""
+        port = self.environment.get("R3MES_GATEWAY_ADMIN_PORT")
+        if port:
+            return int(port)
+        return admin_socket(Path(self.environment["R3MES_DATA_DIR"]))
+
+    def pid_of(self, name: str) -> int:
+        return next(s.process.pid for s in self.started if s.name == name)
+
+    def log_of(self, name: str) -> str:
+        """Everything the process has written so far."""
+        log = next(s.log for s in self.started if s.name == name)
+        return log.read_text(errors="replace")
+
     def _spawn(self, name: str, command: list[str]) -> None:
         log = self.work_dir / f"{name}.log"
         with log.open("wb") as output:
@@ -133,7 +147,7 @@ class LocalStack:
         for name in SERVICE_NAMES:
             self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
         if any(s.name == "envoy" for s in self.started):
-            self._wait(partial(envoy_ready, self.ports.admin), "envoy", deadline)
+            self._wait(partial(envoy_ready, self.admin), "envoy", deadline)
 
     def _wait(self, probe: Callable[[], bool], name: str, deadline: float) -> None:
         while not probe():
@@ -180,14 +194,6 @@ def grpc_serving(target: str) -> bool:
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def envoy_ready(admin_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{admin_port}/ready", timeout=0.5) as reply:
-            return bool(reply.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @contextmanager

@@ -12,9 +12,11 @@ from typing import Any
 
 import yaml
 
+from gateway.admin import admin_config
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
 from gateway.filters import cors_policy, http_filters
+from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
@@ -25,7 +27,6 @@ DEFAULT_DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 DEFAULT_OUTPUT = ROOT / "build" / "envoy.yaml"
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 UNKNOWN_PATH_CLUSTER = "unknown_path"
-ADMIN_HOST = "127.0.0.1"
 GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
 
 _TEXT_ACCESS_LOG = (
@@ -73,8 +74,12 @@ def _service_routes(timeout: str) -> list[dict[str, Any]]:
             "match": {"prefix": upstream.grpc_prefix},
             "route": {
                 "cluster": upstream.name,
+                # The route timeout alone, for REST and gRPC alike: a `max_stream_duration` with
+                # `grpc_timeout_header_max` would replace it (so REST calls had no limit at all)
+                # and end a gRPC call by resetting its stream (INTERNAL "RST_STREAM"). A gRPC
+                # client's shorter deadline still applies: the client enforces it, and it
+                # reaches the service in grpc-timeout.
                 "timeout": timeout,
-                "max_stream_duration": {"grpc_timeout_header_max": timeout},
                 # Only failures where the request never reached a service: safe for every RPC.
                 "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
             },
@@ -147,17 +152,10 @@ def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dic
         "always_set_request_id_in_response": True,
         "normalize_path": True,
         "merge_slashes": True,
-        "request_headers_timeout": "10s",
-        "common_http_protocol_options": {
-            "idle_timeout": "300s",
-            # `x_r3mes_internal_token` must not reach a service that folds `_` into `-`.
-            "headers_with_underscores_action": "DROP_HEADER",
-        },
-        "http2_protocol_options": {
-            "max_concurrent_streams": 100,
-            "initial_stream_window_size": 65536,
-            "initial_connection_window_size": 1048576,
-        },
+        **connection_manager_limits(settings),
+        # Say nothing about what runs here: no `server: envoy` on Envoy's own replies, and the
+        # services send none.
+        "server_header_transformation": "PASS_THROUGH",
         "access_log": _access_log(settings.log_json),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings),
@@ -169,12 +167,7 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
     """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable)."""
     return {
         "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
-        "admin": {
-            # Admin can stop Envoy and rewrite its state: loopback only, never published.
-            "address": {
-                "socket_address": {"address": ADMIN_HOST, "port_value": settings.gateway_admin_port}
-            }
-        },
+        "admin": admin_config(settings),
         "static_resources": {
             "listeners": [
                 {

@@ -23,7 +23,8 @@ from typing import TextIO
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
-from gateway.local_stack import envoy_ready, grpc_serving
+from gateway.admin import admin_endpoint, describe, envoy_ready
+from gateway.local_stack import grpc_serving
 from gateway.render import DEFAULT_DESCRIPTOR, ROOT
 from services.core.settings import SERVICE_NAMES, Settings
 from services.core.testing import new_wallet_address
@@ -75,7 +76,7 @@ def banner(settings: Settings) -> str:
 R3MES is running.
   REST (HTTP/JSON), gRPC-Web, gRPC: {base_url}
   gRPC directly:                    {grpc_ports}
-  Envoy admin (loopback only):      http://127.0.0.1:{settings.gateway_admin_port}
+  Envoy admin:                      {describe(admin_endpoint(settings))}
   API description:                  gateway/openapi.json, docs/api.md
 Try:
   curl -s -X POST {base_url}/v1/users -H 'content-type: application/json' \\
@@ -100,7 +101,7 @@ def announce_when_ready(manager: Manager, settings: Settings) -> threading.Threa
     host = _display_host(settings.listen_host)
     probes: list[Callable[[], bool]] = [
         *(partial(grpc_serving, f"{host}:{settings.port_of(name)}") for name in SERVICE_NAMES),
-        partial(envoy_ready, settings.gateway_admin_port),
+        partial(envoy_ready, admin_endpoint(settings)),
     ]
 
     def announce() -> None:

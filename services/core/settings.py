@@ -159,8 +159,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
     gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
-    gateway_admin_port: int = Field(
-        9901, ge=1, le=65535, description="Envoy admin, on loopback only."
+    gateway_admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
+        "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
+        "reach.",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],

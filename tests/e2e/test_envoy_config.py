@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from gateway.serve import envoy_binary
 from services.core.settings import Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def settings(**values: Any) -> Settings:
@@ -112,3 +114,45 @@ def test_the_gateway_sends_services_one_client_address_of_its_own_choosing() -> 
     )
     assert added["x-forwarded-for"]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
     assert "x-r3mes-internal-token" in virtual_host["request_headers_to_remove"]
+
+
+def documented_gateway_limits() -> dict[str, str]:
+    """Envoy field -> value, from the table of docs/operations.md's "Gateway limits"."""
+    text = OPERATIONS_DOC.read_text()
+    section = text.split("## Gateway limits", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
+    limits = {}
+    for cells in rows[1:]:  # the first row is the heading
+        field, value = (re.fullmatch(r"\s*`([^`]+)`\s*", cell) for cell in cells[1:3])
+        assert field, cells
+        assert value, cells
+        limits[field.group(1)] = value.group(1)
+    return limits
+
+
+def values_at(tree: Any, path: list[str]) -> list[Any]:
+    """Every value reached by `path` (keys nested in that order) anywhere in `tree`."""
+    found = []
+    if isinstance(tree, dict):
+        node: Any = tree
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            found.append(node)
+        children = list(tree.values())
+    else:
+        children = tree if isinstance(tree, list) else []
+    for child in children:
+        found += values_at(child, path)
+    return found
+
+
+def test_the_documented_gateway_limits_are_the_rendered_ones() -> None:
+    config = build_config(settings(), DEFAULT_DESCRIPTOR)
+    documented = documented_gateway_limits()
+
+    assert len(documented) >= 10
+    for field, value in documented.items():
+        rendered = values_at(config, field.split("."))
+        assert rendered, f"{field} is not in the rendered configuration"
+        assert {str(v) for v in rendered} == {value}, field
