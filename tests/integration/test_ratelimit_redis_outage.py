@@ -71,6 +71,10 @@ def job_log(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogR
     ]
 
 
+def limiter_log(caplog: pytest.LogCaptureFixture, start: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith(start)]
+
+
 async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
     tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -98,6 +102,8 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
     assert len(failures) == 1
     assert "ratelimit_redis_failure=open" in str(failures[0].exc_info[1])  # type: ignore[index]
     assert len(job_log(caplog, "background job recovered")) == 1
+    assert len(limiter_log(caplog, "rate limiter lost Redis")) == 1
+    assert len(limiter_log(caplog, "rate limiter reached Redis again")) == 1
     # Counting resumes: the calls admitted unchecked were not charged, but for the first, whose
     # script was already on its way when the client gave up; the hung Redis ran it on waking.
     assert after["ratelimit"] == '"read";r=0;t=3600'

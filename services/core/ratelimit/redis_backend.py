@@ -10,11 +10,14 @@ explicit `now` instead, through the `clock` argument.
 
 When Redis cannot be reached the limiter stops asking it (so calls do not each wait for a
 timeout) and raises LimiterUnavailable at once, until `probe` (run by the service as a
-background job, in health as `<service>.ratelimit`) reaches Redis again.
+background job, in health as `<service>.ratelimit`) reaches Redis again. Each change is logged
+once: here when a decision finds Redis gone and when the probe finds it back, by the background
+job when the probe itself fails and recovers.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import redis.asyncio
@@ -23,6 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from services.core.ratelimit.gcra import MICROSECONDS, Decision, Rate
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "r3mes:rl:"
 
@@ -102,7 +107,12 @@ class RedisLimiter:
                 args=[rate.interval_us, rate.period_us, now],
             )
         except RedisError as error:
-            self.available = False
+            if self.available:
+                self.available = False
+                logger.warning(
+                    "rate limiter lost Redis; the failure policy applies until it answers",
+                    extra={"redis": self._description, "error": str(error)},
+                )
             raise LimiterUnavailable(f"{self._description} is unreachable: {error}") from error
         return Decision.of(rate, subjects[index - 1], bool(allowed), wait, reset)
 
@@ -116,7 +126,9 @@ class RedisLimiter:
                 f"{self._description} is unreachable: {error}; the failure policy applies "
                 "to every rate-limited call until it answers"
             ) from error
-        self.available = True
+        if not self.available:
+            self.available = True
+            logger.warning("rate limiter reached Redis again", extra={"redis": self._description})
 
     async def close(self) -> None:
         await self._client.aclose()
