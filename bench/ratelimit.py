@@ -139,8 +139,9 @@ def measure(work: Path, server: RedisServer, args: argparse.Namespace) -> dict[s
             targets[name], stacks_by_name[name] = stack.grpc_target("users"), stack
             h2load(targets[name], body, "--requests=300", args.clients, args.streams)  # warm-up
         per_round = f"--requests={args.requests // args.rounds}"
-        for _ in range(args.rounds):
-            for name in CONFIGURATIONS:
+        for turn in range(args.rounds):
+            # Each round in another order: no configuration always follows the same one.
+            for name in (*CONFIGURATIONS[turn % 3 :], *CONFIGURATIONS[: turn % 3]):
                 before = asyncio.run(command_calls(server))
                 load = h2load(targets[name], body, per_round, args.clients, args.streams)
                 after = asyncio.run(command_calls(server))
