@@ -141,7 +141,10 @@ def measure(work: Path, server: RedisServer, args: argparse.Namespace) -> dict[s
         per_round = f"--requests={args.requests // args.rounds}"
         for turn in range(args.rounds):
             # Each round in another order: no configuration always follows the same one.
-            for name in (*CONFIGURATIONS[turn % 3 :], *CONFIGURATIONS[: turn % 3]):
+            for name in (
+                *CONFIGURATIONS[turn % len(CONFIGURATIONS) :],
+                *CONFIGURATIONS[: turn % len(CONFIGURATIONS)],
+            ):
                 before = asyncio.run(command_calls(server))
                 load = h2load(targets[name], body, per_round, args.clients, args.streams)
                 after = asyncio.run(command_calls(server))

@@ -163,3 +163,18 @@ async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) ->
     )
 
     assert sum(decision.allowed for decision in decisions) == 20
+
+
+async def test_redis_loads_the_script_again_when_the_server_forgot_it(
+    redis_server: RedisServer, clock: Seconds
+) -> None:
+    client = redis.asyncio.from_url(redis_server.url)
+    limiter = RedisLimiter(client, "test redis", clock)
+    wallet = subject()
+    await limiter.decide("p", PER_MINUTE_3, [wallet])
+
+    await client.script_flush()  # a restarted or failed-over Redis: NOSCRIPT
+    decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(3)]
+
+    assert [d.allowed for d in decisions] == [True, True, False]
+    await limiter.close()

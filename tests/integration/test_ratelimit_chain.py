@@ -250,3 +250,10 @@ async def test_a_first_read_under_the_shipped_policies_gets_the_documented_heade
 
     assert len(expected) == 2
     assert {name: headers[name] for name in expected} == expected
+
+
+async def test_the_redis_backend_without_a_redis_url_stops_the_service(tmp_path: Path) -> None:
+    settings = limited_settings(tmp_path, ratelimit_backend="redis", credits_port=0)
+
+    with pytest.raises(ValueError, match="ratelimit_backend is redis but redis_url is not set"):
+        await create_limited_server(settings)
