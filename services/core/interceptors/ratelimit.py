@@ -103,7 +103,7 @@ class RateLimiting:
 
 
 class RateLimited(ResourceExhausted):
-    """A refused call; `headers` go with the refusal (the chain adds them to the trailers)."""
+    """A refused call; `headers` go with the refusal, in its trailers."""
 
     reason = "RATE_LIMITED"
 
