@@ -58,6 +58,7 @@ lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
 bench: $(GEN_STAMP) ## Run the benchmarks in bench/ and write bench/results/*.json
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.ratelimit
+	$(BIN)/python -m bench.apikeys
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

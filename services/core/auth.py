@@ -75,6 +75,9 @@ class InternalTokenAuthenticator:
 
 
 def default_authenticators(settings: Settings) -> list[Authenticator]:
-    """What every service accepts unless its server passes its own list (the API-key
-    authenticator joins once the API keys service exists)."""
-    return [InternalTokenAuthenticator(settings.internal_token_value())]
+    """What every service accepts unless its server passes its own list: the internal token
+    and API keys (services.core.apikey_auth, which builds on this module, hence the late
+    import). Servers that hold ServiceClients pass `authenticators_for(settings, clients)`."""
+    from services.core.apikey_auth import standalone_authenticators
+
+    return standalone_authenticators(settings)

@@ -88,6 +88,11 @@ class ServiceClients:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._channels: dict[tuple[ServiceName, bool], grpc.aio.Channel] = {}
+        self._also_close: list[Callable[[], Awaitable[None]]] = []
+
+    def closing(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Also run `close` when the channels close (what a client helper opened besides)."""
+        self._also_close.append(close)
 
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """Calls on this service's own authority (the internal token)."""
@@ -110,6 +115,9 @@ class ServiceClients:
         return self._channels[service, on_behalf]
 
     async def close(self) -> None:
+        for close in reversed(self._also_close):
+            await close()
+        self._also_close.clear()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

@@ -97,11 +97,6 @@ class Settings(BaseSettings):
     )
 
     # Rate limiting (docs/ratelimits.md).
-    redis_url: str | None = Field(
-        None,
-        description="Redis (redis://host:port/db) shared by the services: rate-limit buckets "
-        "live there when it is set.",
-    )
     ratelimit_backend: Literal["memory", "redis", "off"] | None = Field(
         None,
         description="Where rate-limit buckets live: memory (this process only), redis (every "
@@ -129,6 +124,41 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="How often an unreachable Redis is tried again (and health refreshed).",
+    # API keys (the apikeys service and every service's API-key authentication).
+    apikeys_max_active_per_wallet: int = Field(
+        10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
+    )
+    apikeys_challenge_ttl_seconds: float = Field(
+        300.0,
+        ge=30,
+        le=3600,
+        description="How long an ownership challenge may be answered after it is issued.",
+    )
+    apikeys_cache_ttl_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
+        "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
+    )
+    apikeys_cache_max_entries: int = Field(
+        10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
+    )
+    apikeys_last_used_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often the apikeys service writes the keys' last use times, batched.",
+    )
+    apikeys_invalidation_channel: str = Field(
+        "r3mes.apikeys.withdrawn",
+        min_length=1,
+        description="Redis pub/sub channel on which revoked and deleted keys are announced.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:port/db) shared by the services. Unset: revocations "
+        "reach other processes only by the expiry of their cached answers, and rate-limit "
+        "buckets are per process (docs/ratelimits.md).",
     )
 
     grace_period_seconds: float = Field(

@@ -29,12 +29,24 @@ async def running_server(
     create_server: CreateServer, settings: Settings, name: ServiceName
 ) -> AsyncIterator[tuple[ServiceServer, grpc.aio.Channel]]:
     """Start the service on a free port of 127.0.0.1 and yield it with a channel to it."""
+    async with (
+        serving(create_server, settings, name) as (server, target),
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        yield server, channel
+
+
+@asynccontextmanager
+async def serving(
+    create_server: CreateServer, settings: Settings, name: ServiceName
+) -> AsyncIterator[tuple[ServiceServer, str]]:
+    """Start the service on a free port of 127.0.0.1 and yield it with its address, for tests
+    in which other services call it."""
     settings = settings.model_copy(update={f"{name}_port": 0, "listen_host": "127.0.0.1"})
     server, port = await create_server(settings)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield server, channel
+        yield server, f"127.0.0.1:{port}"
     finally:
         await server.stop(grace_seconds=1.0)
 

@@ -6,6 +6,7 @@ from r3mes.credits.v1 import credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
+from services.core.apikey_auth import authenticators_for
 from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
@@ -35,6 +36,7 @@ async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[Ser
         "users",
         [registration(add, servicer, service)],
         closers=[database.dispose, clients.close],
+        authenticators=authenticators_for(settings, clients, clock),
     )
 
 

@@ -49,3 +49,9 @@ def test_the_services_trust_forwarded_addresses_from_the_gateway_alone(
     trusted = compose["services"]["users"]["environment"]["R3MES_TRUSTED_PROXIES"]
 
     assert yaml.safe_load(trusted) == [f"{gateway_address}/32"]
+
+
+def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str, Any]) -> None:
+    for name in ("users", "apikeys", "mining", "credits"):
+        environment = compose["services"][name]["environment"]
+        assert environment["R3MES_REDIS_URL"] == "redis://redis:6379/0"

@@ -1,0 +1,210 @@
+"""Wallet principals from API keys, on every service: `x-api-key: r3mes_...` or
+`authorization: Bearer r3mes_...`.
+
+A key is checked by the apikeys service (ValidateAPIKey, on this service's own authority) and the
+answer is kept for `apikeys_cache_ttl_seconds`, so a busy key costs one RPC per process per TTL.
+That TTL is the bound on how long a revoked or deleted key keeps working anywhere; with Redis
+configured the apikeys service also announces each withdrawn key on a pub/sub channel and every
+process forgets it at once (the TTL still bounds a lost message). A key that fails its checksum
+is refused here, with no RPC. A key that is present but not usable is UNAUTHENTICATED with a
+reason that says why, never anonymous; when the apikeys service cannot answer, UNAVAILABLE.
+
+This module is a client of the apikeys service (as services.core.clients is of all of them),
+hence its grpc import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Protocol
+
+import grpc
+from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
+
+from services.core import validators
+from services.core.auth import Authenticator, InternalTokenAuthenticator, Principal
+from services.core.clients import API_KEY_HEADER, ServiceClients
+from services.core.clock import Clock, utc_now
+from services.core.errors import Unauthenticated, Unavailable
+from services.core.key_cache import KeyCheckCache, KeyInvalidations
+from services.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+AUTHORIZATION_HEADER = "authorization"
+BEARER = "bearer "
+
+
+class KeyStatus(Enum):
+    VALID = "valid"
+    NOT_FOUND = "not_found"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """What ValidateAPIKey said of a key; wallet, key id and expiry only when VALID."""
+
+    status: KeyStatus
+    wallet_address: str | None = None
+    key_id: str | None = None
+    expire_time: datetime | None = None
+
+
+NOT_FOUND = KeyCheck(KeyStatus.NOT_FOUND)
+
+_REFUSALS = {
+    KeyStatus.NOT_FOUND: ("the API key is not valid", "API_KEY_INVALID"),
+    KeyStatus.REVOKED: ("the API key was revoked", "API_KEY_REVOKED"),
+    KeyStatus.EXPIRED: ("the API key has expired", "API_KEY_EXPIRED"),
+}
+
+
+class KeyValidator(Protocol):
+    async def validate(self, secret: str) -> KeyCheck:
+        """The apikeys service's answer for a well-formed key; Unavailable if it cannot tell."""
+
+
+def presented_api_key(metadata: Mapping[str, str]) -> str | None:
+    """The key a call presents, if any: `x-api-key`, else a Bearer `authorization`."""
+    offered = metadata.get(API_KEY_HEADER)
+    if offered is not None:
+        return offered.strip()
+    authorization = metadata.get(AUTHORIZATION_HEADER)
+    if authorization is not None and authorization[: len(BEARER)].lower() == BEARER:
+        return authorization[len(BEARER) :].strip()
+    return None
+
+
+class APIKeyAuthenticator:
+    """Implements services.core.auth.Authenticator for API keys, with the answers cached."""
+
+    def __init__(
+        self,
+        validator: KeyValidator,
+        invalidations: KeyInvalidations,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._validator = validator
+        self._cache: KeyCheckCache[KeyCheck] = invalidations.cache
+        self._invalidations = invalidations
+        self._clock = clock
+        self._pending: dict[bytes, asyncio.Future[KeyCheck]] = {}
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal | None:
+        secret = presented_api_key(metadata)
+        if secret is None:
+            return None
+        check = await self.check(secret)
+        if check.status is KeyStatus.VALID and check.wallet_address is not None:
+            return Principal.wallet(check.wallet_address, credential=secret)
+        # (A VALID answer without a wallet would be a broken one: refused like an unknown key.)
+        message, reason = _REFUSALS.get(check.status, _REFUSALS[KeyStatus.NOT_FOUND])
+        raise Unauthenticated(message, reason=reason)
+
+    async def check(self, secret: str) -> KeyCheck:
+        digest = hashlib.sha256(secret.encode()).digest()
+        cached = self._cache.get(digest)  # only well-formed keys are ever cached
+        if cached is not None and not _past_expiry(cached, self._clock()):
+            return cached
+        try:
+            validators.api_key(secret)
+        except validators.InvalidValue:
+            return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+        self._invalidations.ensure_listening()
+        # One RPC per key however many calls miss the cache at once.
+        pending = self._pending.get(digest)
+        if pending is None:
+            generation = self._cache.generation  # now, not when the task first runs
+            pending = asyncio.ensure_future(self._validate(secret, digest, generation))
+            self._pending[digest] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _validate(self, secret: str, digest: bytes, generation: int) -> KeyCheck:
+        check = await self._validator.validate(secret)
+        # An answer that was in flight while a key was withdrawn may predate it: not kept.
+        self._cache.put(digest, check, check.key_id, if_generation=generation)
+        return check
+
+
+def _past_expiry(check: KeyCheck, now: datetime) -> bool:
+    return check.expire_time is not None and check.expire_time <= now
+
+
+class RemoteKeyValidator:
+    """ValidateAPIKey on the calling service's own authority (its internal token)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = apikeys_pb2_grpc.APIKeysServiceStub(channel)
+
+    async def validate(self, secret: str) -> KeyCheck:
+        try:
+            response = await self._stub.ValidateAPIKey(
+                apikeys_pb2.ValidateAPIKeyRequest(secret=secret)
+            )
+        except grpc.aio.AioRpcError as error:
+            logger.warning("the apikeys service did not answer", extra={"code": error.code().name})
+            raise Unavailable(
+                "API keys cannot be checked right now; retry", reason="API_KEYS_UNAVAILABLE"
+            ) from None
+        status = _STATUSES.get(response.status, KeyStatus.NOT_FOUND)
+        if status is not KeyStatus.VALID:
+            return KeyCheck(status)
+        expire_time = (
+            response.expire_time.ToDatetime(tzinfo=UTC)
+            if response.HasField("expire_time")
+            else None
+        )
+        return KeyCheck(status, response.wallet_address, response.key_id, expire_time)
+
+
+_STATUSES = {
+    apikeys_pb2.VALIDATION_STATUS_VALID: KeyStatus.VALID,
+    apikeys_pb2.VALIDATION_STATUS_NOT_FOUND: KeyStatus.NOT_FOUND,
+    apikeys_pb2.VALIDATION_STATUS_REVOKED: KeyStatus.REVOKED,
+    apikeys_pb2.VALIDATION_STATUS_EXPIRED: KeyStatus.EXPIRED,
+}
+
+
+class _LazyRemoteValidator:
+    """Opens its channel to apikeys on the first key it checks (no server asked for one)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._remote: RemoteKeyValidator | None = None
+
+    async def validate(self, secret: str) -> KeyCheck:
+        if self._remote is None:
+            self._remote = RemoteKeyValidator(ServiceClients(self._settings).channel("apikeys"))
+        return await self._remote.validate(secret)
+
+
+def standalone_authenticators(settings: Settings) -> list[Authenticator]:
+    """For a server that passes no authenticators (services.core.auth.default_authenticators):
+    the same checks, with nothing to close, so without the Redis listener: a withdrawn key is
+    refused there within the cache TTL. Prefer `authenticators_for`."""
+    authenticator = APIKeyAuthenticator(
+        _LazyRemoteValidator(settings), KeyInvalidations.from_settings(settings, listen=False)
+    )
+    return [InternalTokenAuthenticator(settings.internal_token_value()), authenticator]
+
+
+def authenticators_for(
+    settings: Settings, clients: ServiceClients, clock: Clock = utc_now
+) -> list[Authenticator]:
+    """What every service but apikeys accepts: the internal token and API keys (checked by
+    the apikeys service). The Redis listener closes with `clients`."""
+    invalidations = KeyInvalidations.from_settings(settings)
+    clients.closing(invalidations.close)
+    authenticator = APIKeyAuthenticator(
+        RemoteKeyValidator(clients.channel("apikeys")), invalidations, clock
+    )
+    return [InternalTokenAuthenticator(settings.internal_token_value()), authenticator]

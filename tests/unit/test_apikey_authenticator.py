@@ -1,0 +1,221 @@
+"""The API-key authenticator's own rules: which headers carry a key, what is asked of the apikeys
+service and when, and what a cached answer may no longer say. The apikeys service is stood in
+for by a validator that counts the questions (the integration tests use the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.core import validators
+from services.core.apikey_auth import APIKeyAuthenticator, KeyCheck, KeyStatus
+from services.core.auth import PrincipalKind
+from services.core.errors import Unauthenticated, Unavailable
+from services.core.key_cache import KeyCheckCache, KeyInvalidations
+from services.core.testing import FakeClock
+
+WALLET = "remes1nmxc98ww6mdvm6h4anee0pxa8cgdezfclgsdxk"
+TTL = 5.0
+
+
+class CountingValidator:
+    def __init__(self, answer: KeyCheck | None = None) -> None:
+        self.answer = answer or KeyCheck(KeyStatus.VALID, WALLET, "key-1")
+        self.asked = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def validate(self, secret: str) -> KeyCheck:
+        self.asked += 1
+        await self.release.wait()
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ticks() -> Ticks:
+    return Ticks()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 1, 15, 12, 0, tzinfo=UTC))
+
+
+def authenticator(
+    validator: CountingValidator, ticks: Ticks, clock: FakeClock
+) -> tuple[APIKeyAuthenticator, KeyInvalidations]:
+    invalidations = KeyInvalidations(KeyCheckCache(TTL, 100, timer=ticks), None, "unused")
+    return APIKeyAuthenticator(validator, invalidations, clock), invalidations
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda key: {"x-api-key": key},
+        lambda key: {"authorization": f"Bearer {key}"},
+        lambda key: {"authorization": f"bearer {key}"},
+    ],
+    ids=["x-api-key", "Bearer", "bearer"],
+)
+async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_credential(
+    headers: object, ticks: Ticks, clock: FakeClock
+) -> None:
+    auth, _ = authenticator(CountingValidator(), ticks, clock)
+    key = validators.new_api_key()
+
+    principal = await auth.authenticate(headers(key))  # type: ignore[operator]
+
+    assert principal is not None
+    assert (principal.kind, principal.wallet_address, principal.credential) == (
+        PrincipalKind.WALLET,
+        WALLET,
+        key,
+    )
+
+
+@pytest.mark.parametrize("metadata", [{}, {"authorization": "Basic dXNlcjpwYXNz"}])
+async def test_a_call_without_a_key_is_not_this_authenticators_business(
+    metadata: dict[str, str], ticks: Ticks, clock: FakeClock
+) -> None:
+    validator = CountingValidator()
+    auth, _ = authenticator(validator, ticks, clock)
+
+    assert await auth.authenticate(metadata) is None
+    assert validator.asked == 0
+
+
+async def test_a_malformed_key_is_refused_without_asking(ticks: Ticks, clock: FakeClock) -> None:
+    validator = CountingValidator()
+    auth, _ = authenticator(validator, ticks, clock)
+
+    with pytest.raises(Unauthenticated) as raised:
+        await auth.authenticate({"x-api-key": validators.new_api_key()[:-1] + "!"})
+
+    assert raised.value.reason == "API_KEY_INVALID"
+    assert validator.asked == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (KeyStatus.NOT_FOUND, "API_KEY_INVALID"),
+        (KeyStatus.REVOKED, "API_KEY_REVOKED"),
+        (KeyStatus.EXPIRED, "API_KEY_EXPIRED"),
+    ],
+)
+async def test_an_unusable_key_is_unauthenticated_with_the_reason(
+    status: KeyStatus, reason: str, ticks: Ticks, clock: FakeClock
+) -> None:
+    auth, _ = authenticator(CountingValidator(KeyCheck(status)), ticks, clock)
+
+    with pytest.raises(Unauthenticated) as raised:
+        await auth.authenticate({"x-api-key": validators.new_api_key()})
+
+    assert raised.value.reason == reason
+
+
+async def test_an_answer_is_kept_for_the_ttl_and_asked_again_after(
+    ticks: Ticks, clock: FakeClock
+) -> None:
+    validator = CountingValidator()
+    auth, _ = authenticator(validator, ticks, clock)
+    key = validators.new_api_key()
+
+    for _ in range(3):
+        await auth.check(key)
+    ticks.now += TTL - 0.01
+    await auth.check(key)
+    asked_within_ttl = validator.asked
+    ticks.now += 0.02
+    await auth.check(key)
+
+    assert (asked_within_ttl, validator.asked) == (1, 2)
+
+
+async def test_calls_that_miss_at_once_share_one_question(ticks: Ticks, clock: FakeClock) -> None:
+    validator = CountingValidator()
+    validator.release.clear()
+    auth, _ = authenticator(validator, ticks, clock)
+    key = validators.new_api_key()
+
+    waiting = [asyncio.ensure_future(auth.check(key)) for _ in range(10)]
+    await asyncio.sleep(0)
+    validator.release.set()
+    answers = await asyncio.gather(*waiting)
+
+    assert validator.asked == 1
+    assert {answer.status for answer in answers} == {KeyStatus.VALID}
+
+
+async def test_a_withdrawn_key_is_asked_about_again(ticks: Ticks, clock: FakeClock) -> None:
+    validator = CountingValidator()
+    auth, invalidations = authenticator(validator, ticks, clock)
+    key = validators.new_api_key()
+    await auth.check(key)
+
+    await invalidations.key_withdrawn("key-1")
+    validator.answer = KeyCheck(KeyStatus.REVOKED)
+
+    assert (await auth.check(key)).status is KeyStatus.REVOKED
+    assert validator.asked == 2
+
+
+async def test_an_answer_in_flight_while_its_key_is_withdrawn_is_not_kept(
+    ticks: Ticks, clock: FakeClock
+) -> None:
+    validator = CountingValidator()
+    validator.release.clear()
+    auth, invalidations = authenticator(validator, ticks, clock)
+    key = validators.new_api_key()
+
+    in_flight = asyncio.ensure_future(auth.check(key))
+    await asyncio.sleep(0)
+    await invalidations.key_withdrawn("key-1")
+    validator.release.set()
+    await in_flight
+    await auth.check(key)
+
+    assert validator.asked == 2
+
+
+async def test_a_cached_answer_is_not_used_past_the_keys_expiry(
+    ticks: Ticks, clock: FakeClock
+) -> None:
+    validator = CountingValidator(
+        KeyCheck(KeyStatus.VALID, WALLET, "key-1", clock.now + timedelta(seconds=1))
+    )
+    auth, _ = authenticator(validator, ticks, clock)
+    key = validators.new_api_key()
+    await auth.check(key)
+
+    clock.advance(seconds=1)
+    validator.answer = KeyCheck(KeyStatus.EXPIRED)
+
+    assert (await auth.check(key)).status is KeyStatus.EXPIRED
+
+
+async def test_when_the_apikeys_service_cannot_answer_nothing_is_cached(
+    ticks: Ticks, clock: FakeClock
+) -> None:
+    validator = CountingValidator()
+    validator.answer = Unavailable("down", reason="API_KEYS_UNAVAILABLE")  # type: ignore[assignment]
+    auth, _ = authenticator(validator, ticks, clock)
+    key = validators.new_api_key()
+
+    for _ in range(2):
+        with pytest.raises(Unavailable):
+            await auth.check(key)
+
+    assert validator.asked == 2
