@@ -124,6 +124,8 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="How often an unreachable Redis is tried again (and health refreshed).",
+    )
+
     # API keys (the apikeys service and every service's API-key authentication).
     apikeys_max_active_per_wallet: int = Field(
         10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
