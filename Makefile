@@ -16,7 +16,7 @@ help: ## Show this list
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python tools/link_generated.py
 	@touch $@
 
@@ -54,11 +54,19 @@ lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
 
+.PHONY: bench-tools
+bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debian when missing
+	@if ! command -v h2load >/dev/null || ! command -v wrk >/dev/null; then \
+		apt-get update && apt-get install -y nghttp2-client wrk; \
+	fi
+
 .PHONY: bench
-bench: $(GEN_STAMP) ## Run the benchmarks in bench/ and write bench/results/*.json
+bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/results/*.json
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.ratelimit
+	$(BIN)/python -m bench.mining
 	$(BIN)/python -m bench.apikeys
+	$(BIN)/python -m bench.requestpath
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

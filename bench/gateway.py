@@ -1,81 +1,56 @@
 """The gateway's cost: the same GetUser called directly over gRPC and through Envoy, one after
 the other in one run, at the same concurrency, against the same running services.
 
-    python -m bench.gateway [--seconds 3] [--concurrency 8]
+    python -m bench.gateway [--seconds 3] [--connections 2] [--streams 4]
 
-Three paths are measured: gRPC straight to the users service, gRPC through Envoy (the proxy
-alone), and REST/JSON through Envoy (proxy plus transcoding plus an HTTP/1.1 JSON client). The
-headline ratio is REST through Envoy against direct gRPC. Clients, services and Envoy share this
-machine's cores, so the figures are for comparison within a run, not capacity.
+Three paths are measured: gRPC straight to the users service and gRPC through Envoy (the proxy
+alone), both loaded by h2load, and REST/JSON through Envoy (proxy plus transcoding plus an
+HTTP/1.1 JSON client), loaded by wrk with as many connections as h2load has streams in flight.
+The headline ratio is REST through Envoy against direct gRPC. Each path is checked once with a
+Python client first. Load generators, services and Envoy share this machine's cores, so the
+figures are for comparison within a run, not capacity.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import platform
 import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import grpc
-import httpx
-from r3mes.users.v1 import users_pb2, users_pb2_grpc
-
-from bench.load import Call, Measurement, closed_loop
+from bench import checks
+from bench.loadgen import Load, LoadResult, h2load_grpc, wrk_get
+from bench.results import RESULTS_DIR, machine, write_results
 from gateway.local_stack import LocalStack, running_stack
-from services.core.testing import new_wallet_address
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"
-WARM_UP_SECONDS = 0.5
-
-
-def grpc_get_user(stub: users_pb2_grpc.UsersServiceAsyncStub, wallet: str) -> Call:
-    request = users_pb2.GetUserRequest(wallet_address=wallet)
-
-    async def call() -> None:
-        await stub.GetUser(request, timeout=5)
-
-    return call
+RESULTS = RESULTS_DIR / "gateway.json"
+GET_USER = "/r3mes.users.v1.UsersService/GetUser"
+WARM_UP_SECONDS = 1
 
 
-def rest_get_user(client: httpx.AsyncClient, wallet: str) -> Call:
-    path = f"/v1/users/{wallet}"
-
-    async def call() -> None:
-        reply = await client.get(path)
-        reply.raise_for_status()
-
-    return call
-
-
-async def measure(call: Call, concurrency: int, seconds: float) -> Measurement:
-    await closed_loop(call, concurrency, WARM_UP_SECONDS)
-    return await closed_loop(call, concurrency, seconds)
-
-
-async def run(stack: LocalStack, concurrency: int, seconds: float) -> dict[str, Measurement]:
-    wallet = new_wallet_address()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with (
-        httpx.AsyncClient(base_url=stack.rest_url, limits=limits, timeout=10) as rest,
-        grpc.aio.insecure_channel(stack.grpc_target("users")) as direct,
-        grpc.aio.insecure_channel(stack.gateway_target) as through_envoy,
-    ):
-        created = await rest.post("/v1/users", json={"wallet_address": wallet})
-        created.raise_for_status()
-        calls = {
-            "grpc_direct": grpc_get_user(users_pb2_grpc.UsersServiceStub(direct), wallet),
-            "grpc_via_envoy": grpc_get_user(users_pb2_grpc.UsersServiceStub(through_envoy), wallet),
-            "rest_via_envoy": rest_get_user(rest, wallet),
-        }
-        return {name: await measure(call, concurrency, seconds) for name, call in calls.items()}
+def run(stack: LocalStack, load: Load, seconds: int) -> dict[str, LoadResult]:
+    users = stack.grpc_target("users")
+    wallet = checks.create_user(users)
+    request = checks.get_user_request(wallet)
+    checks.get_user_answers(users, request)
+    checks.get_user_answers(stack.gateway_target, request)
+    rest_url = f"{stack.rest_url}/v1/users/{wallet}"
+    checks.rest_answers(rest_url, wallet)
+    paths = {
+        "grpc_direct": f"http://{users}{GET_USER}",
+        "grpc_via_envoy": f"http://{stack.gateway_target}{GET_USER}",
+    }
+    results = {}
+    for name, url in paths.items():
+        h2load_grpc(url, request, load, WARM_UP_SECONDS)
+        results[name] = h2load_grpc(url, request, load, seconds)
+    wrk_get(rest_url, load, WARM_UP_SECONDS)
+    results["rest_via_envoy"] = wrk_get(rest_url, load, seconds)
+    return results
 
 
-def report(results: dict[str, Measurement], concurrency: int, seconds: float) -> dict[str, Any]:
+def report(results: dict[str, LoadResult], load: Load, seconds: int) -> dict[str, Any]:
     direct, proxied, rest = (
         results["grpc_direct"],
         results["grpc_via_envoy"],
@@ -84,15 +59,13 @@ def report(results: dict[str, Measurement], concurrency: int, seconds: float) ->
     return {
         "benchmark": "gateway",
         "call": "UsersService.GetUser of one existing user",
-        "concurrency": concurrency,
+        "concurrency": load.in_flight,
         "seconds_per_path": seconds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "results": {name: m.summary() for name, m in results.items()},
+        "machine": machine(),
+        "results": {name: result.summary() for name, result in results.items()},
         "ratios": {
             "rest_via_envoy_rps_over_grpc_direct": round(rest.rps / direct.rps, 3),
-            "rest_via_envoy_p50_over_grpc_direct": round(
-                rest.percentile_ms(0.5) / direct.percentile_ms(0.5), 3
-            ),
+            "rest_via_envoy_p50_over_grpc_direct": round(rest.p50_ms / direct.p50_ms, 3),
             "grpc_via_envoy_rps_over_grpc_direct": round(proxied.rps / direct.rps, 3),
         },
     }
@@ -112,10 +85,12 @@ def print_report(figures: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per path")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=3, help="measured time per path")
+    parser.add_argument("--connections", type=int, default=2, help="h2load's connections")
+    parser.add_argument("--streams", type=int, default=4, help="h2load's streams per connection")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    load = Load(connections=args.connections, streams_per_connection=args.streams)
     with (
         tempfile.TemporaryDirectory(prefix="r3mes-bench-") as work_dir,
         # Limiter off: it would refuse the thousands of reads of one client (bench.ratelimit
@@ -126,12 +101,10 @@ def main(argv: list[str] | None = None) -> None:
             extra_environment={"R3MES_RATELIMIT_BACKEND": "off"},
         ) as stack,
     ):
-        results = asyncio.run(run(stack, args.concurrency, args.seconds))
-    figures = report(results, args.concurrency, args.seconds)
+        results = run(stack, load, args.seconds)
+    figures = report(results, load, args.seconds)
     print_report(figures)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_results(figures, args.out)
 
 
 if __name__ == "__main__":

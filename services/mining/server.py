@@ -1,21 +1,59 @@
-"""Wiring of the mining service. Its RPCs are declared (protos/r3mes/mining/v1) but not built yet:
-the generated base servicer answers each with UNIMPLEMENTED, after the whole interceptor chain
-(authentication, validation, authorization) has run, as it will for the real handlers."""
+"""Wiring of the mining service: database, unit of work, use cases, servicer, background jobs
+(idempotency sweeper, report pruner and, when a chain RPC URL is set, the block indexer)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-from services.core.lifecycle import ServiceServer, build_server, registration, run
+from services.core.background import PeriodicJob
+from services.core.clock import Clock, utc_now
+from services.core.idempotency import sweeper_job
+from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
+from services.core.pagination import page_tokens_from_settings
 from services.core.settings import Settings
+from services.core.uow import UnitOfWork
+from services.mining.indexer import ChainIndexer
+from services.mining.repository import MiningRepositories
+from services.mining.servicer import MiningServicer
+from services.mining.usecases import MiningUseCases
 
 
-async def create_server(settings: Settings) -> tuple[ServiceServer, int]:
-    # The stubs mark every RPC abstract; the generated class itself answers UNIMPLEMENTED.
-    servicer = mining_pb2_grpc.MiningServiceServicer()  # type: ignore[abstract]
+async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:
+    database = await open_database(settings, "mining")
+    uow = UnitOfWork(database, MiningRepositories.on, attempts=settings.db_retry_attempts)
+    use_cases = MiningUseCases(uow, clock)
+    servicer = MiningServicer(use_cases, page_tokens_from_settings(settings))
+    retention = timedelta(days=settings.mining_report_retention_days)
+
+    async def prune() -> int:
+        return await use_cases.prune_reports(retention)
+
+    jobs = [
+        sweeper_job(
+            uow,
+            lambda repositories: repositories.idempotency,
+            clock,
+            timedelta(days=settings.idempotency_retention_days),
+        ),
+        PeriodicJob("report-pruner", settings.mining_prune_interval_seconds, prune),
+    ]
+    closers = [database.dispose]
+    if settings.chain_rpc_url is not None:
+        indexer = ChainIndexer.from_settings(settings, use_cases)
+        jobs.append(indexer.job())
+        # Closed after the jobs have stopped (the lifecycle stops jobs before closers).
+        closers.append(indexer.close)
     service = mining_pb2.DESCRIPTOR.services_by_name["MiningService"]
     add = mining_pb2_grpc.add_MiningServiceServicer_to_server
-    return build_server(settings, "mining", [registration(add, servicer, service)])
+    return build_server(
+        settings,
+        "mining",
+        [registration(add, servicer, service)],
+        closers=closers,
+        jobs=jobs,
+    )
 
 
 def main() -> None:

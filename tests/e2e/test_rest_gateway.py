@@ -31,9 +31,10 @@ async def test_a_user_created_over_rest_can_be_read_back_over_rest(rest: httpx.A
     user = read.json()["user"]
     assert user["wallet_address"] == wallet
     assert user["create_time"] == created.json()["user"]["create_time"]
-    # Proto field names; credits and mining answer UNIMPLEMENTED so far, so what they would
-    # tell is left out (unknown) rather than shown as zero.
-    assert set(user) == {"wallet_address", "create_time"}
+    # Proto field names; credits answers UNIMPLEMENTED so far, so what it would tell is left
+    # out (unknown) rather than shown as zero. Mining answers: a new wallet is no miner.
+    assert set(user) == {"wallet_address", "create_time", "is_miner"}
+    assert user["is_miner"] is False
 
 
 async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
@@ -41,9 +42,9 @@ async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
 
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-request-id"]
-    # 64-bit integers as strings; the parts credits and mining cannot tell yet are left out.
-    assert set(reply.json()) == {"total_users"}
-    assert reply.json()["total_users"].isdigit()
+    # 64-bit integers as strings; what credits cannot tell yet is left out.
+    assert set(reply.json()) == {"total_users", "active_miners", "block_height"}
+    assert all(reply.json()[name].isdigit() for name in reply.json())
 
 
 async def test_a_bad_wallet_address_is_a_400_status_naming_the_field(

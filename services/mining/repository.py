@@ -1,0 +1,330 @@
+"""Queries of the mining schema.
+
+Rollups and miner totals are added to with one INSERT ... ON CONFLICT DO UPDATE per batch whose
+update adds to the row's own columns: the database decides per row whether it exists, so no
+report is lost to a race, no read-then-write happens, and a batch of 1,000 reports costs a
+handful of statements rather than thousands. (Hand-written here: the kernel's BaseRepository
+has insert_or_ignore but no upsert.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Executable, Row, case, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.db import translate_error
+from services.core.errors import AlreadyExists, TransactionConflict
+from services.core.idempotency import IdempotencyRepository, StoredKey
+from services.core.pagination import Page, PageRequest
+from services.core.repository import BaseRepository
+from services.mining import tables
+from services.mining.domain import (
+    Block,
+    BlockAlreadyExists,
+    DayRollup,
+    MinerTotals,
+    StatsReport,
+)
+
+ModelT = TypeVar("ModelT")
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """One idempotency key to claim, with what the call asked (digested) and answered."""
+
+    key: str
+    fingerprint: str
+    response: str
+
+
+class BatchWriting(BaseRepository[ModelT]):
+    """Writes of many rows in one executemany: compiled once (SQLAlchemy caches it) and sent as
+    one batch, where a multi-row VALUES would be compiled anew for every batch. Hand-written
+    here: the kernel's BaseRepository.execute takes no parameter list."""
+
+    def _dialect_insert(self) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT in the engine's own dialect, which can take an ON CONFLICT clause."""
+        if self._connection.dialect.name == "postgresql":
+            return postgresql.insert(self.table)
+        return sqlite.insert(self.table)
+
+    async def _execute_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        checked = [dict(self._checked(row)) for row in rows]
+        try:
+            await self._connection.execute(statement, checked)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            translated = translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+class ReportRepository(BatchWriting[StatsReport]):
+    table = tables.reports
+
+    def to_domain(self, row: Row[Any]) -> StatsReport:
+        return StatsReport(
+            row.wallet_address,
+            row.hashrate,
+            row.earned_micro_credits,
+            row.observe_time,
+            row.record_time,
+        )
+
+    async def add_many(self, reports: Sequence[StatsReport]) -> None:
+        """Every report in one executemany."""
+        if not reports:
+            return
+        rows = [
+            {
+                "wallet_address": report.wallet_address,
+                "hashrate": report.hashrate,
+                "earned_micro_credits": report.earned_micro_credits,
+                "observe_time": report.observe_time,
+                "record_time": report.record_time,
+            }
+            for report in reports
+        ]
+        await self._execute_many(insert(self.table), rows)
+
+    async def prune(self, observed_before: datetime, limit: int) -> int:
+        """Delete up to `limit` reports observed before the cutoff; returns how many. Bounded,
+        so one pass never holds the write lock (or meets the statement timeout) for long."""
+        c = self.table.c
+        oldest = select(c.id).where(c.observe_time < observed_before).limit(limit)
+        return await self.delete_matching(c.id.in_(oldest.scalar_subquery()))
+
+
+class RollupRepository(BatchWriting[DayRollup]):
+    table = tables.day_rollups
+
+    def to_domain(self, row: Row[Any]) -> DayRollup:
+        # Positional: a year of rows per history read, and Row's by-name access costs more.
+        # The table's columns are in the dataclass's field order.
+        return DayRollup(*tuple(row))
+
+    async def add_many(self, rollups: Sequence[DayRollup]) -> None:
+        """Add each day's sums to its row, creating the rows that do not exist yet."""
+        if not rollups:
+            return
+        c = self.table.c
+        rows = [
+            {
+                "wallet_address": rollup.wallet_address,
+                "day": rollup.day,
+                "report_count": rollup.report_count,
+                "earned_micro_credits": rollup.earned_micro_credits,
+                "hashrate_sum": rollup.hashrate_sum,
+                "hashrate_max": rollup.hashrate_max,
+            }
+            for rollup in rollups
+        ]
+        statement = self._dialect_insert()
+        new = statement.excluded
+        await self._execute_many(
+            statement.on_conflict_do_update(
+                index_elements=[c.wallet_address, c.day],
+                set_={
+                    "report_count": c.report_count + new.report_count,
+                    "earned_micro_credits": c.earned_micro_credits + new.earned_micro_credits,
+                    "hashrate_sum": c.hashrate_sum + new.hashrate_sum,
+                    "hashrate_max": case(
+                        (c.hashrate_max < new.hashrate_max, new.hashrate_max),
+                        else_=c.hashrate_max,
+                    ),
+                },
+            ),
+            rows,
+        )
+
+    async def between(self, wallet_address: str, first: date, last: date) -> list[DayRollup]:
+        """The wallet's rollups of these days: at most one row per day, read by primary key."""
+        c = self.table.c
+        return await self.find_many(
+            c.wallet_address == wallet_address, c.day >= first, c.day <= last, order_by=[c.day]
+        )
+
+
+class MinerRepository(BatchWriting[MinerTotals]):
+    table = tables.miners
+
+    def to_domain(self, row: Row[Any]) -> MinerTotals:
+        return MinerTotals(
+            row.wallet_address,
+            row.first_report_time,
+            row.last_report_time,
+            row.last_hashrate,
+            row.total_earned_micro_credits,
+            row.report_count,
+        )
+
+    async def add_many(self, miners: Sequence[MinerTotals]) -> None:
+        """Fold each wallet's new reports into its totals, creating the wallets not seen yet.
+        The newest observe time gives the last hashrate (reports may arrive out of order)."""
+        if not miners:
+            return
+        c = self.table.c
+        rows = [
+            {
+                "wallet_address": totals.wallet_address,
+                "first_report_time": totals.first_report_time,
+                "last_report_time": totals.last_report_time,
+                "last_hashrate": totals.last_hashrate,
+                "total_earned_micro_credits": totals.total_earned_micro_credits,
+                "report_count": totals.report_count,
+            }
+            for totals in miners
+        ]
+        statement = self._dialect_insert()
+        new = statement.excluded
+        newer = c.last_report_time <= new.last_report_time
+        await self._execute_many(
+            statement.on_conflict_do_update(
+                index_elements=[c.wallet_address],
+                set_={
+                    "first_report_time": case(
+                        (c.first_report_time > new.first_report_time, new.first_report_time),
+                        else_=c.first_report_time,
+                    ),
+                    "last_report_time": case(
+                        (newer, new.last_report_time), else_=c.last_report_time
+                    ),
+                    "last_hashrate": case((newer, new.last_hashrate), else_=c.last_hashrate),
+                    "total_earned_micro_credits": c.total_earned_micro_credits
+                    + new.total_earned_micro_credits,
+                    "report_count": c.report_count + new.report_count,
+                },
+            ),
+            rows,
+        )
+
+    async def get(self, wallet_address: str) -> MinerTotals | None:
+        return await self.find(wallet_address=wallet_address)
+
+    async def active_since(self, since: datetime) -> int:
+        return await self.count(self.table.c.last_report_time >= since)
+
+    async def hashrate_since(self, since: datetime) -> float:
+        """Sum of the last hashrates of the miners whose newest report is at least that new."""
+        c = self.table.c
+        total = select(func.coalesce(func.sum(c.last_hashrate), 0.0)).where(
+            c.last_report_time >= since
+        )
+        return float((await self.execute(total)).scalar_one())
+
+
+class BlockRepository(BaseRepository[Block]):
+    table = tables.blocks
+
+    def to_domain(self, row: Row[Any]) -> Block:
+        return Block(
+            row.height,
+            row.block_hash,
+            row.miner_wallet_address,
+            row.reward_micro_credits,
+            row.block_time,
+            row.record_time,
+        )
+
+    async def add(self, block: Block) -> Block:
+        added = await self.insert_or_ignore(
+            {
+                "height": block.height,
+                "block_hash": block.block_hash,
+                "miner_wallet_address": block.miner_wallet_address,
+                "reward_micro_credits": block.reward_micro_credits,
+                "block_time": block.block_time,
+                "record_time": block.record_time,
+            }
+        )
+        if added is None:
+            raise BlockAlreadyExists(block.height)
+        return added
+
+    async def get(self, height: int) -> Block | None:
+        return await self.find(height=height)
+
+    async def highest(self) -> Block | None:
+        found = await self.find_many(order_by=[self.table.c.height.desc()], limit=1)
+        return found[0] if found else None
+
+    async def found_by(self, miner_wallet_address: str) -> int:
+        return await self.count(self.table.c.miner_wallet_address == miner_wallet_address)
+
+    async def listed(self, miner_wallet_address: str | None, request: PageRequest) -> Page[Block]:
+        c = self.table.c
+        conditions = (
+            [] if miner_wallet_address is None else [c.miner_wallet_address == miner_wallet_address]
+        )
+        return await self.page(
+            *conditions, key=[c.height], size=request.size, after=request.after, descending=True
+        )
+
+
+class MiningIdempotency(IdempotencyRepository, BatchWriting[StoredKey]):
+    table = tables.idempotency_keys
+
+    async def claim_many(
+        self, scope: str, claims: Sequence[KeyClaim], now: datetime
+    ) -> dict[str, StoredKey]:
+        """Claim many keys at once, each stored with its response (the caller knows every
+        result before any effect). Returns the earlier claims of the keys that were taken
+        already, by key; the others are claimed now, until the unit of work ends.
+
+        Two statements for a whole batch, where the kernel's `remembered` costs two per key.
+        A concurrent first claim of one of the keys makes our INSERT wait for it (PostgreSQL's
+        unique index; SQLite's write lock serializes whole units) and then fail: the unit of
+        work is retried, and the retry finds the key taken and replays it."""
+        c = self.table.c
+        keys = [claim.key for claim in claims]
+        earlier = {
+            stored.key: stored for stored in await self.find_many(c.scope == scope, c.key.in_(keys))
+        }
+        rows = [
+            {
+                "scope": scope,
+                "key": claim.key,
+                "fingerprint": claim.fingerprint,
+                "response": claim.response,
+                "create_time": now,
+            }
+            # In key order: two batches sharing keys wait on each other in one order, never in
+            # a cycle (a deadlock PostgreSQL would break by failing one of them).
+            for claim in sorted(claims, key=lambda claim: claim.key)
+            if claim.key not in earlier
+        ]
+        if rows:
+            try:
+                await self._execute_many(insert(self.table), rows)
+            except AlreadyExists as exc:
+                raise TransactionConflict("a concurrent call claimed the same key") from exc
+        return earlier
+
+
+@dataclass(frozen=True)
+class MiningRepositories:
+    """Every repository of the mining schema, on one unit of work's connection."""
+
+    reports: ReportRepository
+    rollups: RollupRepository
+    miners: MinerRepository
+    blocks: BlockRepository
+    idempotency: MiningIdempotency
+
+    @classmethod
+    def on(cls, connection: AsyncConnection) -> MiningRepositories:
+        return cls(
+            reports=ReportRepository(connection),
+            rollups=RollupRepository(connection),
+            miners=MinerRepository(connection),
+            blocks=BlockRepository(connection),
+            idempotency=MiningIdempotency(connection),
+        )
