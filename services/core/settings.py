@@ -171,8 +171,8 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=5,
-        description="Longest wait for Redis on one rate-limit decision; past it Redis counts "
-        "as unreachable.",
+        description="Longest wait for Redis on one rate-limit decision (for a new connection: "
+        "at least 1 s); past it Redis counts as unreachable.",
     )
     ratelimit_redis_probe_seconds: float = Field(
         1.0,

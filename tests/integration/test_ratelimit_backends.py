@@ -178,3 +178,20 @@ async def test_redis_loads_the_script_again_when_the_server_forgot_it(
 
     assert [d.allowed for d in decisions] == [True, True, False]
     await limiter.close()
+
+
+async def test_more_concurrent_calls_than_redis_connections_wait_their_turn(
+    redis_server: RedisServer,
+) -> None:
+    """More decisions at once than the pool has connections: each waits for one, none is
+    taken for an outage (the default pool of redis-py refuses them at once)."""
+    limiter = RedisLimiter.from_url(redis_server.url, 5.0, "open")
+    wallet = subject()
+
+    decisions = await asyncio.gather(
+        *(limiter.decide("p", Rate(20, 60.0), [wallet]) for _ in range(300))
+    )
+
+    assert sum(decision.allowed for decision in decisions) == 20
+    assert limiter.available
+    await limiter.close()

@@ -30,6 +30,7 @@ from services.core.ratelimit.gcra import MICROSECONDS, Decision, Rate
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "r3mes:rl:"
+MAX_CONNECTIONS = 64
 
 # KEYS: the request's buckets. ARGV: emission interval and period (microseconds), and `now`
 # (microseconds; empty: the server's TIME). Returns {admitted 0/1, index of the deciding bucket,
@@ -85,17 +86,25 @@ class RedisLimiter:
 
     @classmethod
     def from_url(cls, url: str, timeout_seconds: float, failure: str) -> RedisLimiter:
-        client = redis.asyncio.from_url(
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            # Calls beyond this many at once wait for a connection (up to the timeout): the
+            # default pool would refuse them at once, and the failure policy would apply to
+            # a busy service as if Redis were down.
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout_seconds,
             socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
+            socket_connect_timeout=max(1.0, timeout_seconds),
             # One try: a retry would double the wait of every call while Redis is away, and
             # the failure policy already says what to do instead.
             retry=Retry(NoBackoff(), 0),
         )
-        host = client.connection_pool.connection_kwargs.get("host", "?")
-        port = client.connection_pool.connection_kwargs.get("port", "?")
-        return cls(client, f"Redis at {host}:{port} (ratelimit_redis_failure={failure})")
+        kwargs = pool.connection_kwargs
+        description = f"Redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        return cls(
+            redis.asyncio.Redis(connection_pool=pool),
+            f"{description} (ratelimit_redis_failure={failure})",
+        )
 
     async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
         if not self.available:
