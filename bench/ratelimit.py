@@ -1,19 +1,20 @@
 """The rate limiter's cost: the cheapest read with the limiter off, in-process and on Redis,
 side by side in one run, load from h2load.
 
-    python -m bench.ratelimit [--requests 3000] [--rounds 10] [--clients 4] [--streams 8]
+    python -m bench.ratelimit [--calls 300] [--rounds 10] [--connections 4] [--streams 4]
 
 The read is UsersService.GetNetworkStats over gRPC straight to the users service (no gateway:
 its cost would hide the limiter's), under a policy too large to ever refuse, so that every call
-pays a whole decision. For each configuration the four services run as processes of their own;
-h2load sends the calls (gRPC is HTTP/2 with a 5-byte frame header before the message).
+pays a whole decision. Each configuration runs as its own four service processes; all three run
+at once and are loaded in turns, round after round in a rotating order, so that whatever else
+this shared machine does weighs on each alike.
 
-Printed per configuration: requests per second from h2load; the p50 of one decision, timed
-around the limiter itself in this process (h2load reports no percentiles); and for Redis the
-round trips per decision, from `INFO commandstats` of this benchmark's own redis-server. Goals:
-exactly one round trip per decision, and at most 10 % fewer requests per second in-process
-than with the limiter off. The services, h2load and Redis share this machine's cores: the
-figures compare within one run, they are not capacity.
+Printed per configuration: requests per second and p50 latency (h2load); the p50 overhead per
+call against the limiter off; the median time of one decision, timed around the limiter itself
+in this process; and for Redis the round trips per call, from `INFO commandstats` of this
+benchmark's own redis-server (each round is a fixed count of calls, so scripts / calls is
+exact). Goals: exactly one round trip per call, at most 10 % fewer requests per second
+in-process than with the limiter off.
 """
 
 from __future__ import annotations
@@ -21,27 +22,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
-import re
 import secrets
-import shutil
-import subprocess
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio
+from r3mes.users.v1 import users_pb2
 
+from bench.loadgen import Load, LoadResult, h2load_grpc
+from bench.results import RESULTS_DIR, machine, write_results
 from gateway.local_stack import running_stack
 from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
 from services.core.testing import RedisServer, own_redis_server
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ratelimit.json"
+RESULTS = RESULTS_DIR / "ratelimit.json"
 METHOD = "/r3mes.users.v1.UsersService/GetNetworkStats"
-EMPTY_MESSAGE_FRAME = b"\x00\x00\x00\x00\x00"  # not compressed, length 0
 # Large enough that no call of the run is refused: every call pays the whole decision.
 POLICIES = """
 policies:
@@ -52,56 +50,7 @@ methods:
 """
 DECISIONS_TIMED = 5000
 CONFIGURATIONS = ("off", "memory", "redis")
-
-
-def h2load(target: str, body: Path, length: str, clients: int, streams: int) -> dict[str, Any]:
-    """`length`: `--duration=<seconds>` or `--requests=<count>`."""
-    executable = shutil.which("h2load")
-    if executable is None:
-        raise SystemExit("h2load is missing: apt-get install -y nghttp2-client")
-    command = [
-        executable,
-        length,
-        f"--clients={clients}",
-        f"--max-concurrent-streams={streams}",
-        f"--data={body}",
-        "--header=content-type: application/grpc",
-        "--header=te: trailers",
-        f"http://{target}{METHOD}",
-    ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    requests = re.search(r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded", output)
-    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
-    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", output)
-    if requests is None or rps is None or mean is None:
-        raise RuntimeError(f"unexpected h2load output:\n{output}")
-    return {
-        "started": int(requests[1]),
-        "requests": int(requests[2]),
-        "succeeded": int(requests[3]),
-        "rps": float(rps[1]),
-        "mean_call_ms": float(mean[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[mean[2]],
-    }
-
-
-async def decision_p50_us(limiter: Limiter) -> float:
-    """The median time of one decision (in this process; for Redis, one round trip)."""
-    rate = Rate(1_000_000_000, 3600.0)
-    durations = []
-    for i in range(DECISIONS_TIMED):
-        started = time.perf_counter()
-        await limiter.decide("bench", rate, [f"wallet:w{i % 64}", "ip:127.0.0.1"])
-        durations.append(time.perf_counter() - started)
-    await limiter.close()
-    durations.sort()
-    return durations[len(durations) // 2] * 1e6
-
-
-async def command_calls(server: RedisServer) -> dict[str, int]:
-    client = redis.asyncio.from_url(server.url)
-    stats = await client.info("commandstats")
-    await client.aclose()
-    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+SCRIPT_COMMANDS = {"time", "get", "set"}  # what the GCRA script calls
 
 
 def environment_of(name: str, policies: Path, server: RedisServer) -> dict[str, str]:
@@ -113,19 +62,34 @@ def environment_of(name: str, policies: Path, server: RedisServer) -> dict[str, 
     }
 
 
+async def command_calls(server: RedisServer) -> dict[str, int]:
+    client = redis.asyncio.from_url(server.url)
+    stats = await client.info("commandstats")
+    await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+async def decision_p50_us(limiter: Limiter) -> float:
+    """The median time of one decision in this process (for Redis: one round trip)."""
+    rate = Rate(1_000_000_000, 3600.0)
+    durations = []
+    for i in range(DECISIONS_TIMED):
+        started = time.perf_counter()
+        await limiter.decide("bench", rate, [f"wallet:w{i % 64}", "ip:127.0.0.1"])
+        durations.append(time.perf_counter() - started)
+    await limiter.close()
+    return statistics.median(durations) * 1e6
+
+
 def measure(work: Path, server: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
-    """The three configurations run at once and are loaded in turns, round after round, so
-    that whatever else this shared machine does weighs on each alike."""
-    policies, body = work / "policies.yaml", work / "request.bin"
+    policies = work / "policies.yaml"
     policies.write_text(POLICIES)
-    body.write_bytes(EMPTY_MESSAGE_FRAME)
-    rows: dict[str, dict[str, Any]] = {
-        name: {"requests": 0, "succeeded": 0, "seconds": 0.0, "call_ms": 0.0}
-        for name in CONFIGURATIONS
-    }
+    load = Load(connections=args.connections, streams_per_connection=args.streams)
+    request = users_pb2.GetNetworkStatsRequest()
+    rounds: dict[str, list[LoadResult]] = {name: [] for name in CONFIGURATIONS}
     scripts = others = 0
     with contextlib.ExitStack() as stacks:
-        targets, stacks_by_name = {}, {}
+        urls, users_logs = {}, {}
         for name in CONFIGURATIONS:
             (work / name).mkdir()
             stack = stacks.enter_context(
@@ -136,46 +100,92 @@ def measure(work: Path, server: RedisServer, args: argparse.Namespace) -> dict[s
                     extra_environment=environment_of(name, policies, server),
                 )
             )
-            targets[name], stacks_by_name[name] = stack.grpc_target("users"), stack
-            h2load(targets[name], body, "--requests=300", args.clients, args.streams)  # warm-up
-        per_round = f"--requests={args.requests // args.rounds}"
+            urls[name] = f"http://{stack.grpc_target('users')}{METHOD}"
+            users_logs[name] = stack
+            h2load_grpc(urls[name], request, load, 0, count=300)  # warm-up
         for turn in range(args.rounds):
-            # Each round in another order: no configuration always follows the same one.
-            for name in (
-                *CONFIGURATIONS[turn % len(CONFIGURATIONS) :],
-                *CONFIGURATIONS[: turn % len(CONFIGURATIONS)],
-            ):
+            shift = turn % len(CONFIGURATIONS)
+            for name in (*CONFIGURATIONS[shift:], *CONFIGURATIONS[:shift]):
                 before = asyncio.run(command_calls(server))
-                load = h2load(targets[name], body, per_round, args.clients, args.streams)
+                rounds[name].append(h2load_grpc(urls[name], request, load, 0, count=args.calls))
                 after = asyncio.run(command_calls(server))
-                row = rows[name]
-                row["requests"] += load["requests"]
-                row["succeeded"] += load["succeeded"]
-                row["seconds"] += load["requests"] / load["rps"]
-                row["call_ms"] += load["mean_call_ms"] * load["requests"]
                 if name == "redis":
                     ran = sum(after.get(c, 0) - before.get(c, 0) for c in ("evalsha", "eval"))
                     scripts += ran
-                    others += sum(after.values()) - sum(before.values()) - ran
-        # A decision Redis did not answer in time makes the next calls skip it (admitted
-        # unchecked) until the probe reaches it: fewer scripts than calls, and logged here.
-        lost = stacks_by_name["redis"].log_of("users").count("rate limiter lost Redis")
-    for row in rows.values():
-        row["rps"] = round(row["requests"] / row.pop("seconds"), 1)
-        row["mean_call_ms"] = round(row.pop("call_ms") / row["requests"], 3)
-    rows["redis"]["redis_scripts"] = scripts
-    # PINGs of the health probe and the INFO of this benchmark: not decisions.
-    rows["redis"]["redis_other_commands"] = others
-    rows["redis"]["redis_lost_during_run"] = lost
+                    # INFO counts the commands the script runs inside Redis too: not trips.
+                    others += (
+                        sum(after[c] - before.get(c, 0) for c in after if c not in SCRIPT_COMMANDS)
+                        - ran
+                    )
+        # A decision Redis does not answer in time makes the next calls skip it (admitted
+        # unchecked) until the probe reaches it again: fewer scripts than calls, and logged.
+        lost = users_logs["redis"].log_of("users").count("rate limiter lost Redis")
+    rows = {name: summary(results) for name, results in rounds.items()}
+    rows["redis"].update(redis_scripts=scripts, redis_other_commands=others, redis_lost=lost)
     return rows
+
+
+def summary(results: list[LoadResult]) -> dict[str, Any]:
+    """Of all rounds: calls, errors, overall requests/s, and the median of the rounds' p50."""
+    calls = sum(r.requests for r in results)
+    return {
+        "requests": calls,
+        "errors": sum(r.errors for r in results),
+        "rps": round(calls / sum(r.requests / r.rps for r in results), 1),
+        "p50_ms": round(statistics.median(r.p50_ms for r in results), 3),
+        "rounds_rps": [round(r.rps, 1) for r in results],
+    }
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    off, memory, on_redis = results["off"], results["memory"], results["redis"]
+    return {
+        "benchmark": "ratelimit",
+        "call": "UsersService.GetNetworkStats over gRPC, straight to the service",
+        "load": f"h2load, {args.connections} connections x {args.streams} streams",
+        "calls_per_round": args.calls,
+        "rounds": args.rounds,
+        "machine": machine(),
+        "results": results,
+        "ratios": {
+            "memory_rps_over_off": round(memory["rps"] / off["rps"], 3),
+            "redis_rps_over_off": round(on_redis["rps"] / off["rps"], 3),
+            "memory_p50_overhead_ms": round(memory["p50_ms"] - off["p50_ms"], 3),
+            "redis_p50_overhead_ms": round(on_redis["p50_ms"] - off["p50_ms"], 3),
+            "redis_round_trips_per_call": round(
+                on_redis["redis_scripts"] / max(1, on_redis["requests"]), 3
+            ),
+        },
+    }
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    print(f"{figures['call']}; {figures['load']}, {figures['rounds']} rounds")
+    print(f"{'limiter':<10}{'calls':>8}{'errors':>8}{'rps':>10}{'p50 ms':>10}{'decision us':>14}")
+    for name, row in figures["results"].items():
+        decision = row.get("decision_p50_us")
+        shown = f"{decision:.1f}" if decision is not None else "-"
+        print(
+            f"{name:<10}{row['requests']:>8}{row['errors']:>8}{row['rps']:>10.1f}"
+            f"{row['p50_ms']:>10.3f}{shown:>14}"
+        )
+    for name, value in figures["ratios"].items():
+        print(f"{name}: {value}")
+    on_redis = figures["results"]["redis"]
+    print(
+        f"redis: {on_redis['redis_scripts']} scripts for {on_redis['requests']} calls, "
+        f"{on_redis['redis_other_commands']} other round trips (probe PINGs, new "
+        "connections, this INFO); "
+        f"Redis lost {on_redis['redis_lost']} times"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=3000, help="calls per configuration")
-    parser.add_argument("--rounds", type=int, default=10, help="turns the calls are split in")
-    parser.add_argument("--clients", type=int, default=4, help="h2load connections")
-    parser.add_argument("--streams", type=int, default=8, help="concurrent calls per connection")
+    parser.add_argument("--calls", type=int, default=300, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=4, help="h2load's connections")
+    parser.add_argument("--streams", type=int, default=4, help="h2load's streams per connection")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     with (
@@ -184,58 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     ):
         results = measure(Path(work), server, args)
         results["memory"]["decision_p50_us"] = asyncio.run(decision_p50_us(InProcessLimiter()))
-        client = redis.asyncio.from_url(server.url)
-        results["redis"]["decision_p50_us"] = asyncio.run(
-            decision_p50_us(RedisLimiter(client, "bench redis"))
-        )
+        limiter = RedisLimiter(redis.asyncio.from_url(server.url), "bench redis")
+        results["redis"]["decision_p50_us"] = asyncio.run(decision_p50_us(limiter))
     figures = report(results, args)
     print_report(figures)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {args.out}")
-
-
-def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    off, memory, redis_row = results["off"], results["memory"], results["redis"]
-    return {
-        "benchmark": "ratelimit",
-        "call": "UsersService.GetNetworkStats over gRPC, straight to the service",
-        "load": f"h2load, {args.clients} connections x {args.streams} streams",
-        "calls_per_configuration": args.requests,
-        "rounds": args.rounds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "results": results,
-        "ratios": {
-            "memory_rps_over_off": round(memory["rps"] / off["rps"], 3),
-            "redis_rps_over_off": round(redis_row["rps"] / off["rps"], 3),
-            # A fixed count of calls, all finished: each reached the limiter once.
-            "redis_round_trips_per_call": round(
-                redis_row["redis_scripts"] / max(1, redis_row["requests"]), 3
-            ),
-        },
-    }
-
-
-def print_report(figures: dict[str, Any]) -> None:
-    print(f"{figures['call']}; {figures['load']}, {figures['calls_per_configuration']} calls each")
-    print(
-        f"{'limiter':<10}{'requests':>10}{'ok':>10}{'rps':>10}{'mean ms':>10}"
-        f"{'decision p50 us':>18}"
-    )
-    for name, row in figures["results"].items():
-        p50 = row.get("decision_p50_us")
-        shown = f"{p50:.1f}" if p50 is not None else "-"
-        print(
-            f"{name:<10}{row['requests']:>10}{row['succeeded']:>10}{row['rps']:>10.1f}"
-            f"{row['mean_call_ms']:>10.1f}{shown:>18}"
-        )
-    for name, value in figures["ratios"].items():
-        print(f"{name}: {value}")
-    redis_row = figures["results"]["redis"]
-    print(
-        f"redis: {redis_row['redis_scripts']} scripts for {redis_row['requests']} calls; "
-        f"Redis lost {redis_row['redis_lost_during_run']} times during the run"
-    )
+    write_results(figures, args.out)
 
 
 if __name__ == "__main__":
