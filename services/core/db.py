@@ -31,6 +31,9 @@ from services.core.settings import ServiceName, Settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Connections per service on SQLite: enough that the calls one process runs at once rarely wait
+# (each costs a driver thread and a file handle, nothing while idle).
+SQLITE_POOL_SIZE = 20
 READ_ONLY = "r3mes_read_only"  # an execution option of ours, read by the SQLite begin hook
 UNIQUE_VIOLATION_SQLSTATE = "23505"
 # Serialization failures and deadlocks: the whole transaction may be retried.
@@ -131,7 +134,15 @@ def database_url(settings: Settings, service: ServiceName) -> URL:
 
 def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
     # SQLite has no schemas: each service has a file of its own, and table names drop the schema.
-    engine = create_async_engine(url, execution_options={"schema_translate_map": {service: None}})
+    engine = create_async_engine(
+        url,
+        execution_options={"schema_translate_map": {service: None}},
+        # Sized to the load, with no overflow: SQLAlchemy's default (5, plus 10 overflow
+        # connections closed again on return) opened a connection, its driver thread and its
+        # PRAGMAs for most calls under load; a queue for the next free connection is cheaper.
+        pool_size=SQLITE_POOL_SIZE,
+        max_overflow=0,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

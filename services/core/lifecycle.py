@@ -35,11 +35,13 @@ from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
 from services.core.workers import is_supervisor, supervise
 
-# The gateway refuses requests whose headers pass 8 KiB (431); the service takes twice that, so
-# it accepts everything the gateway forwards plus the headers the gateway adds on the way. grpc's
-# default is a soft limit of 8 KiB above which a random share of requests is refused, up to a
-# hard limit of 16 KiB: both are set, so that the same request is always answered the same way.
-MAX_METADATA_BYTES = 16384
+# The gateway refuses requests whose headers pass 16 KiB (gateway/limits.py); a service takes
+# 64 KiB, far above that plus what the gateway adds on the way (the original path, the request
+# id, the forwarded address) and grpc's 32 bytes of accounting per header. So an oversized
+# request is always the gateway's refusal. grpc's default is a soft limit of 8 KiB above which
+# a random share of requests is refused, up to a hard limit: both are set, so that the same
+# request is always answered the same way.
+MAX_METADATA_BYTES = 64 * 1024
 # A peer that vanished without closing its connection (and the calls on it) is noticed this fast.
 KEEPALIVE_TIME_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000

@@ -65,9 +65,10 @@ async def test_headers_the_gateway_forwards_are_always_accepted_and_oversized_al
 
     async with running_server(create, Settings(data_dir=tmp_path), "users") as (_, channel):
         echo = cast("Unary", channel.unary_unary(ECHO))
-        # 12 KiB: above grpc's default soft limit (8 KiB), where it refuses a random share.
-        accepted = await _codes(echo, 12 * 1024)
-        refused = await _codes(echo, 20 * 1024)
+        # Above grpc's default soft limit (8 KiB), where it refuses a random share, and above
+        # the gateway's 16 KiB plus what it adds; then above the services' 64 KiB.
+        accepted = await _codes(echo, 24 * 1024)
+        refused = await _codes(echo, 80 * 1024)
 
     assert accepted == Counter({grpc.StatusCode.OK: TRIES})
     [(code, count)] = refused.items()

@@ -61,7 +61,7 @@ class RequestChain(AsyncServerInterceptor):
     ) -> None:
         self._errors = ErrorMapping(error_domain)
         self._authentication = Authentication(authenticators)
-        self._trusted_proxies = tuple(trusted_proxies)
+        self._clients = request_context.ClientAddresses(trusted_proxies)
         self.admission = admission or Admission()
         self._rate_limiting = rate_limiting
         # grpc asks for the handler on every call; the wrapped one is built once per method.
@@ -167,7 +167,7 @@ class RequestChain(AsyncServerInterceptor):
         pairs = _call_metadata.get(None) or context.invocation_metadata() or ()
         # Text metadata only (binary `-bin` headers left out), read once for every step.
         metadata = {k: v for k, v in pairs if isinstance(v, str)}
-        record = request_context.begin(method_name, metadata, context.peer(), self._trusted_proxies)
+        record = request_context.begin(method_name, metadata, context.peer(), self._clients)
         # In the trailers, which leave with the status in one batch: sending it as initial
         # metadata cost a batch of its own, the dearest single step of a refused call.
         context.set_trailing_metadata(((REQUEST_ID_HEADER, record.request_id),))
@@ -201,4 +201,5 @@ class RequestChain(AsyncServerInterceptor):
         """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
         status = self._errors.status_of(error, method_name)
         record.code = status.code
+        request_context.log_access(record)
         await refuse(context, status)

@@ -36,7 +36,7 @@ _ids = random.Random()  # noqa: S311
 class CallRecord:
     """What the access log line of one call says; `code` is set as the call ends."""
 
-    __slots__ = ("client", "code", "method", "request_id", "started")
+    __slots__ = ("client", "code", "logged", "method", "request_id", "started")
 
     def __init__(self, method: str, request_id: str, client: str | None) -> None:
         self.method = method
@@ -44,26 +44,33 @@ class CallRecord:
         self.client = client
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | int = grpc.StatusCode.OK
+        self.logged = False
+
+
+class ClientAddresses:
+    """Who the client of a call is (services.core.network.client_address), remembered per peer
+    and forwarded-for header: parsing addresses and matching networks on every call showed in
+    the profile, and a connection (its peer) and the gateway's headers repeat call after call."""
+
+    def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
+        trusted = tuple(trusted_proxies)
+
+        @lru_cache(maxsize=4096)
+        def resolve(peer: str, forwarded_for: str | None) -> str | None:
+            return client_address(peer, forwarded_for, trusted)
+
+        self.resolve = resolve
 
 
 def begin(
-    method: str, metadata: Mapping[str, str], peer: str, trusted_proxies: Sequence[IPNetwork]
+    method: str, metadata: Mapping[str, str], peer: str, clients: ClientAddresses
 ) -> CallRecord:
     """Open the call's record and make its request id and client address current."""
-    request_id = _request_id(metadata.get(REQUEST_ID_HEADER))
-    client = _client_address(peer, metadata.get(FORWARDED_FOR_HEADER), tuple(trusted_proxies))
+    request_id = request_id_for(metadata.get(REQUEST_ID_HEADER))
+    client = clients.resolve(peer, metadata.get(FORWARDED_FOR_HEADER))
     request_id_var.set(request_id)
     client_address_var.set(client)
     return CallRecord(method, request_id, client)
-
-
-@lru_cache(maxsize=4096)
-def _client_address(
-    peer: str, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]
-) -> str | None:
-    # Parsing addresses and matching networks per call showed in the profile; a connection
-    # (its peer string) and the gateway's headers repeat from call to call.
-    return client_address(peer, forwarded_for, trusted_proxies)
 
 
 def check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -85,6 +92,11 @@ def cancelled_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCo
 
 
 def log_access(record: CallRecord) -> None:
+    """Write the call's line, once: before its status leaves, so that a caller who has the
+    answer can count on the line being written."""
+    if record.logged:
+        return
+    record.logged = True
     # Health checks arrive every few seconds from every balancer: keep them quiet.
     level = logging.DEBUG if record.method.startswith(INFRASTRUCTURE_PREFIX) else logging.INFO
     if not access_log.isEnabledFor(level):
@@ -101,7 +113,7 @@ def log_access(record: CallRecord) -> None:
     )
 
 
-def _request_id(offered: str | None) -> str:
+def request_id_for(offered: str | None) -> str:
     if offered is not None and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isprintable():
         return offered
     return f"{_ids.getrandbits(128):032x}"
