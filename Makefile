@@ -13,10 +13,14 @@ GEN_STAMP := gen/.stamp
 help: ## Show this list
 	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# The install takes minutes the first time: pip says what it fetches (one line per package) rather
+# than nothing at all, and leaves out the lines about what was already there.
 $(STAMP): pyproject.toml
+	@echo "Installing into $(VENV)/ (the first time takes a few minutes) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --progress-bar off -e '.[dev,bench]' | grep -v '^Requirement already satisfied'; \
+		exit $${PIPESTATUS[0]}
 	$(BIN)/python tools/link_generated.py
 	@touch $@
 

@@ -1,8 +1,8 @@
-"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services
-and Envoy, each its own process, on free loopback ports, with a private data folder.
+"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services,
+the front door and Envoy, each its own process, on free loopback ports, with a private data folder.
 
-`make run` uses honcho instead (gateway/run.py) for its prefixed live logs; this module keeps each
-process's output in a file and stops exactly the processes it started.
+`make run` (gateway/run.py) prints their output live instead; this module keeps each process's
+output in a file and stops exactly the processes it started.
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ def free_port() -> int:
 class StackPorts:
     grpc: Mapping[ServiceName, int]
     gateway: int
+    frontdoor: int
+    frontdoor_grpc: int
 
     @classmethod
     def pick(cls) -> StackPorts:
-        return cls({name: free_port() for name in SERVICE_NAMES}, free_port())
+        services = {name: free_port() for name in SERVICE_NAMES}
+        return cls(services, free_port(), free_port(), free_port())
 
 
 def stack_environment(
@@ -64,6 +67,9 @@ def stack_environment(
             "R3MES_INTERNAL_TOKEN": internal_token,
             "R3MES_LOG_JSON": "false",
             "R3MES_GATEWAY_PORT": str(ports.gateway),
+            "R3MES_FRONTDOOR_PORT": str(ports.frontdoor),
+            "R3MES_FRONTDOOR_GRPC_PORT": str(ports.frontdoor_grpc),
+            "R3MES_FRONTDOOR_HOST": LOOPBACK,
         }
     )
     for name, port in ports.grpc.items():
@@ -136,6 +142,9 @@ class LocalStack:
         for name in SERVICE_NAMES:
             self._spawn(name, [sys.executable, "-m", f"services.{name}"])
 
+    def start_front_door(self) -> None:
+        self._spawn("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
+
     def start_envoy(self) -> None:
         # The same command as deploy/ and `make run`: render from the environment, then exec
         # Envoy (so the pid we hold is Envoy's).
@@ -146,6 +155,9 @@ class LocalStack:
         deadline = time.monotonic() + timeout_seconds
         for name in SERVICE_NAMES:
             self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
+        if any(s.name == "frontdoor" for s in self.started):
+            front_door = f"{LOOPBACK}:{self.ports.frontdoor_grpc}"
+            self._wait(partial(grpc_serving, front_door), "frontdoor", deadline)
         if any(s.name == "envoy" for s in self.started):
             self._wait(partial(envoy_ready, self.admin), "envoy", deadline)
 
@@ -215,6 +227,7 @@ def running_stack(
         stack.start_services()
         stack.wait_until_ready(ready_timeout_seconds)
         if with_envoy:
+            stack.start_front_door()
             stack.start_envoy()
             stack.wait_until_ready(ready_timeout_seconds)
         yield stack

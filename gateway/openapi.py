@@ -23,7 +23,6 @@ from google.rpc import error_details_pb2
 from r3mes.common.v1 import options_pb2
 
 from gateway.openapi_schemas import (
-    COMPONENTS_PREFIX,
     WELL_KNOWN,
     Schema,
     SchemaBuilder,
@@ -61,10 +60,24 @@ _ERROR_DETAILS = (
     error_details_pb2.PreconditionFailure,
 )
 
-_INTERNAL_NOTE = (
-    "Internal callers only: the gateway strips the internal token from outside requests, so "
-    "through the gateway this route always answers 401 or 403. Services call it over gRPC."
-)
+# HTTP status -> when the gateway answers it (docs/api.md, "Errors", has the full mapping).
+_ERRORS: dict[str, str] = {
+    "400": "INVALID_ARGUMENT (a BadRequest detail names each bad field), FAILED_PRECONDITION "
+    "or OUT_OF_RANGE; or a body that is not valid JSON.",
+    "401": "UNAUTHENTICATED: no API key was sent, or the key sent was not accepted.",
+    "403": "PERMISSION_DENIED: the API key belongs to another wallet.",
+    "404": "NOT_FOUND: what the call names does not exist (the ErrorInfo reason says what, "
+    "e.g. USER_NOT_FOUND).",
+    "409": "ALREADY_EXISTS, or ABORTED by a concurrent call (safe to retry).",
+    "413": "The request body is larger than the gateway accepts (R3MES_MAX_REQUEST_BYTES).",
+    "429": "RESOURCE_EXHAUSTED: a rate limit, with RetryInfo and QuotaFailure details.",
+    "500": "INTERNAL or UNKNOWN: the message carries an incident id, nothing else.",
+    "501": "UNIMPLEMENTED: the call is declared but not built yet.",
+    "503": "UNAVAILABLE: a service or its storage cannot be reached; retry later.",
+    "504": "DEADLINE_EXCEEDED: the call took longer than the gateway allows.",
+}
+_CREDENTIAL_ERRORS = ("401", "403")
+_BODY_ERRORS = ("413",)
 _ACCESS_NAMES: dict[options_pb2.Access.ValueType, str] = {
     options_pb2.ACCESS_PUBLIC: "public",
     options_pb2.ACCESS_OWN_WALLET: "own_wallet",
@@ -102,9 +115,13 @@ def _bindings(rule: http_pb2.HttpRule) -> Iterator[tuple[str, str, str, str]]:
 
 
 def routes(index: ProtoIndex) -> list[Route]:
+    """The public REST routes. Internal-only RPCs keep their HTTP binding in the protos but are
+    left out: through the gateway they refuse every caller, so a client must not see them."""
     found = []
     for method in index.iter_methods():
         if not method.proto.options.HasExtension(annotations_pb2.http):
+            continue
+        if _access(method) == options_pb2.ACCESS_INTERNAL:
             continue
         rule = method.proto.options.Extensions[annotations_pb2.http]
         for verb, template, body, response_body in _bindings(rule):
@@ -127,11 +144,7 @@ class OperationBuilder:
             "summary": _first_sentence(method.comment) or method.proto.name,
             "description": "\n\n".join(
                 part
-                for part in (
-                    method.comment,
-                    _INTERNAL_NOTE if access == options_pb2.ACCESS_INTERNAL else "",
-                    f"gRPC: `/{method.service}/{method.proto.name}`.",
-                )
+                for part in (method.comment, f"gRPC: `/{method.service}/{method.proto.name}`.")
                 if part
             ),
             "x-r3mes-access": _ACCESS_NAMES.get(access, "unspecified"),
@@ -150,12 +163,24 @@ class OperationBuilder:
                 "description": "The call succeeded.",
                 "content": {"application/json": {"schema": self._response_schema(route)}},
             },
-            "default": {
-                "description": "The call failed: a google.rpc.Status.",
-                "content": {"application/json": {"schema": {"$ref": COMPONENTS_PREFIX + STATUS}}},
-            },
+            **self._error_responses(route, access),
         }
         return operation
+
+    def _error_responses(
+        self, route: Route, access: options_pb2.Access.ValueType
+    ) -> dict[str, Any]:
+        """Every status the gateway may answer this call with, each a google.rpc.Status, so a
+        generated client parses errors into the same type as it does replies."""
+        skip = set(_CREDENTIAL_ERRORS) if access != options_pb2.ACCESS_OWN_WALLET else set()
+        if not route.body:
+            skip.update(_BODY_ERRORS)
+        status = self.schemas.ref(STATUS)
+        return {
+            code: {"description": text, "content": {"application/json": {"schema": status}}}
+            for code, text in _ERRORS.items()
+            if code not in skip
+        }
 
     def _path_parameters(self, route: Route, request: MessageInfo) -> list[dict[str, Any]]:
         parameters = []
@@ -271,15 +296,14 @@ def _error_schemas(schemas: SchemaBuilder) -> None:
     variants = []
     for detail in _ERROR_DETAILS:
         name = detail.DESCRIPTOR.full_name
-        schemas.ref(name)
-        component = schemas.components[name]
+        variants.append(schemas.ref(name))
+        component = schemas.component(name)
         component["properties"] = {
             "@type": {"const": f"type.googleapis.com/{name}"},
             **component["properties"],
         }
         component["required"] = ["@type"]
-        variants.append({"$ref": COMPONENTS_PREFIX + name})
-    status = schemas.components[STATUS]
+    status = schemas.component(STATUS)
     status["description"] = _STATUS_DESCRIPTION
     status["properties"]["details"]["items"] = {
         "anyOf": [*variants, WELL_KNOWN["google.protobuf.Any"]]
@@ -294,8 +318,15 @@ def build_document(files: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     _error_schemas(schemas)
     paths: dict[str, dict[str, Any]] = {}
     seen_ids: dict[str, int] = {}
+    services_of: dict[str, set[str]] = {}
     for route in routes(index):
-        base_id = f"{route.method.service.rsplit('.', 1)[-1]}_{route.method.proto.name}"
+        services_of.setdefault(route.method.proto.name, set()).add(route.method.service)
+    for route in routes(index):
+        # The RPC's name (`CreateUser`), what a generated client names its function after;
+        # prefixed by the service only if two services share it.
+        base_id = route.method.proto.name
+        if len(services_of[base_id]) > 1:
+            base_id = f"{route.method.service.rsplit('.', 1)[-1]}_{base_id}"
         seen_ids[base_id] = seen_ids.get(base_id, 0) + 1
         operation_id = base_id if seen_ids[base_id] == 1 else f"{base_id}_{seen_ids[base_id]}"
         paths.setdefault(route.openapi_path, {})[route.verb] = operations.operation(

@@ -111,12 +111,47 @@ def is_64_bit(field: FieldProto) -> bool:
     return field.type in _INT64_TYPES
 
 
+def _short_name(full_name: str) -> str:
+    """`r3mes.users.v1.User` -> `User`, a nested `pkg.Block.Kind` -> `BlockKind`: the type's own
+    names (capitalized, by proto style) without its package."""
+    parts = full_name.split(".")
+    first_type = next(i for i, part in enumerate(parts) if part[:1].isupper())
+    return "".join(parts[first_type:])
+
+
+def _qualified_name(full_name: str) -> str:
+    """For the rare short name that two packages share: `r3mes.mining.v1.Page` -> `MiningV1Page`
+    (the leading package segment, common to all, is dropped)."""
+    parts = full_name.split(".")
+    first_type = next(i for i, part in enumerate(parts) if part[:1].isupper())
+    package = "".join(part.capitalize() for part in parts[1:first_type])
+    return package + _short_name(full_name)
+
+
+def component_names(index: ProtoIndex) -> dict[str, str]:
+    """Full proto name -> the schema name a generated client turns into a class (`User`,
+    `CreateUserRequest`, `Status`), qualified only where two types would share one."""
+    full_names = [*index.messages, *index.enums]
+    counts: dict[str, int] = {}
+    for full_name in full_names:
+        counts[_short_name(full_name)] = counts.get(_short_name(full_name), 0) + 1
+    return {
+        name: _short_name(name) if counts[_short_name(name)] == 1 else _qualified_name(name)
+        for name in full_names
+    }
+
+
 class SchemaBuilder:
-    """Builds schemas and collects the component schemas they refer to."""
+    """Builds schemas and collects the component schemas they refer to, by component name."""
 
     def __init__(self, index: ProtoIndex) -> None:
         self.index = index
+        self.names = component_names(index)
         self.components: dict[str, Schema] = {}
+
+    def component(self, type_name: str) -> Schema:
+        """The component schema of a message or enum already referred to."""
+        return self.components[self.names[type_name.lstrip(".")]]
 
     def ref(self, type_name: str) -> Schema:
         """A $ref to the message or enum (its component is built on first use), or the inline
@@ -124,13 +159,14 @@ class SchemaBuilder:
         name = type_name.lstrip(".")
         if name in WELL_KNOWN:
             return dict(WELL_KNOWN[name])
-        if name not in self.components:
-            self.components[name] = {}  # a placeholder first, so recursive messages terminate
+        component = self.names[name]
+        if component not in self.components:
+            self.components[component] = {}  # a placeholder, so recursive messages terminate
             if name in self.index.enums:
-                self.components[name] = self._enum_schema(name)
+                self.components[component] = self._enum_schema(name)
             else:
-                self.components[name] = self.message_schema(self.index.message(name))
-        return {"$ref": COMPONENTS_PREFIX + name}
+                self.components[component] = self.message_schema(self.index.message(name))
+        return {"$ref": COMPONENTS_PREFIX + component}
 
     def message_schema(self, info: MessageInfo, omit: frozenset[str] = frozenset()) -> Schema:
         """The object schema of a message; fields named in `omit` (bound to the path) left out."""

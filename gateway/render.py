@@ -16,6 +16,7 @@ from gateway.admin import admin_config
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
 from gateway.filters import cors_policy, http_filters
+from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
 from gateway.typed import typed
@@ -109,7 +110,11 @@ def _route_config(settings: Settings) -> dict[str, Any]:
             {
                 "name": "r3mes",
                 "domains": ["*"],
-                "routes": [*_service_routes(timeout), _unknown_path_route()],
+                "routes": [
+                    *front_door_routes(timeout),
+                    *_service_routes(timeout),
+                    _unknown_path_route(),
+                ],
                 "typed_per_filter_config": {
                     "envoy.filters.http.cors": cors_policy(settings.cors_origins)
                 },
@@ -190,7 +195,10 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
                     ],
                 }
             ],
-            "clusters": [cluster(u, settings.target_of(u.name)) for u in UPSTREAMS],
+            "clusters": [
+                *(cluster(u, settings.target_of(u.name)) for u in UPSTREAMS),
+                *front_door_clusters(settings),
+            ],
         },
         "overload_manager": {
             "resource_monitors": [

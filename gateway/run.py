@@ -1,41 +1,44 @@
-"""`make run`: the four services and Envoy on this machine, each its own process, their output
-interleaved with a prefix per process (honcho). Ctrl-C or SIGTERM stops them all.
+"""`make run`: the four services, the front door and Envoy on this machine, each its own process,
+their output interleaved as `name | line`. Ctrl-C or SIGTERM stops them all.
+
+Before anything starts, every port the suite needs is checked: one already taken is named with
+the setting that moves it, and nothing claims to run. The banner is printed only once the
+gateway's /healthz says every service serves. This module imports no gRPC: it forks its children
+(gateway/supervisor.py), which is unsafe once gRPC's threads exist.
 
 Services migrate their SQLite files under R3MES_DATA_DIR (default data/) as they start.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
-import shlex
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
-from datetime import datetime
-from functools import partial
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import TextIO
 
-from honcho.manager import Manager
-from honcho.printer import Message, Printer
-
-from gateway.admin import admin_endpoint, describe, envoy_ready
-from gateway.local_stack import grpc_serving
-from gateway.render import DEFAULT_DESCRIPTOR, ROOT
+from gateway.admin import ADMIN_HOST, admin_endpoint, describe
+from gateway.runlock import AlreadyRunning, RunLock
+from gateway.supervisor import Supervisor
 from services.core.settings import SERVICE_NAMES, Settings
-from services.core.testing import new_wallet_address
 
+ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
+DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
 
 
 def ensure_generated() -> None:
     """`make run` has generated the code already; `python -m gateway.run` alone may not have."""
-    if not (ROOT / "gen" / "r3mes").is_dir() or not DEFAULT_DESCRIPTOR.is_file():
+    if not (ROOT / "gen" / "r3mes").is_dir() or not DESCRIPTOR.is_file():
         subprocess.run([sys.executable, str(ROOT / "tools" / "protos.py")], cwd=ROOT, check=True)
 
 
@@ -63,96 +66,150 @@ def process_environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
+def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
+    """(setting, host, port) of every socket the suite listens on (port 0: any, not checked)."""
+    host = settings.listen_host
+    ports = [(f"R3MES_{n.upper()}_PORT", host, settings.port_of(n)) for n in SERVICE_NAMES]
+    ports += [
+        ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
+        ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
+        ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
+    ]
+    if settings.gateway_admin_port is not None:  # unset: admin is a unix socket in data_dir
+        ports.append(("R3MES_GATEWAY_ADMIN_PORT", ADMIN_HOST, settings.gateway_admin_port))
+    return [p for p in ports if p[2] != 0]
+
+
+def _in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Ignores connections in TIME_WAIT, never a listener (on Linux, even one that set
+        # SO_REUSEPORT: this probe does not).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def port_problems(settings: Settings) -> list[str]:
+    """Why the suite could not listen where its settings say, one sentence each."""
+    problems, seen = [], dict[int, str]()
+    for setting, host, port in listening_ports(settings):
+        if port in seen:
+            problems.append(f"{setting} and {seen[port]} are both {port}: give each its own port")
+        elif _in_use(host, port):
+            problems.append(
+                f"port {port} ({setting}) is already in use on {host}, perhaps by another "
+                f"`make run`: stop that, or set {setting} to a free port"
+            )
+        seen.setdefault(port, setting)
+    return problems
+
+
+def commands() -> list[tuple[str, list[str]]]:
+    services = [(name, [sys.executable, "-m", f"services.{name}"]) for name in SERVICE_NAMES]
+    front_door = ("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
+    envoy = ("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(ENVOY_CONFIG)])
+    return [*services, front_door, envoy]
+
+
+def command_marker(name: str) -> str:
+    """What each child's command line contains while it runs (gateway.serve becomes Envoy)."""
+    return {"envoy": "envoy", "frontdoor": "gateway.frontdoor"}.get(name, f"services.{name}")
+
+
 def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a comparison
 
 
+def base_url(settings: Settings) -> str:
+    return f"http://{_display_host(settings.listen_host)}:{settings.gateway_port}"
+
+
 def banner(settings: Settings) -> str:
-    host = _display_host(settings.listen_host)
-    base_url = f"http://{host}:{settings.gateway_port}"
+    # Imported only now: services.core.testing loads gRPC, and every child is running already.
+    from services.core.testing import new_wallet_address
+
     wallet = new_wallet_address()
-    grpc_ports = ", ".join(f"{name} {host}:{settings.port_of(name)}" for name in SERVICE_NAMES)
+    url = base_url(settings)
+    host = _display_host(settings.listen_host)
+    grpc_ports = ", ".join(f"{name} {settings.port_of(name)}" for name in SERVICE_NAMES)
     return f"""
-R3MES is running.
-  REST (HTTP/JSON), gRPC-Web, gRPC: {base_url}
-  gRPC directly:                    {grpc_ports}
-  Envoy admin:                      {describe(admin_endpoint(settings))}
-  API description:                  gateway/openapi.json, docs/api.md
+R3MES is running: every service answers its health check.
+  Start here:     {url}/   (API page {url}/docs, health {url}/healthz)
+  REST, gRPC-Web and gRPC: {url}   (grpcurl -plaintext {host}:{settings.gateway_port} list)
+  gRPC per service on {host}: {grpc_ports}
+  Envoy admin: {describe(admin_endpoint(settings))}
 Try:
-  curl -s -X POST {base_url}/v1/users -H 'content-type: application/json' \\
-       -d '{{"wallet_address": "{wallet}"}}'
-  curl -s {base_url}/v1/users/{wallet}
+  curl -s -X POST {url}/v1/users -d '{{"wallet_address": "{wallet}"}}'
+  curl -s {url}/v1/users/{wallet}
 Ctrl-C stops everything.
 """
 
 
-def _wait_for(probes: list[Callable[[], bool]], timeout_seconds: float) -> bool:
-    deadline = time.monotonic() + timeout_seconds
-    for probe in probes:
-        while not probe():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-    return True
+def _healthy(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
-def announce_when_ready(manager: Manager, settings: Settings) -> threading.Thread:
-    """Print the banner once every service serves and Envoy is ready, in honcho's own stream."""
+def suite_healthy(settings: Settings) -> bool:
+    """The front door's /healthz asked directly until every service serves (so the waiting
+    leaves no line in Envoy's access log), then once through the gateway."""
     host = _display_host(settings.listen_host)
-    probes: list[Callable[[], bool]] = [
-        *(partial(grpc_serving, f"{host}:{settings.port_of(name)}") for name in SERVICE_NAMES),
-        partial(envoy_ready, admin_endpoint(settings)),
-    ]
-
-    def announce() -> None:
-        ready = _wait_for(probes, READY_TIMEOUT_SECONDS)
-        text = banner(settings) if ready else "not ready in time: see the logs above\n"
-        manager.events.put(Message("line", text, datetime.now(), "system", None))
-
-    thread = threading.Thread(target=announce, name="announce", daemon=True)
-    thread.start()
-    return thread
+    return _healthy(_display_host(settings.frontdoor_host), settings.frontdoor_port) and (
+        _healthy(host, settings.gateway_port)
+    )
 
 
-class _TerminalOutput:
-    """Standard output that shrugs off a closed reader (`make run | head`): honcho prints from its
-    signal handler, and an exception there would leave every process running."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        with suppress(BrokenPipeError, ValueError):
-            return self._stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        with suppress(BrokenPipeError, ValueError):
-            self._stream.flush()
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
+def _run(supervisor: Supervisor, settings: Settings, stopping: threading.Event) -> int:
+    """Until a signal (exit 0) or a child's exit (its code, or 1)."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    ready = False
+    while not stopping.wait(0.2):
+        exited = supervisor.exited()
+        if exited is not None:
+            code = exited.process.returncode
+            supervisor.say(f"{exited.name} exited with code {code}: stopping everything")
+            return code or 1
+        if not ready and suite_healthy(settings):
+            ready = True
+            supervisor.say(banner(settings))
+        elif not ready and time.monotonic() > deadline:
+            supervisor.say(f"not healthy after {READY_TIMEOUT_SECONDS:g} s: see the lines above")
+            return 1
+    return 0
 
 
 def main() -> None:
     settings = Settings()
-    ensure_generated()
-    environment = process_environment(settings)
-    manager = Manager(printer=Printer(_TerminalOutput(sys.stdout)))
-    # `exec` replaces honcho's shell, so its SIGTERM reaches the process itself.
-    for name in SERVICE_NAMES:
-        command = shlex.join([sys.executable, "-m", f"services.{name}"])
-        manager.add_process(name, f"exec {command}", env=environment, cwd=str(ROOT))
-    envoy = shlex.join([sys.executable, "-m", "gateway.serve", "--out", str(ENVOY_CONFIG)])
-    manager.add_process("envoy", f"exec {envoy}", env=environment, cwd=str(ROOT))
-    announce_when_ready(manager, settings)
+    lock = RunLock((ROOT / settings.data_dir).resolve())
     try:
-        manager.loop()
+        lock.acquire()
+    except AlreadyRunning as refusal:
+        sys.exit(f"make run: {refusal}")
+    problems = port_problems(settings)
+    if problems:
+        sys.exit("\n".join(f"make run: {problem}" for problem in problems))
+    ensure_generated()
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    supervisor = Supervisor(ROOT, process_environment(settings))
+    try:
+        supervisor.start(commands())
+        lock.record({c.name: (c.process.pid, command_marker(c.name)) for c in supervisor.children})
+        code = _run(supervisor, settings, stopping)
     finally:
-        # loop() returns once every process has stopped; should it fail midway, this still
-        # sends each one SIGTERM (a no-op once honcho has begun stopping them itself).
-        manager.terminate()
-    sys.exit(manager.returncode)
+        supervisor.stop(STOP_TIMEOUT_SECONDS)
+        lock.release()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

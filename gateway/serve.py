@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = write_config(Settings(), args.descriptor, args.out)
     command = envoy_command(config, args.log_level)
-    # exec, not a child: signals (SIGTERM from honcho, a test or the container runtime) reach
+    # exec, not a child: signals (SIGTERM from `make run`, a test or the container runtime) reach
     # Envoy directly, and no Python process lingers beside it.
     os.execv(command[0], command)  # noqa: S606 - Envoy with our own arguments
 

@@ -274,6 +274,23 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         65536, ge=1024, description="Largest request body the gateway accepts (413 beyond)."
     )
+    frontdoor_port: int = Field(
+        8081,
+        ge=1,
+        le=65535,
+        description="The front door's HTTP port (/, /docs, /openapi.json, /healthz), which the "
+        "gateway routes those paths to.",
+    )
+    frontdoor_grpc_port: int = Field(
+        8082,
+        ge=1,
+        le=65535,
+        description="The front door's gRPC port: reflection of every service at once, which the "
+        "gateway routes grpcurl's reflection calls to.",
+    )
+    frontdoor_host: str = Field(
+        "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

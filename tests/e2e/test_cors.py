@@ -32,6 +32,20 @@ async def test_a_preflight_from_another_origin_is_not_granted(rest: httpx.AsyncC
     assert "access-control-allow-origin" not in reply.headers
 
 
+async def test_a_preflight_from_another_origin_is_refused_with_a_reason_naming_it(
+    rest: httpx.AsyncClient,
+) -> None:
+    reply = await rest.options("/v1/users", headers=preflight_headers("https://evil.example"))
+
+    assert reply.status_code == 403
+    assert reply.json() == {
+        "code": 7,
+        "message": "CORS: the origin https://evil.example is not allowed to call this API "
+        "(the gateway's R3MES_CORS_ORIGINS lists those that are)",
+        "details": [],
+    }
+
+
 async def test_a_cross_origin_response_exposes_the_rate_limit_and_request_id_headers(
     rest: httpx.AsyncClient,
 ) -> None:

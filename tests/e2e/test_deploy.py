@@ -51,6 +51,17 @@ def test_the_services_trust_forwarded_addresses_from_the_gateway_alone(
     assert yaml.safe_load(trusted) == [f"{gateway_address}/32"]
 
 
+def test_the_gateway_reaches_a_front_door_of_its_own_on_the_backend_network(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    assert services["frontdoor"]["command"] == ["python", "-m", "gateway.frontdoor"]
+    assert "ports" not in services["frontdoor"]
+    assert services["gateway"]["environment"]["R3MES_FRONTDOOR_HOST"] == "frontdoor"
+    assert "frontdoor" in services["gateway"]["depends_on"]
+
+
 def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str, Any]) -> None:
     for name in ("users", "apikeys", "mining", "credits"):
         environment = compose["services"][name]["environment"]

@@ -47,6 +47,7 @@ def test_every_http_annotation_of_every_service_is_an_operation(document: dict[s
     described = {(verb, path) for path, verb, _ in operations(document)}
 
     assert described == annotated
+    assert ("post", "/v1/users") in described
     services = {r.method.service for r in routes(index)}
     assert services == {
         "r3mes.users.v1.UsersService",
@@ -63,13 +64,43 @@ def test_every_operation_declares_its_path_parameters_and_the_error_body(
         in_path = set(re.findall(r"\{([^}]+)\}", path))
         declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
         assert declared == in_path, f"{verb} {path}"
-        error = operation["responses"]["default"]["content"]["application/json"]["schema"]
-        assert error == {"$ref": "#/components/schemas/google.rpc.Status"}
+        for code in ("400", "404", "409", "429", "500", "501", "503", "504"):
+            error = operation["responses"][code]["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/Status"}, f"{verb} {path} {code}"
         assert operation["description"], f"{verb} {path} has no description"
 
 
+def test_credential_errors_are_listed_only_where_a_key_is_needed(
+    document: dict[str, Any],
+) -> None:
+    list_keys = document["paths"]["/v1/wallets/{wallet_address}/apikeys"]["get"]
+    get_user = document["paths"]["/v1/users/{wallet_address}"]["get"]
+
+    assert {"401", "403"} <= set(list_keys["responses"])
+    assert not {"401", "403", "413"} & set(get_user["responses"])
+    assert "413" in document["paths"]["/v1/users"]["post"]["responses"]
+
+
+def test_internal_only_rpcs_are_left_out_of_the_public_document(document: dict[str, Any]) -> None:
+    access = {operation["x-r3mes-access"] for _, _, operation in operations(document)}
+    grpc_paths = " ".join(operation["description"] for _, _, operation in operations(document))
+
+    assert access == {"public", "own_wallet"}
+    assert "GrantCredits" not in grpc_paths
+    assert "RecordBlock" not in grpc_paths
+
+
+def test_schemas_carry_the_names_a_generated_client_would_give_its_classes(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+
+    assert {"User", "CreateUserRequest", "GetUserResponse", "Status", "ErrorInfo"} <= set(schemas)
+    assert not [name for name in schemas if "." in name]
+
+
 def test_64_bit_integers_are_described_as_strings(document: dict[str, Any]) -> None:
-    user = document["components"]["schemas"]["r3mes.users.v1.User"]
+    user = document["components"]["schemas"]["User"]
 
     assert user["properties"]["available_micro_credits"]["type"] == "string"
     assert user["properties"]["available_micro_credits"]["format"] == "int64"
@@ -77,11 +108,11 @@ def test_64_bit_integers_are_described_as_strings(document: dict[str, Any]) -> N
 
 
 def test_the_error_body_lists_the_standard_details(document: dict[str, Any]) -> None:
-    status = document["components"]["schemas"]["google.rpc.Status"]
+    status = document["components"]["schemas"]["Status"]
     variants = status["properties"]["details"]["items"]["anyOf"]
 
-    assert {"$ref": "#/components/schemas/google.rpc.BadRequest"} in variants
-    assert {"$ref": "#/components/schemas/google.rpc.ErrorInfo"} in variants
+    assert {"$ref": "#/components/schemas/BadRequest"} in variants
+    assert {"$ref": "#/components/schemas/ErrorInfo"} in variants
     assert status["required"] == ["code", "message", "details"]
 
 

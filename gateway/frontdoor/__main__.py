@@ -1,0 +1,68 @@
+"""`python -m gateway.frontdoor`: serve the front door until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from gateway.frontdoor.health import HealthChecker
+from gateway.frontdoor.pages import Pages, http_server
+from gateway.frontdoor.reflection import add_reflection
+from gateway.openapi import DEFAULT_OUTPUT as OPENAPI_DOCUMENT
+from gateway.render import DEFAULT_DESCRIPTOR
+from services.core.logging import configure_logging
+from services.core.settings import Settings
+
+logger = logging.getLogger("r3mes.frontdoor")
+GRPC_WORKERS = 4
+STOP_GRACE_SECONDS = 1.0
+
+
+def grpc_server(settings: Settings, descriptor_set: Path) -> grpc.Server:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="reflection"),
+        # Another process on the same port must be an error, never a silent neighbour.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    # Health for Envoy's check of this cluster: the front door serves once it has started.
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    add_reflection(server, descriptor_set)
+    address = f"{settings.listen_host}:{settings.frontdoor_grpc_port}"
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address} (R3MES_FRONTDOOR_GRPC_PORT)")
+    return server
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    checker = HealthChecker(settings)
+    pages = Pages.load(OPENAPI_DOCUMENT, checker.check)
+    web = http_server(settings.listen_host, settings.frontdoor_port, pages)
+    reflection = grpc_server(settings, DEFAULT_DESCRIPTOR)
+    reflection.start()
+    threading.Thread(target=web.serve_forever, name="http", daemon=True).start()
+    logger.info(
+        "serving",
+        extra={"http_port": settings.frontdoor_port, "grpc_port": settings.frontdoor_grpc_port},
+    )
+    stopping.wait()
+    web.shutdown()
+    reflection.stop(STOP_GRACE_SECONDS).wait()
+    checker.close()
+    logger.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

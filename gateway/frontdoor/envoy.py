@@ -1,0 +1,116 @@
+"""The gateway's routes and clusters to the front door (gateway/render.py adds them)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from gateway.typed import typed
+from services.core.settings import Settings
+
+PAGES_CLUSTER = "frontdoor"
+REFLECTION_CLUSTER = "frontdoor_grpc"
+PAGE_PATHS = ("/", "/docs", "/openapi.json", "/healthz")
+DOCS_ASSETS_PREFIX = "/docs/"
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
+BUFFER_FILTER = "envoy.filters.http.buffer"
+
+
+def _reflection_route(service: str, timeout: str) -> dict[str, Any]:
+    return {
+        "name": service,
+        "match": {"prefix": f"/{service}/"},
+        # One stream per grpcurl command, which lasts well under the route timeout of any call.
+        "route": {"cluster": REFLECTION_CLUSTER, "timeout": timeout},
+        # The buffer filter would hold the stream's first message until the client half-closes,
+        # which grpcurl never does before it has read the answer: it would hang.
+        "typed_per_filter_config": {
+            BUFFER_FILTER: typed(
+                "extensions.filters.http.buffer.v3", "BufferPerRoute", disabled=True
+            )
+        },
+    }
+
+
+def _refused_preflight_route() -> dict[str, Any]:
+    # The CORS filter answers every preflight from an allowed origin itself; one that reaches
+    # the router came from an origin not allowed, and gets the front door's 403 saying so
+    # rather than the catch-all's 404 "no such route".
+    return {
+        "name": "frontdoor/refused CORS preflight",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "origin", "present_match": True},
+                {"name": "access-control-request-method", "present_match": True},
+            ],
+        },
+        "route": {"cluster": PAGES_CLUSTER},
+    }
+
+
+def front_door_routes(timeout: str) -> list[dict[str, Any]]:
+    """Before the service routes and the catch-all: the pages, reflection and the refusal of
+    preflights from origins not allowed."""
+    pages = [
+        {"name": f"frontdoor{path}", "match": {"path": path}, "route": {"cluster": PAGES_CLUSTER}}
+        for path in PAGE_PATHS
+    ]
+    assets = {
+        "name": "frontdoor/docs assets",
+        "match": {"prefix": DOCS_ASSETS_PREFIX},
+        "route": {"cluster": PAGES_CLUSTER},
+    }
+    reflection = [_reflection_route(s, timeout) for s in REFLECTION_SERVICES]
+    return [_refused_preflight_route(), *pages, assets, *reflection]
+
+
+def _discovery(host: str) -> dict[str, Any]:
+    # One front door process, not replicas: an address, or one name resolved as it changes.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return {"type": "LOGICAL_DNS", "dns_lookup_family": "V4_PREFERRED"}
+    return {"type": "STATIC"}
+
+
+def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
+    protocol: dict[str, Any] = (
+        {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    )
+    return {
+        "name": name,
+        **_discovery(host),
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+                "extensions.upstreams.http.v3", "HttpProtocolOptions", explicit_http_config=protocol
+            )
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def front_door_clusters(settings: Settings) -> list[dict[str, Any]]:
+    host = settings.frontdoor_host
+    return [
+        _cluster(PAGES_CLUSTER, host, settings.frontdoor_port, http2=False),
+        _cluster(REFLECTION_CLUSTER, host, settings.frontdoor_grpc_port, http2=True),
+    ]

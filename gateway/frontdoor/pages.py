@@ -1,0 +1,167 @@
+"""The HTTP side of the front door: `/`, `/docs`, `/openapi.json` and `/healthz`.
+
+Python's own http.server is enough here: a handful of GETs behind Envoy, which does the
+connection handling, limits and access log.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from swagger_ui_bundle import swagger_ui_path
+
+from gateway.catalog import UPSTREAMS
+from gateway.frontdoor.health import Report
+
+SWAGGER_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js")
+DOCS_PREFIX = "/docs/"
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>R3MES API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script src="/docs/swagger-ui-standalone-preset.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "/openapi.json",
+      dom_id: "#swagger-ui",
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+      layout: "StandaloneLayout",
+      tryItOutEnabled: true,
+      // Swagger UI would otherwise send the document to an online validator for its badge.
+      validatorUrl: null,
+    });
+  </script>
+</body>
+</html>
+"""
+
+
+def _landing_page(base_url: str) -> str:
+    services = "\n".join(
+        f"    <li><code>{html.escape(u.proto_service)}</code></li>" for u in UPSTREAMS
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>R3MES services</title></head>
+<body>
+  <h1>R3MES services</h1>
+  <p>The backend of the R3MES network: wallet accounts, API keys, mining stats and credits,
+  four gRPC services behind this gateway, which serves them as REST (HTTP/JSON), gRPC-Web and
+  gRPC on this one address.</p>
+  <ul>
+    <li><a href="/docs">/docs</a>: every public REST operation, to read and to try</li>
+    <li><a href="/openapi.json">/openapi.json</a>: the OpenAPI 3.1 document, for client
+    generators</li>
+    <li><a href="/healthz">/healthz</a>: the health of every service</li>
+  </ul>
+  <p>gRPC: <code>grpcurl -plaintext {html.escape(base_url.removeprefix("http://"))} list</code>
+  lists the services:</p>
+  <ul>
+{services}
+  </ul>
+</body>
+</html>
+"""
+
+
+@dataclass(frozen=True)
+class Pages:
+    """What the handler needs: the OpenAPI document and a way to ask every service's health."""
+
+    openapi: dict[str, Any]
+    check_health: Callable[[], Report]
+
+    @classmethod
+    def load(cls, openapi_path: Path, check_health: Callable[[], Report]) -> Pages:
+        return cls(json.loads(openapi_path.read_text()), check_health)
+
+    def openapi_for(self, base_url: str) -> dict[str, Any]:
+        return {**self.openapi, "servers": [{"url": base_url, "description": "this gateway"}]}
+
+
+def _asset(name: str) -> Path | None:
+    """Only the files the docs page loads, never a path a caller made up."""
+    if name not in SWAGGER_ASSETS:
+        return None
+    return Path(str(swagger_ui_path)) / name
+
+
+def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "r3mes-frontdoor"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/":
+                self._send(HTTPStatus.OK, "text/html; charset=utf-8", _landing_page(self._base()))
+            elif path in ("/docs", "/docs/"):
+                self._send(HTTPStatus.OK, "text/html; charset=utf-8", _DOCS_PAGE)
+            elif path == "/openapi.json":
+                self._send_json(HTTPStatus.OK, pages.openapi_for(self._base()))
+            elif path == "/healthz":
+                report = pages.check_health()
+                status = HTTPStatus.SERVICE_UNAVAILABLE if report.not_serving else HTTPStatus.OK
+                self._send_json(status, report.as_json())
+            elif path.startswith(DOCS_PREFIX) and (asset := _asset(path[len(DOCS_PREFIX) :])):
+                content_type = mimetypes.guess_type(asset.name)[0] or "application/octet-stream"
+                self._send(HTTPStatus.OK, content_type, asset.read_bytes(), cache=True)
+            else:
+                self._send_json(
+                    HTTPStatus.NOT_FOUND, {"code": 5, "message": "no such page", "details": []}
+                )
+
+        def do_OPTIONS(self) -> None:
+            # Envoy routes here only the preflights its CORS filter did not grant.
+            origin = self.headers.get("origin", "")
+            message = (
+                f"CORS: the origin {origin} is not allowed to call this API "
+                "(the gateway's R3MES_CORS_ORIGINS lists those that are)"
+            )
+            self._send_json(HTTPStatus.FORBIDDEN, {"code": 7, "message": message, "details": []})
+
+        def _base(self) -> str:
+            # The address the caller used (Envoy passes Host on), so "Try it out" and generated
+            # clients call the gateway they read the document from.
+            scheme = self.headers.get("x-forwarded-proto", "http")
+            host = self.headers.get("host", "127.0.0.1")
+            return f"{scheme}://{host}"
+
+        def _send_json(self, status: HTTPStatus, body: object) -> None:
+            self._send(status, "application/json", json.dumps(body, indent=2) + "\n")
+
+        def _send(
+            self, status: HTTPStatus, content_type: str, body: str | bytes, cache: bool = False
+        ) -> None:
+            data = body.encode() if isinstance(body, str) else body
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(data)))
+            self.send_header("cache-control", "max-age=3600" if cache else "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Envoy's access log already has one line per request."""
+
+    return Handler
+
+
+def http_server(host: str, port: int, pages: Pages) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), handler_class(pages))
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,192 @@
+"""The gateway port as a newcomer meets it: a landing page, the API page, the OpenAPI document
+for this very gateway, the health of every service, and grpcurl's reflection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from swagger_ui_bundle import swagger_ui_path
+
+from gateway.frontdoor.health import HealthChecker
+from gateway.frontdoor.pages import Pages, http_server
+from gateway.local_stack import LOOPBACK, LocalStack, free_port
+from gateway.openapi import DEFAULT_OUTPUT
+from services.core.settings import Settings
+from services.core.testing import new_wallet_address
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+PUBLIC_SERVICES = [
+    "r3mes.apikeys.v1.APIKeysService",
+    "r3mes.credits.v1.CreditsService",
+    "r3mes.mining.v1.MiningService",
+    "r3mes.users.v1.UsersService",
+]
+
+
+def grpcurl(stack: LocalStack, *verb: str, data: object = None) -> subprocess.CompletedProcess[str]:
+    """`grpcurl -plaintext [-d data] <gateway> verb...`, as docs/api.md shows it."""
+    # -max-time bounds each call: the buffered reflection stream used to hang for minutes.
+    options = ["-max-time", "10", *(["-d", json.dumps(data)] if data is not None else [])]
+    command = [GRPCURL, "-plaintext", *options, stack.gateway_target, *verb]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+async def test_the_landing_page_says_what_this_is_and_links_on(rest: httpx.AsyncClient) -> None:
+    reply = await rest.get("/")
+
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    for link in ('href="/docs"', 'href="/openapi.json"', 'href="/healthz"'):
+        assert link in reply.text
+
+
+async def test_the_api_page_loads_swagger_ui_from_the_gateway_itself(
+    rest: httpx.AsyncClient,
+) -> None:
+    page = await rest.get("/docs")
+    script = await rest.get("/docs/swagger-ui-bundle.js")
+
+    assert page.status_code == 200
+    assert '<script src="/docs/swagger-ui-bundle.js">' in page.text
+    assert 'url: "/openapi.json"' in page.text
+    assert "https://" not in page.text  # nothing from outside the suite
+    assert "validatorUrl: null" in page.text  # not even the online validator's badge
+    assert script.status_code == 200
+    assert script.headers["content-type"] == "text/javascript"
+    assert script.content == (Path(str(swagger_ui_path)) / "swagger-ui-bundle.js").read_bytes()
+
+
+async def test_only_the_files_of_the_api_page_are_served_under_docs(
+    rest: httpx.AsyncClient,
+) -> None:
+    reply = await rest.get("/docs/..%2F..%2Fpyproject.toml")
+
+    assert reply.status_code == 404
+
+
+async def test_the_openapi_document_names_this_gateway_as_its_server(
+    rest: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    reply = await rest.get("/openapi.json")
+
+    served = reply.json()
+    assert served["servers"] == [{"url": stack.rest_url, "description": "this gateway"}]
+    committed = json.loads(DEFAULT_OUTPUT.read_text())
+    assert served["paths"] == committed["paths"]
+
+
+async def test_healthz_reports_every_service_serving(rest: httpx.AsyncClient) -> None:
+    reply = await rest.get("/healthz")
+
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "status": "SERVING",
+        "services": {
+            "users": "SERVING",
+            "apikeys": "SERVING",
+            "mining": "SERVING",
+            "credits": "SERVING",
+        },
+        "not_serving": [],
+    }
+
+
+@pytest.fixture
+def front_door_with_three_services_down(stack: LocalStack) -> Iterator[str]:
+    """A front door whose users target is the running one and the others ports nobody serves."""
+    settings = Settings(
+        users_target=stack.grpc_target("users"),
+        apikeys_target=f"{LOOPBACK}:{free_port()}",
+        mining_target=f"{LOOPBACK}:{free_port()}",
+        credits_target=f"{LOOPBACK}:{free_port()}",
+    )
+    checker = HealthChecker(settings)
+    server = http_server(LOOPBACK, 0, Pages.load(DEFAULT_OUTPUT, checker.check))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        checker.close()
+
+
+def test_healthz_is_503_and_names_the_services_not_serving(
+    front_door_with_three_services_down: str,
+) -> None:
+    reply = httpx.get(f"{front_door_with_three_services_down}/healthz", timeout=10)
+
+    assert reply.status_code == 503
+    assert reply.json()["not_serving"] == ["apikeys", "mining", "credits"]
+    assert reply.json()["services"]["users"] == "SERVING"
+    assert reply.json()["services"]["mining"] == "UNREACHABLE"
+
+
+def test_grpcurl_lists_every_public_service_through_the_gateway(stack: LocalStack) -> None:
+    listed = grpcurl(stack, "list")
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        *PUBLIC_SERVICES,
+    ]
+
+
+def test_grpcurl_describes_a_method_with_its_http_and_access_options(stack: LocalStack) -> None:
+    described = grpcurl(stack, "describe", "r3mes.users.v1.UsersService.GetUser")
+
+    assert described.returncode == 0, described.stderr
+    assert "rpc GetUser ( .r3mes.users.v1.GetUserRequest )" in described.stdout
+    assert 'get:"/v1/users/{wallet_address}"' in described.stdout
+    assert "access:ACCESS_PUBLIC" in described.stdout
+
+
+def test_grpcurl_calls_a_public_method_through_the_gateway(stack: LocalStack) -> None:
+    wallet = new_wallet_address()
+    created = grpcurl(
+        stack, "r3mes.users.v1.UsersService/CreateUser", data={"wallet_address": wallet}
+    )
+    read = grpcurl(stack, "r3mes.users.v1.UsersService/GetUser", data={"wallet_address": wallet})
+
+    assert created.returncode == 0, created.stderr
+    assert json.loads(read.stdout)["user"]["walletAddress"] == wallet
+
+
+def test_reflection_v1_answers_through_the_gateway_as_v1alpha_does(stack: LocalStack) -> None:
+    # grpcurl 1.8 speaks only v1alpha; newer clients ask v1 first. Same messages, other path.
+    with grpc.insecure_channel(stack.gateway_target) as channel:
+        call = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        replies = list(
+            call(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        )
+
+    names = [s.name for s in replies[0].list_services_response.service]
+    assert sorted(n for n in names if n.startswith("r3mes.")) == PUBLIC_SERVICES
+
+
+def test_a_reflection_client_resolves_every_import_of_a_service_through_the_gateway(
+    stack: LocalStack,
+) -> None:
+    with grpc.insecure_channel(stack.gateway_target) as channel:
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        method = pool.FindMethodByName("r3mes.credits.v1.CreditsService.GrantCredits")
+
+    assert method.input_type.full_name == "r3mes.credits.v1.GrantCreditsRequest"

@@ -1,0 +1,189 @@
+"""`make run` (gateway/run.py) as a user meets it: one runner per data folder and per port, the
+banner only once the gateway says every service serves, and nothing left behind when the runner
+is killed outright."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.local_stack import LOOPBACK, StackPorts, stack_environment
+from gateway.render import ROOT
+
+READY_TIMEOUT_SECONDS = 90.0
+BANNER = "R3MES is running"
+
+
+@dataclass
+class Runner:
+    process: subprocess.Popen[str]
+    environment: dict[str, str]
+    ports: StackPorts
+    lines: list[str]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.environment["R3MES_DATA_DIR"])
+
+
+def run_environment(ports: StackPorts, data_dir: Path) -> dict[str, str]:
+    environment = stack_environment(ports, data_dir, internal_token="make-run-token")
+    del environment["R3MES_LOG_JSON"]  # the runner's own default (plain text) applies
+    return environment
+
+
+def start_runner(environment: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.run"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_banner(runner: Runner) -> threading.Thread:
+    """Wait for the banner; the thread returned goes on reading until the runner's output ends."""
+    ready = threading.Event()
+
+    def read() -> None:
+        assert runner.process.stdout is not None
+        for line in runner.process.stdout:
+            runner.lines.append(line)
+            if BANNER in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if not ready.wait(READY_TIMEOUT_SECONDS):
+        runner.process.kill()
+        pytest.fail("no banner in time:\n" + "".join(runner.lines[-40:]))
+    return reader
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    ports = StackPorts.pick()
+    environment = run_environment(ports, tmp_path_factory.mktemp("make-run") / "data")
+    started = Runner(start_runner(environment), environment, ports, [])
+    try:
+        wait_for_banner(started)
+        yield started
+    finally:
+        if started.process.poll() is None:
+            started.process.send_signal(signal.SIGINT)
+            started.process.wait(timeout=30)
+
+
+def test_the_banner_comes_once_the_gateway_reports_every_service_serving(runner: Runner) -> None:
+    reply = httpx.get(f"http://{LOOPBACK}:{runner.ports.gateway}/healthz", timeout=5)
+
+    assert reply.status_code == 200
+    assert reply.json()["services"] == {
+        "users": "SERVING",
+        "apikeys": "SERVING",
+        "mining": "SERVING",
+        "credits": "SERVING",
+    }
+    banner = "".join(runner.lines)
+    assert f"http://{LOOPBACK}:{runner.ports.gateway}/docs" in banner
+    assert "fork" not in banner  # gRPC's fork warnings: the runner never forks with gRPC loaded
+
+
+def test_a_second_run_on_the_same_data_folder_names_the_first_and_starts_nothing(
+    runner: Runner,
+) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway.run"],
+        cwd=ROOT,
+        env=runner.environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert second.returncode == 1
+    assert f"another `make run` (pid {runner.process.pid}) is running" in second.stderr
+    assert BANNER not in second.stdout
+
+
+def test_a_second_run_on_other_data_names_each_taken_port_and_its_setting(
+    runner: Runner, tmp_path: Path
+) -> None:
+    environment = run_environment(runner.ports, tmp_path / "data")
+
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway.run"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert second.returncode == 1
+    assert BANNER not in second.stdout
+    named = {
+        "R3MES_USERS_PORT": runner.ports.grpc["users"],
+        "R3MES_CREDITS_PORT": runner.ports.grpc["credits"],
+        "R3MES_FRONTDOOR_PORT": runner.ports.frontdoor,
+        "R3MES_GATEWAY_PORT": runner.ports.gateway,
+    }
+    for setting, port in named.items():
+        assert f"port {port} ({setting}) is already in use" in second.stderr
+    assert not (tmp_path / "data" / "users.db").exists()
+
+
+def test_a_runner_killed_with_sigkill_takes_every_process_it_started_with_it(
+    runner: Runner,
+) -> None:
+    recorded = json.loads((runner.data_dir / "run.lock").read_text())
+    children = {name: pid for name, (pid, _) in recorded["children"].items()}
+    assert set(children) == {"users", "apikeys", "mining", "credits", "frontdoor", "envoy"}
+    assert all(alive(pid) for pid in children.values())
+
+    os.kill(runner.process.pid, signal.SIGKILL)
+    runner.process.wait(timeout=10)
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [name for name, pid in children.items() if alive(pid)] == []
+
+
+def test_ctrl_c_stops_every_process_and_the_runner_exits_0(tmp_path: Path) -> None:
+    ports = StackPorts.pick()
+    environment = run_environment(ports, tmp_path / "data")
+    started = Runner(start_runner(environment), environment, ports, [])
+    reader = wait_for_banner(started)
+    recorded = json.loads((started.data_dir / "run.lock").read_text())
+    children = [pid for pid, _ in recorded["children"].values()]
+
+    started.process.send_signal(signal.SIGINT)
+
+    assert started.process.wait(timeout=30) == 0
+    reader.join(timeout=10)
+    assert [pid for pid in children if alive(pid)] == []
+    stopped = "".join(started.lines)
+    for name in ("users", "apikeys", "mining", "credits"):
+        assert f"stopped service={name}" in stopped

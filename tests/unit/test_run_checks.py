@@ -1,0 +1,87 @@
+"""What `make run` checks before it starts anything: free ports, and no earlier runner or its
+leftovers on the same data folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.run import port_problems
+from gateway.runlock import AlreadyRunning, RunLock
+from services.core.settings import Settings
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) -> None:
+    settings = Settings(mining_port=taken_port)
+
+    problems = [p for p in port_problems(settings) if str(taken_port) in p]
+
+    assert problems == [
+        f"port {taken_port} (R3MES_MINING_PORT) is already in use on 127.0.0.1, perhaps by "
+        f"another `make run`: stop that, or set R3MES_MINING_PORT to a free port"
+    ]
+
+
+def test_two_settings_on_one_port_are_refused_before_anything_listens() -> None:
+    settings = Settings(frontdoor_port=18123, users_port=18123)
+
+    assert (
+        "R3MES_FRONTDOOR_PORT and R3MES_USERS_PORT are both 18123: give each its own port"
+        in port_problems(settings)
+    )
+
+
+def test_the_runner_imports_no_grpc_before_it_starts_its_children() -> None:
+    check = "import sys, gateway.run; assert 'grpc' not in sys.modules, 'grpc loaded'"
+
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_second_lock_on_the_same_data_folder_names_the_runner_holding_it(
+    tmp_path: Path,
+) -> None:
+    first = RunLock(tmp_path)
+    first.acquire()
+    first.record({})
+
+    with pytest.raises(AlreadyRunning, match=rf"another `make run` \(pid {os.getpid()}\)"):
+        RunLock(tmp_path).acquire()
+    first.release()
+
+
+def test_children_of_a_killed_runner_still_alive_are_named_with_their_pids(
+    tmp_path: Path,
+) -> None:
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = RunLock(tmp_path)
+        killed.acquire()
+        killed.record({"users": (leftover.pid, "time.sleep"), "envoy": (2**22 + 1, "envoy")})
+        killed._file.close()  # type: ignore[union-attr]  # as a SIGKILL would: no release()
+
+        with pytest.raises(AlreadyRunning) as refusal:
+            RunLock(tmp_path).acquire()
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+    assert str(refusal.value) == (
+        f"processes of an earlier `make run` that was killed are still running: users (pid "
+        f"{leftover.pid}). Stop them (`kill {leftover.pid}`), then try again"
+    )
