@@ -12,8 +12,8 @@ refills one call per interval. A call is admitted when `max(TAT, now) + interval
 now`; admitting it moves TAT by one interval. The calls of one request are checked against every
 bucket it falls in (its wallet and its address) and either all are charged or none.
 
-The same arithmetic is written once more in Lua for Redis (`redis_backend.py`); the unit tests
-run the same cases through both.
+The same arithmetic, in integer microseconds, is written once more in Lua for Redis
+(`redis_backend.py`); tests/integration/test_ratelimit_backends.py runs every case through both.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MonotonicClock = Callable[[], float]
-
-
 MICROSECONDS = 1_000_000
 
 
