@@ -16,12 +16,16 @@ from services.core.errors import Unavailable
 
 # Health checks are still answered while draining, so that balancers read NOT_SERVING.
 ALWAYS_ADMITTED_PREFIX = "/grpc.health."
+# Draining ends only once no call has been refused for this long: calls still arriving when the
+# grpc server stops would be cancelled by it, so they are answered (UNAVAILABLE) first.
+QUIET_SECONDS = 0.1
 
 
 class Admission:
     def __init__(self) -> None:
         self.draining = False
         self._running = 0
+        self._last_refusal = float("-inf")
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -32,6 +36,7 @@ class Admission:
     def enter(self, method_name: str) -> None:
         """Count the call in, or refuse it while draining."""
         if self.draining and not method_name.startswith(ALWAYS_ADMITTED_PREFIX):
+            self._last_refusal = time.monotonic()
             raise Unavailable("the server is shutting down; retry the call", reason="SHUTTING_DOWN")
         self._running += 1
         self._idle.clear()
@@ -42,9 +47,15 @@ class Admission:
             self._idle.set()
 
     async def drain(self, grace_seconds: float) -> float:
-        """Refuse new calls and wait for the running ones; the grace period left is returned."""
+        """Refuse new calls and wait for the running ones (and for the stream of new calls to
+        dry up); the grace period left is returned."""
         self.draining = True
         deadline = time.monotonic() + grace_seconds
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), left)
+            quiet_for = time.monotonic() - self._last_refusal
+            if self._running == 0 and quiet_for >= QUIET_SECONDS:
+                break
+            await asyncio.sleep(max(min(QUIET_SECONDS - quiet_for, deadline - time.monotonic()), 0))
         return max(deadline - time.monotonic(), 0.0)

@@ -35,7 +35,7 @@ from services.core.interceptors.admission import Admission
 from services.core.interceptors.authentication import Authentication
 from services.core.interceptors.authorization import authorize_call
 from services.core.interceptors.context import CallRecord
-from services.core.interceptors.errors import ErrorMapping, refuse
+from services.core.interceptors.errors import TRANSCODED_HEADER, ErrorMapping, refuse
 from services.core.interceptors.parsing import checked, tolerant
 from services.core.interceptors.ratelimit import RateLimiting
 from services.core.interceptors.validation import validate
@@ -123,7 +123,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            await self._refuse(context, error, method_name, record)
+            await self._refuse(context, error, method_name, record, metadata)
             return None
         finally:
             if admitted:
@@ -157,7 +157,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            await self._refuse(context, error, method_name, record)
+            await self._refuse(context, error, method_name, record, metadata)
         finally:
             if record.code is grpc.StatusCode.OK:
                 record.code = context.code() or grpc.StatusCode.OK
@@ -196,10 +196,15 @@ class RequestChain(AsyncServerInterceptor):
         return request
 
     async def _refuse(
-        self, context: Context, error: Exception, method_name: str, record: CallRecord
+        self,
+        context: Context,
+        error: Exception,
+        method_name: str,
+        record: CallRecord,
+        metadata: Metadata,
     ) -> None:
         """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
         status = self._errors.status_of(error, method_name)
         record.code = status.code
         request_context.log_access(record)
-        await refuse(context, status)
+        await refuse(context, status, headers_first=TRANSCODED_HEADER in metadata)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import suppress
 from typing import Any
 
 import grpc
@@ -45,13 +46,28 @@ class ErrorMapping:
         return status
 
 
-async def refuse(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
+# Set by the gateway's transcoder on a REST call it turned into this gRPC call.
+TRANSCODED_HEADER = "x-envoy-original-path"
+
+
+async def refuse(
+    context: grpc.aio.ServicerContext[Any, Any],
+    status: status_pb2.Status,
+    *,
+    headers_first: bool = False,
+) -> None:
     """End the call with `status` (raises grpc's AbortError, which grpc expects to see).
 
     Not `set_code` and return: grpc would then send an empty response message before the
     status, which the gateway's transcoder renders as the body (`{}`) instead of the error.
+    A refusal is a trailers-only reply, one batch. `headers_first` sends the headers on their
+    own first: the transcoder turns a trailers-only error into JSON but drops its grpc-status,
+    and the gateway's access log then records the HTTP code's gRPC counterpart (400 as 13).
     """
     rich = rpc_status.to_status(status)
+    if headers_first:
+        with suppress(grpc.aio.UsageError):  # a stream that has sent messages has sent them
+            await context.send_initial_metadata(())
     # Added to what the call already carries (its request id).
     trailing = (*context.trailing_metadata(), *rich.trailing_metadata)
     await context.abort(rich.code, rich.details, trailing)
