@@ -81,7 +81,7 @@ async def test_the_call_past_the_quota_is_refused_with_retry_info_and_the_bucket
         assert await codes(channel, 3, via="10.0.0.1") == [OK, OK, OK]
         refused = await balance(channel, via="10.0.0.1")
         code = await refused.code()
-        trailers = dict(await refused.trailing_metadata())
+        headers = dict(await refused.initial_metadata())
         error = await error_of(refused)
 
     assert code == LIMITED
@@ -89,9 +89,9 @@ async def test_the_call_past_the_quota_is_refused_with_retry_info_and_the_bucket
     assert failure.reason == "RATE_LIMITED"
     assert quota_subjects(error) == ["ip:10.0.0.1"]
     assert retry_delay_seconds(error) == pytest.approx(1200, abs=1)
-    assert trailers["ratelimit-policy"] == '"read";q=3;w=3600'
-    assert trailers["ratelimit"] == '"read";r=0;t=3600'
-    assert trailers["retry-after"] == "1200"
+    assert headers["ratelimit-policy"] == '"read";q=3;w=3600'
+    assert headers["ratelimit"] == '"read";r=0;t=3600'
+    assert headers["retry-after"] == "1200"
 
 
 async def test_one_wallet_cannot_escape_its_bucket_by_changing_address(tmp_path: Path) -> None:

@@ -66,16 +66,18 @@ class RateLimiting:
     ) -> None:
         """Admit the call (adding its headers to the response) or raise ResourceExhausted.
         `method_name` is grpc's `/package.Service/Method`."""
+        headers: Headers = ()
         try:
             headers = await self._decide(method_name, principal)
         except RateLimited as refused:
-            # A refusal is trailers-only: the gateway turns those into response headers.
-            context.set_trailing_metadata((*context.trailing_metadata(), *refused.headers))
+            headers = refused.headers
             raise
-        if headers:
-            # Initial metadata, not trailers: the gateway's transcoder keeps only grpc-status
-            # and grpc-message from the trailers of a call that has a response message.
-            await context.send_initial_metadata(headers)
+        finally:
+            if headers:
+                # Initial metadata, not trailers, refusals too: the gateway's transcoder keeps
+                # only grpc-status and grpc-message of the trailers of a reply with headers
+                # (and the chain sends headers first on a transcoded refusal).
+                await context.send_initial_metadata(headers)
 
     async def _decide(self, method_name: str, principal: Principal) -> Headers:
         if not method_name.startswith(OUR_PACKAGE_PREFIX):  # health checks, reflection
@@ -103,7 +105,7 @@ class RateLimiting:
 
 
 class RateLimited(ResourceExhausted):
-    """A refused call; `headers` go with the refusal, in its trailers."""
+    """A refused call; `headers` go with the refusal."""
 
     reason = "RATE_LIMITED"
 
