@@ -31,9 +31,16 @@ async def test_a_user_created_over_rest_can_be_read_back_over_rest(rest: httpx.A
     user = read.json()["user"]
     assert user["wallet_address"] == wallet
     assert user["create_time"] == created.json()["user"]["create_time"]
-    # Proto field names; credits answers UNIMPLEMENTED so far, so what it would tell is left
-    # out (unknown) rather than shown as zero. Mining answers: a new wallet is no miner.
-    assert set(user) == {"wallet_address", "create_time", "is_miner"}
+    # Proto field names; 64-bit integers as strings. Credits knows the new wallet holds nothing
+    # (zero, which differs from unknown) and mining that it is no miner.
+    assert set(user) == {
+        "wallet_address",
+        "create_time",
+        "available_micro_credits",
+        "reserved_micro_credits",
+        "is_miner",
+    }
+    assert (user["available_micro_credits"], user["reserved_micro_credits"]) == ("0", "0")
     assert user["is_miner"] is False
 
 
@@ -42,8 +49,13 @@ async def test_a_response_carries_a_request_id(rest: httpx.AsyncClient) -> None:
 
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-request-id"]
-    # 64-bit integers as strings; what credits cannot tell yet is left out.
-    assert set(reply.json()) == {"total_users", "active_miners", "block_height"}
+    # 64-bit integers as strings; every peer answers, so every field is there.
+    assert set(reply.json()) == {
+        "total_users",
+        "total_micro_credits",
+        "active_miners",
+        "block_height",
+    }
     assert all(reply.json()[name].isdigit() for name in reply.json())
 
 

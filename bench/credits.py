@@ -1,0 +1,328 @@
+"""The credits service's cost: reserve + confirm pairs through the real service beside a raw
+asyncpg loop of the same conditional writes on the same table shape, in one run, on PostgreSQL.
+
+    python -m bench.credits [--seconds 3] [--wallets 500] [--postgres-url URL]
+
+Scenarios: one hot wallet (every pair contends for one row) and many wallets (pairs spread over
+`--wallets` rows), each at 1, 8 and 32 pairs in flight. A service pair is ReserveCredits then
+ConfirmReservation over gRPC with the internal token (each its own unit of work: idempotency
+record, hold, ledger entry, balance). A raw pair is the two bare statements a hold and a capture
+need at the least, each its own autocommit transaction on an asyncpg pool of the same size:
+`UPDATE ... SET available = available - $1, reserved = reserved + $1 WHERE ... AND available >=
+$1` and `UPDATE ... SET reserved = reserved - $1 WHERE ... AND reserved >= $1`.
+
+The load comes from a Python asyncio client, not h2load: the raw loop is driven by the same
+client in the same process, so the ratio compares the service against the database alone with
+the client's own cost on both sides. The service runs as its own process (`python -m
+services.credits`); clients, service and PostgreSQL share this machine's cores, so the figures
+are for comparison within a run, not capacity. At the end the ledger is checked: no account may
+be negative or differ from the sum of its ledger (an overdraft or a lost/duplicated change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
+
+from bench.loadgen import LoadResult, percentile
+from bench.results import RESULTS_DIR, machine, write_results
+from services.core.db import Database
+from services.core.migrate import upgrade
+from services.core.settings import Settings
+from services.core.testing import new_wallet_address
+
+RESULTS = RESULTS_DIR / "credits.json"
+Call = Callable[[], Awaitable[None]]
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+IN_FLIGHT = (1, 8, 32)
+WARM_UP_SECONDS = 0.5
+POOL_SIZE = 10  # the service's default db_pool_size; the raw loop gets the same
+FUNDS = 10**15  # per wallet: far more than any run can spend, one micro-credit per pair
+_keys = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def start_service(settings: Settings, port: int, token: str, log: Path) -> Any:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("R3MES_")},
+        "R3MES_DATABASE_URL": settings.database_url or "",
+        "R3MES_SCHEMA_SUFFIX": settings.schema_suffix,
+        "R3MES_CREDITS_PORT": str(port),
+        "R3MES_INTERNAL_TOKEN": token,
+        "R3MES_LOG_LEVEL": "WARNING",
+        "R3MES_DB_POOL_SIZE": str(POOL_SIZE),
+    }
+    with log.open("ab") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.credits", env=environment, stdout=output, stderr=output
+        )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return process
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"credits did not start; its output is in {log}")
+
+
+def service_pair(
+    stub: credits_pb2_grpc.CreditsServiceAsyncStub, wallets: list[str], token: str
+) -> Call:
+    metadata = (("x-r3mes-internal-token", token),)
+    turn = itertools.cycle(wallets)
+
+    async def call() -> None:
+        key = f"bench-{next(_keys)}"
+        held = await stub.ReserveCredits(
+            credits_pb2.ReserveCreditsRequest(
+                wallet_address=next(turn), amount_micro_credits=1, idempotency_key=key
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+        await stub.ConfirmReservation(
+            credits_pb2.ConfirmReservationRequest(
+                reservation_id=held.reservation.reservation_id, idempotency_key=key
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+
+    return call
+
+
+RAW_TABLE = """CREATE TABLE {schema}.accounts (
+    wallet_address varchar(90) PRIMARY KEY,
+    available bigint NOT NULL CHECK (available >= 0),
+    reserved bigint NOT NULL CHECK (reserved >= 0),
+    update_time timestamptz NOT NULL)"""
+RAW_HOLD = """UPDATE {schema}.accounts SET available = available - $1, reserved = reserved + $1,
+    update_time = now() WHERE wallet_address = $2 AND available >= $1 RETURNING available"""
+RAW_CAPTURE = """UPDATE {schema}.accounts SET reserved = reserved - $1, update_time = now()
+    WHERE wallet_address = $2 AND reserved >= $1 RETURNING reserved"""
+
+
+RAW_FUND = "INSERT INTO {schema}.accounts VALUES ($1, $2, 0, now())"
+AUDIT_ACCOUNTS = """SELECT count(*) FROM {schema}.accounts a
+    LEFT JOIN (SELECT wallet_address, sum(delta) AS total FROM {schema}.ledger_entries
+               GROUP BY wallet_address) l USING (wallet_address)
+    WHERE a.available < 0 OR a.reserved < 0 OR a.available + a.reserved <> coalesce(l.total, 0)"""
+AUDIT_HOLDS = "SELECT count(*) FROM {schema}.reservations WHERE state = 'HELD'"
+
+
+def raw_pair(pool: Any, schema: str, wallets: list[str]) -> Call:
+    hold, capture = RAW_HOLD.format(schema=schema), RAW_CAPTURE.format(schema=schema)
+    turn = itertools.cycle(wallets)
+
+    async def call() -> None:
+        wallet = next(turn)
+        async with pool.acquire() as connection:
+            if await connection.fetchval(hold, 1, wallet) is None:
+                raise RuntimeError("raw hold refused")
+        async with pool.acquire() as connection:
+            if await connection.fetchval(capture, 1, wallet) is None:
+                raise RuntimeError("raw capture refused")
+
+    return call
+
+
+async def closed_loop(call: Call, in_flight: int, seconds: float) -> LoadResult:
+    """`in_flight` workers each repeat `call` until `seconds` have passed; the latency of every
+    call. Hand-written and in Python on purpose (see the module docstring): h2load cannot chain
+    a confirm to the reserve it depends on, and the raw loop must share the client."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await call()
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return LoadResult(
+        requests=len(ordered),
+        errors=errors,
+        rps=round(len(ordered) / elapsed, 1),
+        p50_ms=round(percentile(ordered, 0.50) * 1000, 3),
+        p99_ms=round(percentile(ordered, 0.99) * 1000, 3),
+    )
+
+
+async def measure(call: Call, in_flight: int, seconds: float) -> LoadResult:
+    await closed_loop(call, in_flight, WARM_UP_SECONDS)
+    return await closed_loop(call, in_flight, seconds)
+
+
+# Schema names below are ours (a fixed prefix and random hex), never input: S608 does not apply.
+async def audit(dsn: str, schema: str) -> dict[str, int]:
+    """Accounts that are negative or disagree with their ledger: each one an overdraft or a
+    lost or duplicated change."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        wrong = await connection.fetchval(AUDIT_ACCOUNTS.format(schema=schema))
+        held = await connection.fetchval(AUDIT_HOLDS.format(schema=schema))
+    finally:
+        await connection.close()
+    return {"accounts_wrong": int(wrong), "holds_left_open": int(held)}
+
+
+async def run(
+    postgres_url: str, seconds: float, wallet_count: int, work_dir: Path
+) -> dict[str, Any]:
+    suffix = f"_bench{secrets.token_hex(4)}"
+    settings = Settings(database_url=postgres_url, schema_suffix=suffix)
+    schema, raw_schema = f"credits{suffix}", f"credits_raw{suffix}"
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+    token = secrets.token_urlsafe(16)
+    database = Database.from_settings(settings, "credits")
+    await upgrade(database, "credits")
+    await database.dispose()
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f"CREATE SCHEMA {raw_schema}")
+    await admin.execute(RAW_TABLE.format(schema=raw_schema))
+    port = free_port()
+    process = await start_service(settings, port, token, work_dir / "credits.log")
+    pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
+    results: dict[str, dict[str, LoadResult]] = {}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = credits_pb2_grpc.CreditsServiceStub(channel)
+            scenarios = {"hot_wallet": 1, "many_wallets": wallet_count}
+            for scenario, count in scenarios.items():
+                wallets = [new_wallet_address() for _ in range(count)]
+                await grant_all(stub, wallets, token)
+                await admin.executemany(
+                    RAW_FUND.format(schema=raw_schema),
+                    [(wallet, FUNDS) for wallet in wallets],
+                )
+                for in_flight in IN_FLIGHT:
+                    name = f"{scenario}_x{in_flight}"
+                    results[name] = {
+                        "service": await measure(
+                            service_pair(stub, wallets, token), in_flight, seconds
+                        ),
+                        "raw": await measure(
+                            raw_pair(pool, raw_schema, wallets), in_flight, seconds
+                        ),
+                    }
+                    print_row(name, results[name])
+        audited = await audit(dsn, schema)
+    finally:
+        await pool.close()
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+        for name in (schema, raw_schema):
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        await admin.close()
+    return report(results, audited, seconds, wallet_count)
+
+
+async def grant_all(
+    stub: credits_pb2_grpc.CreditsServiceAsyncStub, wallets: list[str], token: str
+) -> None:
+    metadata = (("x-r3mes-internal-token", token),)
+    for start in range(0, len(wallets), 32):
+        await asyncio.gather(
+            *(
+                stub.GrantCredits(
+                    credits_pb2.GrantCreditsRequest(
+                        wallet_address=wallet,
+                        amount_micro_credits=FUNDS,
+                        idempotency_key=f"fund-{wallet}",
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                for wallet in wallets[start : start + 32]
+            )
+        )
+
+
+def print_row(name: str, pair: dict[str, LoadResult]) -> None:
+    service, raw = pair["service"], pair["raw"]
+    ratio = service.rps / raw.rps if raw.rps else float("nan")
+    print(
+        f"{name:<18} service {service.rps:>8.1f} pairs/s p50 {service.p50_ms:>7.2f}"
+        f" p99 {service.p99_ms:>7.2f} ms err {service.errors:<3}| raw"
+        f" {raw.rps:>8.1f} pairs/s p50 {raw.p50_ms:>6.2f} p99 {raw.p99_ms:>6.2f} ms"
+        f" | ratio {ratio:.3f}",
+        flush=True,
+    )
+
+
+def report(
+    results: dict[str, dict[str, LoadResult]],
+    audited: dict[str, int],
+    seconds: float,
+    wallet_count: int,
+) -> dict[str, Any]:
+    return {
+        "benchmark": "credits",
+        "pair": "Reserve + Confirm of 1 micro-credit; raw: two conditional UPDATEs",
+        "seconds_per_measurement": seconds,
+        "many_wallets": wallet_count,
+        "machine": machine(),
+        "results": {
+            name: {side: m.summary() for side, m in pair.items()} for name, pair in results.items()
+        },
+        "ratios_service_over_raw": {
+            name: round(pair["service"].rps / pair["raw"].rps, 3) if pair["raw"].rps else None
+            for name, pair in results.items()
+        },
+        "audit": audited,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per side")
+    parser.add_argument("--wallets", type=int, default=500, help="wallets of the spread case")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="SQLAlchemy URL")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="r3mes-bench-credits-") as work_dir:
+        figures = asyncio.run(run(args.postgres_url, args.seconds, args.wallets, Path(work_dir)))
+    for name, ratio in figures["ratios_service_over_raw"].items():
+        print(f"{name}: service/raw = {ratio}")
+    print(f"audit: {figures['audit']}")
+    write_results(figures, args.out)
+
+
+if __name__ == "__main__":
+    main()

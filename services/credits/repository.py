@@ -1,0 +1,311 @@
+"""Queries of the credits schema. Every change of money is one conditional UPDATE ... RETURNING:
+the database checks and writes in one step, so no concurrent caller can slip in between."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Row, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.idempotency import IdempotencyRepository
+from services.core.pagination import Page, PageRequest
+from services.core.repository import BaseRepository
+from services.credits import tables
+from services.credits.domain import (
+    BALANCE_LIMIT,
+    Account,
+    Balance,
+    LedgerEntry,
+    LedgerEntryKind,
+    NetworkTotal,
+    Reservation,
+    ReservationState,
+)
+
+HELD = ReservationState.HELD.value
+_accounts = tables.accounts
+_reservations = tables.reservations
+
+
+class LedgerInconsistent(RuntimeError):
+    """A stored account disagrees with its reservations: a bug, never a caller's fault. The unit
+    of work rolls back, so nothing of the call is stored, and the caller gets INTERNAL."""
+
+
+def _expired_holds(now: datetime, *where: ColumnElement[bool]) -> Any:
+    """Σ of held amounts past their expire time: still in the stored `reserved`, but released
+    for every reader."""
+    # PostgreSQL sums bigints as numeric; one wallet's sum fits a bigint (the balance limit).
+    return (
+        select(cast(func.coalesce(func.sum(_reservations.c.amount), 0), BigInteger))
+        .where(_reservations.c.state == HELD, _reservations.c.expire_time <= now, *where)
+        .scalar_subquery()
+    )
+
+
+class AccountRepository(BaseRepository[Account]):
+    table = _accounts
+
+    def to_domain(self, row: Row[Any]) -> Account:
+        return Account(row.wallet_address, row.available, row.reserved, row.update_time)
+
+    async def hold(self, wallet_address: str, amount: int, now: datetime) -> Account | None:
+        """Move `amount` from available to reserved if that much is available; None if not."""
+        c = self.table.c
+        rows = await self.update_returning(
+            c.wallet_address == wallet_address,
+            c.available >= amount,
+            values={
+                "available": c.available - amount,
+                "reserved": c.reserved + amount,
+                "update_time": now,
+            },
+        )
+        return rows[0] if rows else None
+
+    async def take(self, wallet_address: str, amount: int, now: datetime) -> Account | None:
+        """Take `amount` out of available if that much is available; None if not."""
+        c = self.table.c
+        rows = await self.update_returning(
+            c.wallet_address == wallet_address,
+            c.available >= amount,
+            values={"available": c.available - amount, "update_time": now},
+        )
+        return rows[0] if rows else None
+
+    async def add(self, wallet_address: str, amount: int, now: datetime) -> Account | None:
+        """Add `amount` to available unless the total would pass the limit; None if it would."""
+        await self.insert_or_ignore(
+            {"wallet_address": wallet_address, "available": 0, "reserved": 0, "update_time": now}
+        )
+        c = self.table.c
+        rows = await self.update_returning(
+            c.wallet_address == wallet_address,
+            c.available + c.reserved <= BALANCE_LIMIT - amount,
+            values={"available": c.available + amount, "update_time": now},
+        )
+        return rows[0] if rows else None
+
+    async def release(
+        self, wallet_address: str, held: int, captured: int, now: datetime
+    ) -> Account:
+        """A hold of `held` ends: `captured` leaves the wallet, the rest is available again."""
+        c = self.table.c
+        rows = await self.update_returning(
+            c.wallet_address == wallet_address,
+            c.reserved >= held,
+            values={
+                "reserved": c.reserved - held,
+                "available": c.available + (held - captured),
+                "update_time": now,
+            },
+        )
+        if not rows:
+            raise LedgerInconsistent(f"the account holds less than a hold of {held} it had")
+        return rows[0]
+
+    async def balance(self, wallet_address: str, now: datetime) -> Balance:
+        """The wallet's balance as callers see it at `now`, in one statement (one snapshot, so a
+        sweeper committing meanwhile cannot make a hold count twice or not at all)."""
+        c = self.table.c
+        expired = _expired_holds(now, _reservations.c.wallet_address == c.wallet_address)
+        statement = select(c.available, c.reserved, c.update_time, expired.label("expired")).where(
+            c.wallet_address == wallet_address
+        )
+        row = (await self.execute(statement)).one_or_none()
+        if row is None:
+            return Balance.empty(wallet_address)
+        return Balance.of_stored(
+            wallet_address, row.available, row.reserved, row.expired, row.update_time
+        )
+
+    async def network_total(self, now: datetime) -> NetworkTotal:
+        """Every wallet together, in one statement (one snapshot)."""
+        c = self.table.c
+        statement = select(
+            func.coalesce(select(func.sum(c.available)).scalar_subquery(), 0).label("available"),
+            func.coalesce(select(func.sum(c.reserved)).scalar_subquery(), 0).label("reserved"),
+            _expired_holds(now).label("expired"),
+        )
+        row = (await self.execute(statement)).one()
+        expired = int(row.expired)
+        return NetworkTotal(int(row.available) + expired, int(row.reserved) - expired)
+
+
+class ReservationRepository(BaseRepository[Reservation]):
+    table = _reservations
+
+    def to_domain(self, row: Row[Any]) -> Reservation:
+        return Reservation(
+            reservation_id=row.reservation_id,
+            wallet_address=row.wallet_address,
+            amount=row.amount,
+            captured=row.captured,
+            state=ReservationState(row.state),
+            description=row.description,
+            create_time=row.create_time,
+            expire_time=row.expire_time,
+            close_time=row.close_time,
+        )
+
+    async def add(self, reservation: Reservation) -> Reservation:
+        return await self.insert(
+            {
+                "reservation_id": reservation.reservation_id,
+                "wallet_address": reservation.wallet_address,
+                "amount": reservation.amount,
+                "captured": reservation.captured,
+                "state": reservation.state.value,
+                "description": reservation.description,
+                "create_time": reservation.create_time,
+                "expire_time": reservation.expire_time,
+                "close_time": reservation.close_time,
+            }
+        )
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        return await self.find(reservation_id=reservation_id)
+
+    async def confirm(
+        self, reservation_id: str, capture: int | None, now: datetime
+    ) -> Reservation | None:
+        """Resolve a live hold as CONFIRMED, capturing `capture` (all of it when None); None if
+        it is not live or holds less (another caller resolved it first, or it expired)."""
+        c = self.table.c
+        conditions = [c.reservation_id == reservation_id, c.state == HELD, c.expire_time > now]
+        if capture is not None:
+            conditions.append(c.amount >= capture)
+        rows = await self.update_returning(
+            *conditions,
+            values={
+                "state": ReservationState.CONFIRMED.value,
+                "captured": c.amount if capture is None else capture,
+                "close_time": now,
+            },
+        )
+        return rows[0] if rows else None
+
+    async def roll_back(self, reservation_id: str, now: datetime) -> Reservation | None:
+        """Resolve a live hold as ROLLED_BACK; None if it is not live."""
+        c = self.table.c
+        rows = await self.update_returning(
+            c.reservation_id == reservation_id,
+            c.state == HELD,
+            c.expire_time > now,
+            values={"state": ReservationState.ROLLED_BACK.value, "close_time": now},
+        )
+        return rows[0] if rows else None
+
+    async def expire_of_wallet(self, wallet_address: str, now: datetime) -> list[Reservation]:
+        """Resolve as EXPIRED the wallet's holds that are past their time."""
+        return await self._expire(self.table.c.wallet_address == wallet_address, now=now)
+
+    async def expire_these(self, reservation_ids: list[str], now: datetime) -> list[Reservation]:
+        """Resolve as EXPIRED those of these holds that are still held and past their time."""
+        return await self._expire(self.table.c.reservation_id.in_(reservation_ids), now=now)
+
+    async def _expire(self, *where: ColumnElement[bool], now: datetime) -> list[Reservation]:
+        # Each hold is resolved once even when sweepers of several replicas meet it together:
+        # the condition on HELD is checked again under the row lock.
+        c = self.table.c
+        return await self.update_returning(
+            *where,
+            c.state == HELD,
+            c.expire_time <= now,
+            # Closed when it expired, not when it was noticed: the same for every replica.
+            values={"state": ReservationState.EXPIRED.value, "close_time": c.expire_time},
+        )
+
+    async def due_for_expiry(self, now: datetime, limit: int) -> list[str]:
+        """Ids of up to `limit` expired holds, locked; those another sweeper has locked are
+        skipped (SKIP LOCKED on PostgreSQL; SQLite's write lock already lets one in at a time)."""
+        c = self.table.c
+        statement = (
+            select(c.reservation_id)
+            .where(c.state == HELD, c.expire_time <= now)
+            .order_by(c.expire_time)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [row.reservation_id for row in await self.execute(statement)]
+
+
+class LedgerRepository(BaseRepository[LedgerEntry]):
+    table = tables.ledger_entries
+
+    def to_domain(self, row: Row[Any]) -> LedgerEntry:
+        return LedgerEntry(
+            entry_id=row.entry_id,
+            sequence=row.sequence,
+            wallet_address=row.wallet_address,
+            kind=LedgerEntryKind(row.kind),
+            delta=row.delta,
+            balance_after=row.balance_after,
+            reservation_id=row.reservation_id,
+            description=row.description,
+            create_time=row.create_time,
+        )
+
+    async def append(
+        self,
+        entry_id: str,
+        account: Account,
+        kind: LedgerEntryKind,
+        delta: int,
+        description: str,
+        now: datetime,
+        reservation_id: str | None = None,
+    ) -> LedgerEntry:
+        """Record a change of the wallet's total, with the total right after it."""
+        return await self.insert(
+            {
+                "entry_id": entry_id,
+                "wallet_address": account.wallet_address,
+                "kind": kind.value,
+                "delta": delta,
+                "balance_after": account.available + account.reserved,
+                "reservation_id": reservation_id,
+                "description": description,
+                "create_time": now,
+            }
+        )
+
+    async def get(self, entry_id: str) -> LedgerEntry | None:
+        return await self.find(entry_id=entry_id)
+
+    async def of_wallet(self, wallet_address: str, page: PageRequest) -> Page[LedgerEntry]:
+        """Newest first; `sequence` is unique and grows with every entry."""
+        c = self.table.c
+        return await self.page(
+            c.wallet_address == wallet_address,
+            key=[c.sequence],
+            size=page.size,
+            after=page.after,
+            descending=True,
+        )
+
+
+class CreditsIdempotency(IdempotencyRepository):
+    table = tables.idempotency_keys
+
+
+@dataclass(frozen=True)
+class CreditsRepositories:
+    """Every repository of the credits schema, on one unit of work's connection."""
+
+    accounts: AccountRepository
+    reservations: ReservationRepository
+    ledger: LedgerRepository
+    idempotency: CreditsIdempotency
+
+    @classmethod
+    def on(cls, connection: AsyncConnection) -> CreditsRepositories:
+        return cls(
+            accounts=AccountRepository(connection),
+            reservations=ReservationRepository(connection),
+            ledger=LedgerRepository(connection),
+            idempotency=CreditsIdempotency(connection),
+        )
