@@ -30,7 +30,10 @@ MAX_DOWNSTREAM_CONNECTIONS = 10_000
 UNKNOWN_PATH_CLUSTER = "unknown_path"
 GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
 
+# The same timestamp shape as the services' plain log lines, so `make run`'s interleaved output
+# has one timestamp per line whoever wrote it (the runner adds none).
 _TEXT_ACCESS_LOG = (
+    "%START_TIME(%Y-%m-%d %H:%M:%S.%3f)% "
     "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% -> %RESPONSE_CODE% "
     "grpc=%GRPC_STATUS_NUMBER% %DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
     "id=%REQ(X-REQUEST-ID)%\n"

@@ -2,8 +2,9 @@
 # (the stubs mark every RPC abstract; a stand-in implements only those users asks for)
 """GetUser and GetNetworkStats ask credits and mining; what they cannot tell is left out.
 
-The real credits and mining services do not answer these RPCs yet, so stand-ins that do run
-behind the real server stack (interceptor chain included) on port 0.
+Stand-ins for credits and mining run behind the real server stack (interceptor chain included)
+on port 0, so each peer's failure (down, slow, NOT_FOUND) can be chosen; tests with the real
+services are in test_credits_users.py and test_mining_users.py.
 """
 
 from __future__ import annotations
