@@ -93,7 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     load = Load(connections=args.connections, streams_per_connection=args.streams)
     with (
         tempfile.TemporaryDirectory(prefix="r3mes-bench-") as work_dir,
-        running_stack(Path(work_dir), internal_token=secrets.token_urlsafe(16)) as stack,
+        # Limiter off: it would refuse the thousands of reads of one client (bench.ratelimit
+        # measures its cost).
+        running_stack(
+            Path(work_dir),
+            internal_token=secrets.token_urlsafe(16),
+            extra_environment={"R3MES_RATELIMIT_BACKEND": "off"},
+        ) as stack,
     ):
         results = run(stack, load, args.seconds)
     figures = report(results, load, args.seconds)

@@ -137,8 +137,12 @@ class Load:
         return self.connections * self.streams_per_connection
 
 
-def h2load_grpc(url: str, message: Message, load: Load, seconds: int) -> LoadResult:
-    """POST one gRPC message over and over (h2c, prior knowledge) for `seconds`."""
+def h2load_grpc(
+    url: str, message: Message, load: Load, seconds: int, *, count: int | None = None
+) -> LoadResult:
+    """POST one gRPC message over and over (h2c, prior knowledge) for `seconds`, or exactly
+    `count` times when given (so that a server-side counter can be divided by the calls)."""
+    length = ("-D", str(seconds)) if count is None else ("-n", str(count))
     with tempfile.TemporaryDirectory(prefix="r3mes-h2load-") as folder:
         body, log = Path(folder) / "request.bin", Path(folder) / "requests.tsv"
         body.write_bytes(grpc_frame(message))
@@ -147,9 +151,9 @@ def h2load_grpc(url: str, message: Message, load: Load, seconds: int) -> LoadRes
             [
                 _tool("h2load"),
                 *("-t", "1", "-c", str(load.connections), "-m", str(load.streams_per_connection)),
-                *("-D", str(seconds), "--log-file", str(log), *headers, "-d", str(body), url),
+                *(*length, "--log-file", str(log), *headers, "-d", str(body), url),
             ],
-            timeout_seconds=seconds + 30,
+            timeout_seconds=seconds + 30 if count is None else 600,
         )
         return parse_h2load(report, log.read_text())
 

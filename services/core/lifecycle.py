@@ -28,6 +28,7 @@ from services.core.background import PeriodicJob
 from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
+from services.core.interceptors.ratelimit import rate_limiting_from_settings
 from services.core.logging import configure_logging
 from services.core.migrate import migrate_on_start
 from services.core.network import trusted_networks
@@ -137,11 +138,13 @@ def build_server(
     if authenticators is None:
         authenticators = default_authenticators(settings)
     admission = Admission()
+    limiting = rate_limiting_from_settings(settings)
     chain = RequestChain(
         f"{name}.r3mes.network",
         authenticators,
         trusted_networks(settings.trusted_proxies),
         admission,
+        limiting.step,
     )
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
@@ -158,6 +161,7 @@ def build_server(
         server,
     )
     port = listen(server, settings.listen_host, settings.port_of(name))
+    closers, jobs = [*limiting.closers, *closers], [*jobs, *limiting.jobs]
     return ServiceServer(name, server, health, service_names, closers, jobs, admission), port
 
 

@@ -151,6 +151,36 @@ class Settings(BaseSettings):
         description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
     )
 
+    # Rate limiting (docs/ratelimits.md).
+    ratelimit_backend: Literal["memory", "redis", "off"] | None = Field(
+        None,
+        description="Where rate-limit buckets live: memory (this process only), redis (every "
+        "replica, exact), off. Unset: redis when redis_url is set, else memory.",
+    )
+    ratelimit_policies_file: Path | None = Field(
+        None,
+        description="YAML file of the rate-limit policies per method (docs/ratelimits.md). "
+        "Unset: the defaults shipped with the services.",
+    )
+    ratelimit_redis_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="What rate-limited calls get while Redis is unreachable: open admits them "
+        "unchecked, closed refuses them (RESOURCE_EXHAUSTED, HTTP 429, with RetryInfo).",
+    )
+    ratelimit_redis_timeout_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="Longest wait for Redis on one rate-limit decision (for a new connection: "
+        "at least 1 s); past it Redis counts as unreachable.",
+    )
+    ratelimit_redis_probe_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often an unreachable Redis is tried again (and health refreshed).",
+    )
+
     # API keys (the apikeys service and every service's API-key authentication).
     apikeys_max_active_per_wallet: int = Field(
         10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
@@ -184,7 +214,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         description="Redis (redis://host:port/db) shared by the services. Unset: revocations "
-        "reach other processes only by the expiry of their cached answers.",
+        "reach other processes only by the expiry of their cached answers, and rate-limit "
+        "buckets are per process (docs/ratelimits.md).",
     )
 
     grace_period_seconds: float = Field(

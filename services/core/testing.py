@@ -1,11 +1,19 @@
-"""Helpers for tests: a real server in-process on port 0, a channel to it, a fake clock."""
+"""Helpers for tests: a real server in-process on port 0, a channel to it, a fake clock, a
+Redis server of one's own."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import bech32
 import grpc
@@ -62,3 +70,69 @@ def new_wallet_address() -> str:
     assert data is not None
     address: str = bech32.bech32_encode("remes", data)
     return address
+
+
+@contextmanager
+def own_redis_server(work_dir: Path) -> Iterator[RedisServer]:
+    """A redis-server of the caller's own on a free loopback port, without persistence, stopped
+    by its pid on exit: tests and benchmarks never touch the machine's shared Redis."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    process = subprocess.Popen(
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(process, port)
+    try:
+        deadline = time.monotonic() + 10
+        while not server.answers():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not start")
+            time.sleep(0.02)
+        yield server
+    finally:
+        server.resume()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class RedisServer:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing (a hung server)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False

@@ -9,7 +9,7 @@ coroutine frame and a scan of the metadata; one interceptor calling small steps 
 2. error mapping (`errors`): whatever a later step or the handler raises becomes a Status
 3. authentication (`authentication`): the principal
 4. validation (`validation`, `parsing`): the message parses and obeys its proto annotations
-5. rate limiting: not built yet; its step goes between validation and authorization
+5. rate limiting (`ratelimit`): per wallet and per client address, per method policy
 6. authorization (`authorization`): the RPC's declared access rule
 
 Streaming handlers (reflection, health Watch) go through the same steps: the ones before the
@@ -37,6 +37,7 @@ from services.core.interceptors.authorization import authorize_call
 from services.core.interceptors.context import CallRecord
 from services.core.interceptors.errors import TRANSCODED_HEADER, ErrorMapping, refuse
 from services.core.interceptors.parsing import checked, tolerant
+from services.core.interceptors.ratelimit import RateLimiting
 from services.core.interceptors.validation import validate
 from services.core.logging import REQUEST_ID_HEADER
 from services.core.network import IPNetwork
@@ -56,11 +57,13 @@ class RequestChain(AsyncServerInterceptor):
         authenticators: Sequence[Authenticator],
         trusted_proxies: Sequence[IPNetwork] = (),
         admission: Admission | None = None,
+        rate_limiting: RateLimiting | None = None,
     ) -> None:
         self._errors = ErrorMapping(error_domain)
         self._authentication = Authentication(authenticators)
         self._clients = request_context.ClientAddresses(trusted_proxies)
         self.admission = admission or Admission()
+        self._rate_limiting = rate_limiting
         # grpc asks for the handler on every call; the wrapped one is built once per method.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -185,8 +188,10 @@ class RequestChain(AsyncServerInterceptor):
         else:
             validate(request)
             message = request
-        # Rate limiting goes here: after validation (a malformed call costs no quota), before
-        # authorization (a caller probing for forbidden methods is limited too).
+        # After validation (a malformed call costs no quota), before authorization (a caller
+        # probing for forbidden methods is limited too).
+        if self._rate_limiting is not None:
+            await self._rate_limiting.check(method_name, principal, context)
         authorize_call(method_name, principal, message)
         return request
 

@@ -1,0 +1,174 @@
+"""Rate limiting, the chain's step between validation and authorization.
+
+After validation, so that a call refused for bad credentials or bad input costs no token; before
+authorization, so that a caller probing methods it may not call is limited too. Each call is
+charged to the bucket of its wallet principal (`wallet:<address>`) and to the bucket of its
+client address (`ip:<address>`, from x-forwarded-for only when the peer is a trusted proxy):
+clients behind one proxy are not one bucket, and a wallet cannot escape by changing address.
+Calls of the internal service token are exempt unless the policy file gives them a policy.
+
+Every limited call carries the IETF draft (httpapi-ratelimit-headers) fields `ratelimit-policy`
+and `ratelimit`; a refusal is RESOURCE_EXHAUSTED (HTTP 429 through the gateway) with RetryInfo,
+a QuotaFailure naming the bucket and `retry-after`. While Redis is unreachable the failure
+policy applies: open admits calls unchecked; closed refuses them, also as RESOURCE_EXHAUSTED
+(UNAVAILABLE would be a 503 through the gateway, and an outage of ours is no server error of
+the call's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+
+from services.core.auth import Principal, PrincipalKind
+from services.core.background import PeriodicJob
+from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
+from services.core.network import client_address_var
+from services.core.ratelimit import (
+    Decision,
+    Limiter,
+    LimiterUnavailable,
+    Policies,
+    Policy,
+    RedisLimiter,
+    limiter_from_settings,
+    load_policies,
+)
+from services.core.settings import Settings
+
+POLICY_HEADER = "ratelimit-policy"
+RATELIMIT_HEADER = "ratelimit"
+RETRY_AFTER_HEADER = "retry-after"
+OUR_PACKAGE_PREFIX = "/r3mes."
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class RateLimiting:
+    def __init__(
+        self,
+        limiter: Limiter,
+        policies: Policies,
+        failure: Literal["open", "closed"] = "open",
+        unavailable_retry_seconds: float = 1.0,
+    ) -> None:
+        self._limiter = limiter
+        self._policies = policies
+        self._fail_open = failure == "open"
+        self._unavailable_retry_seconds = unavailable_retry_seconds
+
+    async def check(
+        self, method_name: str, principal: Principal, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Admit the call (adding its headers to the response) or raise ResourceExhausted.
+        `method_name` is grpc's `/package.Service/Method`."""
+        headers: Headers = ()
+        try:
+            headers = await self._decide(method_name, principal)
+        except RateLimited as refused:
+            headers = refused.headers
+            raise
+        finally:
+            if headers:
+                # Initial metadata, not trailers, refusals too: the gateway's transcoder keeps
+                # only grpc-status and grpc-message of the trailers of a reply with headers
+                # (and the chain sends headers first on a transcoded refusal).
+                await context.send_initial_metadata(headers)
+
+    async def _decide(self, method_name: str, principal: Principal) -> Headers:
+        if not method_name.startswith(OUR_PACKAGE_PREFIX):  # health checks, reflection
+            return ()
+        policy: Policy | None = self._policies.for_method(method_name)
+        if principal.kind is PrincipalKind.INTERNAL:
+            policy = self._policies.internal
+        subjects = _subjects(principal)
+        if policy is None or not subjects:
+            return ()
+        try:
+            decision = await self._limiter.decide(policy.name, policy.rate, subjects)
+        except LimiterUnavailable:
+            if self._fail_open:
+                return ((POLICY_HEADER, policy.header),)
+            raise ResourceExhausted(
+                "rate limiting cannot decide right now; try again shortly",
+                reason="RATE_LIMITER_UNAVAILABLE",
+                details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
+            ) from None
+        headers = ((POLICY_HEADER, policy.header), (RATELIMIT_HEADER, _ratelimit(policy, decision)))
+        if decision.allowed:
+            return headers
+        raise RateLimited(policy, decision, headers)
+
+
+class RateLimited(ResourceExhausted):
+    """A refused call; `headers` go with the refusal."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, policy: Policy, decision: Decision, headers: Headers) -> None:
+        rate = policy.rate
+        super().__init__(
+            f"rate limit of {decision.subject} reached: {rate.limit} calls per "
+            f"{rate.period_seconds:g} s under policy {policy.name}",
+            details=ErrorDetails(
+                metadata={"policy": policy.name},
+                quota_violations=[
+                    QuotaViolation(
+                        decision.subject,
+                        f"{rate.limit} calls per {rate.period_seconds:g} s ({policy.name})",
+                    )
+                ],
+                retry_after_seconds=decision.retry_after_seconds,
+            ),
+        )
+        retry_after = str(max(1, math.ceil(decision.retry_after_seconds)))
+        self.headers = (*headers, (RETRY_AFTER_HEADER, retry_after))
+
+
+def _subjects(principal: Principal) -> list[str]:
+    subjects = []
+    if principal.kind is PrincipalKind.WALLET and principal.wallet_address:
+        subjects.append(f"wallet:{principal.wallet_address}")
+    address = client_address_var.get()
+    if address:
+        subjects.append(f"ip:{address}")
+    return subjects
+
+
+def _ratelimit(policy: Policy, decision: Decision) -> str:
+    return f'"{policy.name}";r={decision.remaining};t={math.ceil(decision.reset_seconds)}'
+
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class RateLimitingSetup:
+    """The step as settings configure it (None: off), with its background probe and closer."""
+
+    step: RateLimiting | None = None
+    jobs: list[PeriodicJob] = field(default_factory=list)
+    closers: list[Closer] = field(default_factory=list)
+
+
+def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
+    """Load and check the policy file (raises PolicyFileError) and open the backend."""
+    policies = load_policies(settings.ratelimit_policies_file)
+    limiter = limiter_from_settings(settings)
+    if limiter is None:
+        return RateLimitingSetup()
+    step = RateLimiting(
+        limiter,
+        policies,
+        settings.ratelimit_redis_failure,
+        settings.ratelimit_redis_probe_seconds,
+    )
+    jobs = []
+    if isinstance(limiter, RedisLimiter):
+        # Its failures show in health as `<service>.ratelimit` and are logged once per change.
+        jobs.append(PeriodicJob("ratelimit", settings.ratelimit_redis_probe_seconds, limiter.probe))
+    return RateLimitingSetup(step, jobs, [limiter.close])

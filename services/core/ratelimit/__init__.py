@@ -1,0 +1,53 @@
+"""Rate limiting: GCRA buckets per wallet and per client address, per method policy.
+
+`gcra` holds the algorithm and the in-process backend, `redis_backend` the distributed one,
+`policies` the policy file. The request path's step is services.core.interceptors.ratelimit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.core.ratelimit.gcra import Decision, InProcessLimiter, Rate
+from services.core.ratelimit.policies import Policies, Policy, PolicyFileError, load_policies
+from services.core.ratelimit.redis_backend import LimiterUnavailable, RedisLimiter
+from services.core.settings import Settings
+
+__all__ = [
+    "Decision",
+    "InProcessLimiter",
+    "Limiter",
+    "LimiterUnavailable",
+    "Policies",
+    "Policy",
+    "PolicyFileError",
+    "Rate",
+    "RedisLimiter",
+    "limiter_from_settings",
+    "load_policies",
+]
+
+
+class Limiter(Protocol):
+    async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
+        """Admit the call and charge every bucket of `subjects` under `policy`, or refuse it
+        and charge none. Raises LimiterUnavailable when it cannot decide."""
+
+    async def close(self) -> None: ...
+
+
+def limiter_from_settings(settings: Settings) -> Limiter | None:
+    """The configured backend; None when rate limiting is off."""
+    backend = settings.ratelimit_backend or ("redis" if settings.redis_url else "memory")
+    if backend == "off":
+        return None
+    if backend == "memory":
+        return InProcessLimiter()
+    if settings.redis_url is None:
+        raise ValueError("ratelimit_backend is redis but redis_url is not set")
+    return RedisLimiter.from_url(
+        settings.redis_url,
+        settings.ratelimit_redis_timeout_seconds,
+        settings.ratelimit_redis_failure,
+    )

@@ -1,0 +1,157 @@
+"""Rate limits through Envoy: 429 with the IETF draft headers after exactly the policy's count,
+per wallet whatever its address, and the count holds with two replicas of a service sharing one
+Redis (this module's own)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
+
+from gateway.local_stack import LocalStack, free_port, grpc_serving, running_stack
+from gateway.render import ROOT
+from services.core.testing import RedisServer, own_redis_server
+from tests.e2e.test_apikeys_rest import first_key
+from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
+
+# Per hour: no call is refilled while a slow machine runs the test.
+POLICIES = """
+policies:
+  credentials: 5/hour
+  read: 4/hour
+  write: 20/minute
+default: write
+methods:
+  r3mes.users.v1.UsersService.GetNetworkStats: read
+  r3mes.apikeys.v1.APIKeysService.CreateAPIKey: credentials
+  r3mes.apikeys.v1.APIKeysService.CreateChallenge: credentials
+  r3mes.apikeys.v1.APIKeysService.CreateAPIKeyWithSignature: credentials
+"""
+
+HTTP_OF = {grpc.StatusCode.OK: 200, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
+
+
+@dataclass
+class Stack:
+    gateway: LocalStack
+    second_apikeys: str  # a second replica of apikeys, sharing the stack's Redis
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Stack]:
+    work_dir = tmp_path_factory.mktemp("ratelimit-e2e")
+    policies = work_dir / "policies.yaml"
+    policies.write_text(POLICIES)
+    environment = {
+        "R3MES_REDIS_URL": redis_server.url,
+        "R3MES_RATELIMIT_POLICIES_FILE": str(policies),
+    }
+    with running_stack(
+        work_dir, internal_token="e2e-token", extra_environment=environment
+    ) as running:
+        port = free_port()
+        with (work_dir / "apikeys-2.log").open("wb") as log:
+            replica = subprocess.Popen(
+                [sys.executable, "-m", "services.apikeys"],
+                cwd=ROOT,
+                env={**running.environment, "R3MES_APIKEYS_PORT": str(port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            target = f"127.0.0.1:{port}"
+            for _ in range(600):
+                if grpc_serving(target) or replica.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert replica.poll() is None, (work_dir / "apikeys-2.log").read_text()
+            yield Stack(running, target)
+        finally:
+            replica.terminate()
+            replica.wait(timeout=10)
+
+
+def rest_from(stack: Stack, address: str) -> httpx.AsyncClient:
+    """A REST client whose connections come from `address` (any of 127/8): Envoy tells the
+    services that address, so each test has buckets of its own."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(base_url=stack.gateway.rest_url, transport=transport, timeout=10.0)
+
+
+async def test_the_call_past_the_quota_is_a_429_with_the_ratelimit_headers(stack: Stack) -> None:
+    async with rest_from(stack, "127.0.0.2") as rest:
+        replies = [await rest.get("/v1/network/stats") for _ in range(5)]
+
+    assert [reply.status_code for reply in replies] == [200, 200, 200, 200, 429]
+    assert {reply.headers["ratelimit-policy"] for reply in replies} == {'"read";q=4;w=3600'}
+    assert [reply.headers["ratelimit"] for reply in replies[:4]] == [
+        '"read";r=3;t=900',
+        '"read";r=2;t=1800',
+        '"read";r=1;t=2700',
+        '"read";r=0;t=3600',
+    ]
+    refused = replies[-1]
+    assert refused.headers["ratelimit"] == '"read";r=0;t=3600'
+    assert refused.headers["retry-after"] == "900"
+
+
+async def test_one_wallet_gets_exactly_its_quota_of_keys_across_addresses_and_replicas(
+    stack: Stack,
+) -> None:
+    """CreateAPIKey for one wallet, alternating between the replica behind the gateway and a
+    second one reached directly, from a new client address every call: five in all, then 429
+    naming the wallet; another wallet is unaffected."""
+    wallet, other = SigningWallet(), SigningWallet()
+    async with rest_from(stack, "127.0.0.10") as rest:  # two anonymous credential calls each
+        key, other_key = await first_key(rest, wallet), await first_key(rest, other)
+    path = f"/v1/wallets/{wallet.address}/apikeys"
+    replies: list[httpx.Response] = []
+    codes: list[int] = []
+    async with grpc.aio.insecure_channel(stack.second_apikeys) as channel:
+        second = apikeys_pb2_grpc.APIKeysServiceStub(channel)
+        for i in range(4):
+            async with rest_from(stack, f"127.0.1.{i}") as rest:
+                reply = await rest.post(
+                    path, json={"name": f"gw{i}"}, headers=dict(as_bearer(key["secret"]))
+                )
+            replies.append(reply)
+            codes.append(reply.status_code)
+            request = apikeys_pb2.CreateAPIKeyRequest(wallet_address=wallet.address, name=f"r{i}")
+            call = second.CreateAPIKey(
+                request, metadata=(*as_key(key["secret"]), ("x-forwarded-for", f"127.0.2.{i}"))
+            )
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call
+            codes.append(HTTP_OF[await call.code()])
+    async with rest_from(stack, "127.0.1.9") as rest:
+        unaffected = await rest.post(
+            f"/v1/wallets/{other.address}/apikeys",
+            json={"name": "x"},
+            headers=dict(as_bearer(other_key["secret"])),
+        )
+
+    assert codes == [200, 200, 200, 200, 200, 429, 429, 429]
+    refused = replies[-1]
+    assert refused.headers["ratelimit-policy"] == '"credentials";q=5;w=3600'
+    assert refused.headers["ratelimit"] == '"credentials";r=0;t=3600'
+    assert refused.headers["retry-after"] == "720"
+    body = refused.json()
+    assert body["code"] == 8  # RESOURCE_EXHAUSTED
+    quota = next(d for d in body["details"] if d["@type"].endswith("google.rpc.QuotaFailure"))
+    assert [v["subject"] for v in quota["violations"]] == [f"wallet:{wallet.address}"]
+    assert unaffected.status_code == 200, unaffected.text
+    assert unaffected.headers["ratelimit"] == '"credentials";r=4;t=720'

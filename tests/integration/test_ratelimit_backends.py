@@ -1,0 +1,197 @@
+"""The GCRA decision of both backends, case by case: in-process with a fake monotonic clock, and
+the Redis script (on a redis-server of this module's own) with the same clock passed as `now`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio
+
+from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
+from services.core.testing import RedisServer, own_redis_server
+
+PER_MINUTE_3 = Rate(3, 60.0)
+
+
+class Seconds:
+    """A monotonic clock that stands still until the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> Seconds:
+    return Seconds()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(
+    request: pytest.FixtureRequest, clock: Seconds, redis_server: RedisServer
+) -> AsyncIterator[Limiter]:
+    backend: Limiter
+    if request.param == "memory":
+        backend = InProcessLimiter(clock)
+    else:
+        backend = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis", clock)
+    yield backend
+    await backend.close()
+
+
+def subject() -> str:
+    return f"wallet:{uuid.uuid4().hex}"
+
+
+async def test_a_fresh_bucket_admits_exactly_its_limit_then_refuses(limiter: Limiter) -> None:
+    wallet = subject()
+
+    decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
+
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    refused = decisions[-1]
+    assert refused.subject == wallet
+    # One call comes back every 20 s; the whole quota 60 s after the burst.
+    assert refused.retry_after_seconds == pytest.approx(20.0)
+    assert refused.reset_seconds == pytest.approx(60.0)
+
+
+async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
+    wallet = subject()
+    for _ in range(3):
+        assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
+
+    clock.now += 19.9
+    assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
+    clock.now += 0.1
+    assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
+    assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
+
+    clock.now += 60.0
+    admitted = [(await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed for _ in range(4)]
+    assert admitted == [True, True, True, False]
+
+
+async def test_a_refusal_by_one_bucket_charges_none_of_the_others(limiter: Limiter) -> None:
+    wallet, address, other_address = subject(), f"ip:{uuid.uuid4().hex}", f"ip:{uuid.uuid4().hex}"
+    for _ in range(3):
+        assert (await limiter.decide("p", PER_MINUTE_3, [wallet, address])).allowed
+
+    refused = await limiter.decide("p", PER_MINUTE_3, [wallet, other_address])
+
+    assert not refused.allowed
+    assert refused.subject == wallet
+    # other_address paid nothing for the refused call: its three calls are all there.
+    admitted = [
+        (await limiter.decide("p", PER_MINUTE_3, [other_address])).allowed for _ in range(4)
+    ]
+    assert admitted == [True, True, True, False]
+
+
+async def test_the_fullest_bucket_is_the_one_reported(limiter: Limiter) -> None:
+    wallet, address = subject(), f"ip:{uuid.uuid4().hex}"
+    await limiter.decide("p", PER_MINUTE_3, [address])
+
+    decision = await limiter.decide("p", PER_MINUTE_3, [wallet, address])
+
+    assert decision.allowed
+    assert (decision.subject, decision.remaining) == (address, 1)
+
+
+async def test_policies_keep_separate_buckets_for_one_subject(limiter: Limiter) -> None:
+    wallet = subject()
+    for _ in range(3):
+        await limiter.decide("read", PER_MINUTE_3, [wallet])
+
+    assert not (await limiter.decide("read", PER_MINUTE_3, [wallet])).allowed
+    assert (await limiter.decide("write", PER_MINUTE_3, [wallet])).allowed
+
+
+async def test_a_rate_whose_interval_is_not_whole_still_admits_its_whole_limit(
+    limiter: Limiter,
+) -> None:
+    rate = Rate(7, 60.0)  # 8.571428... s per call
+    wallet = subject()
+
+    admitted = [(await limiter.decide("p", rate, [wallet])).allowed for _ in range(8)]
+
+    assert admitted == [True] * 7 + [False]
+
+
+async def test_redis_buckets_expire_once_full_again(
+    redis_server: RedisServer, clock: Seconds
+) -> None:
+    client = redis.asyncio.from_url(redis_server.url)
+    limiter = RedisLimiter(client, "test redis", clock)
+    wallet = subject()
+
+    await limiter.decide("p", PER_MINUTE_3, [wallet])
+
+    ttl = await client.pttl(f"r3mes:rl:p:{wallet}")
+    assert 19_000 < ttl <= 20_000  # full again one interval after one call
+    await limiter.close()
+
+
+async def test_redis_uses_its_own_clock_when_none_is_given(redis_server: RedisServer) -> None:
+    limiter = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis")
+    wallet = subject()
+
+    decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
+
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert 19.0 < decisions[-1].retry_after_seconds <= 20.0
+    await limiter.close()
+
+
+async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) -> None:
+    wallet = subject()
+
+    decisions = await asyncio.gather(
+        *(limiter.decide("p", Rate(20, 60.0), [wallet]) for _ in range(100))
+    )
+
+    assert sum(decision.allowed for decision in decisions) == 20
+
+
+async def test_redis_loads_the_script_again_when_the_server_forgot_it(
+    redis_server: RedisServer, clock: Seconds
+) -> None:
+    client = redis.asyncio.from_url(redis_server.url)
+    limiter = RedisLimiter(client, "test redis", clock)
+    wallet = subject()
+    await limiter.decide("p", PER_MINUTE_3, [wallet])
+
+    await client.script_flush()  # a restarted or failed-over Redis: NOSCRIPT
+    decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(3)]
+
+    assert [d.allowed for d in decisions] == [True, True, False]
+    await limiter.close()
+
+
+async def test_more_concurrent_calls_than_redis_connections_wait_their_turn(
+    redis_server: RedisServer,
+) -> None:
+    """More decisions at once than the pool has connections: each waits for one, none is
+    taken for an outage (the default pool of redis-py refuses them at once)."""
+    limiter = RedisLimiter.from_url(redis_server.url, 5.0, "open")
+    wallet = subject()
+
+    decisions = await asyncio.gather(
+        *(limiter.decide("p", Rate(20, 60.0), [wallet]) for _ in range(300))
+    )
+
+    assert sum(decision.allowed for decision in decisions) == 20
+    assert limiter.available
+    await limiter.close()

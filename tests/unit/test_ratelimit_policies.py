@@ -1,0 +1,80 @@
+"""The policies shipped with the services, and how rates are written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from services.core.ratelimit import Rate, load_policies
+from services.core.ratelimit.policies import parse_rate
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/r3mes.apikeys.v1.APIKeysService/CreateAPIKey",
+        "/r3mes.apikeys.v1.APIKeysService/CreateChallenge",
+        "/r3mes.apikeys.v1.APIKeysService/CreateAPIKeyWithSignature",
+    ],
+)
+def test_issuing_keys_and_the_signature_flow_share_five_calls_a_minute(method: str) -> None:
+    policy = load_policies().for_method(method)
+
+    assert (policy.name, policy.rate) == ("credentials", Rate(5, 60.0))
+    assert policy.header == '"credentials";q=5;w=60'
+
+
+def test_reads_get_thirty_a_minute_and_writes_twenty() -> None:
+    policies = load_policies()
+
+    assert policies.for_method("/r3mes.users.v1.UsersService/GetUser").rate == Rate(30, 60.0)
+    assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").rate == Rate(20, 60.0)
+    # Not listed (an internal RPC): the default, writes.
+    assert policies.for_method("/r3mes.credits.v1.CreditsService/GrantCredits").name == "write"
+
+
+def test_internal_callers_are_exempt_by_default() -> None:
+    assert load_policies().internal is None
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("5/minute", Rate(5, 60.0)),
+        ("1/second", Rate(1, 1.0)),
+        (" 100 / hour ", Rate(100, 3600.0)),
+        ("100/30s", Rate(100, 30.0)),
+        ("3/1.5s", Rate(3, 1.5)),
+    ],
+)
+def test_a_rate_is_calls_per_period(text: str, rate: Rate) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["5", "5/day", "-1/minute", "0/minute", "5/0s", "five/minute", 5])
+def test_a_malformed_rate_is_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        parse_rate(text)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "ratelimits.md"
+
+
+def documented_block(language: str) -> str:
+    match = re.search(rf"```{language}\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert match is not None
+    return match[1]
+
+
+def test_the_documented_policy_file_loads_as_described(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(documented_block("yaml"))
+
+    policies = load_policies(path)
+
+    assert policies.for_method("/r3mes.users.v1.UsersService/GetUser").rate == Rate(100, 30.0)
+    assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").name == "write"
+    assert policies.internal is not None
+    assert policies.internal.rate == Rate(1000, 1.0)
