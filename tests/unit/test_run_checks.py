@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,11 +66,21 @@ def test_a_second_lock_on_the_same_data_folder_names_the_runner_holding_it(
     first.release()
 
 
+def _wait_until_it_runs(pid: int, command: str) -> None:
+    """Until the child has exec'd: before that, its command line is still its parent's."""
+    deadline = time.monotonic() + 10
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    while command not in cmdline.read_bytes().decode(errors="replace"):
+        assert time.monotonic() < deadline, f"pid {pid} never ran {command}"
+        time.sleep(0.01)
+
+
 def test_children_of_a_killed_runner_still_alive_are_named_with_their_pids(
     tmp_path: Path,
 ) -> None:
     leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        _wait_until_it_runs(leftover.pid, "time.sleep")
         killed = RunLock(tmp_path)
         killed.acquire()
         killed.record({"users": (leftover.pid, "time.sleep"), "envoy": (2**22 + 1, "envoy")})
