@@ -1,8 +1,10 @@
+# mypy: disable-error-code="abstract"
+# (the stubs mark every RPC abstract; the test's credits servicer implements only those it calls)
 """The interceptor chain as a caller meets it, through real servers and channels.
 
 A probe service (`test.Probe`, outside r3mes, so no access rule applies) exercises request context
-and error mapping; the credits service (on SQLite in a temporary folder) exercises the internal
-token and the access rules.
+and error mapping; the credits API, served by handlers of the test's own behind the real server
+stack, exercises the internal token and the access rules apart from what credits does.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from pydantic import SecretStr
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.interceptors import RequestChain
-from services.core.lifecycle import ServiceServer, build_server
+from services.core.lifecycle import ServiceServer, build_server, registration
 from services.core.logging import JsonFormatter
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address, running_server
-from services.credits.server import create_server as create_credits_server
 from tests.integration.rpc import failure_of
 
 TOKEN = "chain-test-internal-token"
@@ -99,11 +100,54 @@ async def channel(probe: Probe, tmp_path: Path) -> AsyncIterator[grpc.aio.Channe
         yield channel
 
 
+class AdmittingCredits(credits_pb2_grpc.CreditsServiceServicer):
+    """The credits API with handlers of the test's own, which answer an empty response and
+    note that they ran: what these tests check is who gets through the chain, apart from what
+    the real credits service does with a call."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    async def GrantCredits(
+        self, request: credits_pb2.GrantCreditsRequest, context: Any
+    ) -> credits_pb2.GrantCreditsResponse:
+        self.ran.append("GrantCredits")
+        return credits_pb2.GrantCreditsResponse()
+
+    async def GetCreditsTotal(
+        self, request: credits_pb2.GetCreditsTotalRequest, context: Any
+    ) -> credits_pb2.GetCreditsTotalResponse:
+        self.ran.append("GetCreditsTotal")
+        return credits_pb2.GetCreditsTotalResponse()
+
+    async def ListLedgerEntries(
+        self, request: credits_pb2.ListLedgerEntriesRequest, context: Any
+    ) -> credits_pb2.ListLedgerEntriesResponse:
+        self.ran.append("ListLedgerEntries")
+        return credits_pb2.ListLedgerEntriesResponse()
+
+
 @pytest.fixture
-async def credits(tmp_path: Path) -> AsyncIterator[credits_pb2_grpc.CreditsServiceAsyncStub]:
+def admitting() -> AdmittingCredits:
+    return AdmittingCredits()
+
+
+def _credits_on_our_stack(servicer: AdmittingCredits) -> Callable[..., Any]:
+    async def create(settings: Settings) -> tuple[ServiceServer, int]:
+        service = credits_pb2.DESCRIPTOR.services_by_name["CreditsService"]
+        add = credits_pb2_grpc.add_CreditsServiceServicer_to_server
+        return build_server(settings, "credits", [registration(add, servicer, service)])
+
+    return create
+
+
+@pytest.fixture
+async def credits(
+    admitting: AdmittingCredits, tmp_path: Path
+) -> AsyncIterator[credits_pb2_grpc.CreditsServiceAsyncStub]:
     settings = Settings(data_dir=tmp_path, internal_token=SecretStr(TOKEN))
-    async with running_server(create_credits_server, settings, "credits") as (_, channel):
-        yield credits_pb2_grpc.CreditsServiceStub(channel)
+    async with running_server(_credits_on_our_stack(admitting), settings, "credits") as (_, ch):
+        yield credits_pb2_grpc.CreditsServiceStub(ch)
 
 
 # --- error mapping --------------------------------------------------------------------------------
@@ -284,6 +328,7 @@ BAD_GRANT = credits_pb2.GrantCreditsRequest(
 )
 async def test_each_rpc_admits_the_callers_its_access_rule_names(
     credits: credits_pb2_grpc.CreditsServiceAsyncStub,
+    admitting: AdmittingCredits,
     rpc: str,
     request_message: Message,
     internal: bool,
@@ -297,15 +342,18 @@ async def test_each_rpc_admits_the_callers_its_access_rule_names(
         assert (failure.code, failure.reason) == outcome
         if failure.code is grpc.StatusCode.INVALID_ARGUMENT:
             assert list(failure.bad_fields) == ["wallet_address"]
+        assert admitting.ran == [], "a refused call runs no handler"
     else:
         assert outcome == ADMITTED
+        assert admitting.ran == [rpc]
 
 
 async def test_a_server_without_a_configured_token_refuses_every_offered_token(
     tmp_path: Path,
 ) -> None:
     settings = Settings(data_dir=tmp_path)
-    async with running_server(create_credits_server, settings, "credits") as (_, channel):
+    create = _credits_on_our_stack(AdmittingCredits())
+    async with running_server(create, settings, "credits") as (_, channel):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await credits_pb2_grpc.CreditsServiceStub(channel).GrantCredits(
                 GRANT, metadata=INTERNAL
