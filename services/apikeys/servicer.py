@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
 from services.apikeys.domain import (
@@ -19,6 +17,7 @@ from services.apikeys.domain import (
 from services.apikeys.usecases import APIKeysUseCases
 from services.core.clock import Clock
 from services.core.pagination import PageTokens
+from services.core.wire import timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -107,7 +106,7 @@ class APIKeysServicer(apikeys_pb2_grpc.APIKeysServiceServicer):
             name=key.name,
             key_prefix=key.key_prefix,
             state=_STATES[key.state_at(self._clock())],
-            create_time=_timestamp(key.create_time),
+            create_time=timestamp(key.create_time),
         )
         for field, moment in (
             ("expire_time", key.expire_time),
@@ -115,7 +114,7 @@ class APIKeysServicer(apikeys_pb2_grpc.APIKeysServiceServicer):
             ("last_used_time", key.last_used_time),
         ):
             if moment is not None:
-                getattr(message, field).CopyFrom(_timestamp(moment))
+                getattr(message, field).CopyFrom(timestamp(moment))
         return message
 
 
@@ -125,7 +124,7 @@ def validation_message(validation: Validation) -> apikeys_pb2.ValidateAPIKeyResp
         message.wallet_address = validation.wallet_address or ""
         message.key_id = validation.key_id or ""
         if validation.expire_time is not None:
-            message.expire_time.CopyFrom(_timestamp(validation.expire_time))
+            message.expire_time.CopyFrom(timestamp(validation.expire_time))
     return message
 
 
@@ -134,8 +133,8 @@ def challenge_message(challenge: Challenge) -> apikeys_pb2.Challenge:
         challenge_id=challenge.challenge_id,
         wallet_address=challenge.wallet_address,
         message=challenge.message,
-        create_time=_timestamp(challenge.create_time),
-        expire_time=_timestamp(challenge.expire_time),
+        create_time=timestamp(challenge.create_time),
+        expire_time=timestamp(challenge.expire_time),
     )
 
 
@@ -143,9 +142,3 @@ def _expires_days(
     request: apikeys_pb2.CreateAPIKeyRequest | apikeys_pb2.CreateAPIKeyWithSignatureRequest,
 ) -> int | None:
     return request.expires_days if request.HasField("expires_days") else None
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp

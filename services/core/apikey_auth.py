@@ -20,7 +20,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
@@ -34,6 +34,7 @@ from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
 from services.core.key_cache import KeyCheckCache, KeyInvalidations
 from services.core.settings import Settings
+from services.core.wire import utc_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +160,7 @@ class RemoteKeyValidator:
         if status is not KeyStatus.VALID:
             return KeyCheck(status)
         expire_time = (
-            response.expire_time.ToDatetime(tzinfo=UTC)
-            if response.HasField("expire_time")
-            else None
+            utc_datetime(response.expire_time) if response.HasField("expire_time") else None
         )
         return KeyCheck(status, response.wallet_address, response.key_id, expire_time)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.pagination import PageTokens
+from services.core.wire import timestamp
 from services.credits.domain import Balance, LedgerEntry, Reservation
 from services.credits.usecases import CreditsUseCases
 
@@ -118,7 +117,7 @@ def balance_message(balance: Balance) -> credits_pb2.Balance:
         total_micro_credits=balance.total,
     )
     if balance.update_time is not None:
-        message.update_time.CopyFrom(_timestamp(balance.update_time))
+        message.update_time.CopyFrom(timestamp(balance.update_time))
     return message
 
 
@@ -130,11 +129,11 @@ def reservation_message(reservation: Reservation) -> credits_pb2.Reservation:
         captured_micro_credits=reservation.captured,
         state=credits_pb2.ReservationState.Value(f"RESERVATION_STATE_{reservation.state.value}"),
         description=reservation.description,
-        create_time=_timestamp(reservation.create_time),
-        expire_time=_timestamp(reservation.expire_time),
+        create_time=timestamp(reservation.create_time),
+        expire_time=timestamp(reservation.expire_time),
     )
     if reservation.close_time is not None:
-        message.close_time.CopyFrom(_timestamp(reservation.close_time))
+        message.close_time.CopyFrom(timestamp(reservation.close_time))
     return message
 
 
@@ -147,11 +146,5 @@ def entry_message(entry: LedgerEntry) -> credits_pb2.LedgerEntry:
         balance_after_micro_credits=entry.balance_after,
         reservation_id=entry.reservation_id or "",
         description=entry.description,
-        create_time=_timestamp(entry.create_time),
+        create_time=timestamp(entry.create_time),
     )
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp

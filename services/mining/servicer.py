@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
 from services.core.errors import InvalidArgument
 from services.core.pagination import PageTokens
+from services.core.wire import timestamp, utc_datetime
 from services.mining.domain import Block, MinerStats, NewBlock, NewReport, StatsReport
 from services.mining.usecases import MiningUseCases
 
@@ -110,7 +111,7 @@ class MiningServicer(mining_pb2_grpc.MiningServiceServicer):
             network_hashrate=summary.network_hashrate,
         )
         if summary.latest_block_time is not None:
-            response.latest_block_time.CopyFrom(_timestamp(summary.latest_block_time))
+            response.latest_block_time.CopyFrom(timestamp(summary.latest_block_time))
         return response
 
 
@@ -134,8 +135,8 @@ def report_message(report: StatsReport) -> mining_pb2.MiningStatsReport:
         wallet_address=report.wallet_address,
         hashrate=report.hashrate,
         earned_micro_credits=report.earned_micro_credits,
-        observe_time=_timestamp(report.observe_time),
-        record_time=_timestamp(report.record_time),
+        observe_time=timestamp(report.observe_time),
+        record_time=timestamp(report.record_time),
     )
 
 
@@ -147,8 +148,8 @@ def stats_message(stats: MinerStats) -> mining_pb2.MinerStats:
         blocks_found=stats.blocks_found,
         report_count=stats.report_count,
         active=stats.active,
-        first_report_time=_timestamp(stats.first_report_time),
-        last_report_time=_timestamp(stats.last_report_time),
+        first_report_time=timestamp(stats.first_report_time),
+        last_report_time=timestamp(stats.last_report_time),
     )
 
 
@@ -158,8 +159,8 @@ def block_message(block: Block) -> mining_pb2.Block:
         block_hash=block.block_hash,
         miner_wallet_address=block.miner_wallet_address,
         reward_micro_credits=block.reward_micro_credits,
-        block_time=_timestamp(block.block_time),
-        record_time=_timestamp(block.record_time),
+        block_time=timestamp(block.block_time),
+        record_time=timestamp(block.record_time),
     )
 
 
@@ -170,12 +171,6 @@ def _set_date(message: date_pb2.Date, day: date) -> None:
 def _moment(stamp: Timestamp, field: str) -> datetime:
     """A request's time; one outside what a Timestamp may hold (years 1..9999) is invalid."""
     try:
-        return stamp.ToDatetime(tzinfo=UTC)
+        return utc_datetime(stamp)
     except ValueError:
         raise InvalidArgument.for_field(field, "is not a valid time") from None
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from datetime import UTC
 from typing import TypeVar
 
 import grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
+from services.core.wire import utc_datetime
 from services.users.domain import NOT_A_MINER, Balance, MiningStatus, MiningSummary
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,7 @@ class Peers:
             return None
         self._states.answered("mining")
         stats = response.stats
-        last = (
-            stats.last_report_time.ToDatetime(tzinfo=UTC)
-            if stats.HasField("last_report_time")
-            else None
-        )
+        last = utc_datetime(stats.last_report_time) if stats.HasField("last_report_time") else None
         return MiningStatus(is_miner=True, last_mining_time=last)
 
     async def credits_total(self) -> int | None:

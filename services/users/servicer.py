@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
+from services.core.wire import timestamp
 from services.users.domain import NetworkStats, UserProfile
 from services.users.usecases import UsersUseCases
 
@@ -41,7 +40,7 @@ def user_message(profile: UserProfile) -> users_pb2.User:
     """The user as sent; what a peer could not tell is left out (unknown), never zero."""
     user, balance, mining = profile.user, profile.balance, profile.mining
     message = users_pb2.User(
-        wallet_address=user.wallet_address, create_time=_timestamp(user.created_at)
+        wallet_address=user.wallet_address, create_time=timestamp(user.created_at)
     )
     if balance is not None:
         message.available_micro_credits = balance.available_micro_credits
@@ -49,7 +48,7 @@ def user_message(profile: UserProfile) -> users_pb2.User:
     if mining is not None:
         message.is_miner = mining.is_miner
         if mining.last_mining_time is not None:
-            message.last_mining_time.CopyFrom(_timestamp(mining.last_mining_time))
+            message.last_mining_time.CopyFrom(timestamp(mining.last_mining_time))
     return message
 
 
@@ -61,9 +60,3 @@ def network_stats_message(stats: NetworkStats) -> users_pb2.GetNetworkStatsRespo
         message.active_miners = stats.mining.active_miners
         message.block_height = stats.mining.block_height
     return message
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
