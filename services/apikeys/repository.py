@@ -58,7 +58,7 @@ class APIKeyRepository(BaseRepository[APIKey]):
     async def lock_wallet(self, wallet_address: str) -> None:
         """Serialize the key creations of one wallet until the unit of work ends, so two at
         once cannot both pass the limit. SQLite's write lock already serializes all writers."""
-        if self._connection.dialect.name == "postgresql":
+        if self.is_postgresql:
             await self.execute(select(func.pg_advisory_xact_lock(func.hashtext(wallet_address))))
 
     async def count_active(self, wallet_address: str, now: datetime) -> int:

@@ -55,10 +55,25 @@ class BaseRepository(ABC, Generic[ModelT]):
     def to_domain(self, row: Row[Any]) -> ModelT:
         """Turn one row of `table` into the service's domain dataclass."""
 
-    async def execute(self, statement: Executable) -> Result[Any]:
+    @property
+    def is_postgresql(self) -> bool:
+        return self._connection.dialect.name == "postgresql"
+
+    def dialect_insert(self) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT into `table` in the engine's own dialect, which takes ON CONFLICT."""
+        return postgresql.insert(self.table) if self.is_postgresql else sqlite.insert(self.table)
+
+    async def execute_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One statement for many rows (executemany): compiled once and sent as one batch, where
+        a multi-row VALUES would be compiled anew for every batch size."""
+        await self.execute(statement, [dict(self._checked(row)) for row in rows])
+
+    async def execute(
+        self, statement: Executable, parameters: Sequence[Mapping[str, Any]] | None = None
+    ) -> Result[Any]:
         """Run a statement, with driver errors translated (a unique violation: ALREADY_EXISTS)."""
         try:
-            return await self._connection.execute(statement)
+            return await self._connection.execute(statement, parameters)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             translated = translate_error(exc)
             if translated is None:
@@ -75,9 +90,8 @@ class BaseRepository(ABC, Generic[ModelT]):
         """Insert unless a row with the same unique key exists; None when it did (nothing was
         written). On PostgreSQL a concurrent insert of the same key waits for the other
         transaction to end, so exactly one of them gets the row."""
-        dialect = postgresql if self._connection.dialect.name == "postgresql" else sqlite
         statement = (
-            dialect.insert(self.table)
+            self.dialect_insert()
             .values(dict(self._checked(values)))
             .on_conflict_do_nothing()
             .returning(self.table)

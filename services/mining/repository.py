@@ -9,17 +9,14 @@ has insert_or_ignore but no upsert.)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Executable, Row, case, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Row, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.db import translate_error
 from services.core.errors import AlreadyExists, TransactionConflict
 from services.core.idempotency import IdempotencyRepository, StoredKey
 from services.core.pagination import Page, PageRequest
@@ -33,8 +30,6 @@ from services.mining.domain import (
     StatsReport,
 )
 
-ModelT = TypeVar("ModelT")
-
 
 @dataclass(frozen=True)
 class KeyClaim:
@@ -45,29 +40,7 @@ class KeyClaim:
     response: str
 
 
-class BatchWriting(BaseRepository[ModelT]):
-    """Writes of many rows in one executemany: compiled once (SQLAlchemy caches it) and sent as
-    one batch, where a multi-row VALUES would be compiled anew for every batch. Hand-written
-    here: the kernel's BaseRepository.execute takes no parameter list."""
-
-    def _dialect_insert(self) -> postgresql.Insert | sqlite.Insert:
-        """An INSERT in the engine's own dialect, which can take an ON CONFLICT clause."""
-        if self._connection.dialect.name == "postgresql":
-            return postgresql.insert(self.table)
-        return sqlite.insert(self.table)
-
-    async def _execute_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
-        checked = [dict(self._checked(row)) for row in rows]
-        try:
-            await self._connection.execute(statement, checked)
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            translated = translate_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
-
-
-class ReportRepository(BatchWriting[StatsReport]):
+class ReportRepository(BaseRepository[StatsReport]):
     table = tables.reports
 
     def to_domain(self, row: Row[Any]) -> StatsReport:
@@ -93,7 +66,7 @@ class ReportRepository(BatchWriting[StatsReport]):
             }
             for report in reports
         ]
-        await self._execute_many(insert(self.table), rows)
+        await self.execute_many(insert(self.table), rows)
 
     async def prune(self, observed_before: datetime, limit: int) -> int:
         """Delete up to `limit` reports observed before the cutoff; returns how many. Bounded,
@@ -103,7 +76,7 @@ class ReportRepository(BatchWriting[StatsReport]):
         return await self.delete_matching(c.id.in_(oldest.scalar_subquery()))
 
 
-class RollupRepository(BatchWriting[DayRollup]):
+class RollupRepository(BaseRepository[DayRollup]):
     table = tables.day_rollups
 
     def to_domain(self, row: Row[Any]) -> DayRollup:
@@ -127,9 +100,9 @@ class RollupRepository(BatchWriting[DayRollup]):
             }
             for rollup in rollups
         ]
-        statement = self._dialect_insert()
+        statement = self.dialect_insert()
         new = statement.excluded
-        await self._execute_many(
+        await self.execute_many(
             statement.on_conflict_do_update(
                 index_elements=[c.wallet_address, c.day],
                 set_={
@@ -153,7 +126,7 @@ class RollupRepository(BatchWriting[DayRollup]):
         )
 
 
-class MinerRepository(BatchWriting[MinerTotals]):
+class MinerRepository(BaseRepository[MinerTotals]):
     table = tables.miners
 
     def to_domain(self, row: Row[Any]) -> MinerTotals:
@@ -183,10 +156,10 @@ class MinerRepository(BatchWriting[MinerTotals]):
             }
             for totals in miners
         ]
-        statement = self._dialect_insert()
+        statement = self.dialect_insert()
         new = statement.excluded
         newer = c.last_report_time <= new.last_report_time
-        await self._execute_many(
+        await self.execute_many(
             statement.on_conflict_do_update(
                 index_elements=[c.wallet_address],
                 set_={
@@ -269,7 +242,7 @@ class BlockRepository(BaseRepository[Block]):
         )
 
 
-class MiningIdempotency(IdempotencyRepository, BatchWriting[StoredKey]):
+class MiningIdempotency(IdempotencyRepository, BaseRepository[StoredKey]):
     table = tables.idempotency_keys
 
     async def claim_many(
@@ -303,7 +276,7 @@ class MiningIdempotency(IdempotencyRepository, BatchWriting[StoredKey]):
         ]
         if rows:
             try:
-                await self._execute_many(insert(self.table), rows)
+                await self.execute_many(insert(self.table), rows)
             except AlreadyExists as exc:
                 raise TransactionConflict("a concurrent call claimed the same key") from exc
         return earlier
