@@ -18,7 +18,7 @@ import httpx
 from google.protobuf.empty_pb2 import Empty
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
-from bench.baseline_app import DATABASE_URL_VARIABLE, SCHEMA_VARIABLE
+from bench.baseline_app import DATABASE_URL_VARIABLE, SCHEMA_SUFFIX_VARIABLE
 from bench.noop_server import FULL_METHOD as NOOP_METHOD
 from bench.processes import process_tree, spawned, wait_until
 from gateway.local_stack import LOOPBACK, LocalStack, free_port, grpc_serving
@@ -110,7 +110,7 @@ def _baseline_environment(stack: LocalStack) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("R3MES_")}
     if "R3MES_DATABASE_URL" in settings:
         environment[DATABASE_URL_VARIABLE] = settings["R3MES_DATABASE_URL"]
-        environment[SCHEMA_VARIABLE] = "users" + settings.get("R3MES_SCHEMA_SUFFIX", "")
+        environment[SCHEMA_SUFFIX_VARIABLE] = settings.get("R3MES_SCHEMA_SUFFIX", "")
     else:
         data_dir = Path(settings["R3MES_DATA_DIR"])
         environment[DATABASE_URL_VARIABLE] = f"sqlite+aiosqlite:///{data_dir / 'users.db'}"
@@ -129,7 +129,8 @@ def baseline(
     stack: LocalStack, workers: int, log_dir: Path
 ) -> Iterator[tuple[str, Callable[[], dict[str, int]]]]:
     """The baseline under uvicorn (uvloop and httptools, as `uvicorn[standard]` picks, access
-    log on as by default), reading the stack's users table; (URL, its processes by name)."""
+    log on as by default), reading the stack's users, credits and mining tables; (URL, its
+    processes by name)."""
     port = free_port()
     command = [
         *(sys.executable, "-m", "uvicorn", "bench.baseline_app:app"),

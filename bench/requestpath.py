@@ -151,13 +151,19 @@ def measure_stack(run: Run, stack: LocalStack) -> None:
 
 @contextmanager
 def engine_environment(engine: str, postgres_url: str) -> Iterator[dict[str, str]]:
-    """The stack's settings for `engine`; PostgreSQL gets schemas of this run, dropped after."""
+    """The stack's settings for `engine`; PostgreSQL gets schemas of this run, dropped after.
+
+    The rate limiter is off: every load comes from one address and would be refused after the
+    policy's count (h2load cannot tell a gRPC refusal from an answer); its cost is measured
+    side by side by bench.ratelimit."""
+    limiter_off = {"R3MES_RATELIMIT_BACKEND": "off"}
     if engine == "sqlite":
-        yield {}
+        yield limiter_off
         return
     suffix = f"_bench{uuid.uuid4().hex[:8]}"
     try:
         yield {
+            **limiter_off,
             "R3MES_DATABASE_URL": postgres_url,
             "R3MES_SCHEMA_SUFFIX": suffix,
             "R3MES_MIGRATE_ON_START": "true",
