@@ -234,14 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("h2load is needed (Debian package nghttp2-client)")
     token = secrets.token_urlsafe(16)
     with_redis = redis_answers(args.redis_url)
-    environment = (
-        {
-            "R3MES_REDIS_URL": args.redis_url,
-            "R3MES_APIKEYS_INVALIDATION_CHANNEL": f"bench.withdrawn.{uuid.uuid4().hex}",
-        }
-        if with_redis
-        else {}
-    )
+    # The limiter is off: every read comes from one wallet and one address (its cost is
+    # bench.ratelimit's to measure).
+    environment = {"R3MES_RATELIMIT_BACKEND": "off"}
+    if with_redis:
+        environment["R3MES_REDIS_URL"] = args.redis_url
+        environment["R3MES_APIKEYS_INVALIDATION_CHANNEL"] = f"bench.withdrawn.{uuid.uuid4().hex}"
     with (
         tempfile.TemporaryDirectory(prefix="r3mes-bench-") as work_dir,
         running_stack(
