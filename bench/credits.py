@@ -37,7 +37,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from bench.loadgen import LoadResult, percentile
@@ -45,7 +44,7 @@ from bench.results import RESULTS_DIR, machine, write_results
 from services.core.db import Database
 from services.core.migrate import upgrade
 from services.core.settings import Settings
-from services.core.testing import new_wallet_address
+from services.core.testing import new_wallet_address, until_serving
 
 RESULTS = RESULTS_DIR / "credits.json"
 Call = Callable[[], Awaitable[None]]
@@ -78,15 +77,8 @@ async def start_service(settings: Settings, port: int, token: str, log: Path) ->
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.credits", env=environment, stdout=output, stderr=output
         )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return process
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
+    if await until_serving(f"127.0.0.1:{port}", 30, lambda: process.returncode is None):
+        return process
     process.kill()
     raise SystemExit(f"credits did not start; its output is in {log}")
 

@@ -3,6 +3,7 @@ Redis server of one's own."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import bech32
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.core.lifecycle import ServiceServer
 from services.core.settings import ServiceName, Settings
@@ -136,3 +138,23 @@ class RedisServer:
                 return connection.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+async def until_serving(
+    target: str, timeout_seconds: float, running: Callable[[], bool] = lambda: True
+) -> bool:
+    """Whether the server at `target` reports SERVING in its health (service "") within the
+    timeout; gives up early once `running()` says the process behind it has exited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while running() and loop.time() < deadline:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    return False

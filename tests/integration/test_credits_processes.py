@@ -21,13 +21,12 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.db import Database
 from services.core.migrate import upgrade
 from services.core.settings import Settings
-from services.core.testing import new_wallet_address
+from services.core.testing import new_wallet_address, until_serving
 from tests.conftest import INTERNAL_TOKEN
 from tests.integration.credits_support import (
     CREDIT,
@@ -74,16 +73,9 @@ async def start(settings: Settings, port: int, log: Path) -> asyncio.subprocess.
             stdout=output,
             stderr=output,
         )
-    deadline = asyncio.get_running_loop().time() + START_SECONDS
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while process.returncode is None and asyncio.get_running_loop().time() < deadline:
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return process
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
+    target = f"127.0.0.1:{port}"
+    if await until_serving(target, START_SECONDS, lambda: process.returncode is None):
+        return process
     process.kill()
     raise AssertionError(f"credits did not start: {await asyncio.to_thread(log.read_text)}")
 
