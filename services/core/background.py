@@ -35,6 +35,9 @@ class PeriodicJob:
     failures: int = 0
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _listener: StatusListener = field(default=_ignore_status, repr=False)
+    # One run at a time: a run started by hand (an operator, a test) and one of the schedule
+    # must not overlap, or an earlier run's success could be published after a later failure.
+    _running: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def start(self, listener: StatusListener) -> None:
         self._listener = listener
@@ -49,6 +52,10 @@ class PeriodicJob:
 
     async def run_once(self) -> bool:
         """One run; True when it succeeded. Never raises (but for cancellation)."""
+        async with self._running:
+            return await self._run_and_publish()
+
+    async def _run_and_publish(self) -> bool:
         try:
             await self.run()
         except Exception:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from sqlalchemy import select
 
+from services.core.background import PeriodicJob
 from services.core.db import Database
 from services.core.lifecycle import ServiceServer
 from services.core.settings import Settings
@@ -99,8 +100,17 @@ class Credits:
 
     async def sweep(self) -> bool:
         """One run of the server's own reservation sweeper; True when it succeeded."""
+        return await self._sweeper().run_once()
+
+    async def sweep_as_replicas(self, replicas: int) -> list[int]:
+        """The sweep of `replicas` replicas at once (each a run of the job's work, as separate
+        processes would run it); how many holds each one expired."""
+        work = self._sweeper().run  # expire_due: the number of holds it expired
+        return cast("list[int]", await asyncio.gather(*(work() for _ in range(replicas))))
+
+    def _sweeper(self) -> PeriodicJob:
         (job,) = [job for job in self.server.jobs if job.name == "reservation-sweeper"]
-        return await job.run_once()
+        return job
 
 
 # A deadline that passed leaves the call's outcome unknown: the same key again tells.

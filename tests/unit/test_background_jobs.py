@@ -67,3 +67,32 @@ async def test_a_stopped_job_runs_no_more() -> None:
 
     assert runs >= 1
     assert run.runs == runs
+
+
+async def test_a_run_by_hand_waits_for_the_scheduled_one_so_their_outcomes_keep_their_order() -> (
+    None
+):
+    inside = 0
+    most_at_once = 0
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        nonlocal inside, most_at_once
+        inside += 1
+        most_at_once = max(most_at_once, inside)
+        await release.wait()
+        inside -= 1
+
+    async def ignore(_name: str, _healthy: bool) -> None:
+        return None
+
+    job = PeriodicJob("sweeper", 3600, slow)
+    job.start(ignore)
+    await asyncio.sleep(0.01)  # the scheduled first run is inside `slow` now
+    by_hand = asyncio.create_task(job.run_once())
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await by_hand
+    await job.stop()
+
+    assert most_at_once == 1
