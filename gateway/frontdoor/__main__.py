@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -22,6 +23,7 @@ from services.core.settings import Settings
 logger = logging.getLogger("r3mes.frontdoor")
 GRPC_WORKERS = 4
 STOP_GRACE_SECONDS = 1.0
+STOP_DEADLINE_SECONDS = 5.0
 
 
 def grpc_server(settings: Settings, descriptor_set: Path) -> grpc.Server:
@@ -41,6 +43,12 @@ def grpc_server(settings: Settings, descriptor_set: Path) -> grpc.Server:
     return server
 
 
+def _exit_now() -> None:
+    logger.error("stopping took longer than %s s: exiting now", STOP_DEADLINE_SECONDS)
+    logging.shutdown()
+    os._exit(1)
+
+
 def main() -> None:
     settings = Settings()
     configure_logging(settings)
@@ -58,6 +66,11 @@ def main() -> None:
         extra={"http_port": settings.frontdoor_port, "grpc_port": settings.frontdoor_grpc_port},
     )
     stopping.wait()
+    # Stopping must end the process even if a step hangs (a runner killed with SIGKILL sends
+    # every child SIGTERM at once, and a stuck page or channel must not keep this one alive).
+    watchdog = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
+    watchdog.daemon = True
+    watchdog.start()
     web.shutdown()
     reflection.stop(STOP_GRACE_SECONDS).wait()
     checker.close()

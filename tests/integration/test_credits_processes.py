@@ -259,9 +259,8 @@ async def test_a_process_killed_mid_storm_and_restarted_leaves_every_hold_resolv
             wallets = [new_wallet_address() for _ in range(3)]
             for wallet in wallets:
                 await grant(stub, wallet, PAIRS * CREDIT)
-            storm = asyncio.gather(*(pair(stub, wallets[i % 3]) for i in range(PAIRS)))
-            await ten_done.wait()
             # Holds whose callers give up with the crash: nobody confirms or rolls them back.
+            # Sent before the storm, so that they are stored while the storm is still running.
             abandoned = asyncio.gather(
                 *(
                     reserve(stub, wallets[i % 3], CREDIT, new_key("gone"), 1)
@@ -270,6 +269,8 @@ async def test_a_process_killed_mid_storm_and_restarted_leaves_every_hold_resolv
                 return_exceptions=True,
             )
             await some_abandoned_hold_is_stored(settings)
+            storm = asyncio.gather(*(pair(stub, wallets[i % 3]) for i in range(PAIRS)))
+            await ten_done.wait()
             process.send_signal(signal.SIGKILL)
             await process.wait()
             finished_before_the_crash = done
