@@ -18,11 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import FrameType
 
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.runlock import AlreadyRunning, RunLock
@@ -168,11 +168,24 @@ def suite_healthy(settings: Settings) -> bool:
     )
 
 
-def _run(supervisor: Supervisor, settings: Settings, stopping: threading.Event) -> int:
+class StopRequest:
+    """Set by the SIGINT/SIGTERM handler: a plain attribute, never a lock. A handler that takes
+    a lock (threading.Event.set does) deadlocks when a second signal arrives while the first
+    handler holds it, as pressing Ctrl-C twice does."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> int:
     """Until a signal (exit 0) or a child's exit (its code, or 1)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     ready = False
-    while not stopping.wait(0.2):
+    while not stopping.requested:
+        time.sleep(0.2)
         exited = supervisor.exited()
         if exited is not None:
             code = exited.process.returncode
@@ -198,9 +211,9 @@ def main() -> None:
     if problems:
         sys.exit("\n".join(f"make run: {problem}" for problem in problems))
     ensure_generated()
-    stopping = threading.Event()
+    stopping = StopRequest()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, stopping)
     supervisor = Supervisor(ROOT, process_environment(settings))
     try:
         supervisor.start(commands())

@@ -24,6 +24,7 @@ logger = logging.getLogger("r3mes.frontdoor")
 GRPC_WORKERS = 4
 STOP_GRACE_SECONDS = 1.0
 STOP_DEADLINE_SECONDS = 5.0
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def grpc_server(settings: Settings, descriptor_set: Path) -> grpc.Server:
@@ -52,9 +53,11 @@ def _exit_now() -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings)
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+    # The stop signals are blocked in every thread and taken by sigwait below, never by a
+    # handler: a handler that sets an Event takes a lock, and a second signal arriving while the
+    # first one's handler holds it deadlocked the process (seen when a killed runner's children
+    # got SIGTERM twice).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     checker = HealthChecker(settings)
     pages = Pages.load(OPENAPI_DOCUMENT, checker.check)
     web = http_server(settings.listen_host, settings.frontdoor_port, pages)
@@ -65,7 +68,7 @@ def main() -> None:
         "serving",
         extra={"http_port": settings.frontdoor_port, "grpc_port": settings.frontdoor_grpc_port},
     )
-    stopping.wait()
+    signal.sigwait(STOP_SIGNALS)
     # Stopping must end the process even if a step hangs (a runner killed with SIGKILL sends
     # every child SIGTERM at once, and a stuck page or channel must not keep this one alive).
     watchdog = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
