@@ -37,10 +37,10 @@ from typing import Any
 
 import grpc
 import redis
-from google.protobuf.message import Message
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
+from bench.loadgen import GRPC_HEADERS, grpc_frame
 from gateway.local_stack import LOOPBACK, LocalStack, free_port, grpc_serving, running_stack
 from gateway.render import ROOT
 from services.core.testing import new_wallet_address
@@ -52,12 +52,6 @@ REFUSAL_POLL_SECONDS = 0.01
 UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
-def grpc_body(message: Message) -> bytes:
-    """One length-prefixed gRPC message, as h2load posts it."""
-    payload = message.SerializeToString()
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
-
-
 def h2load(
     target: str, body: Path, headers: Mapping[str, str], seconds: float, clients: int, streams: int
 ) -> dict[str, Any]:
@@ -65,7 +59,7 @@ def h2load(
         "h2load",
         *("-D", f"{seconds:g}", "--warm-up-time", "1"),
         *("-c", str(clients), "-m", str(streams), "-d", str(body)),
-        *("-H", "content-type: application/grpc", "-H", "te: trailers"),
+        *(arg for header in GRPC_HEADERS for arg in ("-H", header)),
     ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
@@ -259,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         wallet, keys = asyncio.run(prepare(stack, targets, token))
         body = Path(work_dir) / "get_user.bin"
-        body.write_bytes(grpc_body(users_pb2.GetUserRequest(wallet_address=wallet)))
+        body.write_bytes(grpc_frame(users_pb2.GetUserRequest(wallet_address=wallet)))
         variants = {
             "anonymous": (targets["users"], {}),
             "cached_key": (targets["users"], {"x-api-key": keys["cached_key"]}),
