@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,22 +50,35 @@ def _users_process(data_dir: Path, port: int, workers: int) -> Iterator[subproce
 
 
 def _log_lines(process: subprocess.Popen[str], until: str, count: int) -> list[dict[str, object]]:
-    """The JSON log lines up to the `count`-th whose message is `until` (or the process's end)."""
+    """The JSON log lines up to the `count`-th whose message is `until` (or the process's end).
+
+    A thread reads the pipe: a selector on a buffered text stream misses the lines that one
+    read already pulled into the buffer (two workers logging at once), and would then wait
+    for a line that had already arrived.
+    """
     assert process.stderr is not None
+    stream = process.stderr
+    arrived: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            arrived.put(line)
+        arrived.put("")
+
+    threading.Thread(target=read, daemon=True).start()
     lines: list[dict[str, object]] = []
     deadline = time.monotonic() + START_SECONDS
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stderr, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=1):
-                continue
-            line = process.stderr.readline()
-            if not line:
-                break
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-            if sum(1 for entry in lines if entry["message"] == until) == count:
-                break
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = arrived.get(timeout=left)
+        except queue.Empty:
+            break
+        if not line:
+            break
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+        if sum(1 for entry in lines if entry["message"] == until) == count:
+            break
     return lines
 
 
