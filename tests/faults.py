@@ -7,7 +7,8 @@ import contextlib
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target until `cut()`; then refuses and drops everything."""
+    """Forwards 127.0.0.1:<port> to a target until `cut()`; then refuses and drops everything.
+    `drop_connections()` drops the open connections only, as a database restart does."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -24,6 +25,10 @@ class CuttableProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.drop_connections()
+
+    async def drop_connections(self) -> None:
+        """Close every open connection but keep accepting new ones."""
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()

@@ -45,6 +45,12 @@ SQLITE_UNAVAILABLE_SIGNS = ("unable to open", "disk I/O error")
 QUERY_CANCELED_SQLSTATE = "57014"
 
 
+class ConnectionLost(Unavailable):
+    """A pooled connection turned out closed (the database restarted, or a proxy or firewall
+    dropped it) before its transaction committed: nothing of the transaction was stored, so the
+    unit of work may run again on a fresh connection."""
+
+
 class Database:
     """The engine of one service and the name its schema has on this engine."""
 
@@ -59,8 +65,13 @@ class Database:
             return cls(_sqlite_engine(url, service), schema=None)
         engine = create_async_engine(
             url,
+            hide_parameters=True,  # error messages (and so logs) never carry the values
             pool_size=settings.db_pool_size,
-            pool_pre_ping=True,
+            # No ping per checkout (on asyncpg it is BEGIN, a statement and ROLLBACK: three
+            # round trips before every unit of work). A connection found dead instead fails its
+            # first statement with ConnectionLost, the pool drops every connection as old as it,
+            # and the unit of work runs again on a fresh one.
+            pool_pre_ping=False,
             # A database that accepts connections but never answers must cost a call its
             # deadline at most, never hang it (or a starting service) for as long as it hangs.
             pool_timeout=settings.db_connect_timeout_seconds,
@@ -106,8 +117,13 @@ class Database:
             except BaseException:
                 await _quietly_roll_back(transaction)
                 raise
-            with _translated():
-                await transaction.commit()
+            try:
+                with _translated():
+                    await transaction.commit()
+            except ConnectionLost as lost:
+                # Lost while committing: the database may have stored the transaction, so it
+                # must not run again. The caller retries, its idempotency key keeping it safe.
+                raise Unavailable("the database connection was lost; retry the call") from lost
         finally:
             with suppress(SQLAlchemyError, OSError, TimeoutError):
                 await connection.close()
@@ -136,6 +152,7 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
     # SQLite has no schemas: each service has a file of its own, and table names drop the schema.
     engine = create_async_engine(
         url,
+        hide_parameters=True,  # error messages (and so logs) never carry the values
         execution_options={"schema_translate_map": {service: None}},
         # Sized to the load, with no overflow: SQLAlchemy's default (5, plus 10 overflow
         # connections closed again on return) opened a connection, its driver thread and its
@@ -174,8 +191,11 @@ def translate_error(exc: BaseException) -> R3mesError | None:
         return AlreadyExists("the record already exists")
     if _sqlstate(exc) in RETRYABLE_SQLSTATES or _is_sqlite_busy(exc):
         return TransactionConflict("a concurrent change conflicted; retry the call")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        logger.warning("database connection lost: %r", getattr(exc, "orig", exc))
+        return ConnectionLost("the database connection was lost; retry the call")
     if _is_unreachable(exc):
-        logger.warning("database unavailable: %r", exc)
+        logger.warning("database unavailable: %r", getattr(exc, "orig", exc))
         return Unavailable("the database is unavailable; retry later")
     return None
 
@@ -209,8 +229,6 @@ def _is_sqlite_busy(exc: BaseException) -> bool:
 
 def _is_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | PoolTimeoutError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     if _sqlstate(exc) == QUERY_CANCELED_SQLSTATE or isinstance(
         getattr(exc, "orig", None), OSError | TimeoutError

@@ -4,7 +4,9 @@ Use cases (services/<name>/usecases.py) run their operations through `UnitOfWork
 check, the write, the ledger entry and the idempotency record of one call commit together or not
 at all. A unit of work that the database refuses because of a concurrent one (serialization
 failure 40001, deadlock 40P01, SQLite busy) is retried from the start a bounded number of times
-with jittered backoff; after the last try the caller gets ABORTED (retryable).
+with jittered backoff; after the last try the caller gets ABORTED (retryable). So is one that
+found its pooled connection closed before it committed (the database restarted): it runs again
+on a fresh connection, and only a database still down reaches the caller, as UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.db import Database
+from services.core.db import ConnectionLost, Database
 from services.core.errors import TransactionConflict
 
 RepositoriesT = TypeVar("RepositoriesT")
@@ -66,7 +68,7 @@ class UnitOfWork(Generic[RepositoriesT]):
             try:
                 async with self.begin(read_only=read_only) as repositories:
                     return await work(repositories)
-            except TransactionConflict:
+            except (TransactionConflict, ConnectionLost):
                 if attempt == self._attempts:
                     logger.warning("unit of work aborted", extra={"attempts": attempt})
                     raise

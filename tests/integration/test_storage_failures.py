@@ -20,6 +20,33 @@ from tests.integration.rpc import failure_of
 
 @pytest.mark.postgres
 @pytest.mark.usefixtures("postgres_available")
+async def test_calls_after_the_database_dropped_every_connection_succeed_on_fresh_ones(
+    tmp_path: Path,
+) -> None:
+    proxy = CuttableProxy("127.0.0.1", 5432)
+    await proxy.start()
+    url = make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+    settings = settings_for("postgres", tmp_path, suffix=f"{RUN_SUFFIX}_drop").model_copy(
+        update={"database_url": url.render_as_string(hide_password=False)}
+    )
+    async with running_server(create_server, settings, "users") as (_, channel):
+        users = users_pb2_grpc.UsersServiceStub(channel)
+        first, second = new_wallet_address(), new_wallet_address()
+        await users.CreateUser(users_pb2.CreateUserRequest(wallet_address=first))
+
+        await proxy.drop_connections()  # as a database restart would
+        read = await users.GetUser(users_pb2.GetUserRequest(wallet_address=first))
+        await proxy.drop_connections()
+        created = await users.CreateUser(users_pb2.CreateUserRequest(wallet_address=second))
+        again = await users.GetUser(users_pb2.GetUserRequest(wallet_address=second))
+
+    assert read.user.wallet_address == first
+    assert created.user.wallet_address == second
+    assert again.user.wallet_address == second
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("postgres_available")
 async def test_a_database_that_goes_down_makes_calls_unavailable_so_callers_retry(
     tmp_path: Path,
 ) -> None:
