@@ -8,6 +8,10 @@ Writes that must decide atomically (hold credits only if enough are available) a
 conditional UPDATE ... WHERE <condition> RETURNING: the database checks and writes in one step,
 so no concurrent writer can slip between a read and the write. Column names given as strings
 are checked against the table, so a typo fails the first test that runs it.
+
+The statements of `insert`, `insert_or_ignore`, `find`, `update_where` and `delete_where` are
+built once per table and shape, with the values as bound parameters: building a statement and
+its cache key cost about 100 us of CPU, a third of what running it costs (profiled on credits).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
@@ -26,6 +31,7 @@ from sqlalchemy import (
     Row,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -61,7 +67,7 @@ class BaseRepository(ABC, Generic[ModelT]):
 
     def dialect_insert(self) -> postgresql.Insert | sqlite.Insert:
         """An INSERT into `table` in the engine's own dialect, which takes ON CONFLICT."""
-        return postgresql.insert(self.table) if self.is_postgresql else sqlite.insert(self.table)
+        return _dialect_insert(self.table, self._connection.dialect.name)
 
     async def execute_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
         """One statement for many rows (executemany): compiled once and sent as one batch, where
@@ -82,30 +88,23 @@ class BaseRepository(ABC, Generic[ModelT]):
             raise translated from exc
 
     async def insert(self, values: Mapping[str, Any]) -> ModelT:
-        statement = insert(self.table).values(dict(self._checked(values))).returning(self.table)
-        result = await self.execute(statement)
+        statement = _insert(self.table, self._connection.dialect.name, ignore_conflict=False)
+        result = await self.execute(statement, [dict(self._checked(values))])
         return self.to_domain(result.one())
 
     async def insert_or_ignore(self, values: Mapping[str, Any]) -> ModelT | None:
         """Insert unless a row with the same unique key exists; None when it did (nothing was
         written). On PostgreSQL a concurrent insert of the same key waits for the other
         transaction to end, so exactly one of them gets the row."""
-        statement = (
-            self.dialect_insert()
-            .values(dict(self._checked(values)))
-            .on_conflict_do_nothing()
-            .returning(self.table)
-        )
-        row = (await self.execute(statement)).one_or_none()
+        statement = _insert(self.table, self._connection.dialect.name, ignore_conflict=True)
+        row = (await self.execute(statement, [dict(self._checked(values))])).one_or_none()
         return None if row is None else self.to_domain(row)
 
     async def find(self, *, for_update: bool = False, **equal_to: Any) -> ModelT | None:
         """The matching row. `for_update` locks it until the unit of work ends (FOR UPDATE on
         PostgreSQL; on SQLite every unit of work that may write already holds the write lock)."""
-        statement = select(self.table).where(self._matching(equal_to))
-        if for_update:
-            statement = statement.with_for_update()
-        row = (await self.execute(statement)).one_or_none()
+        statement = _find(self.table, tuple(self._checked(equal_to)), for_update=for_update)
+        row = (await self.execute(statement, [_as_matched(equal_to)])).one_or_none()
         return None if row is None else self.to_domain(row)
 
     async def find_many(
@@ -123,10 +122,16 @@ class BaseRepository(ABC, Generic[ModelT]):
 
     async def update_where(self, equal_to: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         """Update the matching rows; returns how many matched (0: nothing changed)."""
-        statement = (
-            update(self.table).where(self._matching(equal_to)).values(dict(self._checked(values)))
+        statement = _update(
+            self.table, tuple(self._checked(equal_to)), tuple(self._checked(values))
         )
-        return _rowcount(await self.execute(statement))
+        parameters = {**_as_matched(equal_to), **_as_set(values)}
+        return _rowcount(await self.execute(statement, [parameters]))
+
+    async def fetch(self, statement: Executable, parameters: Mapping[str, Any]) -> list[ModelT]:
+        """The rows of a statement built once with bound parameters (a repository's hot path),
+        as domain objects."""
+        return [self.to_domain(row) for row in await self.execute(statement, [parameters])]
 
     async def update_returning(
         self, *conditions: ColumnElement[bool], values: Mapping[str, Any]
@@ -171,21 +176,14 @@ class BaseRepository(ABC, Generic[ModelT]):
         return Page([self.to_domain(row) for row in rows], last)
 
     async def delete_where(self, **equal_to: Any) -> int:
-        statement = delete(self.table).where(self._matching(equal_to))
-        return _rowcount(await self.execute(statement))
+        statement = _delete(self.table, tuple(self._checked(equal_to)))
+        return _rowcount(await self.execute(statement, [_as_matched(equal_to)]))
 
     async def delete_matching(self, *conditions: ColumnElement[bool]) -> int:
         """Delete every row meeting all `conditions` (at least one); returns how many."""
         if not conditions:
             raise ValueError("a condition is required")
         return _rowcount(await self.execute(delete(self.table).where(*conditions)))
-
-    def _matching(self, equal_to: Mapping[str, Any]) -> ColumnElement[bool]:
-        if not equal_to:
-            # An empty filter would touch every row: never what a caller of update/delete meant.
-            raise ValueError("a condition is required")
-        checked = self._checked(equal_to)
-        return and_(*(self.table.c[name] == value for name, value in checked.items()))
 
     def _checked(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
         unknown = sorted(set(values) - set(self.table.c.keys()))
@@ -199,6 +197,50 @@ class UnknownColumn(KeyError):
 
     def __init__(self, table: str, names: Sequence[str]) -> None:
         super().__init__(f"table {table} has no column {', '.join(names)}")
+
+
+@cache
+def _insert(table: Table, dialect: str, *, ignore_conflict: bool) -> Executable:
+    # Without .values(), the columns are those of the parameters, compiled once per set of them.
+    if not ignore_conflict:
+        return insert(table).returning(table)
+    return _dialect_insert(table, dialect).on_conflict_do_nothing().returning(table)
+
+
+def _dialect_insert(table: Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+@cache
+def _find(table: Table, matched: tuple[str, ...], *, for_update: bool) -> Executable:
+    statement = select(table).where(_equal_to_parameters(table, matched))
+    return statement.with_for_update() if for_update else statement
+
+
+@cache
+def _update(table: Table, matched: tuple[str, ...], changed: tuple[str, ...]) -> Executable:
+    values: dict[str, Any] = {name: bindparam(f"set_{name}") for name in changed}
+    return update(table).where(_equal_to_parameters(table, matched)).values(values)
+
+
+@cache
+def _delete(table: Table, matched: tuple[str, ...]) -> Executable:
+    return delete(table).where(_equal_to_parameters(table, matched))
+
+
+def _equal_to_parameters(table: Table, names: tuple[str, ...]) -> ColumnElement[bool]:
+    if not names:
+        # An empty filter would touch every row: never what a caller of update/delete meant.
+        raise ValueError("a condition is required")
+    return and_(*(table.c[name] == bindparam(f"eq_{name}") for name in names))
+
+
+def _as_matched(equal_to: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"eq_{name}": value for name, value in equal_to.items()}
+
+
+def _as_set(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"set_{name}": value for name, value in values.items()}
 
 
 def _rowcount(result: Result[Any]) -> int:
