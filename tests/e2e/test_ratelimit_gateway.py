@@ -18,6 +18,8 @@ from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
 from gateway.local_stack import LocalStack, free_port, grpc_serving, running_stack
 from gateway.render import ROOT
+from gateway.run import development_environment
+from services.core.settings import Settings
 from services.core.testing import RedisServer, own_redis_server
 from tests.e2e.test_apikeys_rest import first_key
 from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
@@ -155,3 +157,29 @@ async def test_one_wallet_gets_exactly_its_quota_of_keys_across_addresses_and_re
     assert [v["subject"] for v in quota["violations"]] == [f"wallet:{wallet.address}"]
     assert unaffected.status_code == 200, unaffected.text
     assert unaffected.headers["ratelimit"] == '"credentials";r=4;t=720'
+
+
+@pytest.fixture(scope="module")
+def make_run_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack with the rate limits `make run` applies when the developer chose none."""
+    environment = development_environment(Settings(ratelimit_policies_file=None))
+    with running_stack(
+        tmp_path_factory.mktemp("make-run-limits"),
+        internal_token="e2e-token",
+        extra_environment=environment,
+    ) as running:
+        yield running
+
+
+async def test_a_newcomer_on_make_runs_defaults_tries_the_signing_flow_four_times_in_a_minute(
+    make_run_defaults: LocalStack,
+) -> None:
+    """Eight credential calls from 127.0.0.1, where production's policy allows five a minute
+    to the one address every local client shares; still limited, with the policy in the headers."""
+    async with httpx.AsyncClient(base_url=make_run_defaults.rest_url, timeout=10.0) as rest:
+        keys = [await first_key(rest, SigningWallet()) for _ in range(4)]
+        challenged = await rest.post(f"/v1/wallets/{SigningWallet().address}/challenges", json={})
+
+    assert len({key["secret"] for key in keys}) == 4
+    assert challenged.status_code == 200
+    assert challenged.headers["ratelimit-policy"] == '"credentials";q=60;w=60'
