@@ -150,6 +150,7 @@ def build_server(
         trusted_networks(settings.trusted_proxies),
         admission,
         limiting.step,
+        settings.gateway_secret_value(),
     )
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.run import port_problems
+from gateway.run import port_problems, process_environment
 from gateway.runlock import AlreadyRunning, RunLock
 from services.core.settings import Settings
 
@@ -96,3 +96,18 @@ def test_children_of_a_killed_runner_still_alive_are_named_with_their_pids(
         f"processes of an earlier `make run` that was killed are still running: users (pid "
         f"{leftover.pid}). Stop them (`kill {leftover.pid}`), then try again"
     )
+
+
+def test_make_run_gives_the_suite_a_gateway_secret_of_its_own_kept_in_the_data_folder(
+    tmp_path: Path,
+) -> None:
+    first = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+    second = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+
+    secret_file = Path(first["R3MES_GATEWAY_SECRET_FILE"])
+    assert secret_file == tmp_path / "gateway-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert second["R3MES_GATEWAY_SECRET_FILE"] == str(secret_file)
+    secret = Settings(_env_file=None, gateway_secret_file=secret_file).gateway_secret_value()
+    assert secret is not None
+    assert len(secret) >= 32
