@@ -47,7 +47,19 @@ def internal_token_file(settings: Settings) -> Path | None:
     with grpcurl (`-H "x-r3mes-internal-token: $(cat data/internal-token)"`)."""
     if settings.internal_token_value() is not None:
         return None
-    path = (ROOT / settings.data_dir / "internal-token").resolve()
+    return _secret_file(settings, "internal-token")
+
+
+def gateway_secret_file(settings: Settings) -> Path | None:
+    """With no gateway secret configured, one per data folder: the services then believe the
+    client address Envoy forwards, and no other local process can forward one."""
+    if settings.gateway_secret_value() is not None:
+        return None
+    return _secret_file(settings, "gateway-secret")
+
+
+def _secret_file(settings: Settings, name: str) -> Path:
+    path = (ROOT / settings.data_dir / name).resolve()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -76,6 +88,9 @@ def process_environment(settings: Settings) -> dict[str, str]:
     token_file = internal_token_file(settings)
     if token_file is not None:
         environment["R3MES_INTERNAL_TOKEN_FILE"] = str(token_file)
+    secret_file = gateway_secret_file(settings)
+    if secret_file is not None:
+        environment["R3MES_GATEWAY_SECRET_FILE"] = str(secret_file)
     return environment
 
 

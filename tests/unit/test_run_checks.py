@@ -134,3 +134,18 @@ def test_make_run_with_rate_limiting_off_says_so() -> None:
     assert "  Rate limits: none (R3MES_RATELIMIT_BACKEND=off).\n" in banner(
         Settings(ratelimit_backend="off")
     )
+
+
+def test_make_run_gives_the_suite_a_gateway_secret_of_its_own_kept_in_the_data_folder(
+    tmp_path: Path,
+) -> None:
+    first = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+    second = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+
+    secret_file = Path(first["R3MES_GATEWAY_SECRET_FILE"])
+    assert secret_file == tmp_path / "gateway-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert second["R3MES_GATEWAY_SECRET_FILE"] == str(secret_file)
+    secret = Settings(_env_file=None, gateway_secret_file=secret_file).gateway_secret_value()
+    assert secret is not None
+    assert len(secret) >= 32
