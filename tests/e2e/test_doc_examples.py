@@ -19,7 +19,7 @@ from gateway.local_stack import LocalStack
 from services.core.settings import SERVICE_NAMES
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN
-from tests.e2e.doc_examples import Example, examples, same_shape
+from tests.e2e.doc_examples import ROOT, Example, examples, same_shape
 
 DOCUMENTED_GATEWAY = "127.0.0.1:8080"
 DOCUMENTED_PORTS = {name: 50051 + i for i, name in enumerate(SERVICE_NAMES)}
@@ -57,7 +57,13 @@ def test_a_documented_example_answers_as_documented(
     # `$(cat data/internal-token)` in the docs reads the token `make run` writes there.
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "internal-token").write_text(INTERNAL_TOKEN + "\n")
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # `python -m tools.wallet` in the docs runs from a checkout: the repository is on the path.
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": python_path,
+    }
 
     ran = subprocess.run(
         [BASH, "-euo", "pipefail", "-c", script_for(example, stack)],
