@@ -57,7 +57,7 @@ async def wallet_holding(stack: LocalStack, micro_credits: int) -> str:
                 credits_pb2.GrantCreditsRequest(
                     wallet_address=wallet,
                     amount_micro_credits=amount,
-                    idempotency_key=f"node-{number}",
+                    idempotency_key=f"node-{wallet}-{number}",
                 ),
                 metadata=((INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN),),
             )
