@@ -64,6 +64,19 @@ def test_an_environment_variable_overrides_a_default(
     assert str(database_url(settings, "users")) == "postgresql+asyncpg://db/r3mes"
 
 
+def test_a_target_left_unset_follows_its_port_and_a_set_one_wins(
+    clean_environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("R3MES_CREDITS_PORT", "62074")
+    monkeypatch.setenv("R3MES_MINING_TARGET", "mining:50053")
+    monkeypatch.setenv("R3MES_LISTEN_HOST", "0.0.0.0")  # noqa: S104 - reached on loopback
+
+    settings = Settings()
+
+    assert settings.target_of("credits") == "127.0.0.1:62074"
+    assert settings.target_of("mining") == "mining:50053"
+
+
 def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(
     clean_environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
