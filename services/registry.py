@@ -56,7 +56,7 @@ def selected(selection: str) -> list[ServiceSpec]:
 
 def shared_port(settings: Settings, specs: Sequence[ServiceSpec] = SERVICES) -> int:
     """The one port of a process hosting `specs`: its first service's."""
-    return settings.port_of(specs[0].name)  # type: ignore[arg-type]
+    return settings.port_of(specs[0].name)
 
 
 def target_of(settings: Settings, name: str) -> str:
@@ -64,7 +64,7 @@ def target_of(settings: Settings, name: str) -> str:
     otherwise in one process, that process's port; split, its own port."""
     if getattr(settings, f"{name}_target") is None and settings.topology == "one-process":
         return f"{settings.connect_host()}:{shared_port(settings)}"
-    return settings.target_of(name)  # type: ignore[arg-type]
+    return settings.target_of(name)
 
 
 def resolved(settings: Settings) -> Settings:

@@ -320,11 +320,11 @@ class Settings(BaseSettings):
             ipaddress.ip_network(cidr, strict=False)  # raises ValueError, named by pydantic
         return cidrs
 
-    def port_of(self, service: ServiceName) -> int:
+    def port_of(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")
         return port
 
-    def target_of(self, service: ServiceName) -> str:
+    def target_of(self, service: str) -> str:
         """Where the service is reached: its target when set, else its port on this host, so
         moving a port moves every client of it (Envoy, /healthz, the peers) along."""
         target: str | None = getattr(self, f"{service}_target")
