@@ -30,7 +30,7 @@ from services.core.clock import Clock, utc_now
 from services.core.colocated import ColocatedStub
 from services.core.lifecycle import Closer, ServiceServer, build_server, registration
 from services.core.servicespec import ServiceSpec
-from services.core.settings import ServiceName, Settings
+from services.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class HostContext:
         service's own authority."""
         local = self.built.get(name)
         if local is None:
-            return stub(self.clients.channel(cast(ServiceName, name)))
+            return stub(self.clients.channel(name))
         spec, parts = local
         colocated = ColocatedStub(
             parts.servicer,
@@ -130,7 +130,7 @@ async def host(
             jobs.append(job)
     return build_server(
         settings,
-        cast(ServiceName, specs[0].name),
+        specs[0].name,
         [registration(p.add_to_server, p.servicer, p.descriptor) for _, p in built],
         # Closed in reverse: the services (in reverse build order) before the peer channels.
         closers=[context.clients.close, *(c for _, p in context.built.values() for c in p.closers)],

@@ -16,13 +16,13 @@ import pytest
 
 from gateway.admin import ADMIN_SOCKET_NAME
 from gateway.local_stack import LocalStack
-from services.core.settings import SERVICE_NAMES
 from services.core.testing import new_wallet_address
+from services.registry import SERVICES
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.doc_examples import Example, examples, same_shape
 
 DOCUMENTED_GATEWAY = "127.0.0.1:8080"
-DOCUMENTED_PORTS = {name: 50051 + i for i, name in enumerate(SERVICE_NAMES)}
+DOCUMENTED_PORTS = {spec.name: spec.default_port for spec in SERVICES}
 _WALLET_VARIABLE = re.compile(r"^WALLET=(remes1[0-9a-z]+)", re.MULTILINE)
 _STATUS_MARK = "\n__HTTP_STATUS__ "
 BASH = shutil.which("bash") or "/bin/bash"

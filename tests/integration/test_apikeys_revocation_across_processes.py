@@ -41,8 +41,13 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Loca
     else:
         environment = {"R3MES_APIKEYS_CACHE_TTL_SECONDS": "1"}
         bound = 1.0 + 1.0  # the TTL, plus room for a loaded machine
+    # Split: the refusal is timed in a users process other than the apikeys one.
     with running_stack(
-        tmp_path, internal_token=TOKEN, with_envoy=False, extra_environment=environment
+        tmp_path,
+        internal_token=TOKEN,
+        with_envoy=False,
+        extra_environment=environment,
+        topology="split",
     ) as running:
         yield running, bound
 

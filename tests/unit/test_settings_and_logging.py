@@ -16,8 +16,9 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.db import database_url
 from services.core.logging import JsonFormatter, request_id_var
-from services.core.settings import SERVICE_NAMES, Settings
+from services.core.settings import Settings
 from services.core.testing import new_wallet_address, running_server
+from services.registry import NAMES
 from services.users.server import create_server
 from tests.integration.rpc import failure_of
 
@@ -42,8 +43,8 @@ def test_the_defaults_are_the_embedded_mode(clean_environment: Path) -> None:
     assert settings.database_url is None
     assert str(database_url(settings, "users")) == "sqlite+aiosqlite:///data/users.db"
     assert (clean_environment / "data").is_dir()
-    assert [settings.port_of(name) for name in SERVICE_NAMES] == [50051, 50052, 50053, 50054]
-    assert [settings.target_of(name) for name in SERVICE_NAMES] == [
+    assert [settings.port_of(name) for name in NAMES] == [50051, 50052, 50053, 50054]
+    assert [settings.target_of(name) for name in NAMES] == [
         f"127.0.0.1:{port}" for port in (50051, 50052, 50053, 50054)
     ]
     assert settings.listen_host == "127.0.0.1"
