@@ -34,7 +34,7 @@ from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.report import Measured, median_rounds, print_report, report
 from bench.results import RESULTS_DIR, write_results
 from gateway.local_stack import LocalStack, running_stack
-from services.registry import NAMES
+from services.core.registry import NAMES
 
 RESULTS = RESULTS_DIR / "requestpath.json"
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

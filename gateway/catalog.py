@@ -1,10 +1,10 @@
-"""The services as the gateway sees them: the proto service each one serves (services.registry)."""
+"""The services as the gateway sees them: the proto service of each (services.core.registry)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.registry import SERVICES
+from services.core.registry import SERVICES
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
 from gateway.render import ROOT
-from services.registry import NAMES
+from services.core.registry import NAMES
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0

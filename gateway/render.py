@@ -21,8 +21,8 @@ from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
+from services.core.registry import target_of
 from services.core.settings import Settings
-from services.registry import target_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = ROOT / "build" / "r3mes.binpb"

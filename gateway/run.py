@@ -29,8 +29,8 @@ from types import FrameType
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.runlock import AlreadyRunning, RunLock
 from gateway.supervisor import Supervisor
+from services.core.registry import SERVICES, shared_port
 from services.core.settings import Settings
-from services.registry import SERVICES, shared_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"

@@ -9,8 +9,8 @@ import argparse
 from services.core.clock import utc_now
 from services.core.hosting import host
 from services.core.lifecycle import ServiceServer, run
+from services.core.registry import selected
 from services.core.settings import Settings
-from services.registry import selected
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.core.registry import NAMES, spec_of, target_of
 from services.core.settings import Settings
-from services.registry import NAMES, spec_of, target_of
 
 CHECK_TIMEOUT_SECONDS = 1.0
 UNREACHABLE = "UNREACHABLE"

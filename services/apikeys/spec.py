@@ -1,4 +1,4 @@
-"""The apikeys service, as the registry (services.registry) knows it."""
+"""The apikeys service, as the registry (services.core.registry) knows it."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each service declares itself once (a services.core.servicespec.ServiceSpec, in
 `services/<name>/spec.py`, collected by
-services.registry) and builds its own parts (`ServiceParts`): its own database, schema and
+services.core.registry) and builds its own parts (`ServiceParts`): its own database, schema and
 migrations, servicer, background jobs and closers. `host` builds the parts of the services it is
 given, peers first, and serves them all from one grpc server. A service asks for a peer through
 `HostContext.peer`: a co-hosted peer is its servicer called in-process (services.core.colocated),

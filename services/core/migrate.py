@@ -18,6 +18,7 @@ from sqlalchemy import Connection, MetaData, text
 
 from services.core.db import Database
 from services.core.logging import configure_logging
+from services.core.registry import NAMES
 from services.core.settings import ServiceName, Settings
 
 SERVICES_ROOT = Path(__file__).resolve().parent.parent
@@ -101,9 +102,6 @@ async def migrate_all(settings: Settings, services: Sequence[ServiceName]) -> No
 def main() -> None:
     settings = Settings()
     configure_logging(settings)
-    # The entry point of `make migrate`, not the kernel's code: it asks the registry.
-    from services.registry import NAMES
-
     asyncio.run(migrate_all(settings, NAMES))
 
 

@@ -1,4 +1,4 @@
-"""How a service declares itself once (see services.core.hosting and services.registry).
+"""How a service declares itself once (see services.core.hosting and services.core.registry).
 
 Light on purpose: processes that load no gRPC (`make run` forks its children) read the specs.
 """

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core import validators
 
-# A service's name, as services.registry finds it (the kernel lists none).
+# A service's name, as services.core.registry finds it (the kernel lists none).
 ServiceName = str
 
 

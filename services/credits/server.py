@@ -15,7 +15,7 @@ from services.core.clock import Clock, utc_now
 from services.core.hosting import HostContext, ServiceParts, host
 from services.core.idempotency import sweeper_job
 from services.core.lifecycle import ServiceServer, open_database, run
-from services.core.pagination import page_tokens_from_settings
+from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
 from services.credits.repository import CreditsRepositories

@@ -1,4 +1,4 @@
-"""The credits service, as the registry (services.registry) knows it."""
+"""The credits service, as the registry (services.core.registry) knows it."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.registry import NAMES
+from services.core.registry import NAMES
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
 SERVICES = NAMES

@@ -16,8 +16,8 @@ import pytest
 
 from gateway.admin import ADMIN_SOCKET_NAME
 from gateway.local_stack import LocalStack
+from services.core.registry import SERVICES
 from services.core.testing import new_wallet_address
-from services.registry import SERVICES
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.doc_examples import Example, examples, same_shape
 

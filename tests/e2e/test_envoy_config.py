@@ -10,8 +10,8 @@ from typing import Any
 from gateway.catalog import UPSTREAMS
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
+from services.core.registry import NAMES
 from services.core.settings import Settings
-from services.registry import NAMES
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

@@ -11,8 +11,8 @@ from sqlalchemy import inspect
 
 from services.core.db import Database
 from services.core.migrate import current_revision, downgrade, migrate_all, upgrade
+from services.core.registry import NAMES
 from services.core.settings import Settings
-from services.registry import NAMES
 
 
 async def _table_names(database: Database) -> set[str]:

@@ -16,8 +16,8 @@ from r3mes.users.v1 import users_pb2_grpc
 from gateway.local_stack import LOOPBACK, free_port
 from services.core.clock import Clock
 from services.core.hosting import host
+from services.core.registry import NAMES, SERVICES
 from services.core.settings import Settings
-from services.registry import NAMES, SERVICES
 
 TOPOLOGIES = ["one-process", "split"]
 

@@ -16,9 +16,9 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.db import database_url
 from services.core.logging import JsonFormatter, request_id_var
+from services.core.registry import NAMES
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address, running_server
-from services.registry import NAMES
 from services.users.server import create_server
 from tests.integration.rpc import failure_of
 

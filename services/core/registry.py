@@ -1,6 +1,7 @@
 """Every service, found by looking: a package `services/<name>/` whose `spec.py` exports `SPEC`
 (a services.core.servicespec.ServiceSpec). Adding a service is its folder; nothing else lists
-services by hand (tests/unit/test_registry.py checks that).
+services by hand (tests/unit/test_registry.py checks that). The kernel still names no service:
+the specs are imported by name found on disk, which no import contract sees as a dependency.
 
 Also what follows from the specs and the topology: which services a process hosts, and where
 each service is reached. Light on purpose: processes that load no gRPC read it (make run).
