@@ -40,7 +40,7 @@ def test_every_service_folder_is_registered_in_the_order_of_its_port() -> None:
 
 
 def test_each_service_has_a_port_and_a_target_setting_whose_default_is_its_declared_port() -> None:
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
 
     for spec in SERVICES:
         assert defaults.port_of(spec.name) == spec.default_port
