@@ -14,7 +14,6 @@ The kernel knows no service by name: names, protos and peers come from the specs
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -31,8 +30,6 @@ from services.core.colocated import ColocatedStub
 from services.core.lifecycle import Closer, ServiceServer, build_server, registration
 from services.core.servicespec import ServiceSpec
 from services.core.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 StubT = TypeVar("StubT")
 
