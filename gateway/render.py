@@ -22,6 +22,7 @@ from gateway.local_replies import local_reply_config
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
+from services.core.registry import target_of
 from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +216,7 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
                 }
             ],
             "clusters": [
-                *(cluster(u, settings.target_of(u.name)) for u in UPSTREAMS),
+                *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
                 *front_door_clusters(settings),
             ],
         },

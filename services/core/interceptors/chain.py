@@ -35,7 +35,12 @@ from services.core.interceptors.admission import Admission
 from services.core.interceptors.authentication import Authentication
 from services.core.interceptors.authorization import authorize_call
 from services.core.interceptors.context import CallRecord
-from services.core.interceptors.errors import TRANSCODED_HEADER, ErrorMapping, refuse
+from services.core.interceptors.errors import (
+    TRANSCODED_HEADER,
+    ErrorDomains,
+    ErrorMapping,
+    refuse,
+)
 from services.core.interceptors.parsing import checked, tolerant
 from services.core.interceptors.ratelimit import RateLimiting
 from services.core.interceptors.validation import validate
@@ -53,7 +58,7 @@ Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler
 class RequestChain(AsyncServerInterceptor):
     def __init__(
         self,
-        error_domain: str,
+        error_domain: ErrorDomains | str,
         authenticators: Sequence[Authenticator],
         trusted_proxies: Sequence[IPNetwork] = (),
         admission: Admission | None = None,
