@@ -162,13 +162,13 @@ async def running_credits(
 async def seed_grant(credits: Credits, wallet: str, amount: int) -> None:
     """A wallet that already holds `amount`, written straight to storage as a grant would be
     (account and ledger entry together): for states too costly to reach call by call."""
-    await seed_grants(credits, {wallet: amount})
+    await seed_grants(credits.settings, credits.clock(), {wallet: amount})
 
 
-async def seed_grants(credits: Credits, amounts: Mapping[str, int]) -> None:
-    """Wallets that already hold these amounts (each at least 1), seeded in one transaction."""
-    database = Database.from_settings(credits.settings, "credits")
-    now = credits.clock()
+async def seed_grants(settings: Settings, now: datetime, amounts: Mapping[str, int]) -> None:
+    """Wallets that already hold these amounts (each at least 1), granted at `now`, seeded in one
+    transaction into the credits storage of `settings` (a test's server, or a whole stack's)."""
+    database = Database.from_settings(settings, "credits")
     try:
         async with database.transaction() as connection:
             await connection.execute(

@@ -155,7 +155,7 @@ async def test_no_credit_writes_make_a_credits_read_fail(
 ) -> None:
     await emptied(credits.settings, "credits", credits_tables.metadata)
     wallets = [new_wallet_address() for _ in starts]
-    await seed_grants(credits, dict(zip(wallets, starts, strict=True)))
+    await seed_grants(credits.settings, credits.clock(), dict(zip(wallets, starts, strict=True)))
     holds: list[str] = []
     for write in writes:
         await apply_credit_write(credits, wallets, holds, write)
