@@ -32,7 +32,8 @@ def lua_source(settings: Settings) -> str:
     return _LuaTemplate(_SCRIPT.read_text()).substitute(
         service_prefixes=prefixes,
         max_calls_per_client=MAX_CALLS_PER_CLIENT_PER_WORKER,
-        # No stream outlives this, so a call whose end the filter never saw stops counting then.
+        # The route timeout ends every call, and the stream idle timeout (5 s more) its reply: a
+        # call whose end the filter never saw (its client reset it) stops counting then.
         call_seconds=math.ceil(stream_idle_timeout_seconds(settings)),
     )
 
