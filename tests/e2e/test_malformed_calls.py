@@ -130,6 +130,8 @@ ACCEPTED_HEADERS = [
     ("grpc-encoding", "gzip"),
     ("x-foo-bin", "AAA"),
     ("x-foo-bin", "AAA="),
+    ("grpc-status", "1"),
+    ("lb-cost-bin", "A" * 28),
 ]
 
 
