@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from gateway.admin import admin_config
+from gateway.call_checks import call_checks
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
 from gateway.filters import cors_policy, http_filters
@@ -184,7 +185,9 @@ def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dic
         "access_log": _access_log(settings.log_json),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings),
-        "http_filters": http_filters(descriptor_path, settings.max_request_bytes),
+        "http_filters": http_filters(
+            descriptor_path, settings.max_request_bytes, call_checks(settings)
+        ),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.call_checks import NAME as CALL_CHECKS
 from gateway.catalog import UPSTREAMS
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
@@ -72,6 +73,14 @@ def test_internal_headers_are_stripped_before_any_filter_that_reads_headers() ->
     assert names[0] == "envoy.filters.http.cors"
     assert names.index("r3mes.strip_internal_headers") < names.index(TRANSCODER)
     assert names[-1] == "envoy.filters.http.router"
+
+
+def test_call_checks_see_grpc_web_calls_as_grpc_and_rest_calls_before_transcoding() -> None:
+    names = filter_names(build_config(settings(), DEFAULT_DESCRIPTOR))
+
+    checks = names.index(CALL_CHECKS)
+    assert names.index("envoy.filters.http.buffer") < checks
+    assert names.index("envoy.filters.http.grpc_web") < checks < names.index(TRANSCODER)
 
 
 def test_the_admin_endpoint_listens_on_loopback_only() -> None:
