@@ -171,14 +171,22 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=5,
-        description="Longest wait for Redis on one rate-limit decision (for a new connection: "
-        "at least 1 s); past it Redis counts as unreachable.",
+        description="Longest wait of the probe for Redis's PING, timed apart from the service's "
+        "event loop; past it Redis counts as unreachable and the failure policy applies.",
+    )
+    ratelimit_redis_decision_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="Longest wait of one call for its rate-limit decision, timed on the "
+        "service's event loop (so a busy process counts too); a call past it is refused with "
+        "RATE_LIMITER_UNAVAILABLE unless the probe finds Redis unreachable.",
     )
     ratelimit_redis_probe_seconds: float = Field(
         1.0,
         gt=0,
         le=60,
-        description="How often an unreachable Redis is tried again (and health refreshed).",
+        description="How often the probe asks Redis whether it answers (and health refreshed).",
     )
 
     # API keys (the apikeys service and every service's API-key authentication).

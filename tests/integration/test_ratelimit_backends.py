@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio
 
-from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
+from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
 from services.core.testing import RedisServer, own_redis_server
 
 PER_MINUTE_3 = Rate(3, 60.0)
@@ -32,6 +32,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+def probe(server: RedisServer) -> RedisProbe:
+    return RedisProbe(server.url, 1.0)
+
+
 @pytest.fixture
 def clock() -> Seconds:
     return Seconds()
@@ -45,7 +49,9 @@ async def limiter(
     if request.param == "memory":
         backend = InProcessLimiter(clock)
     else:
-        backend = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis", clock)
+        backend = RedisLimiter(
+            redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server), clock
+        )
     yield backend
     await backend.close()
 
@@ -134,7 +140,7 @@ async def test_redis_buckets_expire_once_full_again(
     redis_server: RedisServer, clock: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", clock)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
     wallet = subject()
 
     await limiter.decide("p", PER_MINUTE_3, [wallet])
@@ -145,7 +151,9 @@ async def test_redis_buckets_expire_once_full_again(
 
 
 async def test_redis_uses_its_own_clock_when_none_is_given(redis_server: RedisServer) -> None:
-    limiter = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis")
+    limiter = RedisLimiter(
+        redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server)
+    )
     wallet = subject()
 
     decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
@@ -169,7 +177,7 @@ async def test_redis_loads_the_script_again_when_the_server_forgot_it(
     redis_server: RedisServer, clock: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", clock)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
     wallet = subject()
     await limiter.decide("p", PER_MINUTE_3, [wallet])
 
@@ -185,7 +193,7 @@ async def test_more_concurrent_calls_than_redis_connections_wait_their_turn(
 ) -> None:
     """More decisions at once than the pool has connections: each waits for one, none is
     taken for an outage (the default pool of redis-py refuses them at once)."""
-    limiter = RedisLimiter.from_url(redis_server.url, 5.0, "open")
+    limiter = RedisLimiter.from_url(redis_server.url, 5.0, 0.25, "open")
     wallet = subject()
 
     decisions = await asyncio.gather(

@@ -30,6 +30,7 @@ from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
 from services.core.network import client_address_var
 from services.core.ratelimit import (
     Decision,
+    DecisionFailed,
     Limiter,
     LimiterUnavailable,
     Policies,
@@ -91,17 +92,25 @@ class RateLimiting:
         try:
             decision = await self._limiter.decide(policy.name, policy.rate, subjects)
         except LimiterUnavailable:
+            # A state (logged, in health), not this call's luck: the failure policy applies.
             if self._fail_open:
                 return ((POLICY_HEADER, policy.header),)
-            raise ResourceExhausted(
-                "rate limiting cannot decide right now; try again shortly",
-                reason="RATE_LIMITER_UNAVAILABLE",
-                details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
-            ) from None
+            raise self._undecided() from None
+        except DecisionFailed:
+            # Redis answers but this call got no decision: admitting it unchecked would let a
+            # busy process exceed the limit, so it is refused whatever the failure policy.
+            raise self._undecided() from None
         headers = ((POLICY_HEADER, policy.header), (RATELIMIT_HEADER, _ratelimit(policy, decision)))
         if decision.allowed:
             return headers
         raise RateLimited(policy, decision, headers)
+
+    def _undecided(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            "rate limiting cannot decide right now; try again shortly",
+            reason="RATE_LIMITER_UNAVAILABLE",
+            details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
+        )
 
 
 class RateLimited(ResourceExhausted):
@@ -167,8 +176,8 @@ def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
         settings.ratelimit_redis_failure,
         settings.ratelimit_redis_probe_seconds,
     )
-    jobs = []
+    jobs: list[PeriodicJob] = []
     if isinstance(limiter, RedisLimiter):
         # Its failures show in health as `<service>.ratelimit` and are logged once per change.
-        jobs.append(PeriodicJob("ratelimit", settings.ratelimit_redis_probe_seconds, limiter.probe))
+        jobs.append(limiter.health_job(settings.ratelimit_redis_probe_seconds))
     return RateLimitingSetup(step, jobs, [limiter.close])
