@@ -145,6 +145,7 @@ def build_server(
         trusted_networks(settings.trusted_proxies),
         admission,
         limiting.step,
+        limiting.failures,
     )
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:

@@ -206,6 +206,14 @@ class Settings(BaseSettings):
         description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
         "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
     )
+    apikeys_refused_cache_ttl_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="How long a service remembers that a key is unknown, revoked or expired, "
+        "so the same wrong key is not asked about on every call (a new key works at once: its "
+        "secret was never refused).",
+    )
     apikeys_cache_max_entries: int = Field(
         10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
     )

@@ -74,6 +74,18 @@ async def test_a_fresh_bucket_admits_exactly_its_limit_then_refuses(limiter: Lim
     assert refused.reset_seconds == pytest.approx(60.0)
 
 
+async def test_a_decision_that_only_asks_charges_nothing(limiter: Limiter) -> None:
+    wallet = subject()
+
+    asked = [await limiter.decide("p", PER_MINUTE_3, [wallet], charge=False) for _ in range(5)]
+    charged = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
+    asked_when_empty = await limiter.decide("p", PER_MINUTE_3, [wallet], charge=False)
+
+    assert [d.allowed for d in asked] == [True] * 5
+    assert [d.allowed for d in charged] == [True, True, True, False]
+    assert (asked_when_empty.allowed, asked_when_empty.retry_after_seconds) == (False, 20.0)
+
+
 async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
     wallet = subject()
     for _ in range(3):

@@ -39,6 +39,17 @@ def test_internal_callers_are_exempt_by_default() -> None:
     assert load_policies().internal is None
 
 
+def test_failed_authentications_get_ten_a_minute_per_address() -> None:
+    failed = load_policies().failed_authentication
+
+    assert failed is not None
+    assert (failed.name, failed.rate, failed.header) == (
+        "auth_failures",
+        Rate(10, 60.0),
+        '"auth_failures";q=10;w=60',
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "rate"),
     [
@@ -78,3 +89,5 @@ def test_the_documented_policy_file_loads_as_described(tmp_path: Path) -> None:
     assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").name == "write"
     assert policies.internal is not None
     assert policies.internal.rate == Rate(1000, 1.0)
+    assert policies.failed_authentication is not None
+    assert policies.failed_authentication.rate == Rate(10, 60.0)

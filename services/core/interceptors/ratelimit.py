@@ -113,6 +113,44 @@ class RateLimiting:
         )
 
 
+class FailedAuthentications:
+    """Implements services.core.auth.AuthenticationFailures: each failed authentication is
+    charged to the client address (`ip:<address>`) under its own policy, and once that bucket
+    is empty the client's calls are refused RateLimited before any credential is looked up.
+
+    While the limiter cannot decide, failures are not counted and credentials are checked as
+    without a limiter: a wrong one is still UNAUTHENTICATED.
+    """
+
+    def __init__(self, limiter: Limiter, policy: Policy) -> None:
+        self._limiter = limiter
+        self._policy = policy
+
+    async def before_lookup(self) -> None:
+        await self._decide(charge=False)
+
+    async def failed(self) -> None:
+        await self._decide(charge=True)
+
+    async def _decide(self, *, charge: bool) -> None:
+        address = client_address_var.get()
+        if not address:
+            return
+        policy = self._policy
+        try:
+            decision = await self._limiter.decide(
+                policy.name, policy.rate, [f"ip:{address}"], charge=charge
+            )
+        except (LimiterUnavailable, DecisionFailed):
+            return
+        if not decision.allowed:
+            headers = (
+                (POLICY_HEADER, policy.header),
+                (RATELIMIT_HEADER, _ratelimit(policy, decision)),
+            )
+            raise RateLimited(policy, decision, headers)
+
+
 class RateLimited(ResourceExhausted):
     """A refused call; `headers` go with the refusal."""
 
@@ -160,6 +198,7 @@ class RateLimitingSetup:
     """The step as settings configure it (None: off), with its background probe and closer."""
 
     step: RateLimiting | None = None
+    failures: FailedAuthentications | None = None
     jobs: list[PeriodicJob] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
 
@@ -176,8 +215,11 @@ def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
         settings.ratelimit_redis_failure,
         settings.ratelimit_redis_probe_seconds,
     )
+    failures = None
+    if policies.failed_authentication is not None:
+        failures = FailedAuthentications(limiter, policies.failed_authentication)
     jobs: list[PeriodicJob] = []
     if isinstance(limiter, RedisLimiter):
         # Its failures show in health as `<service>.ratelimit` and are logged once per change.
         jobs.append(limiter.health_job(settings.ratelimit_redis_probe_seconds))
-    return RateLimitingSetup(step, jobs, [limiter.close])
+    return RateLimitingSetup(step, failures, jobs, [limiter.close])

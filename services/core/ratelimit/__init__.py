@@ -37,10 +37,13 @@ __all__ = [
 
 
 class Limiter(Protocol):
-    async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
-        """Admit the call and charge every bucket of `subjects` under `policy`, or refuse it
-        and charge none. Raises LimiterUnavailable while its backend is unreachable (the
-        failure policy applies), DecisionFailed when this one call could not be decided."""
+    async def decide(
+        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+    ) -> Decision:
+        """Admit the call and charge every bucket of `subjects` under `policy` (unless `charge`
+        is false: only say whether it would be admitted), or refuse it and charge none.
+        Raises LimiterUnavailable while its backend is unreachable (the failure policy
+        applies), DecisionFailed when this one call could not be decided."""
 
     async def close(self) -> None: ...
 

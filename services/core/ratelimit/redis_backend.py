@@ -40,9 +40,10 @@ from services.core.ratelimit.gcra import MICROSECONDS, Decision, Rate
 KEY_PREFIX = "r3mes:rl:"
 MAX_CONNECTIONS = 64
 
-# KEYS: the request's buckets. ARGV: emission interval and period (microseconds), and `now`
-# (microseconds; empty: the server's TIME). Returns {admitted 0/1, index of the deciding bucket,
-# microseconds until it admits a call, microseconds until it is full again}. Numbers are written
+# KEYS: the request's buckets. ARGV: emission interval and period (microseconds), `now`
+# (microseconds; empty: the server's TIME) and whether to charge an admitted call ("1"/"0").
+# Returns {admitted 0/1, index of the deciding bucket, microseconds until it admits a call,
+# microseconds until it is full again}. Numbers are written
 # with %.0f: Lua would print a microsecond timestamp with 14 digits and lose its tail.
 GCRA_SCRIPT = """
 local interval = tonumber(ARGV[1])
@@ -67,9 +68,11 @@ end
 if worst_wait > 0 then
   return {0, worst, worst_wait, worst_tat - interval - now}
 end
-for i, key in ipairs(KEYS) do
-  local ttl = math.ceil((new_tats[i] - now) / 1000)
-  redis.call('SET', key, string.format('%.0f', new_tats[i]), 'PX', ttl)
+if ARGV[4] == '1' then
+  for i, key in ipairs(KEYS) do
+    local ttl = math.ceil((new_tats[i] - now) / 1000)
+    redis.call('SET', key, string.format('%.0f', new_tats[i]), 'PX', ttl)
+  end
 end
 return {1, worst, 0, worst_tat - now}
 """
@@ -159,14 +162,16 @@ class RedisLimiter:
         self._recheck = job.run_once
         return job
 
-    async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
+    async def decide(
+        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+    ) -> Decision:
         if not self.available:
             raise LimiterUnavailable(f"{self._description} is unreachable")
         now = "" if self._clock is None else str(round(self._clock() * MICROSECONDS))
         try:
             allowed, index, wait, reset = await self._script(
                 keys=[f"{KEY_PREFIX}{policy}:{subject}" for subject in subjects],
-                args=[rate.interval_us, rate.period_us, now],
+                args=[rate.interval_us, rate.period_us, now, "1" if charge else "0"],
             )
         except RedisError as error:
             # Without a health job (tests, benchmarks) there is no state to consult.
