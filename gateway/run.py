@@ -1,5 +1,7 @@
-"""`make run`: the four services, the front door and Envoy on this machine, each its own process,
-their output interleaved as `name | line`. Ctrl-C or SIGTERM stops them all.
+"""`make run`: the services, the front door and Envoy on this machine, their output interleaved as
+`name | line`. Ctrl-C or SIGTERM stops them all. R3MES_TOPOLOGY chooses how the services run:
+one-process (the default: one `python -m services` hosting them all on R3MES_USERS_PORT, with
+R3MES_WORKERS processes on that port) or split (one process per service, each on its port).
 
 Before anything starts, every port the suite needs is checked: one already taken is named with
 the setting that moves it, and nothing claims to run. The banner is printed only once the
@@ -27,12 +29,15 @@ from types import FrameType
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.runlock import AlreadyRunning, RunLock
 from gateway.supervisor import Supervisor
-from services.core.settings import SERVICE_NAMES, Settings
+from services.core.registry import SERVICES, shared_port
+from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 READY_TIMEOUT_SECONDS = 60.0
+ONE_PROCESS = "one-process"
+HOST = "services"  # the name of the one process hosting every service
 STOP_TIMEOUT_SECONDS = 10.0
 
 
@@ -47,7 +52,19 @@ def internal_token_file(settings: Settings) -> Path | None:
     with grpcurl (`-H "x-r3mes-internal-token: $(cat data/internal-token)"`)."""
     if settings.internal_token_value() is not None:
         return None
-    path = (ROOT / settings.data_dir / "internal-token").resolve()
+    return _secret_file(settings, "internal-token")
+
+
+def gateway_secret_file(settings: Settings) -> Path | None:
+    """With no gateway secret configured, one per data folder: the services then believe the
+    client address Envoy forwards, and no other local process can forward one."""
+    if settings.gateway_secret_value() is not None:
+        return None
+    return _secret_file(settings, "gateway-secret")
+
+
+def _secret_file(settings: Settings, name: str) -> Path:
+    path = (ROOT / settings.data_dir / name).resolve()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -55,21 +72,40 @@ def internal_token_file(settings: Settings) -> Path | None:
     return path
 
 
+def development_environment(settings: Settings) -> dict[str, str]:
+    """What `make run` sets for one developer unless the settings say otherwise: every client
+    of this machine is the one address 127.0.0.1, so production's quotas (one caller each)
+    would refuse a newcomer trying the signing flow; local ones apply instead (the banner says
+    which)."""
+    if settings.ratelimit_policies_file is not None:
+        return {}
+    from services.core.ratelimit.policies import LOCAL_POLICIES_FILE  # needs gen/ (protos)
+
+    return {"R3MES_RATELIMIT_POLICIES_FILE": str(LOCAL_POLICIES_FILE)}
+
+
 def process_environment(settings: Settings) -> dict[str, str]:
     environment = dict(os.environ)
     environment["PYTHONUNBUFFERED"] = "1"
     # Plain text reads better than JSON lines in a terminal, unless asked otherwise.
     environment.setdefault("R3MES_LOG_JSON", "false")
+    environment.update(development_environment(settings))
     token_file = internal_token_file(settings)
     if token_file is not None:
         environment["R3MES_INTERNAL_TOKEN_FILE"] = str(token_file)
+    secret_file = gateway_secret_file(settings)
+    if secret_file is not None:
+        environment["R3MES_GATEWAY_SECRET_FILE"] = str(secret_file)
     return environment
 
 
 def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
     """(setting, host, port) of every socket the suite listens on (port 0: any, not checked)."""
     host = settings.listen_host
-    ports = [(f"R3MES_{n.upper()}_PORT", host, settings.port_of(n)) for n in SERVICE_NAMES]
+    if settings.topology == ONE_PROCESS:
+        ports = [(SERVICES[0].port_setting, host, shared_port(settings))]
+    else:
+        ports = [(s.port_setting, host, settings.port_of(s.name)) for s in SERVICES]
     ports += [
         ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
@@ -110,8 +146,11 @@ def port_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def commands() -> list[tuple[str, list[str]]]:
-    services = [(name, [sys.executable, "-m", f"services.{name}"]) for name in SERVICE_NAMES]
+def commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    if settings.topology == ONE_PROCESS:
+        services = [(HOST, [sys.executable, "-m", "services"])]
+    else:
+        services = [(s.name, [sys.executable, "-m", f"services.{s.name}"]) for s in SERVICES]
     front_door = ("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
     envoy = ("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(ENVOY_CONFIG)])
     return [*services, front_door, envoy]
@@ -119,7 +158,8 @@ def commands() -> list[tuple[str, list[str]]]:
 
 def command_marker(name: str) -> str:
     """What each child's command line contains while it runs (gateway.serve becomes Envoy)."""
-    return {"envoy": "envoy", "frontdoor": "gateway.frontdoor"}.get(name, f"services.{name}")
+    markers = {"envoy": "envoy", "frontdoor": "gateway.frontdoor", HOST: "-m services"}
+    return markers.get(name, f"services.{name}")
 
 
 def _display_host(host: str) -> str:
@@ -130,6 +170,30 @@ def base_url(settings: Settings) -> str:
     return f"http://{_display_host(settings.listen_host)}:{settings.gateway_port}"
 
 
+def ratelimit_lines(settings: Settings) -> str:
+    """Which limits this run applies, and how to change them (docs/ratelimits.md)."""
+    from services.core.ratelimit.policies import (
+        DEFAULT_POLICIES_FILE,
+        LOCAL_POLICIES_FILE,
+        load_policies,
+    )
+
+    if settings.ratelimit_backend == "off":
+        return "  Rate limits: none (R3MES_RATELIMIT_BACKEND=off)."
+    chosen = settings.ratelimit_policies_file or LOCAL_POLICIES_FILE
+    if chosen == LOCAL_POLICIES_FILE:
+        which = f"local development, {chosen.relative_to(ROOT)}, not production's"
+    else:
+        which = f"R3MES_RATELIMIT_POLICIES_FILE={chosen}"
+    return (
+        f"  Rate limits ({which}):\n"
+        f"    {load_policies(chosen)}, per wallet and per address;\n"
+        "    every client on this machine is the one address ip:127.0.0.1.\n"
+        f"    Production's: R3MES_RATELIMIT_POLICIES_FILE={DEFAULT_POLICIES_FILE.relative_to(ROOT)}"
+        "; none at all: R3MES_RATELIMIT_BACKEND=off."
+    )
+
+
 def banner(settings: Settings) -> str:
     # Imported only now: services.core.testing loads gRPC, and every child is running already.
     from services.core.testing import new_wallet_address
@@ -137,13 +201,18 @@ def banner(settings: Settings) -> str:
     wallet = new_wallet_address()
     url = base_url(settings)
     host = _display_host(settings.listen_host)
-    grpc_ports = ", ".join(f"{name} {settings.port_of(name)}" for name in SERVICE_NAMES)
+    grpcurl = f".venv/bin/grpcurl -plaintext {host}:{settings.gateway_port}"
+    if settings.topology == ONE_PROCESS:
+        grpc_ports = f"{shared_port(settings)} (every service, one process)"
+    else:
+        grpc_ports = ", ".join(f"{s.name} {settings.port_of(s.name)}" for s in SERVICES)
     return f"""
 R3MES is running: every service answers its health check.
   Start here:     {url}/   (API page {url}/docs, health {url}/healthz)
-  REST, gRPC-Web and gRPC: {url}   (grpcurl -plaintext {host}:{settings.gateway_port} list)
+  REST, gRPC-Web and gRPC: {url}   ({grpcurl} list)
   gRPC per service on {host}: {grpc_ports}
   Envoy admin: {describe(admin_endpoint(settings))}
+{ratelimit_lines(settings)}
 Try:
   curl -s -X POST {url}/v1/users -d '{{"wallet_address": "{wallet}"}}'
   curl -s {url}/v1/users/{wallet}
@@ -216,7 +285,7 @@ def main() -> None:
         signal.signal(signum, stopping)
     supervisor = Supervisor(ROOT, process_environment(settings))
     try:
-        supervisor.start(commands())
+        supervisor.start(commands(settings))
         lock.record({c.name: (c.process.pid, command_marker(c.name)) for c in supervisor.children})
         code = _run(supervisor, settings, stopping)
     finally:

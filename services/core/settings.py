@@ -7,6 +7,7 @@ One documented default per setting; the defaults are the embedded mode: SQLite f
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 from pathlib import Path
 from typing import Literal
@@ -16,8 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core import validators
 
-ServiceName = Literal["users", "apikeys", "mining", "credits"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("users", "apikeys", "mining", "credits")
+_GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
+
+# A service's name, as services.core.registry finds it (the kernel lists none).
+ServiceName = str
 
 
 class Settings(BaseSettings):
@@ -74,14 +77,35 @@ class Settings(BaseSettings):
     )
 
     listen_host: str = Field("127.0.0.1", description="Address the gRPC servers bind to.")
+    services: str = Field(
+        "all",
+        pattern=r"^[a-z0-9_, ]+$",
+        description="What `python -m services` hosts in its one process, on one gRPC port (that "
+        "of the first, in the order of the ports below): all, or names separated by commas "
+        "(users,credits). Co-hosted services call each other in-process.",
+    )
+    topology: Literal["one-process", "split"] = Field(
+        "one-process",
+        description="How the services are spread: one-process (`make run` starts one process "
+        "hosting all, on the users port, and every unset target points there) or split (one "
+        "process per service, each on its own port, every unset target at that port).",
+    )
     users_port: int = Field(50051, ge=0, le=65535, description="gRPC port of users (0: any).")
     apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
     mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
     credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
-    users_target: str = Field("127.0.0.1:50051", description="Where other services reach users.")
-    apikeys_target: str = Field("127.0.0.1:50052", description="Where others reach apikeys.")
-    mining_target: str = Field("127.0.0.1:50053", description="Where others reach mining.")
-    credits_target: str = Field("127.0.0.1:50054", description="Where others reach credits.")
+    users_target: str | None = Field(
+        None, description="Where other services reach users. Unset: its port on this host."
+    )
+    apikeys_target: str | None = Field(
+        None, description="Where others reach apikeys. Unset: its port on this host."
+    )
+    mining_target: str | None = Field(
+        None, description="Where others reach mining. Unset: its port on this host."
+    )
+    credits_target: str | None = Field(
+        None, description="Where others reach credits. Unset: its port on this host."
+    )
     call_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline of a service-to-service call."
     )
@@ -148,7 +172,18 @@ class Settings(BaseSettings):
     )
     trusted_proxies: list[str] = Field(
         ["127.0.0.1/32", "::1/128"],
-        description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
+        description="Peers (CIDRs) whose x-forwarded-for is believed, when the call also carries "
+        "the gateway secret: the gateway's addresses.",
+    )
+    gateway_secret: SecretStr | None = Field(
+        None,
+        description="A secret the gateway adds to every call it forwards "
+        "(x-r3mes-gateway-secret); a service believes x-forwarded-for only from a trusted proxy "
+        "that presents it. Unset and no file: no forwarded address is believed, so every call "
+        "is charged to its TCP peer. `make run` and the e2e stack generate one.",
+    )
+    gateway_secret_file: Path | None = Field(
+        None, description="A file holding the gateway secret (wins over gateway_secret)."
     )
 
     # Rate limiting (docs/ratelimits.md).
@@ -315,16 +350,45 @@ class Settings(BaseSettings):
             ipaddress.ip_network(cidr, strict=False)  # raises ValueError, named by pydantic
         return cidrs
 
-    def port_of(self, service: ServiceName) -> int:
+    def port_of(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")
         return port
 
-    def target_of(self, service: ServiceName) -> str:
-        target: str = getattr(self, f"{service}_target")
-        return target
+    def target_of(self, service: str) -> str:
+        """Where the service is reached: its target when set, else its port on this host, so
+        moving a port moves every client of it (Envoy, /healthz, the peers) along."""
+        target: str | None = getattr(self, f"{service}_target")
+        if target is not None:
+            return target
+        return f"{self.connect_host()}:{self.port_of(service)}"
+
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches what listens on `listen_host` (a wildcard
+        address is reached on loopback)."""
+        if self.listen_host in ("", "0.0.0.0"):  # noqa: S104 - a comparison, not a bind
+            return "127.0.0.1"
+        if ":" in self.listen_host:
+            return "[::1]" if self.listen_host == "::" else f"[{self.listen_host}]"
+        return self.listen_host
 
     def internal_token_value(self) -> str | None:
         """The internal token, read from the file when one is configured."""
-        if self.internal_token_file is not None:
-            return self.internal_token_file.read_text().strip() or None
-        return self.internal_token.get_secret_value() if self.internal_token else None
+        return _secret(self.internal_token, self.internal_token_file)
+
+    def gateway_secret_value(self) -> str | None:
+        """The gateway secret, read from the file when one is configured."""
+        secret = _secret(self.gateway_secret, self.gateway_secret_file)
+        # It travels as a header value and is written into Envoy's header formats, where `%`
+        # is special: a plain alphabet keeps it the same on both sides.
+        if secret is not None and not _GATEWAY_SECRET.fullmatch(secret):
+            raise ValueError(
+                "the gateway secret must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = - "
+                "(openssl rand -hex 32 makes one)"
+            )
+        return secret
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> str | None:
+    if file is not None:
+        return file.read_text().strip() or None
+    return value.get_secret_value() if value else None

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from services.core.pagination import PageTokens
+from services.core.page_tokens import PageTokens
 from services.core.wire import timestamp
 from services.credits.domain import Balance, LedgerEntry, Reservation
 from services.credits.usecases import CreditsUseCases

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
+from services.core.registry import NAMES
+
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
-SERVICES = ("users", "apikeys", "mining", "credits")
+SERVICES = NAMES
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,11 @@ def test_the_compose_file_runs_the_databases_the_services_and_the_gateway(
 
     assert {"postgres", "redis", "migrate", "gateway", *SERVICES} <= set(services)
     for name in SERVICES:
-        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+        # The same image and command for each; the setting chooses the service.
+        assert services[name]["command"] == ["python", "-m", "services"]
+        assert services[name]["environment"]["R3MES_SERVICES"] == name
+        assert services[name]["environment"]["R3MES_TOPOLOGY"] == "split"
+        assert services[name]["environment"][f"R3MES_{name.upper()}_TARGET"].startswith(name)
         assert "replicas" in services[name]["deploy"]
 
 
@@ -66,3 +72,15 @@ def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str
     for name in ("users", "apikeys", "mining", "credits"):
         environment = compose["services"][name]["environment"]
         assert environment["R3MES_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_the_gateway_and_every_service_hold_the_same_gateway_secret(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in ("gateway", *SERVICES):
+        assert "gateway_secret" in services[name]["secrets"], name
+        secret_file = services[name]["environment"]["R3MES_GATEWAY_SECRET_FILE"]
+        assert secret_file == "/run/secrets/gateway_secret", name
+    assert compose["secrets"]["gateway_secret"] == {"file": "./secrets/gateway_secret"}

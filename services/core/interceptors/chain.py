@@ -35,7 +35,12 @@ from services.core.interceptors.admission import Admission
 from services.core.interceptors.authentication import Authentication
 from services.core.interceptors.authorization import authorize_call
 from services.core.interceptors.context import CallRecord
-from services.core.interceptors.errors import TRANSCODED_HEADER, ErrorMapping, refuse
+from services.core.interceptors.errors import (
+    TRANSCODED_HEADER,
+    ErrorDomains,
+    ErrorMapping,
+    refuse,
+)
 from services.core.interceptors.parsing import checked, tolerant
 from services.core.interceptors.ratelimit import RateLimited, RateLimiting
 from services.core.interceptors.validation import validate
@@ -53,16 +58,17 @@ Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler
 class RequestChain(AsyncServerInterceptor):
     def __init__(
         self,
-        error_domain: str,
+        error_domain: ErrorDomains | str,
         authenticators: Sequence[Authenticator],
         trusted_proxies: Sequence[IPNetwork] = (),
         admission: Admission | None = None,
         rate_limiting: RateLimiting | None = None,
+        gateway_secret: str | None = None,
         failed_authentications: AuthenticationFailures | None = None,
     ) -> None:
         self._errors = ErrorMapping(error_domain)
         self._authentication = Authentication(authenticators, failed_authentications)
-        self._clients = request_context.ClientAddresses(trusted_proxies)
+        self._clients = request_context.ClientAddresses(trusted_proxies, gateway_secret)
         self.admission = admission or Admission()
         self._rate_limiting = rate_limiting
         # grpc asks for the handler on every call; the wrapped one is built once per method.
