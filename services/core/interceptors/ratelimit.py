@@ -195,7 +195,8 @@ Closer = Callable[[], Awaitable[None]]
 
 @dataclass
 class RateLimitingSetup:
-    """The step as settings configure it (None: off), with its background probe and closer."""
+    """The step as settings configure it (None: off), the allowance of failed authentications
+    (None: not limited), the Redis probe and the closer."""
 
     step: RateLimiting | None = None
     failures: FailedAuthentications | None = None
