@@ -28,7 +28,12 @@ import grpc
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
 from services.core import validators
-from services.core.auth import Authenticator, InternalTokenAuthenticator, Principal
+from services.core.auth import (
+    AuthenticationFailures,
+    Authenticator,
+    InternalTokenAuthenticator,
+    Principal,
+)
 from services.core.clients import API_KEY_HEADER, ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
@@ -98,6 +103,11 @@ class APIKeyAuthenticator:
         self._invalidations = invalidations
         self._clock = clock
         self._pending: dict[bytes, asyncio.Future[KeyCheck]] = {}
+        self._failures: AuthenticationFailures | None = None
+
+    def limit_lookups(self, failures: AuthenticationFailures) -> None:
+        """Implements services.core.auth.LooksUpCredentials."""
+        self._failures = failures
 
     async def authenticate(self, metadata: Mapping[str, str]) -> Principal | None:
         secret = presented_api_key(metadata)
@@ -119,6 +129,8 @@ class APIKeyAuthenticator:
             validators.api_key(secret)
         except validators.InvalidValue:
             return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+        if self._failures is not None:  # a client past its allowance asks nothing more
+            await self._failures.before_lookup()
         self._invalidations.ensure_listening()
         # One RPC per key however many calls miss the cache at once.
         pending = self._pending.get(digest)
@@ -131,8 +143,11 @@ class APIKeyAuthenticator:
 
     async def _validate(self, secret: str, digest: bytes, generation: int) -> KeyCheck:
         check = await self._validator.validate(secret)
-        # An answer that was in flight while a key was withdrawn may predate it: not kept.
-        self._cache.put(digest, check, check.key_id, if_generation=generation)
+        if check.status is not KeyStatus.VALID:
+            self._cache.put_refused(digest, check)
+        else:
+            # An answer that was in flight while a key was withdrawn may predate it: not kept.
+            self._cache.put(digest, check, check.key_id, if_generation=generation)
         return check
 
 

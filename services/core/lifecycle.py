@@ -156,6 +156,7 @@ def build_server(
         admission,
         limiting.step,
         settings.gateway_secret_value(),
+        limiting.failures,
     )
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:

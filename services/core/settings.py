@@ -206,14 +206,22 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=5,
-        description="Longest wait for Redis on one rate-limit decision (for a new connection: "
-        "at least 1 s); past it Redis counts as unreachable.",
+        description="Longest wait of the probe for Redis's PING, timed apart from the service's "
+        "event loop; past it Redis counts as unreachable and the failure policy applies.",
+    )
+    ratelimit_redis_decision_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="Longest wait of one call for its rate-limit decision, timed on the "
+        "service's event loop (so a busy process counts too); a call past it is refused with "
+        "RATE_LIMITER_UNAVAILABLE unless the probe finds Redis unreachable.",
     )
     ratelimit_redis_probe_seconds: float = Field(
         1.0,
         gt=0,
         le=60,
-        description="How often an unreachable Redis is tried again (and health refreshed).",
+        description="How often the probe asks Redis whether it answers (and health refreshed).",
     )
 
     # API keys (the apikeys service and every service's API-key authentication).
@@ -232,6 +240,14 @@ class Settings(BaseSettings):
         le=60,
         description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
         "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
+    )
+    apikeys_refused_cache_ttl_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="How long a service remembers that a key is unknown, revoked or expired, "
+        "so the same wrong key is not asked about on every call (a new key works at once: its "
+        "secret was never refused).",
     )
     apikeys_cache_max_entries: int = Field(
         10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."

@@ -144,6 +144,40 @@ async def test_an_answer_is_kept_for_the_ttl_and_asked_again_after(
     assert (asked_within_ttl, validator.asked) == (1, 2)
 
 
+async def test_a_refusal_is_kept_for_its_own_shorter_ttl(ticks: Ticks, clock: FakeClock) -> None:
+    validator = CountingValidator(KeyCheck(KeyStatus.NOT_FOUND))
+    cache: KeyCheckCache[KeyCheck] = KeyCheckCache(TTL, 100, timer=ticks, refused_ttl_seconds=1)
+    auth = APIKeyAuthenticator(validator, KeyInvalidations(cache, None, "unused"), clock)
+    unknown = validators.new_api_key()
+
+    for _ in range(3):
+        await auth.check(unknown)
+    asked_within_ttl = validator.asked
+    ticks.now += 1.01
+    await auth.check(unknown)
+
+    assert (asked_within_ttl, validator.asked) == (1, 2)
+
+
+async def test_a_flood_of_unknown_keys_does_not_push_a_valid_keys_answer_out(
+    ticks: Ticks, clock: FakeClock
+) -> None:
+    valid = CountingValidator()
+    cache: KeyCheckCache[KeyCheck] = KeyCheckCache(TTL, 3, timer=ticks)
+    auth = APIKeyAuthenticator(valid, KeyInvalidations(cache, None, "unused"), clock)
+    key = validators.new_api_key()
+    await auth.check(key)
+
+    valid.answer = KeyCheck(KeyStatus.NOT_FOUND)
+    for _ in range(10):
+        await auth.check(validators.new_api_key())
+    valid.answer = KeyCheck(KeyStatus.VALID, WALLET, "key-1")
+    asked_before = valid.asked
+    again = await auth.check(key)
+
+    assert (again.status, valid.asked - asked_before) == (KeyStatus.VALID, 0)
+
+
 async def test_calls_that_miss_at_once_share_one_question(ticks: Ticks, clock: FakeClock) -> None:
     validator = CountingValidator()
     validator.release.clear()
