@@ -87,6 +87,16 @@ PLANTS = {
         "from services.core import repository\n",
         "Domain rules use the standard library and core.errors only BROKEN",
     ),
+    "a domain module of a new service importing a package": (
+        "services/billing/domain.py",
+        "import yaml\n",
+        "Domain rules use the standard library and core.errors only BROKEN",
+    ),
+    "the kernel importing a service": (
+        "services/core/peek.py",
+        "from services.users import usecases\n",
+        "of the project, it imports only itself BROKEN",
+    ),
     "the gateway importing a service's code": (
         "gateway/peek.py",
         "from services.credits import usecases\n",
@@ -97,7 +107,7 @@ PLANTS = {
 
 @pytest.mark.parametrize("plant", PLANTS, ids=str)
 def test_a_violation_planted_in_a_copy_makes_lint_imports_fail(plant: str, tmp_path: Path) -> None:
-    for part in ("services", "gateway", "pyproject.toml"):
+    for part in ("services", "gateway", "tools", "pyproject.toml"):
         source = ROOT / part
         if source.is_dir():
             shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
