@@ -24,10 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.core.apikey_auth import authenticators_for
-from services.core.auth import Authenticator
+from services.core.auth import Authenticator, InternalTokenAuthenticator
 from services.core.background import PeriodicJob
-from services.core.clients import ServiceClients
 from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
@@ -137,16 +135,14 @@ def build_server(
     """Assemble the server: interceptor chain, the service's servicers, health and reflection.
 
     `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
-    `authenticators` decide who is calling (default: what every service accepts,
-    `authenticators_for`, on clients of the server's own); `jobs` run in the background while
-    the server serves, their state published in health. A server of several services
-    (services.core.hosting) listens on the port of `name`, its first, gives `error_domains` per
-    proto service and is called `label` in the logs.
+    `authenticators` decide who is calling (default: the internal token alone; a hosted
+    service gets what services.core.hosting derives from the registry, API keys included);
+    `jobs` run in the background while the server serves, their state published in health. A
+    server of several services (services.core.hosting) listens on the port of `name`, its
+    first, gives `error_domains` per proto service and is called `label` in the logs.
     """
     if authenticators is None:
-        clients = ServiceClients(settings)
-        authenticators = authenticators_for(settings, clients)
-        closers = [*closers, clients.close]
+        authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
     admission = Admission()
     limiting = rate_limiting_from_settings(settings)
     chain = RequestChain(
