@@ -1,9 +1,10 @@
 """Alembic migrations, one history per service (services/<name>/migrations/).
 
 Services run them at startup in embedded mode; deployments run `make migrate` (this module's
-main) once per release, and with `--wait` it migrates nothing but returns once the hosted
-services' schemas are migrated (Kubernetes starts each pod so, after the migration Job). On PostgreSQL each service's tables and its alembic_version table live in
-the service's own schema; SQLite has one file per service instead.
+main) once per release. With `--wait` it migrates nothing and returns once the hosted services'
+schemas are migrated: Kubernetes starts each pod so, after the migration Job (deploy/k8s).
+On PostgreSQL each service's tables and its alembic_version table live in the service's own
+schema; SQLite has one file per service instead.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import os
 import sys
 from asyncio.subprocess import PIPE
 
-from sqlalchemy import inspect, text
+from sqlalchemy import column, inspect, table, update
 
 from services.core.db import Database
 from services.core.migrate import behind, current_revision, downgrade, migrate_all, upgrade
@@ -110,11 +110,9 @@ async def test_only_a_schema_lacking_a_migration_of_this_release_holds_its_pods_
     credits = Database.from_settings(settings, "credits")
     try:
         # A newer release migrated users past what this code knows (a rollback of the code).
+        version = table("alembic_version", column("version_num"), schema=users.schema)
         async with users.transaction() as connection:
-            where = f'"{users.schema}".' if users.schema else ""
-            await connection.execute(
-                text(f"UPDATE {where}alembic_version SET version_num = 'from_a_newer_release'")
-            )
+            await connection.execute(update(version).values(version_num="from_a_newer_release"))
         await downgrade(credits, "credits", "base")
 
         assert await behind(settings, NAMES) == ["credits"]
