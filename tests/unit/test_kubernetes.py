@@ -37,6 +37,14 @@ PROTO_SERVICES = {spec.proto_service for spec in SERVICES}
 Resource = dict[str, Any]
 
 
+@pytest.fixture(autouse=True)
+def no_r3mes_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifests are written with the settings' defaults: a developer's R3MES_* must not
+    count."""
+    for variable in [v for v in os.environ if v.startswith("R3MES_")]:
+        monkeypatch.delenv(variable)
+
+
 def defaults() -> Settings:
     return Settings(_env_file=None)
 
