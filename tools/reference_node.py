@@ -25,7 +25,7 @@ from typing import Any
 
 import h11
 
-WORDS = ("the", "network", "answers", "with", "tokens", "paid", "in", "credits")
+WORDS = ("the", "network", "answers", "with", "tokens", "paid", "by", "wallets")
 DEFAULT_MODEL = "r3mes-reference"
 MAX_REQUEST_BYTES = 1 << 20
 

@@ -91,10 +91,9 @@ def chat_request(
 
 
 async def chat(
-    network: Network, wallet: Wallet, **options: object
+    network: Network, wallet: Wallet, max_tokens: int = 0
 ) -> list[serving_pb2.StreamChatCompletionResponse]:
     call = network.suite.serving.StreamChatCompletion(
-        chat_request(**options),
-        metadata=wallet.key,  # type: ignore[arg-type]
+        chat_request(max_tokens=max_tokens), metadata=wallet.key
     )
     return [chunk async for chunk in call]

@@ -7,6 +7,7 @@ stops the service with a PolicyFileError that names the file and the entry.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,13 +18,13 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pool
 
-# Imported for their descriptors: method names are checked against every service's protos.
-from r3mes.apikeys.v1 import apikeys_pb2  # noqa: F401
-from r3mes.credits.v1 import credits_pb2  # noqa: F401
-from r3mes.mining.v1 import mining_pb2  # noqa: F401
-from r3mes.users.v1 import users_pb2  # noqa: F401
-
 from services.core.ratelimit.gcra import Rate
+from services.core.registry import SERVICES
+
+# Loaded for their descriptors: method names are checked against every service's protos (the
+# generated module of each registered service, where test_registry says it is).
+for _spec in SERVICES:
+    importlib.import_module(f"r3mes.{_spec.name}.v1.{_spec.name}_pb2")
 
 DEFAULT_POLICIES_FILE = Path(__file__).with_name("policies.yaml")
 # What `make run` uses unless told otherwise: the same methods under the same policies, with
