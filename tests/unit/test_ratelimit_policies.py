@@ -63,9 +63,11 @@ def test_the_local_development_policies_put_every_method_under_the_policy_produc
 
 
 def test_the_local_development_policies_are_written_out_as_the_banner_shows_them() -> None:
-    assert str(load_policies()) == "credentials 5/minute, read 30/minute, write 20/minute"
+    assert str(load_policies()) == (
+        "chat 20/minute, credentials 5/minute, read 30/minute, write 20/minute"
+    )
     assert str(load_policies(LOCAL_POLICIES_FILE)) == (
-        "credentials 60/minute, read 600/minute, write 300/minute"
+        "chat 300/minute, credentials 60/minute, read 600/minute, write 300/minute"
     )
 
 
