@@ -41,6 +41,7 @@ class ReferenceNode:
     delay_seconds: float = 0.0
     fail_before_first_token: bool = False
     fail_after: int | None = None
+    redirect_to: str | None = None  # answer chats with a 307 to this URL
     requests: int = 0
     _server: asyncio.Server | None = field(default=None, repr=False)
     _open: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
@@ -108,6 +109,11 @@ class ReferenceNode:
             return
         if self.fail_before_first_token:
             raise _Dropped
+        if self.redirect_to is not None:
+            location = [(b"location", self.redirect_to.encode()), (b"content-length", b"0")]
+            await _send(writer, connection.send(h11.Response(status_code=307, headers=location)))
+            await _send(writer, connection.send(h11.EndOfMessage()))
+            return
         count = min(self.tokens, int(asked.get("max_tokens") or self.tokens))
         prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
         usage = {
