@@ -320,13 +320,25 @@ class ServingUseCases:
         chat_id = "chatcmpl-" + secrets.token_urlsafe(ID_BYTES)
         reservation_id = None
         if most > 0:
-            reservation_id = await self._credits.reserve(
-                request.wallet_address, most, f"{chat_id}.reserve", f"chat {chat_id} ({label})"
-            )
+            reservation_id = await self._reserve(request.wallet_address, most, chat_id, label)
         started = ChatStarted(chat_id, label, self._clock(), price, most)
         chat = Chat(request, started, bound, reservation_id)
         chat.events = self._answer(chat, candidates)
         return chat
+
+    async def _reserve(self, wallet: str, amount: int, chat_id: str, label: str) -> str:
+        """Retried with the same key: an attempt whose answer was lost (a timeout) is replayed,
+        never held twice."""
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                return await self._credits.reserve(
+                    wallet, amount, f"{chat_id}.reserve", f"chat {chat_id} ({label})"
+                )
+            except CreditsUnavailable:
+                if attempt == SETTLE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _candidates(self, request: ChatRequest, label: str) -> list[ServingNode]:
         fresh_since = self._clock() - self._policy.offline_after

@@ -4,15 +4,20 @@ and wherever, the ledger stays exact."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from r3mes.serving.v1 import serving_pb2
+from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
 from services.core.settings import Settings
+from services.core.testing import new_wallet_address, running_server
+from services.serving.server import create_server as create_serving_server
+from tests.integration.apikeys_support import INTERNAL
 from tests.integration.rpc import failure_of
 from tests.integration.serving_support import Network, chat, chat_request, running_network
+from tools.reference_node import DEFAULT_MODEL, ReferenceNode
 
 # Default prices: 1 micro-credit per prompt token, 2 per completion token; owners get 70 %.
 PROMPT_BOUND = len(b"hello node") + 8  # one message: its bytes and the template's allowance
@@ -188,3 +193,74 @@ async def test_a_model_no_node_serves_is_not_found_and_costs_nothing(network: Ne
 
     assert failure_of(refused.value).reason == "MODEL_NOT_SERVED"
     assert (await network.balance(client)).available_micro_credits == 10_000
+
+
+async def test_a_hundred_concurrent_streams_charge_exactly(settings: Settings) -> None:
+    # No rate limit, and room for a hundred holds and captures taking turns on one SQLite file.
+    unlimited = settings.model_copy(
+        update={"ratelimit_backend": "off", "call_timeout_seconds": 30.0, "db_retry_attempts": 20}
+    )
+    async with running_network(unlimited) as network:
+        owner, client = await network.wallet(), await network.wallet(credits=1_000_000)
+        for _ in range(3):
+            await network.node(owner, tokens=5)
+
+        answers = await asyncio.gather(*(chat(network, client) for _ in range(100)))
+
+        assert {answer[-1].charge.charged_micro_credits for answer in answers} == {12}
+        balance = await network.balance(client)
+        assert (balance.total_micro_credits, balance.reserved_micro_credits) == (
+            1_000_000 - 100 * 12,
+            0,
+        )
+        assert (await network.balance(owner)).total_micro_credits == 100 * (12 * 70 // 100)
+        await network.ledger_is_exact()
+
+
+@pytest.mark.parametrize("topology", ["one-process", "split"])
+async def test_the_chat_flow_is_the_same_in_one_process_and_split(
+    settings: Settings, topology: str
+) -> None:
+    async with running_network(settings, topology) as network:
+        owner, client = await network.wallet(), await network.wallet(credits=10_000)
+        await network.node(owner, tokens=5)
+
+        *_, last = await chat(network, client)
+
+        assert last.charge.charged_micro_credits == 12
+        assert (await network.balance(client)).total_micro_credits == 10_000 - 12
+        assert (await network.balance(owner)).total_micro_credits == 12 * 70 // 100
+        await network.ledger_is_exact()
+
+
+async def test_credits_unreachable_refuses_the_chat_before_any_node_is_asked(
+    settings: Settings,
+) -> None:
+    # Serving alone, its credits peer where nobody listens.
+    async with running_server(create_serving_server, settings, "serving") as (_, channel):
+        serving = serving_pb2_grpc.ServingServiceStub(channel)
+        node = ReferenceNode()
+        await node.start()
+        try:
+            owner = new_wallet_address()
+            await serving.RegisterServingNode(
+                serving_pb2.RegisterServingNodeRequest(
+                    wallet_address=owner, endpoint_url=node.url, models=[DEFAULT_MODEL]
+                ),
+                metadata=INTERNAL,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await serving.CreateChatCompletion(
+                    serving_pb2.CreateChatCompletionRequest(
+                        wallet_address=new_wallet_address(),
+                        model=DEFAULT_MODEL,
+                        messages=[serving_pb2.ChatMessage(role="user", content="hi")],
+                    ),
+                    metadata=INTERNAL,
+                )
+        finally:
+            await node.stop()
+
+    failure = failure_of(refused.value)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "CREDITS_UNAVAILABLE")
+    assert node.requests == 0

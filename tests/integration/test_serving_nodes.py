@@ -158,7 +158,7 @@ async def test_a_name_resolving_to_loopback_is_refused_though_loopback_addresses
     network: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     owner = await network.wallet()
-    node, _ = await network.node(owner)  # registered by its address, 127.0.0.1: allowed
+    await network.node(owner)  # registered by its address, 127.0.0.1: allowed
     answers = {"node.example.org": ["127.0.0.1"], "mixed.example.org": [PUBLIC, "10.1.2.3"]}
 
     async def resolve(host: str, port: int) -> list[str]:
