@@ -408,6 +408,13 @@ class Settings(BaseSettings):
         description="The front door's gRPC port: reflection of every service at once, which the "
         "gateway routes grpcurl's reflection calls to.",
     )
+    reference_node_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        description="Port of the reference serving node (`python -m tools.reference_node`) that "
+        "`make run` starts on 127.0.0.1 and registers, so a newcomer can chat at once. 0: none.",
+    )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
     )
