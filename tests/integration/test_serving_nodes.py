@@ -27,9 +27,14 @@ async def network(settings: Settings) -> AsyncIterator[Network]:
         yield running
 
 
-def registration(wallet: str, url: str, **fields: object) -> serving_pb2.RegisterServingNodeRequest:
+def registration(
+    wallet: str, url: str, lora_adapters: list[str] | None = None
+) -> serving_pb2.RegisterServingNodeRequest:
     return serving_pb2.RegisterServingNodeRequest(
-        wallet_address=wallet, endpoint_url=url, models=[DEFAULT_MODEL], **fields
+        wallet_address=wallet,
+        endpoint_url=url,
+        models=[DEFAULT_MODEL],
+        lora_adapters=lora_adapters or [],
     )
 
 
