@@ -14,6 +14,7 @@ Services migrate their SQLite files under R3MES_DATA_DIR (default data/) as they
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import signal
@@ -39,6 +40,9 @@ READY_TIMEOUT_SECONDS = 60.0
 ONE_PROCESS = "one-process"
 HOST = "services"  # the name of the one process hosting every service
 STOP_TIMEOUT_SECONDS = 10.0
+REFERENCE_NODE = "node"  # the reference serving node's name among the children
+REFERENCE_NODE_HOST = "127.0.0.1"
+REFERENCE_NETWORKS = ["127.0.0.0/8"]
 
 
 def ensure_generated() -> None:
@@ -96,6 +100,8 @@ def process_environment(settings: Settings) -> dict[str, str]:
     secret_file = gateway_secret_file(settings)
     if secret_file is not None:
         environment["R3MES_GATEWAY_SECRET_FILE"] = str(secret_file)
+    # The reference node listens on loopback; node endpoints elsewhere stay public-only.
+    environment.setdefault("R3MES_SERVING_PRIVATE_NETWORKS", json.dumps(REFERENCE_NETWORKS))
     return environment
 
 
@@ -107,6 +113,7 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
     else:
         ports = [(s.port_setting, host, settings.port_of(s.name)) for s in SERVICES]
     ports += [
+        ("R3MES_REFERENCE_NODE_PORT", REFERENCE_NODE_HOST, settings.reference_node_port),
         ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
         ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
@@ -153,12 +160,31 @@ def commands(settings: Settings) -> list[tuple[str, list[str]]]:
         services = [(s.name, [sys.executable, "-m", f"services.{s.name}"]) for s in SERVICES]
     front_door = ("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
     envoy = ("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(ENVOY_CONFIG)])
-    return [*services, front_door, envoy]
+    node = [
+        (
+            REFERENCE_NODE,
+            [
+                sys.executable,
+                "-m",
+                "tools.reference_node",
+                "--host",
+                REFERENCE_NODE_HOST,
+                "--port",
+                str(settings.reference_node_port),
+            ],
+        )
+    ]
+    return [*services, front_door, envoy, *(node if settings.reference_node_port else [])]
 
 
 def command_marker(name: str) -> str:
     """What each child's command line contains while it runs (gateway.serve becomes Envoy)."""
-    markers = {"envoy": "envoy", "frontdoor": "gateway.frontdoor", HOST: "-m services"}
+    markers = {
+        "envoy": "envoy",
+        "frontdoor": "gateway.frontdoor",
+        HOST: "-m services",
+        REFERENCE_NODE: "tools.reference_node",
+    }
     return markers.get(name, f"services.{name}")
 
 
@@ -226,6 +252,21 @@ Ctrl-C stops everything.
 """
 
 
+def register_reference_node(settings: Settings) -> str:
+    """Registers the reference node for a fresh wallet of its own, on the internal token (the
+    node's owner earns its share of each chat); says where it is and how to chat."""
+    if not settings.reference_node_port:
+        return "No reference node (R3MES_REFERENCE_NODE_PORT=0)."
+    # Imported only now, as in banner(): gRPC's threads must not exist before the children.
+    from gateway.reference import register
+
+    # The children's internal token: the configured one, or the data folder's.
+    token_file = internal_token_file(settings)
+    if token_file is not None:
+        settings = settings.model_copy(update={"internal_token_file": token_file})
+    return register(settings, f"http://{REFERENCE_NODE_HOST}:{settings.reference_node_port}/v1")
+
+
 def _healthy(host: str, port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as reply:
@@ -268,6 +309,7 @@ def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> i
             return code or 1
         if not ready and suite_healthy(settings):
             ready = True
+            supervisor.say(register_reference_node(settings))
             supervisor.say(banner(settings))
         elif not ready and time.monotonic() > deadline:
             supervisor.say(f"not healthy after {READY_TIMEOUT_SECONDS:g} s: see the lines above")

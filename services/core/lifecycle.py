@@ -74,7 +74,7 @@ class ServiceServer:
             publish = partial(self._publish_job, job.service or self.name)
             await publish(job.name, True)
             job.start(publish)
-        logger.info("serving", extra={"service": self.name})
+        logger.info("serving calls", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then close."""

@@ -115,10 +115,12 @@ def test_the_local_development_policies_put_every_method_under_the_policy_produc
 
 def test_the_local_development_policies_are_written_out_as_the_banner_shows_them() -> None:
     assert str(load_policies()) == (
-        "auth_failures 10/minute, credentials 5/minute, read 30/minute, write 20/minute"
+        "auth_failures 10/minute, chat 20/minute, credentials 5/minute, read 30/minute, "
+        "write 20/minute"
     )
     assert str(load_policies(LOCAL_POLICIES_FILE)) == (
-        "auth_failures 100/minute, credentials 60/minute, read 600/minute, write 300/minute"
+        "auth_failures 100/minute, chat 300/minute, credentials 60/minute, read 600/minute, "
+        "write 300/minute"
     )
 
 
