@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gateway.access_log import credential_guard, grpc_status_recorder
 from gateway.catalog import UPSTREAMS
 from gateway.typed import typed
 from services.core.auth import INTERNAL_HEADER_PREFIX
@@ -151,11 +152,13 @@ def router() -> dict[str, Any]:
 
 def http_filters(descriptor_path: Path, max_request_bytes: int) -> list[dict[str, Any]]:
     return [
+        credential_guard(),
         cors(),
         strip_internal_headers(),
         drop_non_grpc_headers(),
         body_limit(max_request_bytes),
         grpc_web(),
         json_transcoder(descriptor_path, max_request_bytes),
+        grpc_status_recorder(),
         router(),
     ]

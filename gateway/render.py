@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from gateway.access_log import access_log
 from gateway.admin import admin_config
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
@@ -29,44 +30,6 @@ DEFAULT_OUTPUT = ROOT / "build" / "envoy.yaml"
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 UNKNOWN_PATH_CLUSTER = "unknown_path"
 GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
-
-# The same timestamp shape as the services' plain log lines, so `make run`'s interleaved output
-# has one timestamp per line whoever wrote it (the runner adds none).
-_TEXT_ACCESS_LOG = (
-    "%START_TIME(%Y-%m-%d %H:%M:%S.%3f)% "
-    "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% -> %RESPONSE_CODE% "
-    "grpc=%GRPC_STATUS_NUMBER% %DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
-    "id=%REQ(X-REQUEST-ID)%\n"
-)
-_JSON_ACCESS_LOG = {
-    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "grpc_path": "%REQ(:PATH)%",
-    "status": "%RESPONSE_CODE%",
-    "grpc_status": "%GRPC_STATUS_NUMBER%",
-    "flags": "%RESPONSE_FLAGS%",
-    "duration_ms": "%DURATION%",
-    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-    "upstream": "%UPSTREAM_HOST%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "user_agent": "%REQ(USER-AGENT)%",
-}
-
-
-def _access_log(as_json: bool) -> list[dict[str, Any]]:
-    log_format: dict[str, Any]
-    if as_json:
-        log_format = {"json_format": _JSON_ACCESS_LOG}
-    else:
-        log_format = {"text_format_source": {"inline_string": _TEXT_ACCESS_LOG}}
-    return [
-        {
-            "name": "envoy.access_loggers.stdout",
-            "typed_config": typed(
-                "extensions.access_loggers.stream.v3", "StdoutAccessLog", log_format=log_format
-            ),
-        }
-    ]
 
 
 def _service_routes(timeout: str) -> list[dict[str, Any]]:
@@ -164,7 +127,7 @@ def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dic
         # Say nothing about what runs here: no `server: envoy` on Envoy's own replies, and the
         # services send none.
         "server_header_transformation": "PASS_THROUGH",
-        "access_log": _access_log(settings.log_json),
+        "access_log": access_log(settings.log_json),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings),
         "http_filters": http_filters(descriptor_path, settings.max_request_bytes),
