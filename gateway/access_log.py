@@ -115,14 +115,15 @@ def _coalesce(*operators: dict[str, str]) -> str:
 
 
 # The code the client received, first found of: a grpc-status header (trailers-only replies,
-# and every local reply: gateway/local_replies.py sets one for REST too), the trailers a gRPC
-# client gets, the upstream's status as recorded above, and last Envoy's own guess from the
-# HTTP status (a 404 to a gRPC client is UNIMPLEMENTED, as gRPC's HTTP mapping says).
+# and every local reply: gateway/local_replies.py sets one for each HTTP status Envoy produces,
+# for REST too), the trailers a gRPC client gets, and the upstream's status as recorded above.
+# Envoy's own %GRPC_STATUS% guesses from the HTTP status where these are missing (UNKNOWN for a
+# 200), and a reply without any of them (a reset stream) is better logged `-`. All three are
+# strings, so JSON lines always carry a string (or null).
 GRPC_STATUS = _coalesce(
     {"command": "RESP", "param": "grpc-status"},
     {"command": "TRAILER", "param": "grpc-status"},
     {"command": "DYNAMIC_METADATA", "param": f"{GRPC_STATUS_METADATA}:{GRPC_STATUS_KEY}"},
-    {"command": "GRPC_STATUS_NUMBER"},
 )
 
 # The same timestamp shape as the services' plain log lines, so `make run`'s interleaved output

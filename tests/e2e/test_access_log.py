@@ -25,13 +25,19 @@ DEADLINE_TRIES = 20
 
 
 def access_log_line(stack: LocalStack, request_id: str) -> str:
+    """Envoy's line for the request, text or JSON."""
     deadline = time.monotonic() + LOG_WAIT_SECONDS
     while True:
-        found = [line for line in stack.log_of("envoy").splitlines() if f"id={request_id}" in line]
+        found = [line for line in stack.log_of("envoy").splitlines() if request_id in line]
         if found or time.monotonic() > deadline:
             assert len(found) == 1, f"no access log line for {request_id}"
             return found[0]
         time.sleep(0.2)
+
+
+def json_access_log_entry(stack: LocalStack, request_id: str) -> dict[str, object]:
+    entry: dict[str, object] = json.loads(access_log_line(stack, request_id))
+    return entry
 
 
 def logged_grpc_status(line: str) -> str:
@@ -63,9 +69,9 @@ async def test_a_service_error_is_logged_with_its_own_code(
     assert logged_grpc_status(access_log_line(stack, reply.headers["x-request-id"])) == "3"
 
 
-def grpc_web_call(stack: LocalStack, request: bytes) -> httpx.Response:
+def grpc_web_call(stack: LocalStack, request: bytes, path: str = GRPC_PATH) -> httpx.Response:
     return httpx.post(
-        f"{stack.rest_url}{GRPC_PATH}",
+        f"{stack.rest_url}{path}",
         content=grpc_web_frame(request),
         headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
         timeout=10,
@@ -138,6 +144,15 @@ def test_a_grpc_web_call_refused_by_the_gateway_is_logged_with_the_code_it_got(
     assert logged_grpc_status(access_log_line(stack, reply.headers["x-request-id"])) == "8"
 
 
+def test_a_grpc_web_call_of_an_unknown_method_is_unimplemented_and_logged_so(
+    stack: LocalStack,
+) -> None:
+    reply = grpc_web_call(stack, b"", path="/r3mes.users.v1.UsersService/NoSuchMethod")
+
+    assert grpc_web_status(reply) == "12"  # UNIMPLEMENTED, not a bare 404
+    assert logged_grpc_status(access_log_line(stack, reply.headers["x-request-id"])) == "12"
+
+
 def test_rest_calls_whose_deadline_passed_on_arrival_are_all_logged_deadline_exceeded(
     stack: LocalStack,
 ) -> None:
@@ -169,3 +184,15 @@ def test_a_rest_call_whose_body_never_arrives_is_logged_deadline_exceeded(
     assert reply.status == 408
     assert json.loads(reply.body)["code"] == 4
     assert logged_grpc_status(access_log_line(stack, reply.headers["x-request-id"])) == "4"
+
+
+def test_json_log_lines_carry_the_grpc_code_a_grpc_web_client_received(
+    json_logging_stack: LocalStack,
+) -> None:
+    request = users_pb2.GetUserRequest(wallet_address=new_wallet_address()).SerializeToString()
+
+    reply = grpc_web_call(json_logging_stack, request)
+
+    assert grpc_web_status(reply) == "5"
+    entry = json_access_log_entry(json_logging_stack, reply.headers["x-request-id"])
+    assert entry["grpc_status"] == "5"
