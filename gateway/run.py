@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 READY_TIMEOUT_SECONDS = 60.0
+# Longer than the front door's own bound on a health check (CHECK_TIMEOUT_SECONDS, 1 s, in
+# gateway/frontdoor/health.py, which imports gRPC): while services start, /healthz takes that
+# long, and a poll that gave up sooner left the front door writing to a closed socket.
+HEALTH_POLL_TIMEOUT_SECONDS = 3.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 
@@ -153,7 +157,9 @@ Ctrl-C stops everything.
 
 def _healthy(host: str, port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as reply:
+        with urllib.request.urlopen(
+            f"http://{host}:{port}/healthz", timeout=HEALTH_POLL_TIMEOUT_SECONDS
+        ) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
