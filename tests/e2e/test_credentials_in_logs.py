@@ -84,12 +84,16 @@ def test_a_grpc_call_with_an_api_key_in_its_path_is_invalid_argument(stack: Loca
     assert_nowhere_in_the_logs(stack)
 
 
-def test_a_user_agent_or_referer_holding_an_api_key_is_logged_redacted(
+def test_a_user_agent_referer_or_request_id_holding_an_api_key_is_never_logged(
     json_logging_stack: LocalStack,
 ) -> None:
     reply = httpx.get(
         f"{json_logging_stack.rest_url}/v1/users/{new_wallet_address()}",
-        headers={"user-agent": f"client/1.0 ({KEY})", "referer": f"https://app.example/?k={KEY}"},
+        headers={
+            "user-agent": f"client/1.0 ({KEY})",
+            "referer": f"https://app.example/?k={KEY}",
+            "x-request-id": KEY,
+        },
         timeout=10,
     )
 
