@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := gen/.stamp
+NODE_EXAMPLE := clients/node-example
+# npm ci rewrites this hidden lockfile on every install: it stamps node_modules.
+NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## Show this list
@@ -34,6 +37,17 @@ $(GEN_STAMP): $(STAMP) $(PROTOS) tools/protos.py
 .PHONY: protos
 protos: $(GEN_STAMP) ## Generate Python code, stubs and the Envoy descriptor set from protos/
 
+.PHONY: client-protos
+client-protos: $(STAMP) ## Write build/client-protos/: our protos and the google ones they need, to generate clients from
+	$(BIN)/python tools/protos.py --export build/client-protos
+
+# --ignore-scripts: none of these packages needs one to work (protobufjs's only checks its CLI).
+$(NODE_STAMP): $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
+	cd $(NODE_EXAMPLE) && npm ci --ignore-scripts --no-audit --no-fund
+
+.PHONY: node-example
+node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (npm ci; the tests run it)
+
 .PHONY: openapi
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
 	$(BIN)/python -m gateway.openapi --out gateway/openapi.json
@@ -47,7 +61,7 @@ run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedd
 	$(BIN)/python -m gateway.run
 
 .PHONY: test
-test: $(GEN_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest
 
 .PHONY: lint
@@ -75,4 +89,4 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)
-	rm -rf $(VENV) gen build
+	rm -rf $(VENV) gen build $(NODE_EXAMPLE)/node_modules

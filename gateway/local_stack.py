@@ -8,6 +8,7 @@ output in a file and stops exactly the processes it started.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -65,6 +66,9 @@ def stack_environment(
             "R3MES_LISTEN_HOST": LOOPBACK,
             "R3MES_DATA_DIR": str(data_dir),
             "R3MES_INTERNAL_TOKEN": internal_token,
+            # Envoy vouches for the client addresses it forwards with this; a test calling a
+            # service directly does not hold it, as no outside process would.
+            "R3MES_GATEWAY_SECRET": secrets.token_urlsafe(32),
             "R3MES_LOG_JSON": "false",
             "R3MES_GATEWAY_PORT": str(ports.gateway),
             "R3MES_FRONTDOOR_PORT": str(ports.frontdoor),

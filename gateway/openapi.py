@@ -192,15 +192,14 @@ class OperationBuilder:
             description = comment
             if pattern and "/" in pattern:
                 description += f"\n\nMatches `{pattern}`: it may contain `/`."
-            parameters.append(
-                {
-                    "name": field_path,
-                    "in": "path",
-                    "required": True,
-                    "description": description,
-                    "schema": schema,
-                }
-            )
+            parameter = {
+                "name": field_path,
+                "in": "path",
+                "required": True,
+                "description": description,
+                "schema": schema,
+            }
+            parameters.append(_with_example(parameter))
         return parameters
 
     def _query_parameters(self, route: Route, request: MessageInfo) -> list[dict[str, Any]]:
@@ -235,7 +234,7 @@ class OperationBuilder:
                 parameter["description"] = comment
             if field.label == FieldProto.LABEL_REPEATED:
                 parameter.update(style="form", explode=True)
-            yield parameter
+            yield _with_example(parameter)
 
     def _nested_message(self, field: FieldProto) -> MessageInfo | None:
         """A message field spelled as dotted query parameters (not a well-known type, not a map)."""
@@ -269,6 +268,15 @@ class OperationBuilder:
             field, comment = self._field_at(response, route.response_body)
             return self.schemas.field_schema(field, comment)
         return self.schemas.ref(response.full_name)
+
+
+def _with_example(parameter: dict[str, Any]) -> dict[str, Any]:
+    """The schema's example as the parameter's own: Swagger UI fills a parameter's field from its
+    `example` (not from its schema's `examples`)."""
+    examples = parameter["schema"].get("examples")
+    if examples:
+        parameter["example"] = examples[0]
+    return parameter
 
 
 def _field_named(message: MessageInfo, name: str) -> FieldProto:

@@ -17,6 +17,19 @@ FieldProto = descriptor_pb2.FieldDescriptorProto
 
 COMPONENTS_PREFIX = "#/components/schemas/"
 WALLET_ADDRESS_PATTERN = "^remes1[02-9ac-hj-np-z]{6,}$"
+# The wallet of docs/architecture.md's ADR-036 sample, whose public key and signature are the
+# examples of CreateAPIKeyWithSignature: the examples agree with each other.
+EXAMPLE_WALLET = "remes1nmxc98ww6mdvm6h4anee0pxa8cgdezfclgsdxk"
+# A valid value per format. Without an example Swagger UI's "Try it out" makes one up from the
+# pattern, and random text from `^remes1...` fails the bech32 checksum (400 on "Execute").
+FORMAT_EXAMPLES: dict[int, str] = {
+    options_pb2.FORMAT_WALLET_ADDRESS: EXAMPLE_WALLET,
+    options_pb2.FORMAT_API_KEY: "r3mes_HUkT8R4WtGqYo91UNwRPTMif3ObGrw4Q3yYIjv",
+    options_pb2.FORMAT_NAME: "laptop",
+    options_pb2.FORMAT_FREE_TEXT: "Monthly top-up",
+    options_pb2.FORMAT_URL: "https://app.r3mes.example/hooks/credits",
+    options_pb2.FORMAT_IDEMPOTENCY_KEY: "2026-01-15-topup-1",
+}
 
 _INT64_TYPES = {
     FieldProto.TYPE_INT64: "int64",
@@ -238,6 +251,10 @@ class SchemaBuilder:
                 schema["minimum"] = rules.min
             if rules.HasField("max"):
                 schema["maximum"] = rules.max
+        example = _example(rules, schema)
+        if example is not None:
+            # JSON Schema's `examples`, which Swagger UI's sample bodies read (3.1 documents).
+            schema["examples"] = [example]
 
     def _enum_schema(self, name: str) -> Schema:
         info = self.index.enum(name)
@@ -248,3 +265,21 @@ class SchemaBuilder:
         ]
         description = "\n".join([info.comment, "", *lines]).strip()
         return {"type": "string", "enum": values, "description": description}
+
+
+def _example(rules: options_pb2.FieldRules, schema: Schema) -> str | int | None:
+    """The field's example in its JSON form: the rule's own, its format's, else for an integer its
+    default, lower bound or upper bound (an int64 as a string, like its values)."""
+    if rules.HasField("example"):
+        text = rules.example
+    elif rules.format in FORMAT_EXAMPLES:
+        text = FORMAT_EXAMPLES[rules.format]
+    elif rules.HasField("default_value"):
+        text = str(rules.default_value)
+    elif rules.HasField("min"):
+        text = str(rules.min)
+    elif rules.HasField("max"):
+        text = str(rules.max)
+    else:
+        return None
+    return int(text) if schema.get("type") == "integer" else text

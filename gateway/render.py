@@ -22,6 +22,7 @@ from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
+from services.core.network import GATEWAY_SECRET_HEADER
 from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ UNKNOWN_PATH_CLUSTER = "unknown_path"
 GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
 
 
-def _service_routes(timeout: str) -> list[dict[str, Any]]:
+def _service_routes(timeout: str, gateway_secret: str | None) -> list[dict[str, Any]]:
     # REST calls are routed after the transcoder has rewritten them to their gRPC path, so one
     # prefix per service serves REST, gRPC and gRPC-Web alike.
     return [
@@ -50,9 +51,24 @@ def _service_routes(timeout: str) -> list[dict[str, Any]]:
                 # Only failures where the request never reached a service: safe for every RPC.
                 "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
             },
+            **_vouching(gateway_secret),
         }
         for upstream in UPSTREAMS
     ]
+
+
+def _vouching(gateway_secret: str | None) -> dict[str, Any]:
+    # The services believe the x-forwarded-for below only on calls that carry this secret: a
+    # process on the gateway's host shares its address, not its secret. Without one, they
+    # believe no forwarded address at all, so nothing is added.
+    if gateway_secret is None:
+        return {}
+    header = {"key": GATEWAY_SECRET_HEADER, "value": gateway_secret}
+    return {
+        "request_headers_to_add": [
+            {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ]
+    }
 
 
 def _unknown_path_route() -> dict[str, Any]:
@@ -78,7 +94,7 @@ def _route_config(settings: Settings) -> dict[str, Any]:
                 "domains": ["*"],
                 "routes": [
                     *front_door_routes(timeout),
-                    *_service_routes(timeout),
+                    *_service_routes(timeout, settings.gateway_secret_value()),
                     _unknown_path_route(),
                 ],
                 "typed_per_filter_config": {
@@ -187,6 +203,9 @@ def write_config(settings: Settings, descriptor: Path, output: Path) -> Path:
         raise FileNotFoundError(f"{descriptor} is missing: run `make protos` first")
     output.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(build_config(settings, descriptor.resolve()), sort_keys=False)
+    # It holds the gateway secret: readable by its owner (Envoy) alone.
+    output.touch(mode=0o600)
+    output.chmod(0o600)
     output.write_text(f"{GENERATED_NOTICE}\n{text}")
     return output
 

@@ -51,7 +51,19 @@ def internal_token_file(settings: Settings) -> Path | None:
     with grpcurl (`-H "x-r3mes-internal-token: $(cat data/internal-token)"`)."""
     if settings.internal_token_value() is not None:
         return None
-    path = (ROOT / settings.data_dir / "internal-token").resolve()
+    return _secret_file(settings, "internal-token")
+
+
+def gateway_secret_file(settings: Settings) -> Path | None:
+    """With no gateway secret configured, one per data folder: the services then believe the
+    client address Envoy forwards, and no other local process can forward one."""
+    if settings.gateway_secret_value() is not None:
+        return None
+    return _secret_file(settings, "gateway-secret")
+
+
+def _secret_file(settings: Settings, name: str) -> Path:
+    path = (ROOT / settings.data_dir / name).resolve()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -59,14 +71,30 @@ def internal_token_file(settings: Settings) -> Path | None:
     return path
 
 
+def development_environment(settings: Settings) -> dict[str, str]:
+    """What `make run` sets for one developer unless the settings say otherwise: every client
+    of this machine is the one address 127.0.0.1, so production's quotas (one caller each)
+    would refuse a newcomer trying the signing flow; local ones apply instead (the banner says
+    which)."""
+    if settings.ratelimit_policies_file is not None:
+        return {}
+    from services.core.ratelimit.policies import LOCAL_POLICIES_FILE  # needs gen/ (protos)
+
+    return {"R3MES_RATELIMIT_POLICIES_FILE": str(LOCAL_POLICIES_FILE)}
+
+
 def process_environment(settings: Settings) -> dict[str, str]:
     environment = dict(os.environ)
     environment["PYTHONUNBUFFERED"] = "1"
     # Plain text reads better than JSON lines in a terminal, unless asked otherwise.
     environment.setdefault("R3MES_LOG_JSON", "false")
+    environment.update(development_environment(settings))
     token_file = internal_token_file(settings)
     if token_file is not None:
         environment["R3MES_INTERNAL_TOKEN_FILE"] = str(token_file)
+    secret_file = gateway_secret_file(settings)
+    if secret_file is not None:
+        environment["R3MES_GATEWAY_SECRET_FILE"] = str(secret_file)
     return environment
 
 
@@ -134,6 +162,30 @@ def base_url(settings: Settings) -> str:
     return f"http://{_display_host(settings.listen_host)}:{settings.gateway_port}"
 
 
+def ratelimit_lines(settings: Settings) -> str:
+    """Which limits this run applies, and how to change them (docs/ratelimits.md)."""
+    from services.core.ratelimit.policies import (
+        DEFAULT_POLICIES_FILE,
+        LOCAL_POLICIES_FILE,
+        load_policies,
+    )
+
+    if settings.ratelimit_backend == "off":
+        return "  Rate limits: none (R3MES_RATELIMIT_BACKEND=off)."
+    chosen = settings.ratelimit_policies_file or LOCAL_POLICIES_FILE
+    if chosen == LOCAL_POLICIES_FILE:
+        which = f"local development, {chosen.relative_to(ROOT)}, not production's"
+    else:
+        which = f"R3MES_RATELIMIT_POLICIES_FILE={chosen}"
+    return (
+        f"  Rate limits ({which}):\n"
+        f"    {load_policies(chosen)}, per wallet and per address;\n"
+        "    every client on this machine is the one address ip:127.0.0.1.\n"
+        f"    Production's: R3MES_RATELIMIT_POLICIES_FILE={DEFAULT_POLICIES_FILE.relative_to(ROOT)}"
+        "; none at all: R3MES_RATELIMIT_BACKEND=off."
+    )
+
+
 def banner(settings: Settings) -> str:
     # Imported only now: services.core.testing loads gRPC, and every child is running already.
     from services.core.testing import new_wallet_address
@@ -141,13 +193,15 @@ def banner(settings: Settings) -> str:
     wallet = new_wallet_address()
     url = base_url(settings)
     host = _display_host(settings.listen_host)
+    grpcurl = f".venv/bin/grpcurl -plaintext {host}:{settings.gateway_port}"
     grpc_ports = ", ".join(f"{name} {settings.port_of(name)}" for name in SERVICE_NAMES)
     return f"""
 R3MES is running: every service answers its health check.
   Start here:     {url}/   (API page {url}/docs, health {url}/healthz)
-  REST, gRPC-Web and gRPC: {url}   (grpcurl -plaintext {host}:{settings.gateway_port} list)
+  REST, gRPC-Web and gRPC: {url}   ({grpcurl} list)
   gRPC per service on {host}: {grpc_ports}
   Envoy admin: {describe(admin_endpoint(settings))}
+{ratelimit_lines(settings)}
 Try:
   curl -s -X POST {url}/v1/users -d '{{"wallet_address": "{wallet}"}}'
   curl -s {url}/v1/users/{wallet}

@@ -1,7 +1,10 @@
-"""Generate Python code, type stubs and the Envoy descriptor set from protos/, or lint them.
+"""Generate Python code, type stubs and the Envoy descriptor set from protos/, lint them, or
+export them for clients in other languages.
 
 Third-party protos are never copied into the repository: google/api, google/rpc and google/type
 come from the installed googleapis-common-protos package, google/protobuf from grpcio-tools.
+`--export DIR` writes our protos and the google ones they (and the error details) need, so a
+client generates code from DIR alone (google/protobuf ships with protoc and buf).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ PROTO_ROOT = ROOT / "protos"
 GEN_DIR = ROOT / "gen"
 DESCRIPTOR_SET = ROOT / "build" / "r3mes.binpb"
 PROTO_DEPS = ROOT / "build" / "proto-deps"
+CLIENT_PROTOS = ROOT / "build" / "client-protos"
 GOOGLEAPIS_ROOT = Path(google.api.__path__[0]).parent.parent
 WELL_KNOWN_ROOT = Path(grpc_tools.__file__).parent / "_proto"
 THIRD_PARTY = ("google/api", "google/rpc", "google/type")
@@ -94,6 +98,18 @@ def buf_lint() -> int:
     return subprocess.run([str(BIN_DIR / "buf"), "lint"], cwd=ROOT, check=False).returncode
 
 
+def export(out_dir: Path) -> None:
+    """buf export of our protos with the files they import, and google.rpc's Status and error
+    details: no proto of ours imports those, but every client decodes errors with them."""
+    stage_proto_deps()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    paths = [PROTO_ROOT / "r3mes", *(PROTO_DEPS / name for name in ERROR_DETAIL_PROTOS)]
+    command = [str(BIN_DIR / "buf"), "export", ".", "--output", str(out_dir)]
+    for path in paths:
+        command += ["--path", str(path.relative_to(ROOT))]
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
 def regenerate() -> None:
     """Replace gen/ atomically enough that a failed protoc run leaves the old code in place."""
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
@@ -107,8 +123,15 @@ def regenerate() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lint", action="store_true", help="run buf lint instead of generating")
-    if parser.parse_args().lint:
+    parser.add_argument(
+        "--export", type=Path, metavar="DIR", help="write the protos clients need into DIR"
+    )
+    args = parser.parse_args()
+    if args.lint:
         raise SystemExit(buf_lint())
+    if args.export:
+        export(args.export)
+        return
     regenerate()
 
 

@@ -173,29 +173,6 @@ _STATUSES = {
 }
 
 
-class _LazyRemoteValidator:
-    """Opens its channel to apikeys on the first key it checks (no server asked for one)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._remote: RemoteKeyValidator | None = None
-
-    async def validate(self, secret: str) -> KeyCheck:
-        if self._remote is None:
-            self._remote = RemoteKeyValidator(ServiceClients(self._settings).channel("apikeys"))
-        return await self._remote.validate(secret)
-
-
-def standalone_authenticators(settings: Settings) -> list[Authenticator]:
-    """For a server that passes no authenticators (services.core.auth.default_authenticators):
-    the same checks, with nothing to close, so without the Redis listener: a withdrawn key is
-    refused there within the cache TTL. Prefer `authenticators_for`."""
-    authenticator = APIKeyAuthenticator(
-        _LazyRemoteValidator(settings), KeyInvalidations.from_settings(settings, listen=False)
-    )
-    return [InternalTokenAuthenticator(settings.internal_token_value()), authenticator]
-
-
 def authenticators_for(
     settings: Settings, clients: ServiceClients, clock: Clock = utc_now
 ) -> list[Authenticator]:

@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Protocol
 
 from services.core.errors import Unauthenticated
-from services.core.settings import Settings
 
 INTERNAL_TOKEN_HEADER = "x-r3mes-internal-token"  # noqa: S105 (a header name, not a secret)
 # Headers an outside caller may never set; the gateway strips them (docs/api.md).
@@ -72,12 +71,3 @@ class InternalTokenAuthenticator:
                 "the internal service token is not valid", reason="BAD_INTERNAL_TOKEN"
             )
         return INTERNAL
-
-
-def default_authenticators(settings: Settings) -> list[Authenticator]:
-    """What every service accepts unless its server passes its own list: the internal token
-    and API keys (services.core.apikey_auth, which builds on this module, hence the late
-    import). Servers that hold ServiceClients pass `authenticators_for(settings, clients)`."""
-    from services.core.apikey_auth import standalone_authenticators
-
-    return standalone_authenticators(settings)

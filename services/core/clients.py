@@ -6,7 +6,7 @@ internal token, for what the service needs for itself, such as the users service
 network totals) or **on behalf of its caller** (`on_behalf_channel`: it presents the caller's
 own credential, so a wallet's request never gains internal rights one hop later, and the next
 service applies the caller's access rules and limits; the caller's address travels in
-x-forwarded-for, believed by services that trust this one as a proxy).
+x-forwarded-for with the gateway secret, believed by services that trust this one as a proxy).
 
 Hand-written because it is a few lines of grpc's own client-interceptor API; no library adds
 exactly these headers.
@@ -21,7 +21,11 @@ import grpc
 
 from services.core.auth import INTERNAL_TOKEN_HEADER, PrincipalKind, current_principal
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
-from services.core.network import FORWARDED_FOR_HEADER, client_address_var
+from services.core.network import (
+    FORWARDED_FOR_HEADER,
+    GATEWAY_SECRET_HEADER,
+    client_address_var,
+)
 from services.core.settings import ServiceName, Settings
 
 API_KEY_HEADER = "x-api-key"
@@ -63,9 +67,10 @@ def own_authority(internal_token: str | None) -> Credentials:
     return lambda: list(headers)
 
 
-def on_behalf_of_caller(internal_token: str | None) -> Credentials:
+def on_behalf_of_caller(internal_token: str | None, gateway_secret: str | None) -> Credentials:
     """The current caller's credential: an internal caller stays internal, a wallet presents
-    its own key, an anonymous caller presents nothing."""
+    its own key, an anonymous caller presents nothing. Its address goes along when this
+    service holds the gateway secret, without which the next one would not believe it."""
 
     def credentials() -> list[tuple[str, str]]:
         principal = current_principal.get()
@@ -75,8 +80,9 @@ def on_behalf_of_caller(internal_token: str | None) -> Credentials:
         elif principal.kind is PrincipalKind.WALLET and principal.credential is not None:
             headers.append((API_KEY_HEADER, principal.credential))
         client = client_address_var.get()
-        if client is not None:
+        if client is not None and gateway_secret is not None:
             headers.append((FORWARDED_FOR_HEADER, client))
+            headers.append((GATEWAY_SECRET_HEADER, gateway_secret))
         return headers
 
     return credentials
@@ -105,7 +111,10 @@ class ServiceClients:
     def _open(self, service: ServiceName, *, on_behalf: bool) -> grpc.aio.Channel:
         if (service, on_behalf) not in self._channels:
             token = self._settings.internal_token_value()
-            credentials = on_behalf_of_caller(token) if on_behalf else own_authority(token)
+            if on_behalf:
+                credentials = on_behalf_of_caller(token, self._settings.gateway_secret_value())
+            else:
+                credentials = own_authority(token)
             interceptor = OutgoingCallInterceptor(credentials, self._settings.call_timeout_seconds)
             self._channels[service, on_behalf] = grpc.aio.insecure_channel(
                 self._settings.target_of(service),

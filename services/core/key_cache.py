@@ -79,13 +79,11 @@ class KeyInvalidations:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, listen: bool = True) -> KeyInvalidations:
-        """`listen=False`: the cache TTL alone bounds staleness (no Redis connection)."""
+    def from_settings(cls, settings: Settings) -> KeyInvalidations:
         cache: KeyCheckCache[Any] = KeyCheckCache(
             settings.apikeys_cache_ttl_seconds, settings.apikeys_cache_max_entries
         )
-        url = settings.redis_url if listen else None
-        return cls(cache, url, settings.apikeys_invalidation_channel)
+        return cls(cache, settings.redis_url, settings.apikeys_invalidation_channel)
 
     async def key_withdrawn(self, key_id: str) -> None:
         self.cache.forget_key(key_id)

@@ -23,8 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.core.auth import Authenticator, default_authenticators
+from services.core.apikey_auth import authenticators_for
+from services.core.auth import Authenticator
 from services.core.background import PeriodicJob
+from services.core.clients import ServiceClients
 from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
@@ -132,11 +134,14 @@ def build_server(
     """Assemble the server: interceptor chain, the service's servicers, health and reflection.
 
     `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
-    `authenticators` decide who is calling (default: the internal token only); `jobs` run in
-    the background while the server serves, their state published in health.
+    `authenticators` decide who is calling (default: what every service accepts,
+    `authenticators_for`, on clients of the server's own); `jobs` run in the background while
+    the server serves, their state published in health.
     """
     if authenticators is None:
-        authenticators = default_authenticators(settings)
+        clients = ServiceClients(settings)
+        authenticators = authenticators_for(settings, clients)
+        closers = [*closers, clients.close]
     admission = Admission()
     limiting = rate_limiting_from_settings(settings)
     chain = RequestChain(
@@ -145,6 +150,7 @@ def build_server(
         trusted_networks(settings.trusted_proxies),
         admission,
         limiting.step,
+        settings.gateway_secret_value(),
     )
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:

@@ -1,5 +1,7 @@
 """Who is on the other end: the client's address, believed from x-forwarded-for only when the
-peer that sent it is a trusted proxy (the gateway), so a caller cannot pick its own address."""
+peer that sent it is a trusted proxy (the gateway) and the call carries the gateway secret, so a
+caller cannot pick its own address: not from outside, and not from a process on the gateway's
+own host (loopback, under `make run`), which shares its address but not its secret."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ from contextvars import ContextVar
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 FORWARDED_FOR_HEADER = "x-forwarded-for"
+# Added by the gateway (gateway/render.py) and by services calling on a caller's behalf
+# (services.core.clients); the gateway strips every x-r3mes-* header a caller sends.
+GATEWAY_SECRET_HEADER = "x-r3mes-gateway-secret"  # noqa: S105 (a header name, not a secret)
 
 client_address_var: ContextVar[str | None] = ContextVar("client_address", default=None)
 

@@ -7,6 +7,7 @@ One documented default per setting; the defaults are the embedded mode: SQLite f
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core import validators
+
+_GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 ServiceName = Literal["users", "apikeys", "mining", "credits"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("users", "apikeys", "mining", "credits")
@@ -148,7 +151,18 @@ class Settings(BaseSettings):
     )
     trusted_proxies: list[str] = Field(
         ["127.0.0.1/32", "::1/128"],
-        description="Peers (CIDRs) whose x-forwarded-for is believed: the gateway's addresses.",
+        description="Peers (CIDRs) whose x-forwarded-for is believed, when the call also carries "
+        "the gateway secret: the gateway's addresses.",
+    )
+    gateway_secret: SecretStr | None = Field(
+        None,
+        description="A secret the gateway adds to every call it forwards "
+        "(x-r3mes-gateway-secret); a service believes x-forwarded-for only from a trusted proxy "
+        "that presents it. Unset and no file: no forwarded address is believed, so every call "
+        "is charged to its TCP peer. `make run` and the e2e stack generate one.",
+    )
+    gateway_secret_file: Path | None = Field(
+        None, description="A file holding the gateway secret (wins over gateway_secret)."
     )
 
     # Rate limiting (docs/ratelimits.md).
@@ -309,6 +323,22 @@ class Settings(BaseSettings):
 
     def internal_token_value(self) -> str | None:
         """The internal token, read from the file when one is configured."""
-        if self.internal_token_file is not None:
-            return self.internal_token_file.read_text().strip() or None
-        return self.internal_token.get_secret_value() if self.internal_token else None
+        return _secret(self.internal_token, self.internal_token_file)
+
+    def gateway_secret_value(self) -> str | None:
+        """The gateway secret, read from the file when one is configured."""
+        secret = _secret(self.gateway_secret, self.gateway_secret_file)
+        # It travels as a header value and is written into Envoy's header formats, where `%`
+        # is special: a plain alphabet keeps it the same on both sides.
+        if secret is not None and not _GATEWAY_SECRET.fullmatch(secret):
+            raise ValueError(
+                "the gateway secret must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = - "
+                "(openssl rand -hex 32 makes one)"
+            )
+        return secret
+
+
+def _secret(value: SecretStr | None, file: Path | None) -> str | None:
+    if file is not None:
+        return file.read_text().strip() or None
+    return value.get_secret_value() if value else None

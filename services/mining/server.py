@@ -7,7 +7,9 @@ from datetime import timedelta
 
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
+from services.core.apikey_auth import authenticators_for
 from services.core.background import PeriodicJob
+from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.idempotency import sweeper_job
 from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
@@ -39,7 +41,10 @@ async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[Ser
         ),
         PeriodicJob("report-pruner", settings.mining_prune_interval_seconds, prune),
     ]
-    closers = [database.dispose]
+    # Only for the API-key checks, as credits: the same authenticators as every service, so
+    # a revoked key announced on Redis is refused here at once too.
+    clients = ServiceClients(settings)
+    closers = [database.dispose, clients.close]
     if settings.chain_rpc_url is not None:
         indexer = ChainIndexer.from_settings(settings, use_cases)
         jobs.append(indexer.job())
@@ -52,6 +57,7 @@ async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[Ser
         "mining",
         [registration(add, servicer, service)],
         closers=closers,
+        authenticators=authenticators_for(settings, clients, clock),
         jobs=jobs,
     )
 

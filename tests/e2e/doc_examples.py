@@ -1,9 +1,14 @@
-"""The shell examples of README.md and docs/*.md, read so a test can run each one.
+"""The shell examples of README.md and docs/*.md, read in the order a newcomer reads them, so a
+test can run them as that reader would: once each, one after another, in one shell.
 
-An example is a `curl` or `grpcurl` command in a ```sh block; the comment lines right after it
-are what it answers: `# 200 {...}` (curl: HTTP status, then the JSON body) or `# {...}` / plain
-text (grpcurl, or curl without a status). Other lines of the block (variables, `make ...`) run
-as they are, before it.
+An example is a `curl` or `grpcurl` command (`.venv/bin/grpcurl`, as the docs write it) in a
+```sh block; the comment lines right after it are what it answers: `# 200 {...}` (curl: HTTP
+status, then the JSON body) or `# {...}` / plain text (grpcurl, or curl without a status). The
+other lines of such a block (variables, `X=$(...)`) run as they are, where they stand. Blocks
+without an example (lists of `make` targets, say) are for reading only and never run.
+
+Reader order: README.md, then the documents in the order README's "Documentation" lists them,
+then any other docs/*.md.
 """
 
 from __future__ import annotations
@@ -14,17 +19,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 _BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
-_COMMANDS = ("curl ", "grpcurl ")
-# Values that say what happened: compared exactly. Every other scalar only by its JSON type.
-EXACT_KEYS = frozenset({"code", "reason", "domain", "@type", "status", "field", "not_serving"})
+_LISTED = re.compile(r"^- `(docs/[^`]+\.md)`", re.MULTILINE)
+_COMMANDS = ("curl ", "grpcurl ", ".venv/bin/grpcurl ")
+# Values that say what happened: compared exactly. Every other scalar only by its JSON type
+# (times and server-issued ids differ on every run).
+EXACT_KEYS = frozenset(
+    {"code", "reason", "domain", "@type", "status", "field", "not_serving", "state", "kind"}
+)
+# Amounts of credit are what the examples of money are about: compared exactly too.
+_EXACT_SUFFIXES = ("micro_credits", "MicroCredits")
+
+
+def reading_order() -> list[Path]:
+    readme = ROOT / "README.md"
+    section = readme.read_text().partition("## Documentation")[2]
+    listed = [ROOT / name for name in _LISTED.findall(section)]
+    rest = [p for p in sorted((ROOT / "docs").glob("*.md")) if p not in listed]
+    return [readme, *listed, *rest]
 
 
 @dataclass(frozen=True)
 class Example:
     document: str
-    setup: list[str]  # the block's lines before this command: variables, earlier commands
     command: str
     expected_status: int | None
     expected: str
@@ -35,6 +52,10 @@ class Example:
 
     def __str__(self) -> str:
         return f"{self.document}: {self.command}"
+
+
+# What a reader does, in order: a line they run as it is, or an example whose answer they check.
+Step = str | Example
 
 
 def _logical_lines(block: str) -> list[str]:
@@ -57,33 +78,41 @@ def _split_expectation(comment: str) -> tuple[int | None, str]:
     return None, comment.strip()
 
 
-def examples() -> list[Example]:
-    found = []
-    for document in DOCUMENTS:
+def _block_steps(document: str, block: str) -> list[Step]:
+    lines = _logical_lines(block)
+    steps: list[Step] = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not stripped.startswith(_COMMANDS):
+            steps.append(stripped)
+            continue
+        # `curl ...      # LIVE`: a short answer may stand on the command's own line.
+        command, _, inline = stripped.partition("  # ")
+        comments = [inline.strip()] if inline else []
+        for following in lines[i + 1 :]:
+            if not following.strip().startswith("#"):
+                break
+            comments.append(following.strip().removeprefix("#").strip())
+        status, expected = _split_expectation(" ".join(comments))
+        steps.append(Example(document, command.strip(), status, expected))
+    return steps
+
+
+def reading() -> list[Step]:
+    steps: list[Step] = []
+    for document in reading_order():
         name = str(document.relative_to(ROOT))
         for block in _BLOCK.findall(document.read_text()):
-            lines = _logical_lines(block)
-            setup: list[str] = []
-            for i, line in enumerate(lines):
-                stripped = line.strip()
-                if not stripped or stripped.startswith("#"):
-                    continue
-                if not stripped.startswith(_COMMANDS):
-                    setup.append(stripped)
-                    continue
-                # An earlier call may be what this one builds on (a user created, then read).
-                # `curl ...      # LIVE`: a short answer may stand on the command's own line.
-                stripped, _, inline = stripped.partition("  # ")
-                stripped = stripped.strip()
-                comments = [inline.strip()] if inline else []
-                for following in lines[i + 1 :]:
-                    if not following.strip().startswith("#"):
-                        break
-                    comments.append(following.strip().removeprefix("#").strip())
-                status, expected = _split_expectation(" ".join(comments))
-                found.append(Example(name, list(setup), stripped, status, expected))
-                setup.append(f"{stripped} > /dev/null")
-    return found
+            block_steps = _block_steps(name, block)
+            if any(isinstance(step, Example) for step in block_steps):
+                steps += block_steps
+    return steps
+
+
+def examples() -> list[Example]:
+    return [step for step in reading() if isinstance(step, Example)]
 
 
 def same_shape(expected: Any, actual: Any, where: str = "$") -> list[str]:
@@ -95,7 +124,8 @@ def same_shape(expected: Any, actual: Any, where: str = "$") -> list[str]:
         if set(expected) != set(actual):
             problems.append(f"{where}: documented keys {sorted(expected)}, got {sorted(actual)}")
         for key in set(expected) & set(actual):
-            if key in EXACT_KEYS and not isinstance(expected[key], dict | list):
+            exact = key in EXACT_KEYS or key.endswith(_EXACT_SUFFIXES)
+            if exact and not isinstance(expected[key], dict | list):
                 if expected[key] != actual[key]:
                     problems.append(
                         f"{where}.{key}: documented {expected[key]!r}, got {actual[key]!r}"

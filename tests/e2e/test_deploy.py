@@ -66,3 +66,15 @@ def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str
     for name in ("users", "apikeys", "mining", "credits"):
         environment = compose["services"][name]["environment"]
         assert environment["R3MES_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_the_gateway_and_every_service_hold_the_same_gateway_secret(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in ("gateway", *SERVICES):
+        assert "gateway_secret" in services[name]["secrets"], name
+        secret_file = services[name]["environment"]["R3MES_GATEWAY_SECRET_FILE"]
+        assert secret_file == "/run/secrets/gateway_secret", name
+    assert compose["secrets"]["gateway_secret"] == {"file": "./secrets/gateway_secret"}

@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
 from services.core.settings import Settings
@@ -116,6 +118,32 @@ def test_the_gateway_sends_services_one_client_address_of_its_own_choosing() -> 
     )
     assert added["x-forwarded-for"]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
     assert "x-r3mes-internal-token" in virtual_host["request_headers_to_remove"]
+
+
+def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envoys_alone(
+    tmp_path: Path,
+) -> None:
+    secret = "a-gateway-secret-of-32-characters"
+    configured = settings(gateway_secret=secret)
+    routes = connection_manager(build_config(configured, DEFAULT_DESCRIPTOR))["route_config"]
+    service_routes = [
+        route
+        for route in routes["virtual_hosts"][0]["routes"]
+        if route["route"].get("cluster") in {"users", "apikeys", "mining", "credits"}
+    ]
+
+    assert len(service_routes) == 4
+    for route in service_routes:
+        [added] = route["request_headers_to_add"]
+        assert added["header"] == {"key": "x-r3mes-gateway-secret", "value": secret}
+        assert added["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    written = write_config(configured, DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
+    assert written.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_gateway_secret_envoy_could_not_send_as_written_is_refused() -> None:
+    with pytest.raises(ValueError, match="gateway secret"):
+        build_config(settings(gateway_secret="100%-not-a-format"), DEFAULT_DESCRIPTOR)
 
 
 def documented_gateway_limits() -> dict[str, str]:

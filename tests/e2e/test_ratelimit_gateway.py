@@ -1,6 +1,7 @@
 """Rate limits through Envoy: 429 with the IETF draft headers after exactly the policy's count,
 per wallet whatever its address, and the count holds with two replicas of a service sharing one
-Redis (this module's own)."""
+Redis (this module's own). Only the gateway names a caller's address: a process calling a
+service directly from loopback is charged to loopback whatever it forwards."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ import grpc
 import httpx
 import pytest
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
+from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from gateway.local_stack import LocalStack, free_port, grpc_serving, running_stack
 from gateway.render import ROOT
+from gateway.run import development_environment
+from services.core.settings import Settings
 from services.core.testing import RedisServer, own_redis_server
 from tests.e2e.test_apikeys_rest import first_key
 from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
+from tests.integration.ratelimited import quota_subjects
 
 # Per hour: no call is refilled while a slow machine runs the test.
 POLICIES = """
@@ -112,8 +117,8 @@ async def test_the_call_past_the_quota_is_a_429_with_the_ratelimit_headers(stack
 async def test_one_wallet_gets_exactly_its_quota_of_keys_across_addresses_and_replicas(
     stack: Stack,
 ) -> None:
-    """CreateAPIKey for one wallet, alternating between the replica behind the gateway and a
-    second one reached directly, from a new client address every call: five in all, then 429
+    """CreateAPIKey for one wallet, alternating between the replica behind the gateway (from a
+    new client address every call) and a second one reached directly: five in all, then 429
     naming the wallet; another wallet is unaffected."""
     wallet, other = SigningWallet(), SigningWallet()
     async with rest_from(stack, "127.0.0.10") as rest:  # two anonymous credential calls each
@@ -131,9 +136,7 @@ async def test_one_wallet_gets_exactly_its_quota_of_keys_across_addresses_and_re
             replies.append(reply)
             codes.append(reply.status_code)
             request = apikeys_pb2.CreateAPIKeyRequest(wallet_address=wallet.address, name=f"r{i}")
-            call = second.CreateAPIKey(
-                request, metadata=(*as_key(key["secret"]), ("x-forwarded-for", f"127.0.2.{i}"))
-            )
+            call = second.CreateAPIKey(request, metadata=as_key(key["secret"]))
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await call
             codes.append(HTTP_OF[await call.code()])
@@ -155,3 +158,73 @@ async def test_one_wallet_gets_exactly_its_quota_of_keys_across_addresses_and_re
     assert [v["subject"] for v in quota["violations"]] == [f"wallet:{wallet.address}"]
     assert unaffected.status_code == 200, unaffected.text
     assert unaffected.headers["ratelimit"] == '"credentials";r=4;t=720'
+
+
+@pytest.fixture(scope="module")
+def make_run_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack with the rate limits `make run` applies when the developer chose none."""
+    environment = development_environment(Settings(ratelimit_policies_file=None))
+    with running_stack(
+        tmp_path_factory.mktemp("make-run-limits"),
+        internal_token="e2e-token",
+        extra_environment=environment,
+    ) as running:
+        yield running
+
+
+async def test_a_newcomer_on_make_runs_defaults_tries_the_signing_flow_four_times_in_a_minute(
+    make_run_defaults: LocalStack,
+) -> None:
+    """Eight credential calls from 127.0.0.1, where production's policy allows five a minute
+    to the one address every local client shares; still limited, with the policy in the headers."""
+    async with httpx.AsyncClient(base_url=make_run_defaults.rest_url, timeout=10.0) as rest:
+        keys = [await first_key(rest, SigningWallet()) for _ in range(4)]
+        challenged = await rest.post(f"/v1/wallets/{SigningWallet().address}/challenges", json={})
+
+    assert len({key["secret"] for key in keys}) == 4
+    assert challenged.status_code == 200
+    assert challenged.headers["ratelimit-policy"] == '"credentials";q=60;w=60'
+
+
+async def test_a_direct_call_from_loopback_is_charged_to_loopback_whatever_address_it_forwards(
+    stack: Stack,
+) -> None:
+    """GetNetworkStats (4 an hour) straight to the users service from 127.0.0.1, each call
+    naming a new client in x-forwarded-for, half without the gateway secret and half with a
+    wrong one: four pass, the fifth is refused on 127.0.0.1's bucket. A client calling through
+    Envoy is still its own bucket, not the exhausted one of Envoy's address (127.0.0.1)."""
+    codes: list[grpc.StatusCode] = []
+    refusal: grpc.aio.AioRpcError | None = None
+    async with grpc.aio.insecure_channel(stack.gateway.grpc_target("users")) as channel:
+        users = users_pb2_grpc.UsersServiceStub(channel)
+        for i in range(5):
+            forged = [("x-forwarded-for", f"198.51.100.{i}")]
+            if i % 2:
+                forged.append(("x-r3mes-gateway-secret", "not-the-gateway-secret"))
+            try:
+                await users.GetNetworkStats(users_pb2.GetNetworkStatsRequest(), metadata=forged)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code())
+                refusal = error
+    async with rest_from(stack, "127.0.0.3") as rest:
+        through_gateway = await rest.get("/v1/network/stats")
+
+    assert codes == [grpc.StatusCode.OK] * 4 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert refusal is not None
+    assert quota_subjects(refusal) == ["ip:127.0.0.1"]
+    assert through_gateway.status_code == 200
+    assert through_gateway.headers["ratelimit"] == '"read";r=3;t=900'
+
+
+async def test_the_gateway_secret_appears_in_no_response_and_no_log(stack: Stack) -> None:
+    secret = stack.gateway.environment["R3MES_GATEWAY_SECRET"]
+    async with rest_from(stack, "127.0.0.4") as rest:
+        reply = await rest.get("/v1/network/stats")
+
+    assert reply.status_code == 200
+    assert "x-r3mes-gateway-secret" not in reply.headers
+    assert secret not in str(reply.headers)
+    assert secret not in reply.text
+    for started in stack.gateway.started:
+        assert secret not in stack.gateway.log_of(started.name), started.name

@@ -1,5 +1,5 @@
 """The four services in one test, each authenticating API keys through the real apikeys server
-(users with authenticators_for, credits and mining with the default authenticators)."""
+(each with authenticators_for, as every service)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,9 @@ from services.core.testing import running_server
 
 WALLET_HEADER = "x-test-wallet"
 TOKEN = "ratelimit-test-token"
+GATEWAY_SECRET = "ratelimit-test-gateway-secret"
+# What the gateway adds to a call it forwards for a client (gateway/render.py).
+FROM_GATEWAY = (("x-r3mes-gateway-secret", GATEWAY_SECRET),)
 # Small quotas, so that a test reaches them in a few calls; per hour, so that no call is
 # refilled while a slow machine runs the test.
 POLICIES = """
@@ -63,6 +66,7 @@ def limited_settings(directory: Path, **changes: Any) -> Settings:
     return Settings(
         data_dir=directory,
         internal_token=TOKEN,
+        gateway_secret=GATEWAY_SECRET,
         ratelimit_policies_file=policy_file(directory),
         **changes,
     )

@@ -1,23 +1,29 @@
 """A revoked key stops working in another service's process within the documented bound: the
-validation cache TTL without Redis, at once (well inside a long TTL) with Redis pub/sub.
+validation cache TTL without Redis, at once (well inside a long TTL) with Redis pub/sub, in
+every service alike.
 
 The suite runs as separate processes (gateway.local_stack, without Envoy): the key is revoked
-through the apikeys process and refused by the users process."""
+through the apikeys process and refused by the others."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
+from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
+from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from gateway.local_stack import LocalStack, running_stack
+from services.core.settings import SERVICE_NAMES, ServiceName
 from services.core.testing import new_wallet_address
 from tests.integration.apikeys_support import as_key
 from tests.integration.rpc import failure_of
@@ -48,12 +54,13 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Loca
 
 
 async def first_refusal_after(
-    users: users_pb2_grpc.UsersServiceAsyncStub, secret: str, give_up_seconds: float
+    call: Callable[[], Awaitable[object]], give_up_seconds: float
 ) -> tuple[float, str]:
+    """How long until `call` first fails, and its reason; "never refused" after the bound."""
     started = time.monotonic()
     while time.monotonic() - started < give_up_seconds:
         try:
-            await users.GetNetworkStats(users_pb2.GetNetworkStatsRequest(), metadata=as_key(secret))
+            await call()
         except grpc.aio.AioRpcError as error:
             return time.monotonic() - started, failure_of(error).reason
         await asyncio.sleep(POLL_SECONDS)
@@ -87,7 +94,110 @@ async def test_a_revoked_key_is_refused_by_another_process_within_the_documented
             apikeys_pb2.RevokeAPIKeyRequest(wallet_address=wallet, key_id=created.api_key.key_id),
             metadata=INTERNAL,
         )
-        elapsed, reason = await first_refusal_after(users, created.secret, bound + 5.0)
+        elapsed, reason = await first_refusal_after(
+            partial(
+                users.GetNetworkStats,
+                users_pb2.GetNetworkStatsRequest(),
+                metadata=as_key(created.secret),
+            ),
+            bound + 5.0,
+        )
 
     assert reason == "API_KEY_REVOKED"
     assert elapsed <= bound, f"refused after {elapsed:.2f} s; the bound is {bound} s"
+
+
+# Far below REDIS_TTL_SECONDS: a refusal within it can only come from the announcement.
+GIVE_UP_SECONDS = 10.0
+REDIS_TTL_SECONDS = "60"
+
+
+@pytest.fixture(scope="module")
+async def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+    """One stack for every service's case, listening on a channel of its own; no rate limits
+    (the polls would otherwise meet them)."""
+    channel = f"test.withdrawn.{uuid.uuid4().hex}"
+    environment = {
+        "R3MES_REDIS_URL": REDIS_URL,
+        "R3MES_APIKEYS_INVALIDATION_CHANNEL": channel,
+        "R3MES_APIKEYS_CACHE_TTL_SECONDS": REDIS_TTL_SECONDS,
+        "R3MES_RATELIMIT_BACKEND": "off",
+    }
+    with running_stack(
+        tmp_path_factory.mktemp("revocation"),
+        internal_token=TOKEN,
+        with_envoy=False,
+        extra_environment=environment,
+    ) as running:
+        await every_process_listening(running, channel)
+        yield running
+
+
+async def every_process_listening(running: LocalStack, redis_channel: str) -> None:
+    """A process subscribes when it checks its first key: show each a key, then give them all
+    the time to subscribe (a bound, not a check: one that never listens fails its case)."""
+    wallet = new_wallet_address()
+    async with grpc.aio.insecure_channel(running.grpc_target("apikeys")) as apikeys_channel:
+        created = await apikeys_pb2_grpc.APIKeysServiceStub(apikeys_channel).CreateAPIKey(
+            apikeys_pb2.CreateAPIKeyRequest(wallet_address=wallet, name="warm"), metadata=INTERNAL
+        )
+    for service in SERVICE_NAMES:
+        async with grpc.aio.insecure_channel(running.grpc_target(service)) as channel:
+            await keyed_call(service, channel, wallet, created.secret)()
+    client = redis.asyncio.from_url(REDIS_URL)
+    try:
+        for _ in range(100):
+            [(_, count)] = await client.pubsub_numsub(redis_channel)
+            if count >= len(SERVICE_NAMES):
+                return
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        await client.aclose()
+
+
+def keyed_call(
+    service: ServiceName, channel: grpc.aio.Channel, wallet: str, secret: str
+) -> Callable[[], Awaitable[object]]:
+    """A read of `service` that any key may make (its own wallet's, where that matters)."""
+    key = as_key(secret)
+    match service:
+        case "users":
+            users = users_pb2_grpc.UsersServiceStub(channel)
+            return partial(users.GetNetworkStats, users_pb2.GetNetworkStatsRequest(), metadata=key)
+        case "apikeys":
+            apikeys = apikeys_pb2_grpc.APIKeysServiceStub(channel)
+            request = apikeys_pb2.ListAPIKeysRequest(wallet_address=wallet)
+            return partial(apikeys.ListAPIKeys, request, metadata=key)
+        case "mining":
+            mining = mining_pb2_grpc.MiningServiceStub(channel)
+            summary = mining_pb2.GetNetworkSummaryRequest()
+            return partial(mining.GetNetworkSummary, summary, metadata=key)
+        case "credits":
+            credits = credits_pb2_grpc.CreditsServiceStub(channel)
+            balance = credits_pb2.GetBalanceRequest(wallet_address=wallet)
+            return partial(credits.GetBalance, balance, metadata=key)
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+async def test_every_service_refuses_a_revoked_key_once_redis_announces_it(
+    redis_stack: LocalStack, service: ServiceName
+) -> None:
+    wallet = new_wallet_address()
+    async with (
+        grpc.aio.insecure_channel(redis_stack.grpc_target("apikeys")) as apikeys_channel,
+        grpc.aio.insecure_channel(redis_stack.grpc_target(service)) as service_channel,
+    ):
+        apikeys = apikeys_pb2_grpc.APIKeysServiceStub(apikeys_channel)
+        created = await apikeys.CreateAPIKey(
+            apikeys_pb2.CreateAPIKeyRequest(wallet_address=wallet, name="ci"), metadata=INTERNAL
+        )
+        call = keyed_call(service, service_channel, wallet, created.secret)
+        await call()  # accepted, and so cached for the long TTL
+
+        await apikeys.RevokeAPIKey(
+            apikeys_pb2.RevokeAPIKeyRequest(wallet_address=wallet, key_id=created.api_key.key_id),
+            metadata=INTERNAL,
+        )
+        _, reason = await first_refusal_after(call, GIVE_UP_SECONDS)
+
+    assert reason == "API_KEY_REVOKED"

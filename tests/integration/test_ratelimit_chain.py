@@ -15,6 +15,7 @@ from services.core.ratelimit import PolicyFileError
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 from tests.integration.ratelimited import (
+    FROM_GATEWAY,
     TOKEN,
     WALLET_HEADER,
     create_limited_server,
@@ -32,12 +33,13 @@ Metadata = tuple[tuple[str, str], ...]
 async def balance(
     channel: grpc.aio.Channel, *, wallet: str | None = None, via: str | None = None, **kw: str
 ) -> grpc.aio.UnaryUnaryCall[credits_pb2.GetBalanceRequest, credits_pb2.GetBalanceResponse]:
-    """GetBalance as `wallet` (anonymous when None), forwarded for `via` when given."""
+    """GetBalance as `wallet` (anonymous when None), forwarded by the gateway for `via` when
+    given."""
     metadata: list[tuple[str, str]] = []
     if wallet is not None:
         metadata.append((WALLET_HEADER, wallet))
     if via is not None:
-        metadata.append(("x-forwarded-for", via))
+        metadata.extend((("x-forwarded-for", via), *FROM_GATEWAY))
     metadata.extend(kw.items())
     request = credits_pb2.GetBalanceRequest(wallet_address=new_wallet_address())
     call = credits_pb2_grpc.CreditsServiceStub(channel).GetBalance(request, metadata=metadata)
@@ -140,7 +142,7 @@ async def test_calls_refused_for_bad_input_or_credentials_cost_no_token(tmp_path
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.GetBalance(
                     credits_pb2.GetBalanceRequest(wallet_address="not-a-wallet"),
-                    metadata=(("x-forwarded-for", "10.0.4.1"),),
+                    metadata=(("x-forwarded-for", "10.0.4.1"), *FROM_GATEWAY),
                 )
             bad_input.append(refused.value.code())
         bad_credentials = await codes(channel, 5, wallet="bad", via="10.0.4.1")

@@ -17,6 +17,7 @@ from services.core.network import client_address_var
 from services.core.settings import Settings
 
 TOKEN = "clients-test-internal-token"
+GATEWAY = "clients-test-gateway-secret"
 WALLET_KEY = "r3mes_key_of_the_calling_wallet"
 METHOD = "/test.Probe/Headers"
 
@@ -49,7 +50,9 @@ def _unary(handler: Any) -> grpc.RpcMethodHandler[bytes, bytes]:
 async def _call_as(
     principal: Principal, target: str, *, on_behalf: bool, client: str | None = None
 ) -> None:
-    settings = Settings(internal_token=SecretStr(TOKEN), credits_target=target)
+    settings = Settings(
+        internal_token=SecretStr(TOKEN), gateway_secret=SecretStr(GATEWAY), credits_target=target
+    )
     clients = ServiceClients(settings)
     principal_token = current_principal.set(principal)
     client_token = client_address_var.set(client)
@@ -87,6 +90,7 @@ async def test_a_call_on_behalf_of_a_wallet_presents_its_key_and_never_the_inter
     assert seen[0]["x-api-key"] == WALLET_KEY
     assert "x-r3mes-internal-token" not in seen[0]
     assert seen[0]["x-forwarded-for"] == "203.0.113.7"
+    assert seen[0]["x-r3mes-gateway-secret"] == GATEWAY  # so the next service believes it
 
 
 async def test_a_call_on_behalf_of_an_anonymous_caller_presents_no_credential(

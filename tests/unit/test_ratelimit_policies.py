@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.core.ratelimit import Rate, load_policies
-from services.core.ratelimit.policies import parse_rate
+from services.core.ratelimit.policies import LOCAL_POLICIES_FILE, parse_rate
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,22 @@ def test_reads_get_thirty_a_minute_and_writes_twenty() -> None:
 
 def test_internal_callers_are_exempt_by_default() -> None:
     assert load_policies().internal is None
+
+
+def test_the_local_development_policies_put_every_method_under_the_policy_production_does() -> None:
+    production, local = load_policies(), load_policies(LOCAL_POLICIES_FILE)
+
+    assert {m: p.name for m, p in local.methods.items()} == {
+        m: p.name for m, p in production.methods.items()
+    }
+    assert (local.default.name, local.internal) == (production.default.name, production.internal)
+
+
+def test_the_local_development_policies_are_written_out_as_the_banner_shows_them() -> None:
+    assert str(load_policies()) == "credentials 5/minute, read 30/minute, write 20/minute"
+    assert str(load_policies(LOCAL_POLICIES_FILE)) == (
+        "credentials 60/minute, read 600/minute, write 300/minute"
+    )
 
 
 @pytest.mark.parametrize(

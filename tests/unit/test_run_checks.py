@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.run import port_problems
+from gateway.run import banner, development_environment, port_problems, process_environment
 from gateway.runlock import AlreadyRunning, RunLock
+from services.core.ratelimit.policies import LOCAL_POLICIES_FILE
 from services.core.settings import Settings
 
 
@@ -96,3 +97,55 @@ def test_children_of_a_killed_runner_still_alive_are_named_with_their_pids(
         f"processes of an earlier `make run` that was killed are still running: users (pid "
         f"{leftover.pid}). Stop them (`kill {leftover.pid}`), then try again"
     )
+
+
+def test_make_run_applies_the_local_rate_limits_and_its_banner_says_which_and_how_to_change_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("R3MES_RATELIMIT_POLICIES_FILE", raising=False)
+    settings = Settings(ratelimit_policies_file=None, ratelimit_backend=None)
+
+    environment = process_environment(settings)
+    shown = banner(settings)
+
+    assert environment["R3MES_RATELIMIT_POLICIES_FILE"] == str(LOCAL_POLICIES_FILE)
+    assert (
+        "  Rate limits (local development, services/core/ratelimit/policies.local.yaml, "
+        "not production's):\n"
+        "    credentials 60/minute, read 600/minute, write 300/minute, "
+        "per wallet and per address;\n"
+        "    every client on this machine is the one address ip:127.0.0.1.\n"
+        "    Production's: R3MES_RATELIMIT_POLICIES_FILE=services/core/ratelimit/policies.yaml; "
+        "none at all: R3MES_RATELIMIT_BACKEND=off.\n"
+    ) in shown
+
+
+def test_make_run_keeps_the_policies_a_developer_chose_and_names_them(tmp_path: Path) -> None:
+    chosen = tmp_path / "mine.yaml"
+    chosen.write_text(LOCAL_POLICIES_FILE.read_text().replace("60/minute", "2/minute"))
+    settings = Settings(ratelimit_policies_file=chosen)
+
+    assert development_environment(settings) == {}
+    assert f"  Rate limits (R3MES_RATELIMIT_POLICIES_FILE={chosen}):\n" in banner(settings)
+    assert "credentials 2/minute, read 600/minute" in banner(settings)
+
+
+def test_make_run_with_rate_limiting_off_says_so() -> None:
+    assert "  Rate limits: none (R3MES_RATELIMIT_BACKEND=off).\n" in banner(
+        Settings(ratelimit_backend="off")
+    )
+
+
+def test_make_run_gives_the_suite_a_gateway_secret_of_its_own_kept_in_the_data_folder(
+    tmp_path: Path,
+) -> None:
+    first = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+    second = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+
+    secret_file = Path(first["R3MES_GATEWAY_SECRET_FILE"])
+    assert secret_file == tmp_path / "gateway-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert second["R3MES_GATEWAY_SECRET_FILE"] == str(secret_file)
+    secret = Settings(_env_file=None, gateway_secret_file=secret_file).gateway_secret_value()
+    assert secret is not None
+    assert len(secret) >= 32

@@ -58,10 +58,11 @@ class RequestChain(AsyncServerInterceptor):
         trusted_proxies: Sequence[IPNetwork] = (),
         admission: Admission | None = None,
         rate_limiting: RateLimiting | None = None,
+        gateway_secret: str | None = None,
     ) -> None:
         self._errors = ErrorMapping(error_domain)
         self._authentication = Authentication(authenticators)
-        self._clients = request_context.ClientAddresses(trusted_proxies)
+        self._clients = request_context.ClientAddresses(trusted_proxies, gateway_secret)
         self.admission = admission or Admission()
         self._rate_limiting = rate_limiting
         # grpc asks for the handler on every call; the wrapped one is built once per method.

@@ -6,6 +6,7 @@ task's context is a copy, so what one call sets is gone when its task ends.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import random
 import time
@@ -19,6 +20,7 @@ from services.core.errors import DeadlineExceeded
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
 from services.core.network import (
     FORWARDED_FOR_HEADER,
+    GATEWAY_SECRET_HEADER,
     IPNetwork,
     client_address,
     client_address_var,
@@ -51,10 +53,15 @@ class CallRecord:
 class ClientAddresses:
     """Who the client of a call is (services.core.network.client_address), remembered per peer
     and forwarded-for header: parsing addresses and matching networks on every call showed in
-    the profile, and a connection (its peer) and the gateway's headers repeat call after call."""
+    the profile, and a connection (its peer) and the gateway's headers repeat call after call.
 
-    def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
+    x-forwarded-for counts only on a call that carries the gateway secret: a trusted address
+    alone is not enough, since every process on the gateway's host has it. Without a secret
+    configured no forwarded address is believed (every call is its TCP peer's)."""
+
+    def __init__(self, trusted_proxies: Sequence[IPNetwork], gateway_secret: str | None) -> None:
         trusted = tuple(trusted_proxies)
+        self._secret = gateway_secret.encode() if gateway_secret else None
 
         @lru_cache(maxsize=4096)
         def resolve(peer: str, forwarded_for: str | None) -> str | None:
@@ -62,13 +69,23 @@ class ClientAddresses:
 
         self.resolve = resolve
 
+    def forwarded_for(self, metadata: Mapping[str, str]) -> str | None:
+        """The call's x-forwarded-for, if the gateway vouches for it (constant-time check)."""
+        forwarded = metadata.get(FORWARDED_FOR_HEADER)
+        if forwarded is None or self._secret is None:
+            return None
+        offered = metadata.get(GATEWAY_SECRET_HEADER)
+        if offered is None or not hmac.compare_digest(offered.encode(), self._secret):
+            return None
+        return forwarded
+
 
 def begin(
     method: str, metadata: Mapping[str, str], peer: str, clients: ClientAddresses
 ) -> CallRecord:
     """Open the call's record and make its request id and client address current."""
     request_id = request_id_for(metadata.get(REQUEST_ID_HEADER))
-    client = clients.resolve(peer, metadata.get(FORWARDED_FOR_HEADER))
+    client = clients.resolve(peer, clients.forwarded_for(metadata))
     request_id_var.set(request_id)
     client_address_var.set(client)
     return CallRecord(method, request_id, client)

@@ -26,6 +26,9 @@ from r3mes.users.v1 import users_pb2  # noqa: F401
 from services.core.ratelimit.gcra import Rate
 
 DEFAULT_POLICIES_FILE = Path(__file__).with_name("policies.yaml")
+# What `make run` uses unless told otherwise: the same methods under the same policies, with
+# quotas for one developer whose every client is 127.0.0.1 (docs/ratelimits.md).
+LOCAL_POLICIES_FILE = Path(__file__).with_name("policies.local.yaml")
 EXEMPT = "exempt"
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|\d+(?:\.\d+)?s)\s*$")
@@ -46,6 +49,12 @@ class Policy:
         """The RateLimit-Policy field (IETF draft httpapi-ratelimit-headers): quota, window."""
         return f'"{self.name}";q={self.rate.limit};w={_seconds(self.rate.period_seconds)}'
 
+    def __str__(self) -> str:
+        """As a policy file writes it: `credentials 5/minute`."""
+        period = self.rate.period_seconds
+        unit = next((u for u, s in _PERIODS.items() if s == period), f"{_seconds(period)}s")
+        return f"{self.name} {self.rate.limit}/{unit}"
+
 
 @dataclass(frozen=True)
 class Policies:
@@ -53,6 +62,11 @@ class Policies:
     default: Policy
     internal: Policy | None  # None: internal callers are exempt
     _by_grpc_path: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        """Every policy in use, by name: `credentials 5/minute, read 30/minute, ...`."""
+        used = {p.name: p for p in (*self.methods.values(), self.default)}
+        return ", ".join(str(used[name]) for name in sorted(used))
 
     def for_method(self, grpc_path: str) -> Policy:
         """The policy of `/package.Service/Method` (grpc's method name)."""
