@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.access_log import credential_guard, grpc_status_recorder
+from gateway.access_log import grpc_status_recorder
 from gateway.catalog import UPSTREAMS
 from gateway.typed import typed
 from services.core.auth import INTERNAL_HEADER_PREFIX
@@ -152,7 +152,6 @@ def router() -> dict[str, Any]:
 
 def http_filters(descriptor_path: Path, max_request_bytes: int) -> list[dict[str, Any]]:
     return [
-        credential_guard(),
         cors(),
         strip_internal_headers(),
         drop_non_grpc_headers(),

@@ -16,6 +16,7 @@ from gateway.access_log import access_log
 from gateway.admin import admin_config
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
+from gateway.credentials import credential_routes
 from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
@@ -93,6 +94,7 @@ def _route_config(settings: Settings) -> dict[str, Any]:
                 "name": "r3mes",
                 "domains": ["*"],
                 "routes": [
+                    *credential_routes(),
                     *front_door_routes(timeout),
                     *_service_routes(timeout, settings.gateway_secret_value()),
                     _unknown_path_route(),

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from r3mes.users.v1 import users_pb2
 
-from gateway.access_log import CREDENTIAL_IN_URL_MESSAGE, REDACTED
+from gateway.credentials import CREDENTIAL_IN_REQUEST_MESSAGE, REDACTED
 from gateway.local_stack import LocalStack
 from services.core.settings import SERVICE_NAMES
 from services.core.testing import new_wallet_address
@@ -49,7 +49,7 @@ def test_a_url_holding_an_api_key_is_refused_and_logged_without_it(
     reply = httpx.get(f"{stack.rest_url}{path}", timeout=10)
 
     assert reply.status_code == 400
-    assert reply.json() == {"code": 3, "message": CREDENTIAL_IN_URL_MESSAGE, "details": []}
+    assert reply.json() == {"code": 3, "message": CREDENTIAL_IN_REQUEST_MESSAGE, "details": []}
     line = access_log_line(stack, reply.headers["x-request-id"])
     assert REDACTED in line
     assert_nowhere_in_the_logs(stack)
@@ -63,8 +63,8 @@ def test_a_grpc_web_call_with_an_api_key_in_its_url_is_invalid_argument(
     reply = grpc_web_call(stack, request, path=f"{GRPC_PATH}?api_key={KEY}")
 
     assert grpc_web_status(reply) == "3"
-    assert reply.headers["grpc-message"] == CREDENTIAL_IN_URL_MESSAGE
-    assert f"{GRPC_PATH}?api_key={REDACTED}" in access_log_line(
+    assert reply.headers["grpc-message"] == CREDENTIAL_IN_REQUEST_MESSAGE
+    assert f"POST {REDACTED} -> 200 grpc=3 " in access_log_line(
         stack, reply.headers["x-request-id"]
     )
     assert_nowhere_in_the_logs(stack)
@@ -80,24 +80,36 @@ def test_a_grpc_call_with_an_api_key_in_its_path_is_invalid_argument(stack: Loca
         code, details = call.code(), call.details()
 
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert details == CREDENTIAL_IN_URL_MESSAGE
+    assert details == CREDENTIAL_IN_REQUEST_MESSAGE
     assert_nowhere_in_the_logs(stack)
 
 
-def test_a_user_agent_referer_or_request_id_holding_an_api_key_is_never_logged(
+def test_a_user_agent_holding_an_api_key_is_refused_and_logged_without_it(
     json_logging_stack: LocalStack,
 ) -> None:
     reply = httpx.get(
         f"{json_logging_stack.rest_url}/v1/users/{new_wallet_address()}",
-        headers={
-            "user-agent": f"client/1.0 ({KEY})",
-            "referer": f"https://app.example/?k={KEY}",
-            "x-request-id": KEY,
-        },
+        headers={"user-agent": f"client/1.0 ({KEY})"},
         timeout=10,
     )
 
-    assert reply.status_code == 404  # USER_NOT_FOUND: the call itself went through
+    assert reply.status_code == 400
+    assert reply.json()["message"] == CREDENTIAL_IN_REQUEST_MESSAGE
     entry = json_access_log_entry(json_logging_stack, reply.headers["x-request-id"])
-    assert entry["user_agent"] == REDACTED
+    assert entry["user_agent"] == entry["path"] == entry["grpc_path"] == REDACTED
+    assert entry["grpc_status"] == "3"
+    assert_nowhere_in_the_logs(json_logging_stack)
+
+
+def test_a_referer_or_request_id_holding_an_api_key_is_never_logged(
+    json_logging_stack: LocalStack,
+) -> None:
+    reply = httpx.get(
+        f"{json_logging_stack.rest_url}/v1/users/{new_wallet_address()}",
+        headers={"referer": f"https://app.example/?k={KEY}", "x-request-id": KEY},
+        timeout=10,
+    )
+
+    assert reply.status_code == 404  # USER_NOT_FOUND: neither is logged, so the call goes on
+    assert reply.headers["x-request-id"] != KEY  # the gateway chose its own
     assert_nowhere_in_the_logs(json_logging_stack)
