@@ -144,10 +144,10 @@ def test_a_grpc_web_call_refused_by_the_gateway_is_logged_with_the_code_it_got(
     assert logged_grpc_status(access_log_line(stack, reply.headers["x-request-id"])) == "8"
 
 
-def test_a_grpc_web_call_of_an_unknown_method_is_unimplemented_and_logged_so(
+def test_a_grpc_web_call_of_an_unknown_service_is_unimplemented_and_logged_so(
     stack: LocalStack,
 ) -> None:
-    reply = grpc_web_call(stack, b"", path="/r3mes.users.v1.UsersService/NoSuchMethod")
+    reply = grpc_web_call(stack, b"", path="/r3mes.nosuch.v1.NoSuchService/Method")
 
     assert grpc_web_status(reply) == "12"  # UNIMPLEMENTED, not a bare 404
     assert logged_grpc_status(access_log_line(stack, reply.headers["x-request-id"])) == "12"
