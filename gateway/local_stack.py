@@ -1,5 +1,7 @@
-"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services,
-the front door and Envoy, each its own process, on free loopback ports, with a private data folder.
+"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the services, the
+front door and Envoy, on free loopback ports, with a private data folder. The services run as
+R3MES_TOPOLOGY says (`topology=` or the extra environment): one-process by default (one
+`python -m services` hosting them all on one port), or split (one process per service).
 
 `make run` (gateway/run.py) prints their output live instead; this module keeps each process's
 output in a file and stops exactly the processes it started.
@@ -19,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
 from gateway.render import ROOT
-from services.core.settings import SERVICE_NAMES, ServiceName
+from services.core.registry import NAMES
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0
@@ -39,16 +42,22 @@ def free_port() -> int:
         return port
 
 
+Topology = Literal["one-process", "split"]
+ONE_PROCESS: Topology = "one-process"
+HOST = "services"  # the name of the one process hosting every service
+
+
 @dataclass(frozen=True)
 class StackPorts:
-    grpc: Mapping[ServiceName, int]
+    grpc: Mapping[str, int]  # in one process, every service's is the same port
     gateway: int
     frontdoor: int
     frontdoor_grpc: int
 
     @classmethod
-    def pick(cls) -> StackPorts:
-        services = {name: free_port() for name in SERVICE_NAMES}
+    def pick(cls, topology: Topology = ONE_PROCESS) -> StackPorts:
+        shared = free_port()
+        services = {n: shared if topology == ONE_PROCESS else free_port() for n in NAMES}
         return cls(services, free_port(), free_port(), free_port())
 
 
@@ -57,6 +66,7 @@ def stack_environment(
     data_dir: Path,
     internal_token: str,
     extra: Mapping[str, str] | None = None,
+    topology: Topology = ONE_PROCESS,
 ) -> dict[str, str]:
     """The environment of every process of the stack: R3MES_* from the caller's environment
     are dropped, so a developer's or CI's settings (a PostgreSQL URL, say) never leak in."""
@@ -74,6 +84,7 @@ def stack_environment(
             "R3MES_FRONTDOOR_PORT": str(ports.frontdoor),
             "R3MES_FRONTDOOR_GRPC_PORT": str(ports.frontdoor_grpc),
             "R3MES_FRONTDOOR_HOST": LOOPBACK,
+            "R3MES_TOPOLOGY": topology,
         }
     )
     for name, port in ports.grpc.items():
@@ -97,6 +108,7 @@ class LocalStack:
     ports: StackPorts
     work_dir: Path
     environment: dict[str, str]
+    topology: Topology = ONE_PROCESS
     started: list[_Started] = field(default_factory=list)
 
     @property
@@ -107,7 +119,7 @@ class LocalStack:
     def gateway_target(self) -> str:
         return f"{LOOPBACK}:{self.ports.gateway}"
 
-    def grpc_target(self, name: ServiceName) -> str:
+    def grpc_target(self, name: str) -> str:
         return f"{LOOPBACK}:{self.ports.grpc[name]}"
 
     @property
@@ -119,12 +131,16 @@ class LocalStack:
             return int(port)
         return admin_socket(Path(self.environment["R3MES_DATA_DIR"]))
 
+    def process_of(self, name: str) -> str:
+        """The process that runs `name` (a service, or envoy, frontdoor)."""
+        return HOST if self.topology == ONE_PROCESS and name in NAMES else name
+
     def pid_of(self, name: str) -> int:
-        return next(s.process.pid for s in self.started if s.name == name)
+        return next(s.process.pid for s in self.started if s.name == self.process_of(name))
 
     def log_of(self, name: str) -> str:
-        """Everything the process has written so far."""
-        log = next(s.log for s in self.started if s.name == name)
+        """Everything the process (running service `name`) has written so far."""
+        log = next(s.log for s in self.started if s.name == self.process_of(name))
         return log.read_text(errors="replace")
 
     def _spawn(self, name: str, command: list[str]) -> None:
@@ -143,7 +159,10 @@ class LocalStack:
         self.started.append(_Started(name, process, log))
 
     def start_services(self) -> None:
-        for name in SERVICE_NAMES:
+        if self.topology == ONE_PROCESS:
+            self._spawn(HOST, [sys.executable, "-m", "services", "--services", "all"])
+            return
+        for name in NAMES:
             self._spawn(name, [sys.executable, "-m", f"services.{name}"])
 
     def start_front_door(self) -> None:
@@ -157,7 +176,7 @@ class LocalStack:
 
     def wait_until_ready(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
-        for name in SERVICE_NAMES:
+        for name in NAMES:
             self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
         if any(s.name == "frontdoor" for s in self.started):
             front_door = f"{LOOPBACK}:{self.ports.frontdoor_grpc}"
@@ -220,13 +239,17 @@ def running_stack(
     with_envoy: bool = True,
     extra_environment: Mapping[str, str] | None = None,
     ready_timeout_seconds: float = 60.0,
+    topology: Topology | None = None,
 ) -> Iterator[LocalStack]:
     """Start the services (and Envoy), wait until all are serving, stop them all on exit."""
-    ports = StackPorts.pick()
+    chosen = topology or cast(
+        Topology, (extra_environment or {}).get("R3MES_TOPOLOGY", ONE_PROCESS)
+    )
+    ports = StackPorts.pick(chosen)
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    environment = stack_environment(ports, data_dir, internal_token, extra_environment)
-    stack = LocalStack(ports, work_dir, environment)
+    environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)
+    stack = LocalStack(ports, work_dir, environment, chosen)
     try:
         stack.start_services()
         stack.wait_until_ready(ready_timeout_seconds)

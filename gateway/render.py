@@ -14,6 +14,7 @@ import yaml
 
 from gateway.access_log import access_log
 from gateway.admin import admin_config
+from gateway.call_checks import call_checks
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
 from gateway.credentials import credential_routes
@@ -24,6 +25,7 @@ from gateway.local_replies import local_reply_config
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
+from services.core.registry import target_of
 from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +150,9 @@ def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dic
         "access_log": access_log(settings.log_json),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings),
-        "http_filters": http_filters(descriptor_path, settings.max_request_bytes),
+        "http_filters": http_filters(
+            descriptor_path, settings.max_request_bytes, call_checks(settings)
+        ),
     }
 
 
@@ -180,7 +184,7 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
                 }
             ],
             "clusters": [
-                *(cluster(u, settings.target_of(u.name)) for u in UPSTREAMS),
+                *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
                 *front_door_clusters(settings),
             ],
         },

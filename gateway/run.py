@@ -1,5 +1,7 @@
-"""`make run`: the four services, the front door and Envoy on this machine, each its own process,
-their output interleaved as `name | line`. Ctrl-C or SIGTERM stops them all.
+"""`make run`: the services, the front door and Envoy on this machine, their output interleaved as
+`name | line`. Ctrl-C or SIGTERM stops them all. R3MES_TOPOLOGY chooses how the services run:
+one-process (the default: one `python -m services` hosting them all on R3MES_USERS_PORT, with
+R3MES_WORKERS processes on that port) or split (one process per service, each on its port).
 
 Before anything starts, every port the suite needs is checked: one already taken is named with
 the setting that moves it, and nothing claims to run. The banner is printed only once the
@@ -27,7 +29,8 @@ from types import FrameType
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.runlock import AlreadyRunning, RunLock
 from gateway.supervisor import Supervisor
-from services.core.settings import SERVICE_NAMES, Settings
+from services.core.registry import SERVICES, shared_port
+from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
@@ -37,6 +40,8 @@ READY_TIMEOUT_SECONDS = 60.0
 # gateway/frontdoor/health.py, which imports gRPC): while services start, /healthz takes that
 # long, and a poll that gave up sooner left the front door writing to a closed socket.
 HEALTH_POLL_TIMEOUT_SECONDS = 3.0
+ONE_PROCESS = "one-process"
+HOST = "services"  # the name of the one process hosting every service
 STOP_TIMEOUT_SECONDS = 10.0
 
 
@@ -101,7 +106,10 @@ def process_environment(settings: Settings) -> dict[str, str]:
 def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
     """(setting, host, port) of every socket the suite listens on (port 0: any, not checked)."""
     host = settings.listen_host
-    ports = [(f"R3MES_{n.upper()}_PORT", host, settings.port_of(n)) for n in SERVICE_NAMES]
+    if settings.topology == ONE_PROCESS:
+        ports = [(SERVICES[0].port_setting, host, shared_port(settings))]
+    else:
+        ports = [(s.port_setting, host, settings.port_of(s.name)) for s in SERVICES]
     ports += [
         ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
@@ -142,8 +150,11 @@ def port_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def commands() -> list[tuple[str, list[str]]]:
-    services = [(name, [sys.executable, "-m", f"services.{name}"]) for name in SERVICE_NAMES]
+def commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    if settings.topology == ONE_PROCESS:
+        services = [(HOST, [sys.executable, "-m", "services"])]
+    else:
+        services = [(s.name, [sys.executable, "-m", f"services.{s.name}"]) for s in SERVICES]
     front_door = ("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
     envoy = ("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(ENVOY_CONFIG)])
     return [*services, front_door, envoy]
@@ -151,7 +162,8 @@ def commands() -> list[tuple[str, list[str]]]:
 
 def command_marker(name: str) -> str:
     """What each child's command line contains while it runs (gateway.serve becomes Envoy)."""
-    return {"envoy": "envoy", "frontdoor": "gateway.frontdoor"}.get(name, f"services.{name}")
+    markers = {"envoy": "envoy", "frontdoor": "gateway.frontdoor", HOST: "-m services"}
+    return markers.get(name, f"services.{name}")
 
 
 def _display_host(host: str) -> str:
@@ -194,7 +206,10 @@ def banner(settings: Settings) -> str:
     url = base_url(settings)
     host = _display_host(settings.listen_host)
     grpcurl = f".venv/bin/grpcurl -plaintext {host}:{settings.gateway_port}"
-    grpc_ports = ", ".join(f"{name} {settings.port_of(name)}" for name in SERVICE_NAMES)
+    if settings.topology == ONE_PROCESS:
+        grpc_ports = f"{shared_port(settings)} (every service, one process)"
+    else:
+        grpc_ports = ", ".join(f"{s.name} {settings.port_of(s.name)}" for s in SERVICES)
     return f"""
 R3MES is running: every service answers its health check.
   Start here:     {url}/   (API page {url}/docs, health {url}/healthz)
@@ -276,7 +291,7 @@ def main() -> None:
         signal.signal(signum, stopping)
     supervisor = Supervisor(ROOT, process_environment(settings))
     try:
-        supervisor.start(commands())
+        supervisor.start(commands(settings))
         lock.record({c.name: (c.process.pid, command_marker(c.name)) for c in supervisor.children})
         code = _run(supervisor, settings, stopping)
     finally:

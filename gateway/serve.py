@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from gateway.limits import ENVOY_WORKERS
 from gateway.render import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, write_config
 from services.core.settings import Settings
 
@@ -30,9 +31,11 @@ def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
     # Without hot restart Envoy needs no shared memory, so several can run side by side
     # (`make run` and a test run, say) as long as their ports differ.
     # The access log reaches its file within a second, not Envoy's default ten.
+    # A fixed number of workers, not one per core: the per-client cap is counted per worker.
     return [
         envoy_binary(),
         *("-c", str(config), "--log-level", log_level, "--disable-hot-restart"),
+        *("--concurrency", str(ENVOY_WORKERS)),
         *("--file-flush-interval-msec", str(LOG_FLUSH_INTERVAL_MS)),
     ]
 

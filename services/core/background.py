@@ -33,6 +33,8 @@ class PeriodicJob:
     run: Callable[[], Awaitable[object]]
     healthy: bool = True
     failures: int = 0
+    # The service whose health shows the job, when a server hosts several (else the server's).
+    service: str | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _listener: StatusListener = field(default=_ignore_status, repr=False)
     # One run at a time: a run started by hand (an operator, a test) and one of the schedule

@@ -8,7 +8,7 @@ the service's own schema; SQLite has one file per service instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alembic import command, context
@@ -18,7 +18,8 @@ from sqlalchemy import Connection, MetaData, text
 
 from services.core.db import Database
 from services.core.logging import configure_logging
-from services.core.settings import SERVICE_NAMES, ServiceName, Settings
+from services.core.registry import NAMES
+from services.core.settings import ServiceName, Settings
 
 SERVICES_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,8 +87,8 @@ def run_migrations(target_metadata: MetaData) -> None:
         context.run_migrations()
 
 
-async def migrate_all(settings: Settings) -> None:
-    for service in SERVICE_NAMES:
+async def migrate_all(settings: Settings, services: Sequence[ServiceName]) -> None:
+    for service in services:
         if not (SERVICES_ROOT / service / "migrations").is_dir():
             continue
         database = Database.from_settings(settings, service)
@@ -101,7 +102,7 @@ async def migrate_all(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings)
-    asyncio.run(migrate_all(settings))
+    asyncio.run(migrate_all(settings, NAMES))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from services.core import validators
 
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
-ServiceName = Literal["users", "apikeys", "mining", "credits"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("users", "apikeys", "mining", "credits")
+# A service's name, as services.core.registry finds it (the kernel lists none).
+ServiceName = str
 
 
 class Settings(BaseSettings):
@@ -77,14 +77,35 @@ class Settings(BaseSettings):
     )
 
     listen_host: str = Field("127.0.0.1", description="Address the gRPC servers bind to.")
+    services: str = Field(
+        "all",
+        pattern=r"^[a-z0-9_, ]+$",
+        description="What `python -m services` hosts in its one process, on one gRPC port (that "
+        "of the first, in the order of the ports below): all, or names separated by commas "
+        "(users,credits). Co-hosted services call each other in-process.",
+    )
+    topology: Literal["one-process", "split"] = Field(
+        "one-process",
+        description="How the services are spread: one-process (`make run` starts one process "
+        "hosting all, on the users port, and every unset target points there) or split (one "
+        "process per service, each on its own port, every unset target at that port).",
+    )
     users_port: int = Field(50051, ge=0, le=65535, description="gRPC port of users (0: any).")
     apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
     mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
     credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
-    users_target: str = Field("127.0.0.1:50051", description="Where other services reach users.")
-    apikeys_target: str = Field("127.0.0.1:50052", description="Where others reach apikeys.")
-    mining_target: str = Field("127.0.0.1:50053", description="Where others reach mining.")
-    credits_target: str = Field("127.0.0.1:50054", description="Where others reach credits.")
+    users_target: str | None = Field(
+        None, description="Where other services reach users. Unset: its port on this host."
+    )
+    apikeys_target: str | None = Field(
+        None, description="Where others reach apikeys. Unset: its port on this host."
+    )
+    mining_target: str | None = Field(
+        None, description="Where others reach mining. Unset: its port on this host."
+    )
+    credits_target: str | None = Field(
+        None, description="Where others reach credits. Unset: its port on this host."
+    )
     call_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline of a service-to-service call."
     )
@@ -185,14 +206,22 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=5,
-        description="Longest wait for Redis on one rate-limit decision (for a new connection: "
-        "at least 1 s); past it Redis counts as unreachable.",
+        description="Longest wait of the probe for Redis's PING, timed apart from the service's "
+        "event loop; past it Redis counts as unreachable and the failure policy applies.",
+    )
+    ratelimit_redis_decision_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="Longest wait of one call for its rate-limit decision, timed on the "
+        "service's event loop (so a busy process counts too); a call past it is refused with "
+        "RATE_LIMITER_UNAVAILABLE unless the probe finds Redis unreachable.",
     )
     ratelimit_redis_probe_seconds: float = Field(
         1.0,
         gt=0,
         le=60,
-        description="How often an unreachable Redis is tried again (and health refreshed).",
+        description="How often the probe asks Redis whether it answers (and health refreshed).",
     )
 
     # API keys (the apikeys service and every service's API-key authentication).
@@ -211,6 +240,14 @@ class Settings(BaseSettings):
         le=60,
         description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
         "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
+    )
+    apikeys_refused_cache_ttl_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="How long a service remembers that a key is unknown, revoked or expired, "
+        "so the same wrong key is not asked about on every call (a new key works at once: its "
+        "secret was never refused).",
     )
     apikeys_cache_max_entries: int = Field(
         10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
@@ -313,13 +350,26 @@ class Settings(BaseSettings):
             ipaddress.ip_network(cidr, strict=False)  # raises ValueError, named by pydantic
         return cidrs
 
-    def port_of(self, service: ServiceName) -> int:
+    def port_of(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")
         return port
 
-    def target_of(self, service: ServiceName) -> str:
-        target: str = getattr(self, f"{service}_target")
-        return target
+    def target_of(self, service: str) -> str:
+        """Where the service is reached: its target when set, else its port on this host, so
+        moving a port moves every client of it (Envoy, /healthz, the peers) along."""
+        target: str | None = getattr(self, f"{service}_target")
+        if target is not None:
+            return target
+        return f"{self.connect_host()}:{self.port_of(service)}"
+
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches what listens on `listen_host` (a wildcard
+        address is reached on loopback)."""
+        if self.listen_host in ("", "0.0.0.0"):  # noqa: S104 - a comparison, not a bind
+            return "127.0.0.1"
+        if ":" in self.listen_host:
+            return "[::1]" if self.listen_host == "::" else f"[{self.listen_host}]"
+        return self.listen_host
 
     def internal_token_value(self) -> str | None:
         """The internal token, read from the file when one is configured."""

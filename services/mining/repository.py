@@ -23,6 +23,7 @@ from services.core.pagination import Page, PageRequest
 from services.core.repository import BaseRepository
 from services.mining import tables
 from services.mining.domain import (
+    EARNINGS_LIMIT,
     Block,
     BlockAlreadyExists,
     DayRollup,
@@ -178,6 +179,20 @@ class MinerRepository(BaseRepository[MinerTotals]):
             ),
             rows,
         )
+
+    async def first_past_earnings_limit(self, wallet_addresses: Sequence[str]) -> str | None:
+        """The first of these wallets whose total earnings pass the limit, if any."""
+        c = self.table.c
+        statement = (
+            select(c.wallet_address)
+            .where(
+                c.wallet_address.in_(wallet_addresses),
+                c.total_earned_micro_credits > EARNINGS_LIMIT,
+            )
+            .order_by(c.wallet_address)
+            .limit(1)
+        )
+        return (await self.execute(statement)).scalar_one_or_none()
 
     async def get(self, wallet_address: str) -> MinerTotals | None:
         return await self.find(wallet_address=wallet_address)

@@ -23,6 +23,7 @@ from services.mining.domain import (
     ACTIVE_WINDOW,
     CURRENT_HASHRATE_WINDOW,
     Block,
+    EarningsLimitExceeded,
     EarningsPoint,
     HashratePoint,
     MinerNotFound,
@@ -117,6 +118,16 @@ class MiningUseCases:
             await repositories.reports.add_many(fresh)
             await repositories.rollups.add_many(day_rollups(fresh))
             await repositories.miners.add_many(miner_totals(fresh))
+            # Checked after the additions, on rows this unit now holds locked, so concurrent
+            # batches cannot both pass it; a refusal rolls everything back. The additions
+            # themselves cannot overflow: a batch adds at most 10^18 to a total of at most 10^18.
+            earning = sorted(
+                {report.wallet_address for report in fresh if report.earned_micro_credits}
+            )
+            if earning:
+                over = await repositories.miners.first_past_earnings_limit(earning)
+                if over is not None:
+                    raise EarningsLimitExceeded(over)
             return answers
 
         return await self._uow.run(in_unit)

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
+from services.core.registry import NAMES
+
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
-SERVICES = ("users", "apikeys", "mining", "credits")
+SERVICES = NAMES
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,11 @@ def test_the_compose_file_runs_the_databases_the_services_and_the_gateway(
 
     assert {"postgres", "redis", "migrate", "gateway", *SERVICES} <= set(services)
     for name in SERVICES:
-        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+        # The same image and command for each; the setting chooses the service.
+        assert services[name]["command"] == ["python", "-m", "services"]
+        assert services[name]["environment"]["R3MES_SERVICES"] == name
+        assert services[name]["environment"]["R3MES_TOPOLOGY"] == "split"
+        assert services[name]["environment"][f"R3MES_{name.upper()}_TARGET"].startswith(name)
         assert "replicas" in services[name]["deploy"]
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 
 from services.core.db import Database
 from services.core.migrate import current_revision, downgrade, migrate_all, upgrade
+from services.core.registry import NAMES
 from services.core.settings import Settings
 
 
@@ -43,7 +44,7 @@ async def test_users_migrations_upgrade_downgrade_and_upgrade_again(settings: Se
 async def test_make_migrate_brings_every_service_with_migrations_to_head(
     settings: Settings,
 ) -> None:
-    await migrate_all(settings)
+    await migrate_all(settings, NAMES)
 
     database = Database.from_settings(settings, "users")
     try:

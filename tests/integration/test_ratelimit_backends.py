@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio
 
-from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
+from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
 from services.core.testing import RedisServer, own_redis_server
 
 PER_MINUTE_3 = Rate(3, 60.0)
@@ -32,6 +32,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+def probe(server: RedisServer) -> RedisProbe:
+    return RedisProbe(server.url, 1.0)
+
+
 @pytest.fixture
 def clock() -> Seconds:
     return Seconds()
@@ -45,7 +49,9 @@ async def limiter(
     if request.param == "memory":
         backend = InProcessLimiter(clock)
     else:
-        backend = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis", clock)
+        backend = RedisLimiter(
+            redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server), clock
+        )
     yield backend
     await backend.close()
 
@@ -66,6 +72,18 @@ async def test_a_fresh_bucket_admits_exactly_its_limit_then_refuses(limiter: Lim
     # One call comes back every 20 s; the whole quota 60 s after the burst.
     assert refused.retry_after_seconds == pytest.approx(20.0)
     assert refused.reset_seconds == pytest.approx(60.0)
+
+
+async def test_a_decision_that_only_asks_charges_nothing(limiter: Limiter) -> None:
+    wallet = subject()
+
+    asked = [await limiter.decide("p", PER_MINUTE_3, [wallet], charge=False) for _ in range(5)]
+    charged = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
+    asked_when_empty = await limiter.decide("p", PER_MINUTE_3, [wallet], charge=False)
+
+    assert [d.allowed for d in asked] == [True] * 5
+    assert [d.allowed for d in charged] == [True, True, True, False]
+    assert (asked_when_empty.allowed, asked_when_empty.retry_after_seconds) == (False, 20.0)
 
 
 async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
@@ -134,7 +152,7 @@ async def test_redis_buckets_expire_once_full_again(
     redis_server: RedisServer, clock: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", clock)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
     wallet = subject()
 
     await limiter.decide("p", PER_MINUTE_3, [wallet])
@@ -145,7 +163,9 @@ async def test_redis_buckets_expire_once_full_again(
 
 
 async def test_redis_uses_its_own_clock_when_none_is_given(redis_server: RedisServer) -> None:
-    limiter = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis")
+    limiter = RedisLimiter(
+        redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server)
+    )
     wallet = subject()
 
     decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
@@ -169,7 +189,7 @@ async def test_redis_loads_the_script_again_when_the_server_forgot_it(
     redis_server: RedisServer, clock: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", clock)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
     wallet = subject()
     await limiter.decide("p", PER_MINUTE_3, [wallet])
 
@@ -185,7 +205,7 @@ async def test_more_concurrent_calls_than_redis_connections_wait_their_turn(
 ) -> None:
     """More decisions at once than the pool has connections: each waits for one, none is
     taken for an outage (the default pool of redis-py refuses them at once)."""
-    limiter = RedisLimiter.from_url(redis_server.url, 5.0, "open")
+    limiter = RedisLimiter.from_url(redis_server.url, 5.0, 0.25, "open")
     wallet = subject()
 
     decisions = await asyncio.gather(

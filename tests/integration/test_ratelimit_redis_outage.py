@@ -36,6 +36,7 @@ def redis_settings(tmp_path: Path, redis_server: RedisServer, failure: str) -> S
         redis_url=redis_server.url,
         ratelimit_redis_failure=failure,
         ratelimit_redis_timeout_seconds=0.2,
+        ratelimit_redis_decision_timeout_seconds=0.2,
         ratelimit_redis_probe_seconds=0.2,
     )
 
@@ -71,10 +72,6 @@ def job_log(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogR
     ]
 
 
-def limiter_log(caplog: pytest.LogCaptureFixture, start: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.getMessage().startswith(start)]
-
-
 async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
     tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -98,12 +95,13 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
     assert during_headers["ratelimit-policy"] == '"read";q=3;w=3600'
     assert "ratelimit" not in during_headers
     assert (down, up) == (NOT_SERVING, SERVING)
-    failures = job_log(caplog, "background job failed")
-    assert len(failures) == 1
-    assert "ratelimit_redis_failure=open" in str(failures[0].exc_info[1])  # type: ignore[index]
-    assert len(job_log(caplog, "background job recovered")) == 1
-    assert len(limiter_log(caplog, "rate limiter lost Redis")) == 1
-    assert len(limiter_log(caplog, "rate limiter reached Redis again")) == 1
+    # One line when the state changes, one when it changes back; nothing per call.
+    changes = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.getMessage(), getattr(r, "job", "")) for r in changes] == [
+        ("background job failed", "ratelimit"),
+        ("background job recovered", "ratelimit"),
+    ]
+    assert "ratelimit_redis_failure=open" in str(changes[0].exc_info[1])  # type: ignore[index]
     # Counting resumes: the calls admitted unchecked were not charged, but for the first, whose
     # script was already on its way when the client gave up; the hung Redis ran it on waking.
     assert after["ratelimit"] == '"read";r=0;t=3600'

@@ -39,6 +39,17 @@ def test_internal_callers_are_exempt_by_default() -> None:
     assert load_policies().internal is None
 
 
+def test_failed_authentications_get_ten_a_minute_per_address() -> None:
+    failed = load_policies().failed_authentication
+
+    assert failed is not None
+    assert (failed.name, failed.rate, failed.header) == (
+        "auth_failures",
+        Rate(10, 60.0),
+        '"auth_failures";q=10;w=60',
+    )
+
+
 def test_the_local_development_policies_put_every_method_under_the_policy_production_does() -> None:
     production, local = load_policies(), load_policies(LOCAL_POLICIES_FILE)
 
@@ -46,6 +57,9 @@ def test_the_local_development_policies_put_every_method_under_the_policy_produc
         m: p.name for m, p in production.methods.items()
     }
     assert (local.default.name, local.internal) == (production.default.name, production.internal)
+    assert local.failed_authentication is not None
+    assert production.failed_authentication is not None
+    assert local.failed_authentication.name == production.failed_authentication.name
 
 
 def test_the_local_development_policies_are_written_out_as_the_banner_shows_them() -> None:
@@ -94,3 +108,5 @@ def test_the_documented_policy_file_loads_as_described(tmp_path: Path) -> None:
     assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").name == "write"
     assert policies.internal is not None
     assert policies.internal.rate == Rate(1000, 1.0)
+    assert policies.failed_authentication is not None
+    assert policies.failed_authentication.rate == Rate(10, 60.0)

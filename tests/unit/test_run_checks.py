@@ -27,8 +27,19 @@ def taken_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
+def test_in_one_process_only_the_shared_port_is_checked_and_named(taken_port: int) -> None:
+    unused = Settings(topology="one-process", mining_port=taken_port)
+    taken = Settings(topology="one-process", users_port=taken_port)
+
+    assert [p for p in port_problems(unused) if str(taken_port) in p] == []
+    assert [p for p in port_problems(taken) if str(taken_port) in p] == [
+        f"port {taken_port} (R3MES_USERS_PORT) is already in use on 127.0.0.1, perhaps by "
+        f"another `make run`: stop that, or set R3MES_USERS_PORT to a free port"
+    ]
+
+
 def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) -> None:
-    settings = Settings(mining_port=taken_port)
+    settings = Settings(topology="split", mining_port=taken_port)
 
     problems = [p for p in port_problems(settings) if str(taken_port) in p]
 

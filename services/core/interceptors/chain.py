@@ -7,7 +7,7 @@ coroutine frame and a scan of the metadata; one interceptor calling small steps 
 1. request context (`context`): request id, client address, the access log line; admission
    (`admission`): refused while the server drains; the deadline check
 2. error mapping (`errors`): whatever a later step or the handler raises becomes a Status
-3. authentication (`authentication`): the principal
+3. authentication (`authentication`): the principal; failures counted per client address
 4. validation (`validation`, `parsing`): the message parses and obeys its proto annotations
 5. rate limiting (`ratelimit`): per wallet and per client address, per method policy
 6. authorization (`authorization`): the RPC's declared access rule
@@ -29,15 +29,20 @@ from typing import Any, TypeAlias
 import grpc
 from grpc_interceptor.server import AsyncServerInterceptor
 
-from services.core.auth import Authenticator, current_principal
+from services.core.auth import AuthenticationFailures, Authenticator, current_principal
 from services.core.interceptors import context as request_context
 from services.core.interceptors.admission import Admission
 from services.core.interceptors.authentication import Authentication
 from services.core.interceptors.authorization import authorize_call
 from services.core.interceptors.context import CallRecord
-from services.core.interceptors.errors import TRANSCODED_HEADER, ErrorMapping, refuse
+from services.core.interceptors.errors import (
+    TRANSCODED_HEADER,
+    ErrorDomains,
+    ErrorMapping,
+    refuse,
+)
 from services.core.interceptors.parsing import checked, tolerant
-from services.core.interceptors.ratelimit import RateLimiting
+from services.core.interceptors.ratelimit import RateLimited, RateLimiting
 from services.core.interceptors.validation import validate
 from services.core.logging import REQUEST_ID_HEADER
 from services.core.network import IPNetwork
@@ -53,15 +58,16 @@ Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler
 class RequestChain(AsyncServerInterceptor):
     def __init__(
         self,
-        error_domain: str,
+        error_domain: ErrorDomains | str,
         authenticators: Sequence[Authenticator],
         trusted_proxies: Sequence[IPNetwork] = (),
         admission: Admission | None = None,
         rate_limiting: RateLimiting | None = None,
         gateway_secret: str | None = None,
+        failed_authentications: AuthenticationFailures | None = None,
     ) -> None:
         self._errors = ErrorMapping(error_domain)
-        self._authentication = Authentication(authenticators)
+        self._authentication = Authentication(authenticators, failed_authentications)
         self._clients = request_context.ClientAddresses(trusted_proxies, gateway_secret)
         self.admission = admission or Admission()
         self._rate_limiting = rate_limiting
@@ -71,6 +77,10 @@ class RequestChain(AsyncServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
+        # Overridden, not left to grpc-interceptor: its own version builds a new wrapped
+        # handler on every call and has `intercept` read the metadata again; this one wraps
+        # each method once (its `intercept` still runs every unary call) and hands the
+        # metadata grpc already built to the steps.
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED
             return None
@@ -179,7 +189,11 @@ class RequestChain(AsyncServerInterceptor):
     ) -> Any:
         """Steps 1 (deadline) and 3 to 6; raises to refuse the call."""
         request_context.check_deadline(context)
-        principal = await self._authentication.principal(metadata)
+        try:
+            principal = await self._authentication.principal(metadata)
+        except RateLimited as refused:  # too many failed authentications from this client
+            await context.send_initial_metadata(refused.headers)
+            raise
         current_principal.set(principal)
         message = None
         if isinstance(request, AsyncIterator):

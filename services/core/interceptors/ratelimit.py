@@ -30,6 +30,7 @@ from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
 from services.core.network import client_address_var
 from services.core.ratelimit import (
     Decision,
+    DecisionFailed,
     Limiter,
     LimiterUnavailable,
     Policies,
@@ -91,17 +92,63 @@ class RateLimiting:
         try:
             decision = await self._limiter.decide(policy.name, policy.rate, subjects)
         except LimiterUnavailable:
+            # A state (logged, in health), not this call's luck: the failure policy applies.
             if self._fail_open:
                 return ((POLICY_HEADER, policy.header),)
-            raise ResourceExhausted(
-                "rate limiting cannot decide right now; try again shortly",
-                reason="RATE_LIMITER_UNAVAILABLE",
-                details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
-            ) from None
+            raise self._undecided() from None
+        except DecisionFailed:
+            # Redis answers but this call got no decision: admitting it unchecked would let a
+            # busy process exceed the limit, so it is refused whatever the failure policy.
+            raise self._undecided() from None
         headers = ((POLICY_HEADER, policy.header), (RATELIMIT_HEADER, _ratelimit(policy, decision)))
         if decision.allowed:
             return headers
         raise RateLimited(policy, decision, headers)
+
+    def _undecided(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            "rate limiting cannot decide right now; try again shortly",
+            reason="RATE_LIMITER_UNAVAILABLE",
+            details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
+        )
+
+
+class FailedAuthentications:
+    """Implements services.core.auth.AuthenticationFailures: each failed authentication is
+    charged to the client address (`ip:<address>`) under its own policy, and once that bucket
+    is empty the client's calls are refused RateLimited before any credential is looked up.
+
+    While the limiter cannot decide, failures are not counted and credentials are checked as
+    without a limiter: a wrong one is still UNAUTHENTICATED.
+    """
+
+    def __init__(self, limiter: Limiter, policy: Policy) -> None:
+        self._limiter = limiter
+        self._policy = policy
+
+    async def before_lookup(self) -> None:
+        await self._decide(charge=False)
+
+    async def failed(self) -> None:
+        await self._decide(charge=True)
+
+    async def _decide(self, *, charge: bool) -> None:
+        address = client_address_var.get()
+        if not address:
+            return
+        policy = self._policy
+        try:
+            decision = await self._limiter.decide(
+                policy.name, policy.rate, [f"ip:{address}"], charge=charge
+            )
+        except (LimiterUnavailable, DecisionFailed):
+            return
+        if not decision.allowed:
+            headers = (
+                (POLICY_HEADER, policy.header),
+                (RATELIMIT_HEADER, _ratelimit(policy, decision)),
+            )
+            raise RateLimited(policy, decision, headers)
 
 
 class RateLimited(ResourceExhausted):
@@ -148,9 +195,11 @@ Closer = Callable[[], Awaitable[None]]
 
 @dataclass
 class RateLimitingSetup:
-    """The step as settings configure it (None: off), with its background probe and closer."""
+    """The step as settings configure it (None: off), the allowance of failed authentications
+    (None: not limited), the Redis probe and the closer."""
 
     step: RateLimiting | None = None
+    failures: FailedAuthentications | None = None
     jobs: list[PeriodicJob] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
 
@@ -167,8 +216,11 @@ def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
         settings.ratelimit_redis_failure,
         settings.ratelimit_redis_probe_seconds,
     )
-    jobs = []
+    failures = None
+    if policies.failed_authentication is not None:
+        failures = FailedAuthentications(limiter, policies.failed_authentication)
+    jobs: list[PeriodicJob] = []
     if isinstance(limiter, RedisLimiter):
         # Its failures show in health as `<service>.ratelimit` and are logged once per change.
-        jobs.append(PeriodicJob("ratelimit", settings.ratelimit_redis_probe_seconds, limiter.probe))
-    return RateLimitingSetup(step, jobs, [limiter.close])
+        jobs.append(limiter.health_job(settings.ratelimit_redis_probe_seconds))
+    return RateLimitingSetup(step, failures, jobs, [limiter.close])

@@ -61,6 +61,8 @@ class Policies:
     methods: Mapping[str, Policy]
     default: Policy
     internal: Policy | None  # None: internal callers are exempt
+    # Charged to the client address for each failed authentication; None: not limited.
+    failed_authentication: Policy | None = None
     _by_grpc_path: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
 
     def __str__(self) -> str:
@@ -103,7 +105,13 @@ def load_policies(path: Path | None = None) -> Policies:
 def _parse(document: Any) -> Policies:
     if not isinstance(document, dict):
         raise ValueError("expected a mapping with policies, default, internal and methods")
-    unknown_keys = set(document) - {"policies", "default", "internal", "methods"}
+    unknown_keys = set(document) - {
+        "policies",
+        "default",
+        "internal",
+        "failed_authentication",
+        "methods",
+    }
     if unknown_keys:
         raise ValueError(f"unknown entries: {', '.join(sorted(unknown_keys))}")
     policies: dict[str, Policy] = {}
@@ -134,10 +142,14 @@ def _parse(document: Any) -> Policies:
             ) from None
         methods[str(method)] = policy(f"methods: {method}", name)
     internal = document.get("internal", EXEMPT)
+    failed = document.get("failed_authentication", EXEMPT)
     return Policies(
         methods=methods,
         default=policy("default", document.get("default")),
         internal=None if internal == EXEMPT else policy("internal", internal),
+        failed_authentication=(
+            None if failed == EXEMPT else policy("failed_authentication", failed)
+        ),
     )
 
 
