@@ -189,9 +189,15 @@ def ratelimit_lines(settings: Settings) -> str:
         which = f"local development, {chosen.relative_to(ROOT)}, not production's"
     else:
         which = f"R3MES_RATELIMIT_POLICIES_FILE={chosen}"
+    policies = load_policies(chosen)
+    failed = policies.failed_authentication
+    scope = "per wallet and per address" + (
+        f"; failed authentications ({failed.name}) per address" if failed else ""
+    )
     return (
         f"  Rate limits ({which}):\n"
-        f"    {load_policies(chosen)}, per wallet and per address;\n"
+        f"    {policies},\n"
+        f"    {scope};\n"
         "    every client on this machine is the one address ip:127.0.0.1.\n"
         f"    Production's: R3MES_RATELIMIT_POLICIES_FILE={DEFAULT_POLICIES_FILE.relative_to(ROOT)}"
         "; none at all: R3MES_RATELIMIT_BACKEND=off."

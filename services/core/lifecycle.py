@@ -144,7 +144,8 @@ def build_server(
     if authenticators is None:
         authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
     admission = Admission()
-    limiting = rate_limiting_from_settings(settings)
+    service_names = [full_name for _, full_name in registrations]
+    limiting = rate_limiting_from_settings(settings, service_names)
     chain = RequestChain(
         ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
         authenticators,
@@ -159,7 +160,6 @@ def build_server(
         register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    service_names = [full_name for _, full_name in registrations]
     reflection.enable_server_reflection(
         [
             *service_names,
