@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from gateway.access_log import access_log
 from gateway.admin import admin_config
 from gateway.call_checks import call_checks
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
+from gateway.credentials import credential_routes
 from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
@@ -36,44 +38,6 @@ GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py 
 # Envoy's own formatter reads it from Envoy's environment: a config kept where secrets are not
 # (a Kubernetes ConfigMap) then holds no secret.
 GATEWAY_SECRET_FROM_ENVIRONMENT = "%ENVIRONMENT(R3MES_GATEWAY_SECRET)%"  # noqa: S105 - a reference
-
-# The same timestamp shape as the services' plain log lines, so `make run`'s interleaved output
-# has one timestamp per line whoever wrote it (the runner adds none).
-_TEXT_ACCESS_LOG = (
-    "%START_TIME(%Y-%m-%d %H:%M:%S.%3f)% "
-    "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% -> %RESPONSE_CODE% "
-    "grpc=%GRPC_STATUS_NUMBER% %DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
-    "id=%REQ(X-REQUEST-ID)%\n"
-)
-_JSON_ACCESS_LOG = {
-    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "grpc_path": "%REQ(:PATH)%",
-    "status": "%RESPONSE_CODE%",
-    "grpc_status": "%GRPC_STATUS_NUMBER%",
-    "flags": "%RESPONSE_FLAGS%",
-    "duration_ms": "%DURATION%",
-    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-    "upstream": "%UPSTREAM_HOST%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "user_agent": "%REQ(USER-AGENT)%",
-}
-
-
-def _access_log(as_json: bool) -> list[dict[str, Any]]:
-    log_format: dict[str, Any]
-    if as_json:
-        log_format = {"json_format": _JSON_ACCESS_LOG}
-    else:
-        log_format = {"text_format_source": {"inline_string": _TEXT_ACCESS_LOG}}
-    return [
-        {
-            "name": "envoy.access_loggers.stdout",
-            "typed_config": typed(
-                "extensions.access_loggers.stream.v3", "StdoutAccessLog", log_format=log_format
-            ),
-        }
-    ]
 
 
 def _service_routes(timeout: str, gateway_secret: str | None) -> list[dict[str, Any]]:
@@ -136,6 +100,7 @@ def _route_config(settings: Settings, gateway_secret: str | None) -> dict[str, A
                 "name": "r3mes",
                 "domains": ["*"],
                 "routes": [
+                    *credential_routes(),
                     *front_door_routes(timeout),
                     *_service_routes(timeout, gateway_secret),
                     _unknown_path_route(),
@@ -190,7 +155,7 @@ def _connection_manager_fields(
         # Say nothing about what runs here: no `server: envoy` on Envoy's own replies, and the
         # services send none.
         "server_header_transformation": "PASS_THROUGH",
-        "access_log": _access_log(settings.log_json),
+        "access_log": access_log(settings.log_json),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings, gateway_secret),
         "http_filters": http_filters(

@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 READY_TIMEOUT_SECONDS = 60.0
+# Longer than the front door's own bound on a health check (CHECK_TIMEOUT_SECONDS, 1 s, in
+# gateway/frontdoor/health.py, which imports gRPC): while services start, /healthz takes that
+# long, and a poll that gave up sooner left the front door writing to a closed socket.
+HEALTH_POLL_TIMEOUT_SECONDS = 3.0
 ONE_PROCESS = "one-process"
 HOST = "services"  # the name of the one process hosting every service
 STOP_TIMEOUT_SECONDS = 10.0
@@ -269,7 +273,9 @@ def register_reference_node(settings: Settings) -> str:
 
 def _healthy(host: str, port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as reply:
+        with urllib.request.urlopen(
+            f"http://{host}:{port}/healthz", timeout=HEALTH_POLL_TIMEOUT_SECONDS
+        ) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
