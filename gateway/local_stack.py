@@ -45,6 +45,7 @@ def free_port() -> int:
 Topology = Literal["one-process", "split"]
 ONE_PROCESS: Topology = "one-process"
 HOST = "services"  # the name of the one process hosting every service
+REFERENCE_NODE = "node"  # the reference serving node, when started
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,17 @@ class LocalStack:
             command = [sys.executable, "-m", "gateway.serve", "--out", str(config)]
         self._spawn("envoy", command)
 
+    def start_reference_node(
+        self, *arguments: str, name: str = REFERENCE_NODE, timeout_seconds: float = 30.0
+    ) -> str:
+        """Starts `python -m tools.reference_node` as process `name` on a free loopback port with
+        `arguments` (`--delay 0.05`, say); its base URL once it listens."""
+        port = free_port()
+        command = [sys.executable, "-m", "tools.reference_node", "--port", str(port), *arguments]
+        self._spawn(name, command)
+        self._wait(partial(_listening, port), name, time.monotonic() + timeout_seconds)
+        return f"http://{LOOPBACK}:{port}/v1"
+
     def wait_until_ready(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
         for name in NAMES:
@@ -223,6 +235,14 @@ class LocalStack:
                 started.process.kill()
                 started.process.wait()
         self.started.clear()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def grpc_serving(target: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
@@ -14,22 +16,29 @@ from tools.reference_node import DEFAULT_MODEL
 SERVICE = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 
 
+def register_node(
+    target: str, token: str, url: str, models: Sequence[str] = (DEFAULT_MODEL,)
+) -> str:
+    """Registers the node at `url` serving `models` for a new wallet, on the internal token,
+    with serving at `target`; the owner's wallet. Raises grpc.RpcError."""
+    owner = new_wallet_address()
+    request = serving_pb2.RegisterServingNodeRequest(
+        wallet_address=owner, endpoint_url=url, models=models
+    )
+    with grpc.insecure_channel(target) as channel:
+        stub = serving_pb2_grpc.ServingServiceStub(channel)
+        stub.RegisterServingNode(request, metadata=((INTERNAL_TOKEN_HEADER, token),), timeout=5)
+    return owner
+
+
 def register(settings: Settings, url: str) -> str:
     """Registers the node at `url` for a new wallet, on the internal token; what to print."""
     spec = next(spec for spec in SERVICES if spec.proto_service == SERVICE)
-    token = settings.internal_token_value()
-    owner = new_wallet_address()
-    request = serving_pb2.RegisterServingNodeRequest(
-        wallet_address=owner, endpoint_url=url, models=[DEFAULT_MODEL]
-    )
-    with grpc.insecure_channel(target_of(settings, spec.name)) as channel:
-        stub = serving_pb2_grpc.ServingServiceStub(channel)
-        try:
-            stub.RegisterServingNode(
-                request, metadata=((INTERNAL_TOKEN_HEADER, token or ""),), timeout=5
-            )
-        except grpc.RpcError as error:
-            return f"The reference node could not be registered: {error.details()}"
+    token = settings.internal_token_value() or ""
+    try:
+        owner = register_node(target_of(settings, spec.name), token, url)
+    except grpc.RpcError as error:
+        return f"The reference node could not be registered: {error.details()}"
     return (
         f"Reference serving node: {url} serves {DEFAULT_MODEL}, registered for wallet {owner}\n"
         "  (it earns its share of each chat). Chat with a key of a wallet holding credits:\n"

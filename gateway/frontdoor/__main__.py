@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway.frontdoor.health import HealthChecker
+from gateway.frontdoor.openai_door import OpenAIDoor
 from gateway.frontdoor.pages import Pages, http_server
 from gateway.frontdoor.reflection import add_reflection
 from gateway.openapi import DEFAULT_OUTPUT as OPENAPI_DOCUMENT
@@ -59,7 +60,8 @@ def main() -> None:
     # got SIGTERM twice).
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     checker = HealthChecker(settings)
-    pages = Pages.load(OPENAPI_DOCUMENT, checker.check)
+    door = OpenAIDoor(settings)
+    pages = Pages.load(OPENAPI_DOCUMENT, checker.check, door)
     web = http_server(settings.listen_host, settings.frontdoor_port, pages)
     reflection = grpc_server(settings, DEFAULT_DESCRIPTOR)
     reflection.start()
@@ -77,6 +79,7 @@ def main() -> None:
     web.shutdown()
     reflection.stop(STOP_GRACE_SECONDS).wait()
     checker.close()
+    door.close()
     logger.info("stopped")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from gateway.frontdoor.openai_door import CHAT_PATH, MODELS_PATH
 from gateway.typed import typed
 from services.core.settings import Settings
 
@@ -17,6 +18,11 @@ REFLECTION_SERVICES = (
     "grpc.reflection.v1alpha.ServerReflection",
 )
 BUFFER_FILTER = "envoy.filters.http.buffer"
+# The OpenAI-compatible door's answers last as long as the node takes to write them, so its
+# routes have no overall timeout; a stream silent this long is dropped instead. Streamed chunks
+# are never that far apart (serving gives up on a node silent R3MES_SERVING_NODE_TIMEOUT_SECONDS,
+# 30 s), but a whole answer (`"stream": false`) arrives at once, after up to 4,096 tokens.
+DOOR_IDLE_TIMEOUT = "300s"
 
 
 def _reflection_route(service: str, timeout: str) -> dict[str, Any]:
@@ -53,9 +59,21 @@ def _refused_preflight_route() -> dict[str, Any]:
     }
 
 
+def _door_routes() -> list[dict[str, Any]]:
+    # Envoy forwards each chunk of the answer as it arrives: no filter buffers responses.
+    return [
+        {
+            "name": f"frontdoor{path}",
+            "match": {"path": path},
+            "route": {"cluster": PAGES_CLUSTER, "timeout": "0s", "idle_timeout": DOOR_IDLE_TIMEOUT},
+        }
+        for path in (CHAT_PATH, MODELS_PATH)
+    ]
+
+
 def front_door_routes(timeout: str) -> list[dict[str, Any]]:
-    """Before the service routes and the catch-all: the pages, reflection and the refusal of
-    preflights from origins not allowed."""
+    """Before the service routes and the catch-all: the pages, the OpenAI-compatible door,
+    reflection and the refusal of preflights from origins not allowed."""
     pages = [
         {"name": f"frontdoor{path}", "match": {"path": path}, "route": {"cluster": PAGES_CLUSTER}}
         for path in PAGE_PATHS
@@ -66,7 +84,7 @@ def front_door_routes(timeout: str) -> list[dict[str, Any]]:
         "route": {"cluster": PAGES_CLUSTER},
     }
     reflection = [_reflection_route(s, timeout) for s in REFLECTION_SERVICES]
-    return [_refused_preflight_route(), *pages, assets, *reflection]
+    return [_refused_preflight_route(), *pages, *_door_routes(), assets, *reflection]
 
 
 def _discovery(host: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""The HTTP side of the front door: `/`, `/docs`, `/openapi.json` and `/healthz`.
+"""The HTTP side of the front door: `/`, `/docs`, `/openapi.json`, `/healthz` and the
+OpenAI-compatible door (gateway/frontdoor/openai_door.py).
 
-Python's own http.server is enough here: a handful of GETs behind Envoy, which does the
-connection handling, limits and access log.
+Python's own http.server is enough here: a handful of routes behind Envoy, which does the
+connection handling, limits and access log. It speaks HTTP/1.1 (Envoy keeps its connections
+open, and streamed answers go out chunked), one thread per connection.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from swagger_ui_bundle import swagger_ui_path
 
 from gateway.catalog import UPSTREAMS
 from gateway.frontdoor.health import Report
+from gateway.frontdoor.openai_door import (
+    CHAT_PATH,
+    MODELS_PATH,
+    ChatStream,
+    DoorError,
+    OpenAIDoor,
+    parse_chat,
+)
 
 SWAGGER_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js")
 DOCS_PREFIX = "/docs/"
@@ -93,10 +103,16 @@ class Pages:
 
     openapi: dict[str, Any]
     check_health: Callable[[], Report]
+    door: OpenAIDoor | None = None
 
     @classmethod
-    def load(cls, openapi_path: Path, check_health: Callable[[], Report]) -> Pages:
-        return cls(json.loads(openapi_path.read_text()), check_health)
+    def load(
+        cls,
+        openapi_path: Path,
+        check_health: Callable[[], Report],
+        door: OpenAIDoor | None = None,
+    ) -> Pages:
+        return cls(json.loads(openapi_path.read_text()), check_health, door)
 
     def openapi_for(self, base_url: str) -> dict[str, Any]:
         return {**self.openapi, "servers": [{"url": base_url, "description": "this gateway"}]}
@@ -111,9 +127,13 @@ def _asset(name: str) -> Path | None:
 
 def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == FAVICON_PATH:
+            if path == MODELS_PATH and pages.door is not None:
+                self._door(lambda door: door.models(self._headers()))
+            elif path == FAVICON_PATH:
                 self.send_response(HTTPStatus.NO_CONTENT)
                 self.send_header("cache-control", FAVICON_CACHE_CONTROL)
                 self.end_headers()
@@ -132,6 +152,51 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.OK, content_type, asset.read_bytes(), cache=True)
             else:
                 self._send_status(HTTPStatus.NOT_FOUND, 5, "no such page")
+
+        def do_POST(self) -> None:
+            if self.path.split("?", 1)[0] == CHAT_PATH and pages.door is not None:
+                # Envoy's buffer filter has the whole body, within R3MES_MAX_REQUEST_BYTES, and
+                # sends it with its length.
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                self._door(lambda door: self._chat(door, body))
+            else:
+                self._send_status(HTTPStatus.NOT_FOUND, 5, "no such page")
+
+        def _chat(self, door: OpenAIDoor, body: bytes) -> dict[str, Any] | None:
+            ask = parse_chat(body)
+            if not ask.stream:
+                return door.complete(ask, self._headers())
+            self._send_stream(door.stream(ask, self._headers()))
+            return None
+
+        def _headers(self) -> dict[str, str]:
+            return {name.lower(): value for name, value in self.headers.items()}
+
+        def _door(self, answer: Callable[[OpenAIDoor], dict[str, Any] | None]) -> None:
+            assert pages.door is not None
+            try:
+                body = answer(pages.door)
+            except DoorError as refusal:
+                self._send_json(refusal.status, refusal.body(), refusal.headers)
+                return
+            if body is not None:
+                self._send_json(HTTPStatus.OK, body)
+
+        def _send_stream(self, stream: ChatStream) -> None:
+            """Server-sent events, each written (chunked) the moment it is ready."""
+            self.send_response(HTTPStatus.OK)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("cache-control", "no-store")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            try:
+                for event in stream:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.write(b"0\r\n\r\n")
+            except CLIENT_GONE:
+                # The service charges only what it handed over, and stops asking the node.
+                stream.cancel()
+                self.close_connection = True
 
         def do_OPTIONS(self) -> None:
             # Envoy routes here only the preflights its CORS filter did not grant.
@@ -156,7 +221,7 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
             return f"{scheme}://{host}"
 
         def _send_json(
-            self, status: HTTPStatus, body: object, headers: Mapping[str, str] | None = None
+            self, status: int, body: object, headers: Mapping[str, str] | None = None
         ) -> None:
             self._send(status, "application/json", json.dumps(body, indent=2) + "\n", headers)
 
@@ -168,7 +233,7 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
 
         def _send(
             self,
-            status: HTTPStatus,
+            status: int,
             content_type: str,
             body: str | bytes,
             headers: Mapping[str, str] | None = None,

@@ -1,0 +1,267 @@
+"""The OpenAI-compatible door through the real gateway: the official `openai` package and curl
+list models and chat, streamed and whole, paid exactly from the key's wallet while the node's
+owner earns its share; a node killed mid-answer charges only what arrived; bad requests are 4xx
+in OpenAI's error shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
+
+from gateway.local_stack import LocalStack, running_stack
+from gateway.reference import register_node
+from gateway.run import REFERENCE_NETWORKS
+from services.core.auth import INTERNAL_TOKEN_HEADER
+from services.core.registry import SERVICES
+from tests.e2e.conftest import INTERNAL_TOKEN
+from tools.reference_node import DEFAULT_MODEL, WORDS
+from tools.wallet import Wallet, first_api_key
+
+ROOT = Path(__file__).resolve().parents[2]
+CURL = shutil.which("curl") or "curl"
+SLOW_MODEL = "r3mes-slow"
+GRANT = 1_000_000
+# The defaults of R3MES_SERVING_*: micro-credits per prompt and per completion token, share.
+PROMPT_PRICE, COMPLETION_PRICE, SHARE_PERCENT = 1, 2, 70
+SERVING = next(spec.name for spec in SERVICES if spec.proto_service.endswith("ServingService"))
+CREDITS = next(spec.name for spec in SERVICES if spec.proto_service.endswith("CreditsService"))
+
+
+@dataclass(frozen=True)
+class Door:
+    stack: LocalStack
+    owner: str  # the reference node's wallet
+    slow_owner: str  # the slow node's
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.stack.rest_url}/v1"
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    with running_stack(
+        tmp_path_factory.mktemp("door"),
+        internal_token=INTERNAL_TOKEN,
+        extra_environment={
+            "R3MES_SERVING_PRIVATE_NETWORKS": json.dumps(REFERENCE_NETWORKS),
+            "R3MES_RATELIMIT_BACKEND": "off",
+        },
+    ) as stack:
+        serving = stack.grpc_target(SERVING)
+        owner = register_node(serving, INTERNAL_TOKEN, stack.start_reference_node())
+        slow = stack.start_reference_node(
+            "--model", SLOW_MODEL, "--delay", "0.3", "--tokens", "40", name="slow-node"
+        )
+        slow_owner = register_node(serving, INTERNAL_TOKEN, slow, models=[SLOW_MODEL])
+        yield Door(stack, owner, slow_owner)
+
+
+@dataclass(frozen=True)
+class Payer:
+    wallet: str
+    key: str
+
+
+def payer(door: Door, credits: int = GRANT) -> Payer:
+    """A wallet with a key made from its signature and `credits` granted."""
+    wallet = Wallet.new()
+    with httpx.Client(base_url=door.stack.rest_url, timeout=10) as client:
+        key = first_api_key(client, wallet, "door")
+    if credits:
+        with grpc.insecure_channel(door.stack.grpc_target(CREDITS)) as channel:
+            credits_pb2_grpc.CreditsServiceStub(channel).GrantCredits(
+                credits_pb2.GrantCreditsRequest(
+                    wallet_address=wallet.address,
+                    amount_micro_credits=credits,
+                    idempotency_key=f"door-{wallet.address}",
+                ),
+                metadata=((INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN),),
+                timeout=5,
+            )
+    return Payer(wallet.address, key)
+
+
+def balance(door: Door, wallet: str) -> int:
+    reply = httpx.get(f"{door.base_url}/wallets/{wallet}/balance", timeout=10)
+    return int(reply.json()["balance"]["available_micro_credits"])
+
+
+def client(door: Door, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=door.base_url, api_key=key, max_retries=0, timeout=30)
+
+
+def price(prompt_tokens: int, completion_tokens: int) -> int:
+    return prompt_tokens * PROMPT_PRICE + completion_tokens * COMPLETION_PRICE
+
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+
+
+def test_the_openai_package_lists_the_models_fresh_nodes_serve(door: Door) -> None:
+    models = client(door, payer(door, 0).key).models.list()
+
+    assert sorted(model.id for model in models) == [DEFAULT_MODEL, SLOW_MODEL]
+    assert {model.owned_by for model in models} == {"r3mes"}
+
+
+def test_a_whole_chat_is_charged_its_price_and_the_node_owner_earns_its_share(door: Door) -> None:
+    paying = payer(door)
+    owner_before = balance(door, door.owner)
+
+    answer = client(door, paying.key).chat.completions.create(
+        model=DEFAULT_MODEL, messages=HELLO, max_tokens=3
+    )
+
+    assert answer.object == "chat.completion"
+    assert answer.model == DEFAULT_MODEL
+    assert answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].message.content == "the network answers "
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage is not None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 3)
+    charged = price(2, 3)
+    assert answer.usage.model_extra == {"charged_micro_credits": charged}
+    assert balance(door, paying.wallet) == GRANT - charged
+    assert balance(door, door.owner) == owner_before + charged * SHARE_PERCENT // 100
+
+
+def test_a_streamed_chat_arrives_piece_by_piece_with_usage_last_when_asked(door: Door) -> None:
+    paying = payer(door)
+    owner_before = balance(door, door.owner)
+
+    chunks = list(
+        client(door, paying.key).chat.completions.create(
+            model=DEFAULT_MODEL,
+            messages=HELLO,
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert pieces == [f"{word} " for word in WORDS[:5]]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (2, 5)
+    assert all(c.usage is None for c in chunks[:-1])
+    assert len({c.id for c in chunks}) == 1
+    assert balance(door, paying.wallet) == GRANT - price(2, 5)
+    assert balance(door, door.owner) == owner_before + price(2, 5) * SHARE_PERCENT // 100
+
+
+def test_curl_reads_the_stream_as_server_sent_events_ending_with_done(door: Door) -> None:
+    paying = payer(door)
+    body = {"model": DEFAULT_MODEL, "messages": HELLO, "max_tokens": 2, "stream": True}
+
+    ran = subprocess.run(
+        [
+            CURL,
+            "-sN",
+            f"{door.base_url}/chat/completions",
+            "-H",
+            f"authorization: Bearer {paying.key}",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json.dumps(body),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+
+    events = [line for line in ran.stdout.split("\n\n") if line]
+    assert all(event.startswith("data: ") for event in events)
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-1]]
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["the ", "network ", None]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all("usage" not in c for c in chunks)
+
+
+def test_curl_gets_a_whole_answer_when_stream_is_false(door: Door) -> None:
+    paying = payer(door)
+    body = {"model": DEFAULT_MODEL, "messages": HELLO, "max_tokens": 1, "stream": False}
+
+    reply = httpx.post(
+        f"{door.base_url}/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {paying.key}"},
+        timeout=30,
+    )
+
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["choices"][0]["message"] == {"role": "assistant", "content": "the "}
+
+
+def test_a_node_killed_mid_stream_charges_only_the_pieces_that_arrived(door: Door) -> None:
+    paying = payer(door)
+    owner_before = balance(door, door.slow_owner)
+    stream = client(door, paying.key).chat.completions.create(
+        model=SLOW_MODEL,
+        messages=HELLO,
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = []
+    for chunk in stream:
+        chunks.append(chunk)
+        if len(chunks) == 3:
+            os.kill(door.stack.pid_of("slow-node"), signal.SIGKILL)
+
+    received = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert 3 <= len(received) < 40
+    # OpenRouter's finish reason for an answer its provider cut short (the package's types
+    # know only OpenAI's own).
+    assert [str(c.choices[0].finish_reason) for c in chunks if c.choices][-1] == "error"
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (0, len(received))
+    charged = price(0, len(received))
+    assert usage.model_extra == {"charged_micro_credits": charged}
+    assert balance(door, paying.wallet) == GRANT - charged
+    assert balance(door, door.slow_owner) == owner_before + charged * SHARE_PERCENT // 100
+
+
+@pytest.mark.parametrize(
+    "endpoint_url",
+    ["http://169.254.169.254/", "http://localhost:8080/v1"],
+    ids=["the cloud metadata address", "a name that resolves to 127.0.0.1"],
+)
+def test_a_node_at_a_private_address_is_refused_through_the_gateway(
+    door: Door, endpoint_url: str
+) -> None:
+    owner = payer(door, 0)
+
+    reply = httpx.post(
+        f"{door.base_url}/wallets/{owner.wallet}/servingNodes",
+        json={"endpoint_url": endpoint_url, "models": [DEFAULT_MODEL]},
+        headers={"x-api-key": owner.key},
+        timeout=10,
+    )
+
+    assert reply.status_code == 400, reply.text
+    (violation,) = reply.json()["details"][1]["field_violations"]
+    assert violation["field"] == "endpoint_url"
