@@ -125,11 +125,45 @@ def _grpc_mapper(http_status: int, code: int, message: str) -> dict[str, Any]:
     }
 
 
+# The OpenAI-compatible door's paths (gateway/frontdoor/openai_door.py), whose clients read
+# errors in OpenAI's shape only: Envoy's own refusals there (a body too large, too many calls
+# in flight, the front door down) take that shape too, with OpenAI's error type for the status.
+_DOOR_PATHS = r"/v1/(chat/completions|models)(\?.*)?"
+_DOOR_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    431: "invalid_request_error",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+    504: "timeout_error",
+}
+
+
+def _door_mapper(http_status: int, error_type: str) -> dict[str, Any]:
+    path = {
+        "header_filter": {
+            "header": {"name": ":path", "string_match": {"safe_regex": {"regex": _DOOR_PATHS}}}
+        }
+    }
+    error = {"message": "%LOCAL_REPLY_BODY%", "type": error_type, "param": None, "code": None}
+    return {
+        "filter": {"and_filter": {"filters": [_status_is(http_status), path]}},
+        "body_format_override": {
+            "json_format": {"error": error},
+            "content_type": "application/json",
+        },
+    }
+
+
 def local_reply_config() -> dict[str, Any]:
     """HttpConnectionManager.local_reply_config: one mapper per HTTP status Envoy may produce.
 
-    Envoy applies the first mapper that matches, so the REST mappers come first.
+    Envoy applies the first mapper that matches, so the door's and the REST mappers come first.
     """
+    door = [_door_mapper(status, kind) for status, kind in _DOOR_ERROR_TYPES.items()]
     rest = [_mapper(status, code) for status, code in _CODE_OF_HTTP_STATUS.items()]
     grpc = [_grpc_mapper(status, *reply) for status, reply in _GRPC_STATUS_OF_HTTP_STATUS.items()]
-    return {"mappers": [*rest, *grpc]}
+    return {"mappers": [*door, *rest, *grpc]}

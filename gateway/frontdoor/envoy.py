@@ -59,7 +59,7 @@ def _refused_preflight_route() -> dict[str, Any]:
     }
 
 
-def _door_routes() -> list[dict[str, Any]]:
+def door_routes() -> list[dict[str, Any]]:
     # Envoy forwards each chunk of the answer as it arrives: no filter buffers responses.
     return [
         {
@@ -84,7 +84,7 @@ def front_door_routes(timeout: str) -> list[dict[str, Any]]:
         "route": {"cluster": PAGES_CLUSTER},
     }
     reflection = [_reflection_route(s, timeout) for s in REFLECTION_SERVICES]
-    return [_refused_preflight_route(), *pages, *_door_routes(), assets, *reflection]
+    return [_refused_preflight_route(), *pages, *door_routes(), assets, *reflection]
 
 
 def _discovery(host: str) -> dict[str, Any]:

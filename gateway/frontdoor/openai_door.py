@@ -190,7 +190,8 @@ def parse_chat(raw: bytes) -> ChatAsk:
         raise _invalid(name, f"{name} must be between 1 and 4096")
     if body.get("n", 1) != 1:
         raise _invalid("n", "n must be 1: one answer per request")
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise _invalid("stream_options", "stream_options must be an object")
     return ChatAsk(

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.call_checks import NAME as CALL_CHECKS
 from gateway.catalog import UPSTREAMS
+from gateway.frontdoor.envoy import door_routes
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
 from services.core.registry import NAMES
@@ -222,6 +223,9 @@ def values_at(tree: Any, path: list[str]) -> list[Any]:
 def test_the_documented_gateway_limits_are_the_rendered_ones() -> None:
     config = build_config(settings(), DEFAULT_DESCRIPTOR)
     documented = documented_gateway_limits()
+    # The OpenAI-compatible door's routes have timeouts of their own, documented beside them.
+    (host,) = values_at(config, ["virtual_hosts"])[0]
+    host["routes"] = [route for route in host["routes"] if route not in door_routes()]
 
     assert len(documented) >= 10
     for field, value in documented.items():

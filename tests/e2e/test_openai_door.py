@@ -265,3 +265,141 @@ def test_a_node_at_a_private_address_is_refused_through_the_gateway(
     assert reply.status_code == 400, reply.text
     (violation,) = reply.json()["details"][1]["field_violations"]
     assert violation["field"] == "endpoint_url"
+
+
+def post_chat(door: Door, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(
+        f"{door.base_url}/chat/completions",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+        timeout=30,
+    )
+
+
+def chat_body(**fields: object) -> bytes:
+    return json.dumps({"model": DEFAULT_MODEL, "messages": HELLO, **fields}).encode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize(
+    ("body", "status", "param", "code"),
+    [
+        (b'{"model": "r3mes-reference", "messages": [', 400, None, "invalid_json"),
+        (b'["a list"]', 400, None, "invalid_json"),
+        (b"\xff\xfe", 400, None, "invalid_json"),
+        (chat_body(messages="hello"), 400, "messages", "invalid_value"),
+        (chat_body(messages=[{"role": 1}]), 400, "messages.0", "invalid_value"),
+        (
+            chat_body(messages=[{"role": "user", "content": 5}]),
+            400,
+            "messages.0.content",
+            "invalid_value",
+        ),
+        (chat_body(model=7), 400, "model", "invalid_value"),
+        (chat_body(max_tokens="3"), 400, "max_tokens", "invalid_value"),
+        (chat_body(max_tokens=True), 400, "max_tokens", "invalid_value"),
+        (chat_body(max_tokens=10**30), 400, "max_tokens", "invalid_value"),
+        (chat_body(max_tokens=5000), 400, "max_tokens", "invalid_argument"),
+        (chat_body(max_completion_tokens=-1), 400, "max_completion_tokens", "invalid_value"),
+        (chat_body(n=2), 400, "n", "invalid_value"),
+        (chat_body(stream_options=[]), 400, "stream_options", "invalid_value"),
+        (chat_body(model="no-such-model"), 404, "model", "model_not_found"),
+        (chat_body(messages=[]), 400, "messages", "invalid_value"),
+    ],
+    ids=[
+        "JSON cut short",
+        "not an object",
+        "not UTF-8",
+        "messages not a list",
+        "a role not a string",
+        "content not text",
+        "model not a string",
+        "max_tokens a string",
+        "max_tokens a boolean",
+        "max_tokens beyond any integer field",
+        "max_tokens beyond the service's bound",
+        "max_completion_tokens negative",
+        "more than one answer",
+        "stream_options not an object",
+        "a model no node serves",
+        "no messages",
+    ],
+)
+def test_a_bad_request_is_a_4xx_in_openais_error_shape(
+    door: Door, body: bytes, status: int, param: str | None, code: str, stream: bool
+) -> None:
+    paying = payer(door)
+    if stream and body.startswith(b"{") and body.endswith(b"}"):
+        body = body[:-1] + b', "stream": true}'
+
+    reply = post_chat(door, body, {"authorization": f"Bearer {paying.key}"})
+
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["param"], error["code"]) == (param, code)
+    assert error["message"]
+    assert balance(door, paying.wallet) == GRANT
+
+
+def test_a_chat_without_a_key_is_401(door: Door) -> None:
+    reply = post_chat(door, chat_body(), {})
+
+    assert reply.status_code == 401, reply.text
+    assert reply.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_revoked_key_is_401_with_its_reason(door: Door) -> None:
+    paying = payer(door)
+    as_key = {"x-api-key": paying.key}
+    (key,) = httpx.get(f"{door.base_url}/wallets/{paying.wallet}/apikeys", headers=as_key).json()[
+        "api_keys"
+    ]
+    revoke = f"{door.base_url}/wallets/{paying.wallet}/apikeys/{key['key_id']}:revoke"
+    assert httpx.post(revoke, json={}, headers=as_key).status_code == 200
+
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client(door, paying.key).chat.completions.create(model=DEFAULT_MODEL, messages=HELLO)
+
+    assert refused.value.status_code == 401
+    assert refused.value.code == "api_key_revoked"
+    assert balance(door, paying.wallet) == GRANT
+
+
+def test_a_key_that_is_no_key_is_401_invalid_api_key(door: Door) -> None:
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client(door, "r3mes_not-a-key").models.list()
+
+    assert refused.value.code == "invalid_api_key"
+
+
+def test_a_wallet_short_of_credits_gets_402_naming_price_and_balance(door: Door) -> None:
+    poor = payer(door, 10)
+
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(door, poor.key).chat.completions.create(
+            model=DEFAULT_MODEL, messages=HELLO, max_tokens=100, stream=True
+        )
+
+    assert refused.value.status_code == 402
+    assert refused.value.type == "insufficient_quota"
+    assert refused.value.code == "insufficient_credits"
+    assert "10" in refused.value.message
+    assert balance(door, poor.wallet) == 10
+
+
+def test_a_body_beyond_the_gateways_limit_is_413_in_openais_error_shape(door: Door) -> None:
+    paying = payer(door)
+    huge = [{"role": "user", "content": "x" * 70_000}]
+
+    reply = post_chat(door, chat_body(messages=huge), {"authorization": f"Bearer {paying.key}"})
+
+    assert reply.status_code == 413, reply.text
+    assert reply.json() == {
+        "error": {
+            "message": "Payload Too Large",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
