@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.frontdoor.openai_door import SERVING
 from gateway.local_stack import LocalStack, running_stack
-from gateway.run import development_environment
+from gateway.reference import register_node
+from gateway.run import REFERENCE_NETWORKS, development_environment
 from services.core.registry import SERVICES
 from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
@@ -57,8 +59,9 @@ def reader_script(steps: list[Step], answers: Path) -> str:
             lines.append(step)
             continue
         command = step.command
-        if step.is_curl:  # curl turns \\n into a newline
-            command = "curl -w '\\n__HTTP_STATUS__ %{http_code}' " + command.removeprefix("curl ")
+        if step.is_curl:  # curl turns \\n into a newline; to stderr, past any `| grep`
+            status = "'%{stderr}\\n__HTTP_STATUS__ %{http_code}'"
+            command = f"curl -w {status} " + command.removeprefix("curl ")
         lines += [
             "{ " + command,
             f'}} >"{answers}/{index}.out" 2>"{answers}/{index}.err"',
@@ -93,11 +96,16 @@ def without_the_virtualenv(path: str) -> str:
 def docs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A suite of its own, fresh, with `make run`'s rate limits (whatever this shell sets):
     the docs' fixed wallets and keys meet nothing but what the reading before them did."""
+    environment = development_environment(Settings(ratelimit_policies_file=None))
+    environment["R3MES_SERVING_PRIVATE_NETWORKS"] = json.dumps(REFERENCE_NETWORKS)
     with running_stack(
         tmp_path_factory.mktemp("docs"),
         internal_token=INTERNAL_TOKEN,
-        extra_environment=development_environment(Settings(ratelimit_policies_file=None)),
+        extra_environment=environment,
     ) as running:
+        # As `make run` does: the reference node, registered once the suite serves.
+        serving = next(s.name for s in SERVICES if s.proto_service == SERVING)
+        register_node(running.grpc_target(serving), INTERNAL_TOKEN, running.start_reference_node())
         yield running
 
 
@@ -151,7 +159,7 @@ def test_a_documented_example_answers_as_documented(
     answer = answers[index]
     output = answer.stdout
     if example.is_curl:
-        output, _, status = output.rpartition(_STATUS_MARK)
+        status = answer.stderr.rpartition(_STATUS_MARK)[2]
         assert answer.exit_code == 0, f"{example}: exit {answer.exit_code}\n{answer.stderr}"
         if example.expected_status is not None:
             assert int(status) == example.expected_status, f"{example}: {output}"

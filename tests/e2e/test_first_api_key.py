@@ -84,7 +84,8 @@ def test_tools_wallet_says_why_it_could_not_reach_the_gateway_and_exits_non_zero
 def test_the_python_steps_of_the_docs_make_a_key_that_works(
     stack: LocalStack, tmp_path: Path
 ) -> None:
-    (block,) = _PYTHON_BLOCK.findall((ROOT / "docs" / "api.md").read_text())
+    blocks = _PYTHON_BLOCK.findall((ROOT / "docs" / "api.md").read_text())
+    (block,) = [block for block in blocks if "createWithSignature" in block]
     script = tmp_path / "first_api_key.py"
     script.write_text(block.replace(DOCUMENTED_BASE, stack.rest_url))
 

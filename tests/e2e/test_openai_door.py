@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from tools.wallet import Wallet, first_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CURL = shutil.which("curl") or "curl"
+DOCUMENTED_BASE = "http://127.0.0.1:8080"
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SLOW_MODEL = "r3mes-slow"
 GRANT = 1_000_000
 # The defaults of R3MES_SERVING_*: micro-credits per prompt and per completion token, share.
@@ -403,3 +407,31 @@ def test_a_body_beyond_the_gateways_limit_is_413_in_openais_error_shape(door: Do
             "code": None,
         }
     }
+
+
+def test_the_openai_example_of_the_docs_lists_chats_and_streams(door: Door, tmp_path: Path) -> None:
+    paying = payer(door)
+    blocks = PYTHON_BLOCK.findall((ROOT / "docs" / "api.md").read_text())
+    (block,) = [block for block in blocks if "from openai import" in block]
+    script = tmp_path / "openai_example.py"
+    script.write_text(block.replace(DOCUMENTED_BASE, door.stack.rest_url))
+
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "API_KEY": paying.key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [
+        f"models: ['{DEFAULT_MODEL}', '{SLOW_MODEL}']",
+        "answer: the network answers ",
+        "piece: the ",
+        "piece: network ",
+        "piece: answers ",
+        f"charged: {price(2, 3)}",
+    ]
+    assert balance(door, paying.wallet) == GRANT - 2 * price(2, 3)
