@@ -44,5 +44,9 @@ def register(settings: Settings, url: str) -> str:
         "  (it earns its share of each chat). Chat with a key of a wallet holding credits:\n"
         f'  grpcurl -plaintext -H \'x-api-key: <key>\' -d \'{{"model": "{DEFAULT_MODEL}", '
         '"messages": [{"role": "user", "content": "hello"}]}\' '
-        f"127.0.0.1:{settings.gateway_port} r3mes.serving.v1.ServingService/StreamChatCompletion"
+        f"127.0.0.1:{settings.gateway_port} r3mes.serving.v1.ServingService/StreamChatCompletion\n"
+        '  or with any OpenAI client (docs/api.md, "OpenAI-compatible door"):\n'
+        f"  curl -s http://127.0.0.1:{settings.gateway_port}/v1/chat/completions "
+        f'-H \'authorization: Bearer <key>\' -d \'{{"model": "{DEFAULT_MODEL}", '
+        '"messages": [{"role": "user", "content": "hello"}]}\''
     )
