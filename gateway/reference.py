@@ -18,27 +18,62 @@ SERVICE = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 
 def register_node(
     target: str, token: str, url: str, models: Sequence[str] = (DEFAULT_MODEL,)
-) -> str:
+) -> serving_pb2.ServingNode:
     """Registers the node at `url` serving `models` for a new wallet, on the internal token,
-    with serving at `target`; the owner's wallet. Raises grpc.RpcError."""
-    owner = new_wallet_address()
+    with serving at `target`. Raises grpc.RpcError."""
     request = serving_pb2.RegisterServingNodeRequest(
-        wallet_address=owner, endpoint_url=url, models=models
+        wallet_address=new_wallet_address(), endpoint_url=url, models=models
     )
     with grpc.insecure_channel(target) as channel:
         stub = serving_pb2_grpc.ServingServiceStub(channel)
-        stub.RegisterServingNode(request, metadata=((INTERNAL_TOKEN_HEADER, token),), timeout=5)
-    return owner
+        reply = stub.RegisterServingNode(
+            request, metadata=((INTERNAL_TOKEN_HEADER, token),), timeout=5
+        )
+    return reply.node
 
 
-def register(settings: Settings, url: str) -> str:
-    """Registers the node at `url` for a new wallet, on the internal token; what to print."""
-    spec = next(spec for spec in SERVICES if spec.proto_service == SERVICE)
-    token = settings.internal_token_value() or ""
-    try:
-        owner = register_node(target_of(settings, spec.name), token, url)
-    except grpc.RpcError as error:
-        return f"The reference node could not be registered: {error.details()}"
+def beat(target: str, token: str, node: serving_pb2.ServingNode) -> None:
+    """A heartbeat for `node` on its owner's behalf, so it stays fresh. Raises grpc.RpcError."""
+    request = serving_pb2.HeartbeatRequest(wallet_address=node.wallet_address, node_id=node.node_id)
+    with grpc.insecure_channel(target) as channel:
+        stub = serving_pb2_grpc.ServingServiceStub(channel)
+        stub.Heartbeat(request, metadata=((INTERNAL_TOKEN_HEADER, token),), timeout=5)
+
+
+class ReferenceNode:
+    """`make run`'s node: registered once the suite serves, then kept fresh by a heartbeat every
+    third of R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS (a node registered and never heard from
+    again goes offline after it, and a newcomer's chats would find no node)."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        spec = next(spec for spec in SERVICES if spec.proto_service == SERVICE)
+        self._settings = settings
+        self._target = target_of(settings, spec.name)
+        self._token = settings.internal_token_value() or ""
+        self._url = url
+        self._node: serving_pb2.ServingNode | None = None
+        self.beat_interval_seconds = settings.serving_node_offline_after_seconds / 3
+
+    def register(self) -> str:
+        """Registers it for a new wallet; what to print."""
+        try:
+            self._node = register_node(self._target, self._token, self._url)
+        except grpc.RpcError as error:
+            return f"The reference node could not be registered: {error.details()}"
+        return registered_message(self._settings, self._url, self._node.wallet_address)
+
+    def beat(self) -> str | None:
+        """A heartbeat, if registered; what to print when it failed."""
+        if self._node is None:
+            return None
+        try:
+            beat(self._target, self._token, self._node)
+        except grpc.RpcError as error:
+            return f"The reference node's heartbeat failed: {error.details()}"
+        return None
+
+
+def registered_message(settings: Settings, url: str, owner: str) -> str:
     return (
         f"Reference serving node: {url} serves {DEFAULT_MODEL}, registered for wallet {owner}\n"
         "  (it earns its share of each chat). Chat with a key of a wallet holding credits:\n"

@@ -26,12 +26,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.runlock import AlreadyRunning, RunLock
 from gateway.supervisor import Supervisor
 from services.core.registry import SERVICES, shared_port
 from services.core.settings import Settings
+
+if TYPE_CHECKING:  # imported for real only once the children run (gRPC)
+    from gateway.reference import ReferenceNode
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
@@ -256,19 +260,20 @@ Ctrl-C stops everything.
 """
 
 
-def register_reference_node(settings: Settings) -> str:
-    """Registers the reference node for a fresh wallet of its own, on the internal token (the
-    node's owner earns its share of each chat); says where it is and how to chat."""
+def reference_node(settings: Settings) -> ReferenceNode | None:
+    """The reference node to register for a fresh wallet of its own, on the internal token (the
+    node's owner earns its share of each chat), and to keep fresh; None when there is none."""
     if not settings.reference_node_port:
-        return "No reference node (R3MES_REFERENCE_NODE_PORT=0)."
+        return None
     # Imported only now, as in banner(): gRPC's threads must not exist before the children.
-    from gateway.reference import register
+    from gateway.reference import ReferenceNode
 
     # The children's internal token: the configured one, or the data folder's.
     token_file = internal_token_file(settings)
     if token_file is not None:
         settings = settings.model_copy(update={"internal_token_file": token_file})
-    return register(settings, f"http://{REFERENCE_NODE_HOST}:{settings.reference_node_port}/v1")
+    url = f"http://{REFERENCE_NODE_HOST}:{settings.reference_node_port}/v1"
+    return ReferenceNode(settings, url)
 
 
 def _healthy(host: str, port: int) -> bool:
@@ -306,6 +311,8 @@ def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> i
     """Until a signal (exit 0) or a child's exit (its code, or 1)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     ready = False
+    node: ReferenceNode | None = None
+    next_beat = float("inf")
     while not stopping.requested:
         time.sleep(0.2)
         exited = supervisor.exited()
@@ -313,9 +320,19 @@ def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> i
             code = exited.process.returncode
             supervisor.say(f"{exited.name} exited with code {code}: stopping everything")
             return code or 1
+        if node is not None and time.monotonic() >= next_beat:
+            problem = node.beat()
+            if problem is not None:
+                supervisor.say(problem)
+            next_beat = time.monotonic() + node.beat_interval_seconds
         if not ready and suite_healthy(settings):
             ready = True
-            supervisor.say(register_reference_node(settings))
+            node = reference_node(settings)
+            if node is None:
+                supervisor.say("No reference node (R3MES_REFERENCE_NODE_PORT=0).")
+            else:
+                supervisor.say(node.register())
+                next_beat = time.monotonic() + node.beat_interval_seconds
             supervisor.say(banner(settings))
         elif not ready and time.monotonic() > deadline:
             supervisor.say(f"not healthy after {READY_TIMEOUT_SECONDS:g} s: see the lines above")

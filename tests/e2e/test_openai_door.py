@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,14 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
+from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
 from gateway.local_stack import LocalStack, running_stack
-from gateway.reference import register_node
+from gateway.reference import ReferenceNode, register_node
 from gateway.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES
+from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tools.reference_node import DEFAULT_MODEL, WORDS
 from tools.wallet import Wallet, first_api_key
@@ -63,14 +66,18 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         extra_environment={
             "R3MES_SERVING_PRIVATE_NETWORKS": json.dumps(REFERENCE_NETWORKS),
             "R3MES_RATELIMIT_BACKEND": "off",
+            # Registered once, never beating: fresh for the whole module.
+            "R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS": "3600",
         },
     ) as stack:
         serving = stack.grpc_target(SERVING)
-        owner = register_node(serving, INTERNAL_TOKEN, stack.start_reference_node())
+        owner = register_node(serving, INTERNAL_TOKEN, stack.start_reference_node()).wallet_address
         slow = stack.start_reference_node(
             "--model", SLOW_MODEL, "--delay", "0.3", "--tokens", "40", name="slow-node"
         )
-        slow_owner = register_node(serving, INTERNAL_TOKEN, slow, models=[SLOW_MODEL])
+        slow_owner = register_node(
+            serving, INTERNAL_TOKEN, slow, models=[SLOW_MODEL]
+        ).wallet_address
         yield Door(stack, owner, slow_owner)
 
 
@@ -435,3 +442,41 @@ def test_the_openai_example_of_the_docs_lists_chats_and_streams(door: Door, tmp_
         f"charged: {price(2, 3)}",
     ]
     assert balance(door, paying.wallet) == GRANT - 2 * price(2, 3)
+
+
+def test_make_runs_reference_node_stays_fresh_while_make_run_beats_for_it(
+    tmp_path: Path,
+) -> None:
+    offline_after = 3.0
+    with running_stack(
+        tmp_path,
+        internal_token=INTERNAL_TOKEN,
+        with_envoy=False,
+        extra_environment={
+            "R3MES_SERVING_PRIVATE_NETWORKS": json.dumps(REFERENCE_NETWORKS),
+            "R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS": str(offline_after),
+        },
+    ) as stack:
+        settings = Settings(
+            serving_target=stack.grpc_target(SERVING),
+            internal_token=INTERNAL_TOKEN,
+            serving_node_offline_after_seconds=offline_after,
+        )
+        node = ReferenceNode(settings, stack.start_reference_node())
+        node.register()
+        for _ in range(4):  # past the offline time, beating as make run does
+            time.sleep(node.beat_interval_seconds)
+            assert node.beat() is None
+        fresh_while_beating = fresh_models(stack)
+        time.sleep(offline_after + node.beat_interval_seconds)  # no beat any more
+
+        assert fresh_while_beating == [DEFAULT_MODEL]
+        assert fresh_models(stack) == []
+
+
+def fresh_models(stack: LocalStack) -> list[str]:
+    with grpc.insecure_channel(stack.grpc_target(SERVING)) as channel:
+        page = serving_pb2_grpc.ServingServiceStub(channel).ListServingNodes(
+            serving_pb2.ListServingNodesRequest(fresh_only=True), timeout=5
+        )
+    return [model for node in page.nodes for model in node.models]
