@@ -128,6 +128,9 @@ def _asset(name: str) -> Path | None:
 def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and each chunk of a stream are separate small writes: with Nagle's algorithm
+        # each waited for the previous one's (delayed) ACK, up to 40 ms per chunk.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
