@@ -17,12 +17,16 @@ SERVICE = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 
 
 def register_node(
-    target: str, token: str, url: str, models: Sequence[str] = (DEFAULT_MODEL,)
+    target: str,
+    token: str,
+    url: str,
+    models: Sequence[str] = (DEFAULT_MODEL,),
+    adapters: Sequence[str] = (),
 ) -> serving_pb2.ServingNode:
-    """Registers the node at `url` serving `models` for a new wallet, on the internal token,
-    with serving at `target`. Raises grpc.RpcError."""
+    """Registers the node at `url` serving `models` (and registered LoRA `adapters`) for a new
+    wallet, on the internal token, with serving at `target`. Raises grpc.RpcError."""
     request = serving_pb2.RegisterServingNodeRequest(
-        wallet_address=new_wallet_address(), endpoint_url=url, models=models
+        wallet_address=new_wallet_address(), endpoint_url=url, models=models, lora_adapters=adapters
     )
     with grpc.insecure_channel(target) as channel:
         stub = serving_pb2_grpc.ServingServiceStub(channel)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,11 @@ CURL = shutil.which("curl") or "curl"
 DOCUMENTED_BASE = "http://127.0.0.1:8080"
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SLOW_MODEL = "r3mes-slow"
+DOOMED_MODEL, DOOMED_NODE = "r3mes-doomed", "doomed-node"  # killed by a test
+SLOW = ("--delay", "0.3", "--tokens", "40")
+ADAPTER_BASE, ADAPTER = "r3mes-base", "door-lora"
+ADAPTER_PRICE = {"prompt": 3, "completion": 5}
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 GRANT = 1_000_000
 # The defaults of R3MES_SERVING_*: micro-credits per prompt and per completion token, share.
 PROMPT_PRICE, COMPLETION_PRICE, SHARE_PERCENT = 1, 2, 70
@@ -52,6 +57,7 @@ class Door:
     stack: LocalStack
     owner: str  # the reference node's wallet
     slow_owner: str  # the slow node's
+    doomed_owner: str  # the node killed mid-answer's
 
     @property
     def base_url(self) -> str:
@@ -68,17 +74,33 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
             "R3MES_RATELIMIT_BACKEND": "off",
             # Registered once, never beating: fresh for the whole module.
             "R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS": "3600",
+            "R3MES_SERVING_PRICES": json.dumps({ADAPTER: ADAPTER_PRICE}),
         },
     ) as stack:
         serving = stack.grpc_target(SERVING)
         owner = register_node(serving, INTERNAL_TOKEN, stack.start_reference_node()).wallet_address
-        slow = stack.start_reference_node(
-            "--model", SLOW_MODEL, "--delay", "0.3", "--tokens", "40", name="slow-node"
-        )
+        slow = stack.start_reference_node(*SLOW, "--model", SLOW_MODEL, name="slow-node")
         slow_owner = register_node(
             serving, INTERNAL_TOKEN, slow, models=[SLOW_MODEL]
         ).wallet_address
-        yield Door(stack, owner, slow_owner)
+        doomed = stack.start_reference_node(*SLOW, "--model", DOOMED_MODEL, name=DOOMED_NODE)
+        doomed_owner = register_node(
+            serving, INTERNAL_TOKEN, doomed, models=[DOOMED_MODEL]
+        ).wallet_address
+        # A node serving an adapter: asked for by the adapter's name, as vLLM serves it.
+        with grpc.insecure_channel(serving) as channel:
+            serving_pb2_grpc.ServingServiceStub(channel).RegisterLoRA(
+                serving_pb2.RegisterLoRARequest(
+                    name=ADAPTER, base_model=ADAPTER_BASE, content_id=CID
+                ),
+                metadata=((INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN),),
+                timeout=5,
+            )
+        adapted = stack.start_reference_node(
+            "--model", ADAPTER_BASE, "--model", ADAPTER, name="adapter-node"
+        )
+        register_node(serving, INTERNAL_TOKEN, adapted, [ADAPTER_BASE], [ADAPTER])
+        yield Door(stack, owner, slow_owner, doomed_owner)
 
 
 @dataclass(frozen=True)
@@ -125,8 +147,27 @@ HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello th
 def test_the_openai_package_lists_the_models_fresh_nodes_serve(door: Door) -> None:
     models = client(door, payer(door, 0).key).models.list()
 
-    assert sorted(model.id for model in models) == [DEFAULT_MODEL, SLOW_MODEL]
+    assert [model.id for model in models] == sorted(
+        [ADAPTER, ADAPTER_BASE, DEFAULT_MODEL, DOOMED_MODEL, SLOW_MODEL]
+    )
     assert {model.owned_by for model in models} == {"r3mes"}
+    assert {model.id: model.model_extra for model in models}[ADAPTER] == {"parent": ADAPTER_BASE}
+    assert sum(bool(model.model_extra) for model in models) == 1
+
+
+def test_an_adapter_is_asked_for_by_its_name_and_priced_as_itself(door: Door) -> None:
+    paying = payer(door)
+
+    answer = client(door, paying.key).chat.completions.create(
+        model=ADAPTER, messages=HELLO, max_tokens=2
+    )
+
+    assert answer.model == ADAPTER
+    assert answer.choices[0].message.content == "the network "
+    charged = 2 * ADAPTER_PRICE["prompt"] + 2 * ADAPTER_PRICE["completion"]
+    assert answer.usage is not None
+    assert answer.usage.model_extra == {"charged_micro_credits": charged}
+    assert balance(door, paying.wallet) == GRANT - charged
 
 
 def test_a_whole_chat_is_charged_its_price_and_the_node_owner_earns_its_share(door: Door) -> None:
@@ -228,9 +269,9 @@ def test_curl_gets_a_whole_answer_when_stream_is_false(door: Door) -> None:
 
 def test_a_node_killed_mid_stream_charges_only_the_pieces_that_arrived(door: Door) -> None:
     paying = payer(door)
-    owner_before = balance(door, door.slow_owner)
+    owner_before = balance(door, door.doomed_owner)
     stream = client(door, paying.key).chat.completions.create(
-        model=SLOW_MODEL,
+        model=DOOMED_MODEL,
         messages=HELLO,
         max_tokens=40,
         stream=True,
@@ -240,7 +281,7 @@ def test_a_node_killed_mid_stream_charges_only_the_pieces_that_arrived(door: Doo
     for chunk in stream:
         chunks.append(chunk)
         if len(chunks) == 3:
-            os.kill(door.stack.pid_of("slow-node"), signal.SIGKILL)
+            os.kill(door.stack.pid_of(DOOMED_NODE), signal.SIGKILL)
 
     received = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert 3 <= len(received) < 40
@@ -253,7 +294,7 @@ def test_a_node_killed_mid_stream_charges_only_the_pieces_that_arrived(door: Doo
     charged = price(0, len(received))
     assert usage.model_extra == {"charged_micro_credits": charged}
     assert balance(door, paying.wallet) == GRANT - charged
-    assert balance(door, door.slow_owner) == owner_before + charged * SHARE_PERCENT // 100
+    assert balance(door, door.doomed_owner) == owner_before + charged * SHARE_PERCENT // 100
 
 
 @pytest.mark.parametrize(
@@ -434,7 +475,7 @@ def test_the_openai_example_of_the_docs_lists_chats_and_streams(door: Door, tmp_
 
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == [
-        f"models: ['{DEFAULT_MODEL}', '{SLOW_MODEL}']",
+        f"models: {sorted([ADAPTER, ADAPTER_BASE, DEFAULT_MODEL, DOOMED_MODEL, SLOW_MODEL])}",
         "answer: the network answers ",
         "piece: the ",
         "piece: network ",
@@ -480,3 +521,41 @@ def fresh_models(stack: LocalStack) -> list[str]:
             serving_pb2.ListServingNodesRequest(fresh_only=True), timeout=5
         )
     return [model for node in page.nodes for model in node.models]
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_only_what_was_sent_to_it(door: Door) -> None:
+    paying = payer(door)
+    body = {"model": SLOW_MODEL, "messages": HELLO, "max_tokens": 40, "stream": True}
+    headers = {"authorization": f"Bearer {paying.key}"}
+
+    with httpx.stream(
+        "POST", f"{door.base_url}/chat/completions", json=body, headers=headers, timeout=30
+    ) as reply:
+        assert reply.status_code == 200
+        pieces: list[str] = []
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                pieces.append(line)
+            if len(pieces) == 3:
+                break
+    # The door sees the closed connection at its next write, cancels, and serving settles.
+    settled = until(lambda: reserved(door, paying.wallet) == 0)
+
+    charged = GRANT - balance(door, paying.wallet)
+    assert len(pieces) == 3
+    assert settled
+    assert price(0, 3) <= charged < price(0, 40)
+    assert charged % COMPLETION_PRICE == 0  # completion pieces only, no prompt tokens
+
+
+def reserved(door: Door, wallet: str) -> int:
+    reply = httpx.get(f"{door.base_url}/wallets/{wallet}/balance", timeout=10)
+    return int(reply.json()["balance"]["reserved_micro_credits"])
+
+
+def until(condition: Callable[[], bool], attempts: int = 100) -> bool:
+    for _ in range(attempts):
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
