@@ -33,6 +33,7 @@ from services.core.settings import Settings
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
+DOOR_METHODS = {CHAT_PATH: "POST", MODELS_PATH: "GET"}
 SERVING = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 # Headers passed on to the service: the caller's credential, and the request id Envoy set, so
 # the service's log line and the gateway's name the same call.
@@ -89,6 +90,12 @@ class DoorError(Exception):
     def body(self) -> dict[str, Any]:
         error = {"message": self.message, "type": self.type, "param": self.param}
         return {"error": {**error, "code": self.code}}
+
+
+def wrong_method(path: str, method: str) -> DoorError:
+    allowed = DOOR_METHODS[path]
+    message = f"{path} takes {allowed}, not {method}"
+    return DoorError(405, message, code="method_not_allowed", headers={"allow": allowed})
 
 
 def _invalid(param: str, message: str) -> DoorError:

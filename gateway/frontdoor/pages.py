@@ -24,12 +24,13 @@ from swagger_ui_bundle import swagger_ui_path
 from gateway.catalog import UPSTREAMS
 from gateway.frontdoor.health import Report
 from gateway.frontdoor.openai_door import (
-    CHAT_PATH,
+    DOOR_METHODS,
     MODELS_PATH,
     ChatStream,
     DoorError,
     OpenAIDoor,
     parse_chat,
+    wrong_method,
 )
 
 SWAGGER_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js")
@@ -134,9 +135,9 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == MODELS_PATH and pages.door is not None:
-                self._door(lambda door: door.models(self._headers()))
-            elif path == FAVICON_PATH:
+            if self._at_door():
+                return
+            if path == FAVICON_PATH:
                 self.send_response(HTTPStatus.NO_CONTENT)
                 self.send_header("cache-control", FAVICON_CACHE_CONTROL)
                 self.end_headers()
@@ -157,13 +158,32 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
                 self._send_status(HTTPStatus.NOT_FOUND, 5, "no such page")
 
         def do_POST(self) -> None:
-            if self.path.split("?", 1)[0] == CHAT_PATH and pages.door is not None:
-                # Envoy's buffer filter has the whole body, within R3MES_MAX_REQUEST_BYTES, and
-                # sends it with its length.
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                self._door(lambda door: self._chat(door, body))
-            else:
+            if not self._at_door():
+                self._body()  # read, so that the connection's next request starts after it
                 self._send_status(HTTPStatus.NOT_FOUND, 5, "no such page")
+
+        do_PUT = do_PATCH = do_DELETE = do_POST
+
+        def _body(self) -> bytes:
+            # Envoy's buffer filter has the whole body, within R3MES_MAX_REQUEST_BYTES, and sends
+            # it with its length.
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+        def _at_door(self) -> bool:
+            """Answers a request for the OpenAI-compatible door's paths, whatever its method;
+            False for any other path."""
+            path = self.path.split("?", 1)[0]
+            if pages.door is None or path not in DOOR_METHODS:
+                return False
+            body = self._body()
+            if self.command != DOOR_METHODS[path]:
+                refusal = wrong_method(path, self.command)
+                self._send_json(refusal.status, refusal.body(), refusal.headers)
+            elif path == MODELS_PATH:
+                self._door(lambda door: door.models(self._headers()))
+            else:
+                self._door(lambda door: self._chat(door, body))
+            return True
 
         def _chat(self, door: OpenAIDoor, body: bytes) -> dict[str, Any] | None:
             ask = parse_chat(body)

@@ -559,3 +559,26 @@ def until(condition: Callable[[], bool], attempts: int = 100) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/chat/completions", "POST"),
+        ("PUT", "/chat/completions", "POST"),
+        ("POST", "/models", "GET"),
+        ("DELETE", "/models", "GET"),
+    ],
+)
+def test_a_door_path_asked_with_another_method_is_405_naming_the_one_it_takes(
+    door: Door, method: str, path: str, allowed: str
+) -> None:
+    with httpx.Client(base_url=door.base_url, timeout=10) as http:
+        refused = http.request(method, path, content=b'{"model": "x"}')
+        # The same connection still serves the next request: the body was read, not left over.
+        models = http.get("/models")
+
+    assert refused.status_code == 405, refused.text
+    assert refused.headers["allow"] == allowed
+    assert refused.json()["error"]["code"] == "method_not_allowed"
+    assert models.status_code == 200
