@@ -38,10 +38,14 @@ from services.core.clients import API_KEY_HEADER, ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
 from services.core.key_cache import KeyCheckCache, KeyInvalidations
+from services.core.metrics import APIKEY_CACHE_LOOKUPS
 from services.core.settings import Settings
 from services.core.wire import utc_datetime
 
 logger = logging.getLogger(__name__)
+
+CACHE_HITS = APIKEY_CACHE_LOOKUPS.labels("hit")
+CACHE_MISSES = APIKEY_CACHE_LOOKUPS.labels("miss")
 
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
@@ -124,11 +128,13 @@ class APIKeyAuthenticator:
         digest = hashlib.sha256(secret.encode()).digest()
         cached = self._cache.get(digest)  # only well-formed keys are ever cached
         if cached is not None and not _past_expiry(cached, self._clock()):
+            CACHE_HITS.inc()
             return cached
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
             return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+        CACHE_MISSES.inc()
         if self._failures is not None:  # a client past its allowance asks nothing more
             await self._failures.before_lookup()
         self._invalidations.ensure_listening()

@@ -34,6 +34,7 @@ from services.core.interceptors.admission import Admission
 from services.core.interceptors.errors import ErrorDomains
 from services.core.interceptors.ratelimit import rate_limiting_from_settings
 from services.core.logging import configure_logging
+from services.core.metrics import CALLS_IN_FLIGHT, serve_metrics
 from services.core.migrate import migrate_on_start
 from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
@@ -75,7 +76,7 @@ class ServiceServer:
         for job in self.jobs:
             publish = partial(self._publish_job, job.service or self.name)
             await publish(job.name, True)
-            job.start(publish)
+            job.start(publish, self.name)
         logger.info("serving", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
@@ -157,7 +158,9 @@ def build_server(
         limiting.step,
         settings.gateway_secret_value(),
         limiting.failures,
+        metrics=settings.metrics_port is not None,
     )
+    CALLS_IN_FLIGHT.track(admission, lambda a: a.running)
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
         register(server)
@@ -247,6 +250,7 @@ def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]
 
     async def main() -> None:
         try:
+            serve_metrics(settings)
             server, port = await create_server(settings)
         except Exception:
             logger.exception("failed to start")
