@@ -20,6 +20,7 @@ from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
+from gateway.metrics import admin_cluster, metrics_listener
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
@@ -191,8 +192,17 @@ def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dic
     }
 
 
+def _metrics(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The metrics listener and admin's cluster, when a metrics port is set."""
+    port = settings.gateway_metrics_port
+    if port is None:
+        return [], []
+    return [metrics_listener(settings, port)], [admin_cluster(settings)]
+
+
 def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
     """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable)."""
+    metrics_listeners, metrics_clusters = _metrics(settings)
     return {
         "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
         "admin": admin_config(settings),
@@ -216,11 +226,13 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
                             ]
                         }
                     ],
-                }
+                },
+                *metrics_listeners,
             ],
             "clusters": [
                 *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
                 *front_door_clusters(settings),
+                *metrics_clusters,
             ],
         },
         "overload_manager": {

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any, Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 from prometheus_client import (
     REGISTRY,
     Counter,
@@ -51,6 +52,15 @@ logger = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# grpc_code as Go spells the codes (go-grpc-prometheus), so that queries and alerts written for
+# any gRPC server read ours: `Unavailable`, `DeadlineExceeded`, `Canceled`, not Python's names.
+GO_CODE_NAMES = {
+    code.name: "Canceled"
+    if code is grpc.StatusCode.CANCELLED
+    else "".join(part.title() for part in code.name.split("_"))
+    for code in grpc.StatusCode
+}
+GO_CODE_NAMES["OK"] = "OK"
 UNARY = "unary"
 
 SERVER_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS)
@@ -93,18 +103,18 @@ APIKEY_CACHE_LOOKUPS = Counter(
 JOB_LAST_SUCCESS = Gauge(
     "r3mes_background_job_last_success_timestamp_seconds",
     "When the job last succeeded (its start until it has).",
-    ("service", "job"),
+    ("service", "job_name"),
 )
 JOB_FAILURES = Counter(
-    "r3mes_background_job_failures_total", "Failed runs of the job.", ("service", "job")
+    "r3mes_background_job_failures_total", "Failed runs of the job.", ("service", "job_name")
 )
 JOB_HEALTHY = Gauge(
     "r3mes_background_job_healthy",
     "1 while the job's last run succeeded (its health status), else 0.",
-    ("service", "job"),
+    ("service", "job_name"),
 )
 JOB_INTERVAL = Gauge(
-    "r3mes_background_job_interval_seconds", "The job's schedule.", ("service", "job")
+    "r3mes_background_job_interval_seconds", "The job's schedule.", ("service", "job_name")
 )
 
 OwnerT = TypeVar("OwnerT")
@@ -175,9 +185,11 @@ class CallMetrics:
         self._started.inc()
 
     def handled(self, code: str, seconds: float) -> None:
+        """`code`: the name of a grpc.StatusCode (an unknown one is kept as it is)."""
         counter = self._handled.get(code)
         if counter is None:
-            counter = self._handled[code] = SERVER_HANDLED.labels(*self._labels, code)
+            go_name = GO_CODE_NAMES.get(code, code)
+            counter = self._handled[code] = SERVER_HANDLED.labels(*self._labels, go_name)
         counter.inc()
         self._seconds.observe(seconds)
 
@@ -185,11 +197,12 @@ class CallMetrics:
 @lru_cache(maxsize=1024)
 def _client_handled(method_name: str, code: str) -> Any:
     service, _, method = method_name.lstrip("/").partition("/")
-    return CLIENT_HANDLED.labels(UNARY, service, method, code)
+    return CLIENT_HANDLED.labels(UNARY, service, method, GO_CODE_NAMES.get(code, code))
 
 
 def peer_call_handled(method_name: str, code: str) -> None:
-    """A call to a peer (`/package.Service/Method`) ended with `code` (a StatusCode's name)."""
+    """A call to a peer (`/package.Service/Method`) ended with `code` (a grpc.StatusCode's
+    name)."""
     _client_handled(method_name, code).inc()
 
 
