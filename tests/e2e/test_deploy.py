@@ -41,6 +41,16 @@ def test_the_gateway_config_is_rendered_by_the_same_code_as_make_run(
     assert compose["services"]["gateway"]["command"][:3] == ["python", "-m", "gateway.serve"]
 
 
+def test_every_service_container_and_the_gateway_serve_metrics_for_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in SERVICES:
+        assert services[name]["environment"]["R3MES_METRICS_PORT"] == "9464"
+    assert services["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"] == "9463"
+
+
 def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
     published = {name for name, service in compose["services"].items() if "ports" in service}
 
