@@ -94,6 +94,7 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.apikeys
 	$(BIN)/python -m bench.requestpath
 	$(BIN)/python -m bench.credits
+	$(BIN)/python -m bench.metrics
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

@@ -32,7 +32,7 @@ from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
 from services.core.interceptors.errors import ErrorDomains
-from services.core.interceptors.ratelimit import rate_limiting_from_settings
+from services.core.interceptors.ratelimit import RateLimitingSetup, rate_limiting_from_settings
 from services.core.logging import configure_logging
 from services.core.metrics import CALLS_IN_FLIGHT, serve_metrics
 from services.core.migrate import migrate_on_start
@@ -150,17 +150,7 @@ def build_server(
         closers = [*closers, clients.close]
     admission = Admission()
     limiting = rate_limiting_from_settings(settings)
-    chain = RequestChain(
-        ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
-        authenticators,
-        trusted_networks(settings.trusted_proxies),
-        admission,
-        limiting.step,
-        settings.gateway_secret_value(),
-        limiting.failures,
-        metrics=settings.metrics_port is not None,
-    )
-    CALLS_IN_FLIGHT.track(admission, lambda a: a.running)
+    chain = request_chain(settings, name, authenticators, admission, limiting, error_domains)
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
         register(server)
@@ -179,6 +169,30 @@ def build_server(
     closers, jobs = [*limiting.closers, *closers], [*jobs, *limiting.jobs]
     built = ServiceServer(label or name, server, health, service_names, closers, jobs, admission)
     return built, port
+
+
+def request_chain(
+    settings: Settings,
+    name: ServiceName,
+    authenticators: Sequence[Authenticator],
+    admission: Admission,
+    limiting: RateLimitingSetup,
+    error_domains: Mapping[str, str] | None = None,
+) -> RequestChain:
+    """The interceptor chain of a server named `name`, as the settings configure it (its
+    series recorded only with a metrics port)."""
+    chain = RequestChain(
+        ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
+        authenticators,
+        trusted_networks(settings.trusted_proxies),
+        admission,
+        limiting.step,
+        settings.gateway_secret_value(),
+        limiting.failures,
+        metrics=settings.metrics_port is not None,
+    )
+    CALLS_IN_FLIGHT.track(admission, lambda a: a.running)
+    return chain
 
 
 def port_setting(service: str) -> str:
