@@ -1,27 +1,31 @@
 """What the kernel records, read as Prometheus reads it: the request chain's series per method
 and code (only with a metrics port set), the /metrics page itself, rate-limit decisions, the
-API-key cache, units of work run again and the pool's connections in use."""
+API-key cache, units of work run again, and the pool: connections in use, waiting, timeouts."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
+from sqlalchemy.pool import QueuePool
 
 from services.core.db import Database
-from services.core.errors import TransactionConflict
+from services.core.errors import TransactionConflict, Unavailable
 from services.core.lifecycle import ServiceServer, build_server
 from services.core.metrics import serve_metrics
 from services.core.settings import Settings
 from services.core.testing import CreateServer, FakeClock, new_wallet_address, running_server
 from services.core.uow import UnitOfWork
+from tests.conftest import RUN_SUFFIX, settings_for
 from tests.integration.apikeys_support import as_key, issue_key
 from tests.integration.keyed_services import keyed_suite
 from tests.integration.ratelimited import WALLET_HEADER, limited_server, limited_settings
@@ -197,3 +201,42 @@ async def test_a_unit_of_work_run_again_after_a_conflict_is_counted_and_holds_a_
     retried = sample("r3mes_db_unit_of_work_retries_total", service="metricsprobe")
     assert retried == retried_before + 1
     assert sample("r3mes_db_pool_connections_in_use", service="metricsprobe") == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("postgres_available")
+async def test_a_unit_of_work_that_finds_no_pooled_connection_in_time_is_a_pool_timeout(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for("postgres", tmp_path, suffix=f"{RUN_SUFFIX}_pool").model_copy(
+        update={"db_pool_size": 1, "db_connect_timeout_seconds": 1.0}
+    )
+    database = Database.from_settings(settings, "metricspool")
+    pool = cast(QueuePool, database.engine.pool)
+    capacity = pool.size() + pool._max_overflow  # SQLAlchemy's default overflow of 10
+    release, holding = asyncio.Event(), asyncio.Semaphore(0)
+
+    async def hold() -> None:
+        async with database.transaction():
+            holding.release()
+            await release.wait()
+
+    timeouts_before = sample("r3mes_db_pool_timeouts_total", service="metricspool")
+    holders = [asyncio.ensure_future(hold()) for _ in range(capacity)]
+    try:
+        for _ in range(capacity):
+            await holding.acquire()
+        in_use = sample("r3mes_db_pool_connections_in_use", service="metricspool")
+        late = asyncio.ensure_future(hold())
+        await asyncio.sleep(0)  # it starts, and waits for a connection
+        waiting = sample("r3mes_db_pool_waiting", service="metricspool")
+        with pytest.raises(Unavailable):
+            await late
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+        await database.dispose()
+
+    assert (in_use, waiting) == (capacity, 1)
+    assert sample("r3mes_db_pool_timeouts_total", service="metricspool") == timeouts_before + 1
+    assert sample("r3mes_db_pool_waiting", service="metricspool") == 0
