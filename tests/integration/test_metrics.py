@@ -14,7 +14,6 @@ from typing import cast
 import grpc
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from sqlalchemy.pool import QueuePool
 
@@ -23,7 +22,13 @@ from services.core.errors import TransactionConflict, Unavailable
 from services.core.lifecycle import ServiceServer, build_server
 from services.core.metrics import serve_metrics
 from services.core.settings import Settings
-from services.core.testing import CreateServer, FakeClock, new_wallet_address, running_server
+from services.core.testing import (
+    CreateServer,
+    FakeClock,
+    metric_value,
+    new_wallet_address,
+    running_server,
+)
 from services.core.uow import UnitOfWork
 from tests.conftest import RUN_SUFFIX, settings_for
 from tests.integration.apikeys_support import as_key, issue_key
@@ -34,19 +39,19 @@ from tests.integration.test_interceptor_chain import Probe
 PROBE = {"grpc_type": "unary", "grpc_service": "test.Probe"}
 
 
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 def counts() -> dict[str, float]:
     """The probe's series that the tests below change."""
     return {
-        "started Echo": sample("grpc_server_started_total", **PROBE, grpc_method="Echo"),
-        "Echo OK": sample("grpc_server_handled_total", **PROBE, grpc_method="Echo", grpc_code="OK"),
-        "Fail Internal": sample(
+        "started Echo": metric_value("grpc_server_started_total", **PROBE, grpc_method="Echo"),
+        "Echo OK": metric_value(
+            "grpc_server_handled_total", **PROBE, grpc_method="Echo", grpc_code="OK"
+        ),
+        "Fail Internal": metric_value(
             "grpc_server_handled_total", **PROBE, grpc_method="Fail", grpc_code="Internal"
         ),
-        "timed Echo": sample("grpc_server_handling_seconds_count", **PROBE, grpc_method="Echo"),
+        "timed Echo": metric_value(
+            "grpc_server_handling_seconds_count", **PROBE, grpc_method="Echo"
+        ),
     }
 
 
@@ -88,7 +93,7 @@ async def test_each_call_is_counted_by_service_method_and_code_and_timed(
 
     added = {name: value - before[name] for name, value in counts().items()}
     assert added == {"started Echo": 3, "Echo OK": 3, "Fail Internal": 1, "timed Echo": 3}
-    assert sample("r3mes_grpc_server_calls_in_flight") == 0
+    assert metric_value("r3mes_grpc_server_calls_in_flight") == 0
 
 
 @pytest.mark.parametrize("probed", [None], indirect=True)
@@ -135,8 +140,8 @@ def test_a_metrics_port_in_use_is_refused_naming_the_setting(tmp_path: Path) -> 
 async def test_rate_limit_decisions_are_counted_by_policy_and_result(tmp_path: Path) -> None:
     def decisions() -> tuple[float, float]:
         return (
-            sample("r3mes_ratelimit_decisions_total", policy="read", result="allowed"),
-            sample("r3mes_ratelimit_decisions_total", policy="read", result="limited"),
+            metric_value("r3mes_ratelimit_decisions_total", policy="read", result="allowed"),
+            metric_value("r3mes_ratelimit_decisions_total", policy="read", result="limited"),
         )
 
     before = decisions()
@@ -155,15 +160,15 @@ async def test_rate_limit_decisions_are_counted_by_policy_and_result(tmp_path: P
     assert codes[-1] is grpc.StatusCode.RESOURCE_EXHAUSTED
     allowed, limited = decisions()
     assert (allowed - before[0], limited - before[1]) == (3, 1)
-    assert sample("r3mes_ratelimit_limiter_available") >= 1
-    assert sample("r3mes_ratelimit_failing_open") == 0
+    assert metric_value("r3mes_ratelimit_limiter_available") >= 1
+    assert metric_value("r3mes_ratelimit_failing_open") == 0
 
 
 async def test_an_api_key_asked_twice_is_one_cache_miss_then_one_hit(settings: Settings) -> None:
     def lookups() -> tuple[float, float]:
         return (
-            sample("r3mes_apikey_cache_lookups_total", result="miss"),
-            sample("r3mes_apikey_cache_lookups_total", result="hit"),
+            metric_value("r3mes_apikey_cache_lookups_total", result="miss"),
+            metric_value("r3mes_apikey_cache_lookups_total", result="hit"),
         )
 
     async with keyed_suite(settings, FakeClock()) as suite:
@@ -186,21 +191,21 @@ async def test_a_unit_of_work_run_again_after_a_conflict_is_counted_and_holds_a_
     tries: list[float] = []
 
     async def work(_connection: object) -> str:
-        tries.append(sample("r3mes_db_pool_connections_in_use", service="metricsprobe"))
+        tries.append(metric_value("r3mes_db_pool_connections_in_use", service="metricsprobe"))
         if len(tries) == 1:
             raise TransactionConflict("the first try loses")
         return "done"
 
-    retried_before = sample("r3mes_db_unit_of_work_retries_total", service="metricsprobe")
+    retried_before = metric_value("r3mes_db_unit_of_work_retries_total", service="metricsprobe")
     try:
         assert await uow.run(work) == "done"
     finally:
         await database.dispose()
 
     assert tries == [1, 1]  # each try held one pooled connection while it ran
-    retried = sample("r3mes_db_unit_of_work_retries_total", service="metricsprobe")
+    retried = metric_value("r3mes_db_unit_of_work_retries_total", service="metricsprobe")
     assert retried == retried_before + 1
-    assert sample("r3mes_db_pool_connections_in_use", service="metricsprobe") == 0
+    assert metric_value("r3mes_db_pool_connections_in_use", service="metricsprobe") == 0
 
 
 @pytest.mark.postgres
@@ -221,15 +226,15 @@ async def test_a_unit_of_work_that_finds_no_pooled_connection_in_time_is_a_pool_
             holding.release()
             await release.wait()
 
-    timeouts_before = sample("r3mes_db_pool_timeouts_total", service="metricspool")
+    timeouts_before = metric_value("r3mes_db_pool_timeouts_total", service="metricspool")
     holders = [asyncio.ensure_future(hold()) for _ in range(capacity)]
     try:
         for _ in range(capacity):
             await holding.acquire()
-        in_use = sample("r3mes_db_pool_connections_in_use", service="metricspool")
+        in_use = metric_value("r3mes_db_pool_connections_in_use", service="metricspool")
         late = asyncio.ensure_future(hold())
         await asyncio.sleep(0)  # it starts, and waits for a connection
-        waiting = sample("r3mes_db_pool_waiting", service="metricspool")
+        waiting = metric_value("r3mes_db_pool_waiting", service="metricspool")
         with pytest.raises(Unavailable):
             await late
     finally:
@@ -238,5 +243,7 @@ async def test_a_unit_of_work_that_finds_no_pooled_connection_in_time_is_a_pool_
         await database.dispose()
 
     assert (in_use, waiting) == (capacity, 1)
-    assert sample("r3mes_db_pool_timeouts_total", service="metricspool") == timeouts_before + 1
-    assert sample("r3mes_db_pool_waiting", service="metricspool") == 0
+    assert (
+        metric_value("r3mes_db_pool_timeouts_total", service="metricspool") == timeouts_before + 1
+    )
+    assert metric_value("r3mes_db_pool_waiting", service="metricspool") == 0
