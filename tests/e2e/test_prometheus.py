@@ -13,6 +13,7 @@ import pytest
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
 from gateway.local_stack import LOOPBACK, LocalStack, running_stack
+from services.core.registry import NAMES
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.prometheus import Prometheus, running_prometheus
@@ -24,7 +25,7 @@ USERS = "r3mes.users.v1.UsersService"
 
 PROCESSES = {
     "one-process": {"services", "gateway"},
-    "split": {"users", "apikeys", "mining", "credits", "gateway"},
+    "split": {*NAMES, "gateway"},
 }
 
 
