@@ -31,7 +31,6 @@ from functools import lru_cache
 from typing import Any, Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
-import grpc
 from prometheus_client import (
     REGISTRY,
     Counter,
@@ -52,15 +51,8 @@ logger = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
-# grpc_code as Go spells the codes (go-grpc-prometheus), so that queries and alerts written for
-# any gRPC server read ours: `Unavailable`, `DeadlineExceeded`, `Canceled`, not Python's names.
-GO_CODE_NAMES = {
-    code.name: "Canceled"
-    if code is grpc.StatusCode.CANCELLED
-    else "".join(part.title() for part in code.name.split("_"))
-    for code in grpc.StatusCode
-}
-GO_CODE_NAMES["OK"] = "OK"
+# Go's spelling of the one code whose words are not Python's (CANCELLED).
+_GO_SPELLING = {"OK": "OK", "CANCELLED": "Canceled"}
 UNARY = "unary"
 
 SERVER_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", GRPC_LABELS)
@@ -185,19 +177,24 @@ class CallMetrics:
         self._started.inc()
 
     def handled(self, code: str, seconds: float) -> None:
-        """`code`: the name of a grpc.StatusCode (an unknown one is kept as it is)."""
+        """`code`: the name of a grpc.StatusCode."""
         counter = self._handled.get(code)
         if counter is None:
-            go_name = GO_CODE_NAMES.get(code, code)
-            counter = self._handled[code] = SERVER_HANDLED.labels(*self._labels, go_name)
+            counter = self._handled[code] = SERVER_HANDLED.labels(*self._labels, go_code(code))
         counter.inc()
         self._seconds.observe(seconds)
+
+
+def go_code(name: str) -> str:
+    """grpc_code as Go spells the codes (go-grpc-prometheus), so that queries and alerts made
+    for any gRPC server read ours: `DEADLINE_EXCEEDED` is `DeadlineExceeded`."""
+    return _GO_SPELLING.get(name) or "".join(word.title() for word in name.split("_"))
 
 
 @lru_cache(maxsize=1024)
 def _client_handled(method_name: str, code: str) -> Any:
     service, _, method = method_name.lstrip("/").partition("/")
-    return CLIENT_HANDLED.labels(UNARY, service, method, GO_CODE_NAMES.get(code, code))
+    return CLIENT_HANDLED.labels(UNARY, service, method, go_code(code))
 
 
 def peer_call_handled(method_name: str, code: str) -> None:
