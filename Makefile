@@ -52,6 +52,10 @@ node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (np
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
 	$(BIN)/python -m gateway.openapi --out gateway/openapi.json
 
+.PHONY: k8s
+k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
+	$(BIN)/python -m tools.k8s
+
 .PHONY: migrate
 migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)
 	$(BIN)/python -m services.core.migrate

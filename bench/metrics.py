@@ -25,8 +25,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from bench.noop_server import FULL_METHOD, noop_handler
 from bench.results import RESULTS_DIR, machine, write_results
-from services.core.apikey_auth import authenticators_for
-from services.core.clients import ServiceClients
+from services.core.auth import InternalTokenAuthenticator
 from services.core.interceptors.admission import Admission
 from services.core.interceptors.ratelimit import rate_limiting_from_settings
 from services.core.lifecycle import request_chain
@@ -66,7 +65,8 @@ async def wrapped_noop(metrics: bool) -> Handler:
     chain = request_chain(
         settings,
         "users",
-        authenticators_for(settings, ServiceClients(settings)),
+        # build_server's default; API keys are no cost of a call that presents none.
+        [InternalTokenAuthenticator(settings.internal_token_value())],
         Admission(),
         rate_limiting_from_settings(settings),
     )

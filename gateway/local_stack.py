@@ -188,11 +188,15 @@ class LocalStack:
     def start_front_door(self) -> None:
         self._spawn("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
 
-    def start_envoy(self) -> None:
+    def start_envoy(self, rendered: Path | None = None) -> None:
         # The same command as deploy/ and `make run`: render from the environment, then exec
-        # Envoy (so the pid we hold is Envoy's).
-        config = self.work_dir / "envoy.yaml"
-        self._spawn("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(config)])
+        # Envoy (so the pid we hold is Envoy's). Or, as deploy/k8s does, on a rendered config.
+        if rendered is not None:
+            command = [sys.executable, "-m", "gateway.serve", "--config", str(rendered)]
+        else:
+            config = self.work_dir / "envoy.yaml"
+            command = [sys.executable, "-m", "gateway.serve", "--out", str(config)]
+        self._spawn("envoy", command)
 
     def wait_until_ready(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds

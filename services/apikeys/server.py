@@ -7,17 +7,17 @@ from datetime import timedelta
 
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
+from services.apikeys.authentication import APIKeyAuthenticator
 from services.apikeys.domain import Validation
+from services.apikeys.key_cache import KeyInvalidations
 from services.apikeys.repository import APIKeysRepositories
 from services.apikeys.servicer import APIKeysServicer
 from services.apikeys.spec import SPEC
 from services.apikeys.usecases import APIKeysUseCases, KeyPolicy
-from services.core.apikey_auth import APIKeyAuthenticator, KeyCheck, KeyStatus
 from services.core.auth import InternalTokenAuthenticator
 from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
 from services.core.hosting import HostContext, ServiceParts, host
-from services.core.key_cache import KeyInvalidations
 from services.core.lifecycle import ServiceServer, open_database, run
 from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
@@ -33,17 +33,8 @@ class LocalKeyValidator:
     def __init__(self, use_cases: APIKeysUseCases) -> None:
         self._use_cases = use_cases
 
-    async def validate(self, secret: str) -> KeyCheck:
-        return key_check_of(await self._use_cases.validate(secret))
-
-
-def key_check_of(validation: Validation) -> KeyCheck:
-    return KeyCheck(
-        KeyStatus[validation.status.name],
-        validation.wallet_address,
-        validation.key_id,
-        validation.expire_time,
-    )
+    async def validate(self, secret: str) -> Validation:
+        return await self._use_cases.validate(secret)
 
 
 async def build(context: HostContext) -> ServiceParts:

@@ -21,13 +21,13 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from services.core.apikey_auth import authenticators_for
-from services.core.auth import Authenticator
+from services.core.auth import Authenticator, InternalTokenAuthenticator
 from services.core.background import PeriodicJob
 from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.colocated import ColocatedStub
 from services.core.lifecycle import Closer, ServiceServer, build_server, registration
+from services.core.registry import SERVICES
 from services.core.servicespec import ServiceSpec
 from services.core.settings import Settings
 
@@ -118,8 +118,7 @@ async def host(
         raise
     built = [context.built[spec.name] for spec in specs]
     if authenticators is None:
-        own = [parts.authenticators for _, parts in built if parts.authenticators is not None]
-        authenticators = own[0] if own else authenticators_for(settings, context.clients, clock)
+        authenticators = _authenticators(context, built)
     jobs = []
     for spec, parts in built:
         for job in parts.jobs:
@@ -136,6 +135,21 @@ async def host(
         error_domains={spec.proto_service: spec.error_domain for spec, _ in built},
         label="+".join(spec.name for spec in specs),
     )
+
+
+def _authenticators(
+    context: HostContext, hosted: Sequence[tuple[ServiceSpec, ServiceParts]]
+) -> Sequence[Authenticator]:
+    """A hosted service that checks credentials itself does it for every hosted one; else the
+    issuer of credentials says how to check them from elsewhere (apikeys: over gRPC); with no
+    issuer registered, only the internal token is known."""
+    for _, parts in hosted:
+        if parts.authenticators is not None:
+            return parts.authenticators
+    for spec in SERVICES:
+        if spec.authenticators_elsewhere is not None:
+            return spec.authenticators_elsewhere(context)
+    return [InternalTokenAuthenticator(context.settings.internal_token_value())]
 
 
 async def _close_all(context: HostContext) -> None:

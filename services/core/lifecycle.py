@@ -24,10 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.core.apikey_auth import authenticators_for
-from services.core.auth import Authenticator
+from services.core.auth import Authenticator, InternalTokenAuthenticator
 from services.core.background import PeriodicJob
-from services.core.clients import ServiceClients
 from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
@@ -77,7 +75,7 @@ class ServiceServer:
             publish = partial(self._publish_job, job.service or self.name)
             await publish(job.name, True)
             job.start(publish, self.name)
-        logger.info("serving", extra={"service": self.name})
+        logger.info("serving calls", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then close."""
@@ -138,25 +136,23 @@ def build_server(
     """Assemble the server: interceptor chain, the service's servicers, health and reflection.
 
     `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
-    `authenticators` decide who is calling (default: what every service accepts,
-    `authenticators_for`, on clients of the server's own); `jobs` run in the background while
-    the server serves, their state published in health. A server of several services
-    (services.core.hosting) listens on the port of `name`, its first, gives `error_domains` per
-    proto service and is called `label` in the logs.
+    `authenticators` decide who is calling (default: the internal token alone; a hosted
+    service gets what services.core.hosting derives from the registry, API keys included);
+    `jobs` run in the background while the server serves, their state published in health. A
+    server of several services (services.core.hosting) listens on the port of `name`, its
+    first, gives `error_domains` per proto service and is called `label` in the logs.
     """
     if authenticators is None:
-        clients = ServiceClients(settings)
-        authenticators = authenticators_for(settings, clients)
-        closers = [*closers, clients.close]
+        authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
     admission = Admission()
-    limiting = rate_limiting_from_settings(settings)
+    service_names = [full_name for _, full_name in registrations]
+    limiting = rate_limiting_from_settings(settings, service_names)
     chain = request_chain(settings, name, authenticators, admission, limiting, error_domains)
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
         register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    service_names = [full_name for _, full_name in registrations]
     reflection.enable_server_reflection(
         [
             *service_names,

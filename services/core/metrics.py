@@ -5,7 +5,7 @@ The gRPC server and client series carry go-grpc-prometheus's names and labels
 `grpc_client_handled_total`; `grpc_type`, `grpc_service`, `grpc_method`, `grpc_code`), so the
 dashboards and alerts written for any gRPC server read ours as they are. Everything else is
 `r3mes_*`. The kernel records what it owns (the request chain, the pools, units of work, the
-rate limiter, the API-key cache, calls to peers, background jobs); a service registers its own
+rate limiter, calls to peers, background jobs); a service registers its own
 series beside its code (services/<name>/metrics.py).
 
 Every RPC pays for the chain's series, so each method's series are resolved once
@@ -86,11 +86,6 @@ RATELIMIT_DECISIONS = Counter(
     "Rate-limit decisions: allowed, limited, unchecked (admitted while the limiter fails "
     "open) or undecided (refused: no decision).",
     ("policy", "result"),
-)
-APIKEY_CACHE_LOOKUPS = Counter(
-    "r3mes_apikey_cache_lookups_total",
-    "API-key checks answered from this process's cache (hit) or asked of apikeys (miss).",
-    ("result",),
 )
 JOB_LAST_SUCCESS = Gauge(
     "r3mes_background_job_last_success_timestamp_seconds",

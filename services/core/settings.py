@@ -12,7 +12,7 @@ import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core import validators
@@ -21,6 +21,13 @@ _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 # A service's name, as services.core.registry finds it (the kernel lists none).
 ServiceName = str
+
+
+class ServingPrice(BaseModel):
+    """Micro-credits per token of one model or adapter."""
+
+    prompt: int = Field(ge=0, le=10**9)
+    completion: int = Field(ge=0, le=10**9)
 
 
 class Settings(BaseSettings):
@@ -94,6 +101,7 @@ class Settings(BaseSettings):
     apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
     mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
     credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
+    serving_port: int = Field(50055, ge=0, le=65535, description="gRPC port of serving.")
     users_target: str | None = Field(
         None, description="Where other services reach users. Unset: its port on this host."
     )
@@ -105,6 +113,9 @@ class Settings(BaseSettings):
     )
     credits_target: str | None = Field(
         None, description="Where others reach credits. Unset: its port on this host."
+    )
+    serving_target: str | None = Field(
+        None, description="Where others reach serving. Unset: its port on this host."
     )
     call_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline of a service-to-service call."
@@ -161,6 +172,64 @@ class Settings(BaseSettings):
                 raise ValueError(f"proposer {proposer!r} is not a hex address")
             checked[proposer.upper()] = validators.wallet_address(wallet)
         return checked
+
+    # --- serving (services/serving): paid inference on the network's nodes ---
+    serving_prices: dict[str, ServingPrice] = Field(
+        {},
+        description="Price per token of each model or LoRA adapter, in micro-credits, as JSON: "
+        '{"llama-3.1-8b": {"prompt": 1, "completion": 3}}. An adapter is priced by its own '
+        "name, a model or adapter not listed at the defaults below.",
+    )
+    serving_default_prompt_price_micro_credits: int = Field(
+        1, ge=0, le=10**9, description="Price per prompt token of models not in serving_prices."
+    )
+    serving_default_completion_price_micro_credits: int = Field(
+        2,
+        ge=0,
+        le=10**9,
+        description="Price per completion token of models not in serving_prices.",
+    )
+    serving_node_share_percent: int = Field(
+        70,
+        ge=0,
+        le=100,
+        description="Share of each confirmed charge credited to the node's owner (rounded down).",
+    )
+    serving_node_offline_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A node not heard from (registration or heartbeat) for this long is offline: "
+        "no traffic until it beats again.",
+    )
+    serving_node_failure_cooldown_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A node that failed a chat before its first token gets no traffic from this "
+        "process for this long.",
+    )
+    serving_node_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for a node: to connect, for its first token, between tokens.",
+    )
+    serving_endpoint_ports: list[int] = Field(
+        [80, 443, 8000, 8080, 11434],
+        description="Ports a node endpoint on a public address may use (vLLM 8000, llama.cpp "
+        "8080, Ollama 11434).",
+    )
+    serving_private_networks: list[str] = Field(
+        [],
+        description="Networks (CIDRs) a node endpoint may name by IP address although they are "
+        "not public, on any port: an operator setting (`make run` and the tests allow "
+        "127.0.0.0/8). A host name must always resolve to public addresses only.",
+    )
+
+    @field_validator("serving_private_networks")
+    @classmethod
+    def _private_networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            ipaddress.ip_network(cidr, strict=False)
+        return cidrs
 
     internal_token: SecretStr | None = Field(
         None,
@@ -354,6 +423,13 @@ class Settings(BaseSettings):
         le=65535,
         description="The front door's gRPC port: reflection of every service at once, which the "
         "gateway routes grpcurl's reflection calls to.",
+    )
+    reference_node_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        description="Port of the reference serving node (`python -m tools.reference_node`) that "
+        "`make run` starts on 127.0.0.1 and registers, so a newcomer can chat at once. 0: none.",
     )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."

@@ -80,6 +80,10 @@ class RequestChain(AsyncServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
+        # Overridden, not left to grpc-interceptor: its own version builds a new wrapped
+        # handler on every call and has `intercept` read the metadata again; this one wraps
+        # each method once (its `intercept` still runs every unary call) and hands the
+        # metadata grpc already built to the steps.
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED
             return None

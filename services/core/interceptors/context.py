@@ -25,6 +25,7 @@ from services.core.network import (
     client_address,
     client_address_var,
 )
+from services.core.validators import API_KEY_PREFIX
 
 MAX_REQUEST_ID_LENGTH = 128
 INFRASTRUCTURE_PREFIX = "/grpc."
@@ -134,7 +135,13 @@ def log_access(record: CallRecord) -> None:
 
 
 def request_id_for(offered: str | None) -> str:
-    if offered is not None and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isprintable():
+    if (
+        offered is not None
+        and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH
+        and offered.isprintable()
+        # Every line of the call carries its id: never one that holds an API key.
+        and API_KEY_PREFIX not in offered.lower()
+    ):
         return offered
     return f"{_ids.getrandbits(128):032x}"
 

@@ -18,7 +18,7 @@ the call's).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -225,9 +225,13 @@ class RateLimitingSetup:
     closers: list[Closer] = field(default_factory=list)
 
 
-def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
-    """Load and check the policy file (raises PolicyFileError) and open the backend."""
+def rate_limiting_from_settings(
+    settings: Settings, service_names: Sequence[str] = ()
+) -> RateLimitingSetup:
+    """Load the policy file and check it against the hosted services' methods (raises
+    PolicyFileError), then open the backend."""
     policies = load_policies(settings.ratelimit_policies_file)
+    policies.check(service_names)
     limiter = limiter_from_settings(settings)
     if limiter is None:
         return RateLimitingSetup()
