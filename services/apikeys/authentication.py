@@ -30,6 +30,7 @@ from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 from services.apikeys.domain import NOT_FOUND, Validation, ValidationStatus
 from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
 from services.apikeys.metrics import CACHE_HITS, CACHE_MISSES
+from services.apikeys.settings import APIKeysSettings
 from services.core import validators
 from services.core.auth import (
     AuthenticationFailures,
@@ -175,11 +176,11 @@ _STATUSES = {
 
 
 def authenticators_for(
-    settings: Settings, clients: ServiceClients, clock: Clock = utc_now
+    settings: Settings, own: APIKeysSettings, clients: ServiceClients, clock: Clock = utc_now
 ) -> list[Authenticator]:
     """What a process that does not host apikeys accepts: the internal token and API keys,
     checked by the apikeys service over gRPC. The Redis listener closes with `clients`."""
-    invalidations = KeyInvalidations.from_settings(settings)
+    invalidations = KeyInvalidations.from_settings(settings, own)
     clients.closing(invalidations.close)
     authenticator = APIKeyAuthenticator(
         RemoteKeyValidator(clients.channel("apikeys")), invalidations, clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from services.apikeys.settings import APIKeysSettings
 from services.core.servicespec import ServiceSpec
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ async def _build(context: HostContext) -> ServiceParts:
 def _authenticators_elsewhere(context: HostContext) -> list[Authenticator]:
     from services.apikeys.authentication import authenticators_for
 
-    return authenticators_for(context.settings, context.clients, context.clock)
+    own = context.own(APIKeysSettings)
+    return authenticators_for(context.settings, own, context.clients, context.clock)
 
 
 SPEC = ServiceSpec(
@@ -30,4 +32,5 @@ SPEC = ServiceSpec(
     default_port=50052,
     build=_build,
     authenticators_elsewhere=_authenticators_elsewhere,
+    settings=APIKeysSettings,
 )

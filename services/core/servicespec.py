@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from services.core.auth import Authenticator
     from services.core.hosting import HostContext, ServiceParts
+    from services.core.settings import SettingsBase
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class ServiceSpec:
     # A service that issues credentials (apikeys: API keys) says how a process that does not
     # host it checks them; a process that hosts it uses its parts' own authenticators.
     authenticators_elsewhere: Callable[[HostContext], Sequence[Authenticator]] | None = None
+    # Its own settings (`services/<name>/settings.py`), read through `HostContext.own`; listed
+    # in docs/configuration.md with the kernel's.
+    settings: type[SettingsBase] | None = None
 
     @property
     def error_domain(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from services.core.servicespec import ServiceSpec
+from services.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
     from services.core.hosting import HostContext, ServiceParts
@@ -23,4 +24,5 @@ SPEC = ServiceSpec(
     default_port=50055,
     build=_build,
     peers=("credits",),
+    settings=ServingSettings,
 )

@@ -84,13 +84,13 @@ async def test_network_stats_add_up_what_credits_and_mining_hold(suite: Suite) -
 
 @pytest.fixture(params=TOPOLOGIES)
 async def suite_trusting_keys_briefly(
-    request: pytest.FixtureRequest, settings: Settings
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Suite]:
     """Split, another process learns of a revocation when its cached answer expires (without
     Redis), so its cache holds answers a microsecond here; in one process the revocation is
     seen at once, so the default TTL (seconds) is kept there."""
     if request.param == "split":
-        settings = settings.model_copy(update={"apikeys_cache_ttl_seconds": 1e-6})
+        monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "1e-6")
     async with running_suite(settings, request.param, FakeClock()) as running:
         yield running
 
