@@ -107,13 +107,18 @@ async def migrate_all(settings: Settings, services: Sequence[ServiceName]) -> No
         print(f"{service}: migrated to head")
 
 
+def history(service: ServiceName) -> ScriptDirectory:
+    """The service's migration scripts, read from disk (no database needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(SERVICES_ROOT / service / "migrations"))
+    return ScriptDirectory.from_config(config)
+
+
 def _behind(service: ServiceName, revision: str | None) -> bool:
     """Whether a schema at `revision` still needs migrations this code ships. A revision this
     code does not know was written by a newer release: ahead, not behind (its migrations keep
     older code working, so a rolled-back release still starts)."""
-    config = Config()
-    config.set_main_option("script_location", str(SERVICES_ROOT / service / "migrations"))
-    script = ScriptDirectory.from_config(config)
+    script = history(service)
     known = {r.revision for r in script.walk_revisions()}
     return revision is None or (revision in known and revision != script.get_current_head())
 
