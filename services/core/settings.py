@@ -30,6 +30,13 @@ class ServingPrice(BaseModel):
     completion: int = Field(ge=0, le=10**9)
 
 
+class Canary(BaseModel):
+    """A second version of one service that the gateway sends a share of its calls to."""
+
+    target: str = Field(pattern=r"^\S+:\d+$", description="host:port of the second version")
+    weight: int = Field(ge=0, le=100, description="Percent of the service's gateway calls")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="R3MES_", env_file=".env", extra="ignore")
 
@@ -417,6 +424,15 @@ class Settings(BaseSettings):
     )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
+    )
+    canaries: dict[ServiceName, Canary] = Field(
+        {},
+        description='Canary releases, JSON: {"credits": {"target": "10.0.0.7:50054", "weight": '
+        "5}} sends 5 % of credits' calls through the gateway to a second version at that "
+        "target, the rest to its usual target. The weight is where Envoy starts; Envoy's "
+        "runtime key `r3mes.canary.<service>` changes it while running (`python -m "
+        "gateway.canary`), without dropping a call. Calls between services do not pass the "
+        "gateway and are not split.",
     )
 
     @field_validator("trusted_proxies")
