@@ -64,8 +64,16 @@ migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (u
 run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m gateway.run
 
+# Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
+# and promtool, which checks and unit-tests the alert rules of deploy/prometheus.
+.PHONY: prometheus-tools
+prometheus-tools: ## Install Prometheus and promtool from Debian when missing (the tests use both)
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends prometheus; \
+	fi
+
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest
 
 .PHONY: lint
@@ -95,6 +103,7 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.apikeys
 	$(BIN)/python -m bench.requestpath
 	$(BIN)/python -m bench.credits
+	$(BIN)/python -m bench.metrics
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

@@ -53,12 +53,16 @@ class StackPorts:
     gateway: int
     frontdoor: int
     frontdoor_grpc: int
+    # Metrics ports (none: off): each service process's, by its name, and Envoy's as `gateway`.
+    metrics: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def pick(cls, topology: Topology = ONE_PROCESS) -> StackPorts:
+    def pick(cls, topology: Topology = ONE_PROCESS, *, metrics: bool = False) -> StackPorts:
         shared = free_port()
         services = {n: shared if topology == ONE_PROCESS else free_port() for n in NAMES}
-        return cls(services, free_port(), free_port(), free_port())
+        processes = [HOST] if topology == ONE_PROCESS else list(NAMES)
+        metrics_ports = {p: free_port() for p in [*processes, "gateway"]} if metrics else {}
+        return cls(services, free_port(), free_port(), free_port(), metrics_ports)
 
 
 def stack_environment(
@@ -87,6 +91,11 @@ def stack_environment(
             "R3MES_TOPOLOGY": topology,
         }
     )
+    if ports.metrics:
+        # Envoy's; each service process gets its own R3MES_METRICS_PORT when it is started
+        # (this one is the first's: `make run` numbers the others from it).
+        environment["R3MES_GATEWAY_METRICS_PORT"] = str(ports.metrics["gateway"])
+        environment["R3MES_METRICS_PORT"] = str(next(iter(ports.metrics.values())))
     for name, port in ports.grpc.items():
         environment[f"R3MES_{name.upper()}_PORT"] = str(port)
         environment[f"R3MES_{name.upper()}_TARGET"] = f"{LOOPBACK}:{port}"
@@ -143,13 +152,18 @@ class LocalStack:
         log = next(s.log for s in self.started if s.name == self.process_of(name))
         return log.read_text(errors="replace")
 
+    @property
+    def metrics_targets(self) -> dict[str, str]:
+        """Where each process serves its metrics (name: host:port); empty when off."""
+        return {name: f"{LOOPBACK}:{port}" for name, port in self.ports.metrics.items()}
+
     def _spawn(self, name: str, command: list[str]) -> None:
         log = self.work_dir / f"{name}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=self.environment,
+                env=self._environment_of(name),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 # Its own process group: a Ctrl-C in the terminal reaches only pytest, which then
@@ -157,6 +171,12 @@ class LocalStack:
                 start_new_session=True,
             )
         self.started.append(_Started(name, process, log))
+
+    def _environment_of(self, name: str) -> dict[str, str]:
+        port = self.ports.metrics.get(name)
+        if port is None or name == "gateway":
+            return self.environment
+        return {**self.environment, "R3MES_METRICS_PORT": str(port)}
 
     def start_services(self) -> None:
         if self.topology == ONE_PROCESS:
@@ -244,12 +264,14 @@ def running_stack(
     extra_environment: Mapping[str, str] | None = None,
     ready_timeout_seconds: float = 60.0,
     topology: Topology | None = None,
+    metrics: bool = False,
 ) -> Iterator[LocalStack]:
-    """Start the services (and Envoy), wait until all are serving, stop them all on exit."""
+    """Start the services (and Envoy), wait until all are serving, stop them all on exit;
+    `metrics` gives every service process and Envoy a metrics port (`metrics_targets`)."""
     chosen = topology or cast(
         Topology, (extra_environment or {}).get("R3MES_TOPOLOGY", ONE_PROCESS)
     )
-    ports = StackPorts.pick(chosen)
+    ports = StackPorts.pick(chosen, metrics=metrics)
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)

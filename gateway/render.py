@@ -24,6 +24,7 @@ from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
+from gateway.metrics import admin_cluster, metrics_listener
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
@@ -173,12 +174,21 @@ def _connection_manager_fields(
     }
 
 
+def _metrics(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The metrics listener and admin's cluster, when a metrics port is set."""
+    port = settings.gateway_metrics_port
+    if port is None:
+        return [], []
+    return [metrics_listener(settings, port)], [admin_cluster(settings)]
+
+
 def build_config(
     settings: Settings, descriptor_path: Path, *, gateway_secret: str | None = None
 ) -> dict[str, Any]:
     """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable). `gateway_secret`, when
     given, is sent instead of the settings' (GATEWAY_SECRET_FROM_ENVIRONMENT, say)."""
     gateway_secret = gateway_secret or settings.gateway_secret_value()
+    metrics_listeners, metrics_clusters = _metrics(settings)
     return {
         "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
         "admin": admin_config(settings),
@@ -205,12 +215,14 @@ def build_config(
                             ]
                         }
                     ],
-                }
+                },
+                *metrics_listeners,
             ],
             "clusters": [
                 *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
                 *(cluster(canary_upstream(u), c.target) for u, c in canaries(settings).items()),
                 *front_door_clusters(settings),
+                *metrics_clusters,
             ],
         },
         "overload_manager": {

@@ -29,6 +29,7 @@ from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
 from services.apikeys.domain import NOT_FOUND, Validation, ValidationStatus
 from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
+from services.apikeys.metrics import CACHE_HITS, CACHE_MISSES
 from services.core import validators
 from services.core.auth import (
     AuthenticationFailures,
@@ -43,6 +44,7 @@ from services.core.settings import Settings
 from services.core.wire import utc_datetime
 
 logger = logging.getLogger(__name__)
+
 
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
@@ -106,11 +108,13 @@ class APIKeyAuthenticator:
         digest = hashlib.sha256(secret.encode()).digest()
         cached = self._cache.get(digest)  # only well-formed keys are ever cached
         if cached is not None and not _past_expiry(cached, self._clock()):
+            CACHE_HITS.inc()
             return cached
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
             return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+        CACHE_MISSES.inc()
         if self._failures is not None:  # a client past its allowance asks nothing more
             await self._failures.before_lookup()
         self._invalidations.ensure_listening()

@@ -369,6 +369,14 @@ class Settings(BaseSettings):
         description="How long calls on a connection asked to close may still run; keep it "
         "above gateway_route_timeout_seconds.",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of this process's Prometheus metrics (/metrics, on listen_host); "
+        "with workers above 1, worker i serves on this port + i. Unset: no metrics are "
+        "recorded or served. `make run` sets one per process (its banner lists them).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
@@ -380,6 +388,14 @@ class Settings(BaseSettings):
         description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
         "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
         "reach.",
+    )
+    gateway_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="A listener of Envoy on listen_host at this port answering GET /metrics "
+        "with Envoy's own statistics (admin's /stats/prometheus, and nothing else of admin). "
+        "Unset: none. `make run` opens one (its banner says where).",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],

@@ -41,6 +41,16 @@ def test_the_gateway_config_is_rendered_by_the_same_code_as_make_run(
     assert compose["services"]["gateway"]["command"][:3] == ["python", "-m", "gateway.serve"]
 
 
+def test_every_service_container_and_the_gateway_serve_metrics_for_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in SERVICES:
+        assert services[name]["environment"]["R3MES_METRICS_PORT"] == "9464"
+    assert services["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"] == "9463"
+
+
 def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
     published = {name for name, service in compose["services"].items() if "ports" in service}
 
@@ -104,7 +114,7 @@ def test_every_service_container_is_health_checked_over_grpc_and_has_resource_li
         assert service["deploy"]["resources"]["limits"], name
 
 
-def test_prometheus_scrapes_the_metrics_port_of_every_registered_service(
+def test_prometheus_scrapes_every_registered_service_and_the_gateway_with_the_alerts_loaded(
     compose: dict[str, Any],
 ) -> None:
     prometheus = compose["services"]["prometheus"]
@@ -112,8 +122,12 @@ def test_prometheus_scrapes_the_metrics_port_of_every_registered_service(
     config = yaml.safe_load((COMPOSE.parent / mounted).read_text())
     metrics_port = compose["services"]["users"]["environment"]["R3MES_METRICS_PORT"]
 
-    (job,) = config["scrape_configs"]
-    (discovery,) = job["dns_sd_configs"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (discovery,) = jobs["r3mes-services"]["dns_sd_configs"]
+    gateway_port = compose["services"]["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"]
+    assert jobs["gateway"]["static_configs"] == [{"targets": [f"gateway:{gateway_port}"]}]
+    assert config["rule_files"] == ["alerts.yml"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
     assert inside == "/etc/prometheus/prometheus.yml"
     assert f"--config.file={inside}" in prometheus["command"]
     assert discovery["names"] == list(SERVICES)
