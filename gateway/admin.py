@@ -70,11 +70,11 @@ def _connection(endpoint: AdminEndpoint) -> http.client.HTTPConnection:
     return _UnixHTTPConnection(endpoint)
 
 
-def admin_post(endpoint: AdminEndpoint, path_and_query: str) -> tuple[int, str]:
-    """POST to admin (it changes state only on POST); the status and the body."""
+def admin_request(endpoint: AdminEndpoint, method: str, path_and_query: str) -> tuple[int, str]:
+    """One call to admin (which changes state only on POST): the status and the body."""
     connection = _connection(endpoint)
     try:
-        connection.request("POST", path_and_query)
+        connection.request(method, path_and_query)
         response = connection.getresponse()
         return response.status, response.read().decode(errors="replace")
     finally:

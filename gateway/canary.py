@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.admin import AdminEndpoint, admin_endpoint, admin_post
+from gateway.admin import AdminEndpoint, admin_endpoint, admin_request
 from gateway.catalog import UPSTREAMS, Upstream
 from services.core.settings import Canary, Settings
 
@@ -73,7 +73,8 @@ def set_weight(endpoint: AdminEndpoint, service: str, weight: int) -> None:
     """Send `weight` percent of `service`'s calls to its canary from the next call on."""
     if not 0 <= weight <= 100:
         raise ValueError(f"a weight is a percentage, 0 to 100, not {weight}")
-    status, body = admin_post(endpoint, f"/runtime_modify?{runtime_key(service)}={weight}")
+    query = f"/runtime_modify?{runtime_key(service)}={weight}"
+    status, body = admin_request(endpoint, "POST", query)
     if status != 200:
         raise RuntimeError(f"Envoy's admin refused the weight ({status}): {body.strip()}")
 
