@@ -27,9 +27,17 @@ class SteadyLoad:
     """Each call's final status, after whatever retries the channel's policy made."""
 
     ended: list[grpc.StatusCode] = field(default_factory=list)
+    in_flight: set[int] = field(default_factory=set)
+    _started: int = 0
     _ended_one: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def record(self, code: grpc.StatusCode) -> None:
+    def begin(self) -> int:
+        self._started += 1
+        self.in_flight.add(self._started)
+        return self._started
+
+    def end(self, call: int, code: grpc.StatusCode) -> None:
+        self.in_flight.discard(call)
         self.ended.append(code)
         self._ended_one.set()
 
@@ -41,9 +49,11 @@ class SteadyLoad:
         return Counter(self.ended)
 
     async def calls_after(self, more: int) -> None:
-        """Return once `more` further calls have ended: the load's own pace, not a clock's."""
+        """Return once every call running now and `more` further calls have ended: the load's
+        own pace, not a clock's. Every attempt made after that was sent after this call."""
+        running = set(self.in_flight)
         target = self.count + more
-        while self.count < target:
+        while self.count < target or running & self.in_flight:
             self._ended_one.clear()
             await self._ended_one.wait()
 
@@ -55,9 +65,13 @@ def channel_options(retries: bool) -> list[tuple[str, object]]:
 
 
 @asynccontextmanager
-async def steady_load(gateway: str, *, retries: bool) -> AsyncIterator[SteadyLoad]:
-    """Load the gateway at `gateway` (host:port) while the block runs; `retries`: with the
-    documented retry policy, else every attempt is final."""
+async def steady_load(
+    gateway: str, *, retries: bool, calls_per_second: float | None = None
+) -> AsyncIterator[SteadyLoad]:
+    """Load the gateway at `gateway` (host:port) while the block runs, as fast as it answers or
+    at about `calls_per_second`; `retries`: with the documented retry policy, else every
+    attempt is final."""
+    pause = 0.0 if calls_per_second is None else WORKERS / calls_per_second
     load = SteadyLoad()
     stopping = asyncio.Event()
     json.loads(SERVICE_CONFIG.read_text())  # a broken file fails here, not as a silent default
@@ -66,13 +80,15 @@ async def steady_load(gateway: str, *, retries: bool) -> AsyncIterator[SteadyLoa
 
         async def worker() -> None:
             while not stopping.is_set():
+                call = load.begin()
                 try:
                     await stub.GetNetworkSummary(
                         mining_pb2.GetNetworkSummaryRequest(), timeout=CALL_TIMEOUT_SECONDS
                     )
-                    load.record(grpc.StatusCode.OK)
+                    load.end(call, grpc.StatusCode.OK)
                 except grpc.aio.AioRpcError as error:
-                    load.record(error.code())
+                    load.end(call, error.code())
+                await asyncio.sleep(pause)
 
         workers = [asyncio.create_task(worker()) for _ in range(WORKERS)]
         try:
