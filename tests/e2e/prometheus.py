@@ -56,7 +56,6 @@ class Prometheus:
                 return seen
             time.sleep(0.25)
 
-
     def samples_once(self, promql: str, timeout_seconds: float = 60.0) -> list[dict[str, Any]]:
         """`promql`'s samples once there are any, or none when `timeout_seconds` pass first."""
         deadline = time.monotonic() + timeout_seconds
