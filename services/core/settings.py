@@ -441,6 +441,16 @@ class Settings(BaseSettings):
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
     )
+    features: dict[str, bool] = Field(
+        {},
+        description='Feature flags, JSON: {"users.network_stats_cache": true}. Unset flags are '
+        "off. services.core.features; docs/operations.md lists the flags.",
+    )
+    features_file: Path | None = Field(
+        None,
+        description="A JSON file of feature flags (the shape of `features`, whose flags it "
+        "overrides), read again whenever it changes: a flag flips in running processes.",
+    )
     canaries: dict[ServiceName, Canary] = Field(
         {},
         description='Canary releases, JSON: {"credits": {"target": "10.0.0.7:50054", "weight": '
