@@ -179,3 +179,19 @@ async def test_only_a_schema_lacking_a_migration_of_this_release_holds_its_pods_
     finally:
         await users.dispose()
         await credits.dispose()
+
+
+async def test_the_migrate_command_undoes_one_services_migrations_and_names_where_it_stands(
+    settings: Settings,
+) -> None:
+    await migrate_all(settings, NAMES)
+    undo = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "services.core.migrate", "--downgrade", "credits", "base"),
+        env=_environment(settings),
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    said, errors = await undo.communicate()
+
+    assert (undo.returncode, said) == (0, b"credits: at base\n"), errors
+    assert await behind(settings, NAMES) == ["credits"]
