@@ -77,12 +77,17 @@ test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools ## Run the whole test suite (u
 	$(BIN)/pytest
 
 .PHONY: lint
-lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
+lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
+	$(BIN)/python tools/protos.py --breaking
+
+.PHONY: release-protos
+release-protos: $(STAMP) ## Record the protos as released (protos/released.binpb, commit it): later changes must not break them
+	$(BIN)/python tools/protos.py --release
 
 .PHONY: bench-tools
 bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debian when missing

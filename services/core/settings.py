@@ -11,13 +11,20 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 # A service's name, as services.core.registry finds it (the kernel lists none).
 ServiceName = str
+
+
+class Canary(BaseModel):
+    """A second version of one service that the gateway sends a share of its calls to."""
+
+    target: str = Field(pattern=r"^\S+:\d+$", description="host:port of the second version")
+    weight: int = Field(ge=0, le=100, description="Percent of the service's gateway calls")
 
 
 class SettingsBase(BaseSettings):
@@ -283,6 +290,25 @@ class Settings(SettingsBase):
     )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
+    )
+    features: dict[str, bool] = Field(
+        {},
+        description='Feature flags, JSON: {"users.network_stats_cache": true}. Unset flags are '
+        "off. services.core.features; docs/operations.md lists the flags.",
+    )
+    features_file: Path | None = Field(
+        None,
+        description="A JSON file of feature flags (the shape of `features`, whose flags it "
+        "overrides), read again whenever it changes: a flag flips in running processes.",
+    )
+    canaries: dict[ServiceName, Canary] = Field(
+        {},
+        description='Canary releases, JSON: {"credits": {"target": "10.0.0.7:50054", "weight": '
+        "5}} sends 5 % of credits' calls through the gateway to a second version at that "
+        "target, the rest to its usual target. The weight is where Envoy starts; Envoy's "
+        "runtime key `r3mes.canary.<service>` changes it while running (`python -m "
+        "gateway.canary`), without dropping a call. Calls between services do not pass the "
+        "gateway and are not split.",
     )
 
     @field_validator("trusted_proxies")

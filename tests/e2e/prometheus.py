@@ -56,6 +56,13 @@ class Prometheus:
                 return seen
             time.sleep(0.25)
 
+    def samples_once(self, promql: str, timeout_seconds: float = 60.0) -> list[dict[str, Any]]:
+        """`promql`'s samples once there are any, or none when `timeout_seconds` pass first."""
+        deadline = time.monotonic() + timeout_seconds
+        while not (samples := self.query(promql)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return samples
+
 
 def prometheus_binary() -> str:
     found = shutil.which("prometheus")
@@ -64,11 +71,11 @@ def prometheus_binary() -> str:
     return found
 
 
-def configuration(targets: Mapping[str, str]) -> dict[str, Any]:
+def configuration(targets: Mapping[str, str], rules: Path = ALERT_RULES) -> dict[str, Any]:
     """One scrape job per process, named after it (`services`, `users`, ..., `gateway`)."""
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-        "rule_files": [str(ALERT_RULES)],
+        "rule_files": [str(rules)],
         "scrape_configs": [
             {"job_name": name, "static_configs": [{"targets": [target]}]}
             for name, target in targets.items()
@@ -77,11 +84,14 @@ def configuration(targets: Mapping[str, str]) -> dict[str, Any]:
 
 
 @contextmanager
-def running_prometheus(work_dir: Path, targets: Mapping[str, str]) -> Iterator[Prometheus]:
-    """Prometheus scraping `targets` (process name: host:port) until the block ends."""
+def running_prometheus(
+    work_dir: Path, targets: Mapping[str, str], rules: Path = ALERT_RULES
+) -> Iterator[Prometheus]:
+    """Prometheus scraping `targets` (process name: host:port) until the block ends, with the
+    alert rules of `rules` (deploy/'s by default)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     config = work_dir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(configuration(targets)))
+    config.write_text(yaml.safe_dump(configuration(targets, rules)))
     address = f"{LOOPBACK}:{free_port()}"
     log = work_dir / "prometheus.log"
     with log.open("wb") as output:
