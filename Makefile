@@ -14,7 +14,7 @@ NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## Show this list
-	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # The install takes minutes the first time: pip says what it fetches (one line per package) rather
 # than nothing at all, and leaves out the lines about what was already there.
@@ -56,12 +56,16 @@ openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annota
 k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
 	$(BIN)/python -m tools.k8s
 
+.PHONY: deploy-files
+deploy-files: k8s ## Write deploy/ (compose.yaml, its Prometheus config, k8s/) from the service registry
+	$(BIN)/python -m tools.compose
+
 .PHONY: migrate
 migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)
 	$(BIN)/python -m services.core.migrate
 
 .PHONY: run
-run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
+run: $(GEN_STAMP) ## Start every service and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m gateway.run
 
 # Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
