@@ -12,6 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -19,12 +20,14 @@ import pytest
 from pydantic import SecretStr
 
 from services.core.settings import Settings
+from services.core.testing import FakeClock, RedisServer, own_redis_server
 
 POSTGRES_URL = os.environ.get(
     "R3MES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 INTERNAL_TOKEN = "test-internal-token"
 UNREACHABLE = "127.0.0.1:1"
+START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 RUN_SUFFIX = f"_t{uuid.uuid4().hex[:10]}"
 POSTGRES_OPTED_OUT = os.environ.get("R3MES_REQUIRE_POSTGRES", "1") in ("0", "false")
 ENGINES = ["sqlite"] if POSTGRES_OPTED_OUT else ["sqlite", "postgres"]
@@ -108,3 +111,16 @@ def settings(engine: str, tmp_path: Path) -> Settings:
     """Settings on the current engine with storage of this test alone: its own SQLite folder,
     or its own PostgreSQL schemas."""
     return settings_for(engine, tmp_path, suffix=f"{RUN_SUFFIX}_{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Wall-clock time standing at START until the test moves it."""
+    return FakeClock(START)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the module's own on a free port: tests never touch a shared Redis."""
+    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
 
 from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
-from services.core.testing import RedisServer, own_redis_server
+from services.core.testing import RedisServer
 
 PER_MINUTE_3 = Rate(3, 60.0)
 
@@ -26,26 +26,20 @@ class Seconds:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
 @pytest.fixture
-def clock() -> Seconds:
+def seconds() -> Seconds:
     return Seconds()
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(
-    request: pytest.FixtureRequest, clock: Seconds, redis_server: RedisServer
+    request: pytest.FixtureRequest, seconds: Seconds, redis_server: RedisServer
 ) -> AsyncIterator[Limiter]:
     backend: Limiter
     if request.param == "memory":
-        backend = InProcessLimiter(clock)
+        backend = InProcessLimiter(seconds)
     else:
-        backend = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis", clock)
+        backend = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis", seconds)
     yield backend
     await backend.close()
 
@@ -68,18 +62,18 @@ async def test_a_fresh_bucket_admits_exactly_its_limit_then_refuses(limiter: Lim
     assert refused.reset_seconds == pytest.approx(60.0)
 
 
-async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
+async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, seconds: Seconds) -> None:
     wallet = subject()
     for _ in range(3):
         assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
 
-    clock.now += 19.9
+    seconds.now += 19.9
     assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
-    clock.now += 0.1
+    seconds.now += 0.1
     assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
     assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
 
-    clock.now += 60.0
+    seconds.now += 60.0
     admitted = [(await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed for _ in range(4)]
     assert admitted == [True, True, True, False]
 
@@ -131,10 +125,10 @@ async def test_a_rate_whose_interval_is_not_whole_still_admits_its_whole_limit(
 
 
 async def test_redis_buckets_expire_once_full_again(
-    redis_server: RedisServer, clock: Seconds
+    redis_server: RedisServer, seconds: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", clock)
+    limiter = RedisLimiter(client, "test redis", seconds)
     wallet = subject()
 
     await limiter.decide("p", PER_MINUTE_3, [wallet])
@@ -166,10 +160,10 @@ async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) ->
 
 
 async def test_redis_loads_the_script_again_when_the_server_forgot_it(
-    redis_server: RedisServer, clock: Seconds
+    redis_server: RedisServer, seconds: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", clock)
+    limiter = RedisLimiter(client, "test redis", seconds)
     wallet = subject()
     await limiter.decide("p", PER_MINUTE_3, [wallet])
 

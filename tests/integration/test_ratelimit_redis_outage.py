@@ -25,15 +25,16 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_to_break(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own: the tests below pause or stop it."""
     with own_redis_server(tmp_path) as server:
         yield server
 
 
-def redis_settings(tmp_path: Path, redis_server: RedisServer, failure: str) -> Settings:
+def redis_settings(tmp_path: Path, redis: RedisServer, failure: str) -> Settings:
     return limited_settings(
         tmp_path,
-        redis_url=redis_server.url,
+        redis_url=redis.url,
         ratelimit_redis_failure=failure,
         ratelimit_redis_timeout_seconds=0.2,
         ratelimit_redis_probe_seconds=0.2,
@@ -76,16 +77,16 @@ def limiter_log(caplog: pytest.LogCaptureFixture, start: str) -> list[logging.Lo
 
 
 async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
-    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, redis_to_break: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    async with limited_server(redis_settings(tmp_path, redis_server, "open")) as (_, channel):
+    async with limited_server(redis_settings(tmp_path, redis_to_break, "open")) as (_, channel):
         before = dict(await (await get_balance(channel)).initial_metadata())
-        redis_server.pause()
+        redis_to_break.pause()
         during = [await get_balance(channel) for _ in range(5)]
         down = await health_becomes(channel, NOT_SERVING)
         more = [await get_balance(channel) for _ in range(3)]
-        redis_server.resume()
+        redis_to_break.resume()
         up = await health_becomes(channel, SERVING)
         after = dict(await (await get_balance(channel)).initial_metadata())
 
@@ -110,12 +111,12 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
 
 
 async def test_a_stopped_redis_fails_closed_with_retry_info_never_a_server_error(
-    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, redis_to_break: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with limited_server(redis_settings(tmp_path, redis_server, "closed")) as (_, channel):
+    async with limited_server(redis_settings(tmp_path, redis_to_break, "closed")) as (_, channel):
         assert await (await get_balance(channel)).code() == grpc.StatusCode.OK
-        redis_server.process.terminate()
-        redis_server.process.wait(timeout=10)
+        redis_to_break.process.terminate()
+        redis_to_break.process.wait(timeout=10)
         refused = [await get_balance(channel) for _ in range(5)]
         down = await health_becomes(channel, NOT_SERVING)
         errors = [
