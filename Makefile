@@ -60,9 +60,14 @@ migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (u
 run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m gateway.run
 
+# Workers of pytest-xdist: most tests wait on timers, processes and I/O, so more workers than
+# cores pay. Each file runs whole on one worker, the e2e tests all on one (tests/conftest.py's
+# scheduler). TEST_WORKERS=0 runs everything in this one process, in order.
+TEST_WORKERS ?= 4
+
 .PHONY: test
 test: $(GEN_STAMP) $(NODE_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint
 lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint

@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from pydantic import SecretStr
+from xdist.scheduler import LoadScopeScheduling
 
 from services.core.settings import Settings
 from services.core.testing import FakeClock, RedisServer, own_redis_server
@@ -44,6 +45,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = [item for item in items if item.get_closest_marker("postgres") is None]
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+def worker_group(nodeid: str) -> str:
+    """The tests that one worker of `pytest -n N` (`make test`) runs one after another. A file
+    stays whole, so its module fixtures start once and its tests keep their order. The
+    end-to-end tests share one worker: each worker would start its own suite of service
+    processes and Envoy, and on two cores four suites at once ran slower than one, with the
+    rate-limit tests' windows stretched past what they assert."""
+    path = nodeid.split("::")[0]
+    return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+
+# pytest-xdist has no types; its `--dist loadgroup` markers are lost on pytest 9 (xdist 3.8
+# renames `item._nodeid`, which pytest 9 no longer reads), so the groups are its scheduler's
+# scopes instead.
+class GroupedScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    def _split_scope(self, nodeid: str) -> str:
+        return worker_group(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> GroupedScheduling:
+    return GroupedScheduling(config, log)
 
 
 def _postgres_dsn() -> str:
