@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="r3mes-bench-") as work_dir,
         running_stack(
-            Path(work_dir), internal_token=token, with_envoy=False, extra_environment=environment
+            Path(work_dir),
+            internal_token=token,
+            with_envoy=False,
+            extra_environment=environment,
+            topology="split",  # keys checked by RPC: users and apikeys in processes of their own
         ) as stack,
         extra_users(
             stack,

@@ -35,7 +35,7 @@ from r3mes.users.v1 import users_pb2
 from bench.loadgen import Load, LoadResult, h2load_grpc
 from bench.results import RESULTS_DIR, machine, write_results
 from gateway.local_stack import running_stack
-from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
+from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
 from services.core.testing import RedisServer, own_redis_server
 
 RESULTS = RESULTS_DIR / "ratelimit.json"
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     ):
         results = measure(Path(work), server, args)
         results["memory"]["decision_p50_us"] = asyncio.run(decision_p50_us(InProcessLimiter()))
-        limiter = RedisLimiter(redis.asyncio.from_url(server.url), "bench redis")
+        limiter = RedisLimiter(
+            redis.asyncio.from_url(server.url), "bench redis", RedisProbe(server.url, 1.0)
+        )
         results["redis"]["decision_p50_us"] = asyncio.run(decision_p50_us(limiter))
     figures = report(results, args)
     print_report(figures)

@@ -34,7 +34,7 @@ from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.report import Measured, median_rounds, print_report, report
 from bench.results import RESULTS_DIR, write_results
 from gateway.local_stack import LocalStack, running_stack
-from services.core.settings import SERVICE_NAMES
+from services.core.registry import NAMES
 
 RESULTS = RESULTS_DIR / "requestpath.json"
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -169,7 +169,7 @@ def engine_environment(engine: str, postgres_url: str) -> Iterator[dict[str, str
             "R3MES_MIGRATE_ON_START": "true",
         }
     finally:
-        asyncio.run(checks.drop_schemas(postgres_url, [name + suffix for name in SERVICE_NAMES]))
+        asyncio.run(checks.drop_schemas(postgres_url, [name + suffix for name in NAMES]))
 
 
 def run_engine(engine: str, options: Options, postgres_url: str) -> Run:

@@ -1,17 +1,17 @@
-"""The four services as the gateway sees them: the proto service each one serves."""
+"""The services as the gateway sees them: the proto service of each (services.core.registry)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.core.settings import SERVICE_NAMES, ServiceName
+from services.core.registry import SERVICES
 
 
 @dataclass(frozen=True)
 class Upstream:
     """One gRPC service behind the gateway; `name` is also its Envoy cluster name."""
 
-    name: ServiceName
+    name: str
     proto_service: str
 
     @property
@@ -20,12 +20,4 @@ class Upstream:
         return f"/{self.proto_service}/"
 
 
-# Package versions follow protos/r3mes/<name>/v1; a v2 would be added here beside v1.
-_PROTO_SERVICES: dict[ServiceName, str] = {
-    "users": "r3mes.users.v1.UsersService",
-    "apikeys": "r3mes.apikeys.v1.APIKeysService",
-    "mining": "r3mes.mining.v1.MiningService",
-    "credits": "r3mes.credits.v1.CreditsService",
-}
-
-UPSTREAMS: tuple[Upstream, ...] = tuple(Upstream(n, _PROTO_SERVICES[n]) for n in SERVICE_NAMES)
+UPSTREAMS: tuple[Upstream, ...] = tuple(Upstream(s.name, s.proto_service) for s in SERVICES)

@@ -86,8 +86,11 @@ def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
                 "no_traffic_interval": HEALTH_CHECK_INTERVAL,
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
-                # "" is the whole server: a service draining on SIGTERM reports NOT_SERVING there.
-                "grpc_health_check": {"service_name": ""},
+                # The proto service, not the whole server (""): a process hosting several
+                # services is healthy for each it hosts, and one that hosts another service (a
+                # target pointing at the wrong process) for none. Draining on SIGTERM, a server
+                # reports every service NOT_SERVING.
+                "grpc_health_check": {"service_name": upstream.proto_service},
             }
         ],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gateway.access_log import grpc_status_recorder
 from gateway.catalog import UPSTREAMS
 from gateway.typed import typed
 from services.core.auth import INTERNAL_HEADER_PREFIX
@@ -149,13 +150,19 @@ def router() -> dict[str, Any]:
     return _filter("envoy.filters.http.router", "router.v3.Router", suppress_envoy_headers=True)
 
 
-def http_filters(descriptor_path: Path, max_request_bytes: int) -> list[dict[str, Any]]:
+def http_filters(
+    descriptor_path: Path, max_request_bytes: int, call_checks: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """`call_checks` (gateway/call_checks.py) sees whole requests, gRPC-Web already made gRPC, and
+    REST calls before the transcoder gives them a gRPC path."""
     return [
         cors(),
         strip_internal_headers(),
         drop_non_grpc_headers(),
         body_limit(max_request_bytes),
         grpc_web(),
+        call_checks,
         json_transcoder(descriptor_path, max_request_bytes),
+        grpc_status_recorder(),
         router(),
     ]

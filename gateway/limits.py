@@ -36,6 +36,12 @@ MAX_PENDING_UPSTREAM_REQUESTS = 128
 # every call caught by a replica's restart, not enough to double the load of a failing service.
 MAX_UPSTREAM_RETRIES = 32
 MAX_UPSTREAM_CONNECTIONS = 128
+# Envoy's worker threads. Each keeps its own count of a client's calls in flight (its Lua state is
+# its own), so one client address may hold at most workers x the per-worker cap of any service's
+# MAX_UPSTREAM_REQUESTS: 2 x 64 = 128, a quarter. Two workers proxy far more calls than the Python
+# services behind them can answer.
+ENVOY_WORKERS = 2
+MAX_CALLS_PER_CLIENT_PER_WORKER = 64
 
 
 def _seconds(value: float) -> str:

@@ -20,6 +20,8 @@ _CODE_OF_HTTP_STATUS: dict[int, int] = {
     404: code_pb2.NOT_FOUND,
     408: code_pb2.DEADLINE_EXCEEDED,
     413: code_pb2.RESOURCE_EXHAUSTED,
+    # The gateway's answer to a gRPC path called with a content type no service speaks.
+    415: code_pb2.INVALID_ARGUMENT,
     429: code_pb2.RESOURCE_EXHAUSTED,
     431: code_pb2.RESOURCE_EXHAUSTED,
     500: code_pb2.INTERNAL,
@@ -38,6 +40,12 @@ def _header(key: str, value: str) -> dict[str, Any]:
     return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
+# What gRPC clients send (Envoy makes its local replies to these trailers-only) and the gRPC-Web
+# types the gRPC-Web filter understands. A caller sending anything else (`application/grpc-web+json`
+# say) reads no gRPC status, so it gets the JSON body as a REST client does.
+_GRPC_CONTENT_TYPES = r"application/grpc([+;].*)?|application/grpc-web(-text)?(\+proto)?(;.*)?"
+
+
 def _is_rest() -> dict[str, Any]:
     """Matches REST calls; gRPC and gRPC-Web calls read a local reply from grpc-status and
     grpc-message, which Envoy sets itself (a JSON body would become their grpc-message).
@@ -49,7 +57,7 @@ def _is_rest() -> dict[str, Any]:
         "header_filter": {
             "header": {
                 "name": "content-type",
-                "string_match": {"prefix": "application/grpc"},
+                "string_match": {"safe_regex": {"regex": _GRPC_CONTENT_TYPES}},
                 "invert_match": True,
                 # A GET has no content-type at all, and is not gRPC either.
                 "treat_missing_header_as_empty": True,
@@ -95,6 +103,9 @@ def _mapper(http_status: int, code: int) -> dict[str, Any]:
 # "retry now" where the call has simply run out of time). Envoy keeps a grpc-status it finds on a
 # local reply, so gRPC and gRPC-Web callers get what a gRPC server would have said.
 _GRPC_STATUS_OF_HTTP_STATUS: dict[int, tuple[int, str]] = {
+    # A gRPC-Web client of an unknown service got a bare 404 (the unknown-path route's body is
+    # empty, so the gRPC-Web filter gave it no status either), and the access log none to read.
+    404: (code_pb2.UNIMPLEMENTED, "no such service"),
     408: (code_pb2.DEADLINE_EXCEEDED, "the request did not arrive in time"),
     413: (code_pb2.RESOURCE_EXHAUSTED, "the request is too large"),
     431: (code_pb2.RESOURCE_EXHAUSTED, "the request headers are too large"),

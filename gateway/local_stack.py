@@ -1,5 +1,7 @@
-"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the four services,
-the front door and Envoy, each its own process, on free loopback ports, with a private data folder.
+"""The whole suite on this machine, for the end-to-end tests and the benchmarks: the services, the
+front door and Envoy, on free loopback ports, with a private data folder. The services run as
+R3MES_TOPOLOGY says (`topology=` or the extra environment): one-process by default (one
+`python -m services` hosting them all on one port), or split (one process per service).
 
 `make run` (gateway/run.py) prints their output live instead; this module keeps each process's
 output in a file and stops exactly the processes it started.
@@ -19,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
 from gateway.render import ROOT
-from services.core.settings import SERVICE_NAMES, ServiceName
+from services.core.registry import NAMES
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0
@@ -39,17 +42,27 @@ def free_port() -> int:
         return port
 
 
+Topology = Literal["one-process", "split"]
+ONE_PROCESS: Topology = "one-process"
+HOST = "services"  # the name of the one process hosting every service
+
+
 @dataclass(frozen=True)
 class StackPorts:
-    grpc: Mapping[ServiceName, int]
+    grpc: Mapping[str, int]  # in one process, every service's is the same port
     gateway: int
     frontdoor: int
     frontdoor_grpc: int
+    # Metrics ports (none: off): each service process's, by its name, and Envoy's as `gateway`.
+    metrics: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def pick(cls) -> StackPorts:
-        services = {name: free_port() for name in SERVICE_NAMES}
-        return cls(services, free_port(), free_port(), free_port())
+    def pick(cls, topology: Topology = ONE_PROCESS, *, metrics: bool = False) -> StackPorts:
+        shared = free_port()
+        services = {n: shared if topology == ONE_PROCESS else free_port() for n in NAMES}
+        processes = [HOST] if topology == ONE_PROCESS else list(NAMES)
+        metrics_ports = {p: free_port() for p in [*processes, "gateway"]} if metrics else {}
+        return cls(services, free_port(), free_port(), free_port(), metrics_ports)
 
 
 def stack_environment(
@@ -57,6 +70,7 @@ def stack_environment(
     data_dir: Path,
     internal_token: str,
     extra: Mapping[str, str] | None = None,
+    topology: Topology = ONE_PROCESS,
 ) -> dict[str, str]:
     """The environment of every process of the stack: R3MES_* from the caller's environment
     are dropped, so a developer's or CI's settings (a PostgreSQL URL, say) never leak in."""
@@ -74,8 +88,14 @@ def stack_environment(
             "R3MES_FRONTDOOR_PORT": str(ports.frontdoor),
             "R3MES_FRONTDOOR_GRPC_PORT": str(ports.frontdoor_grpc),
             "R3MES_FRONTDOOR_HOST": LOOPBACK,
+            "R3MES_TOPOLOGY": topology,
         }
     )
+    if ports.metrics:
+        # Envoy's; each service process gets its own R3MES_METRICS_PORT when it is started
+        # (this one is the first's: `make run` numbers the others from it).
+        environment["R3MES_GATEWAY_METRICS_PORT"] = str(ports.metrics["gateway"])
+        environment["R3MES_METRICS_PORT"] = str(next(iter(ports.metrics.values())))
     for name, port in ports.grpc.items():
         environment[f"R3MES_{name.upper()}_PORT"] = str(port)
         environment[f"R3MES_{name.upper()}_TARGET"] = f"{LOOPBACK}:{port}"
@@ -97,6 +117,7 @@ class LocalStack:
     ports: StackPorts
     work_dir: Path
     environment: dict[str, str]
+    topology: Topology = ONE_PROCESS
     started: list[_Started] = field(default_factory=list)
 
     @property
@@ -107,7 +128,7 @@ class LocalStack:
     def gateway_target(self) -> str:
         return f"{LOOPBACK}:{self.ports.gateway}"
 
-    def grpc_target(self, name: ServiceName) -> str:
+    def grpc_target(self, name: str) -> str:
         return f"{LOOPBACK}:{self.ports.grpc[name]}"
 
     @property
@@ -119,13 +140,22 @@ class LocalStack:
             return int(port)
         return admin_socket(Path(self.environment["R3MES_DATA_DIR"]))
 
+    def process_of(self, name: str) -> str:
+        """The process that runs `name` (a service, or envoy, frontdoor)."""
+        return HOST if self.topology == ONE_PROCESS and name in NAMES else name
+
     def pid_of(self, name: str) -> int:
-        return next(s.process.pid for s in self.started if s.name == name)
+        return next(s.process.pid for s in self.started if s.name == self.process_of(name))
 
     def log_of(self, name: str) -> str:
-        """Everything the process has written so far."""
-        log = next(s.log for s in self.started if s.name == name)
+        """Everything the process (running service `name`) has written so far."""
+        log = next(s.log for s in self.started if s.name == self.process_of(name))
         return log.read_text(errors="replace")
+
+    @property
+    def metrics_targets(self) -> dict[str, str]:
+        """Where each process serves its metrics (name: host:port); empty when off."""
+        return {name: f"{LOOPBACK}:{port}" for name, port in self.ports.metrics.items()}
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = self.work_dir / f"{name}.log"
@@ -133,7 +163,7 @@ class LocalStack:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=self.environment,
+                env=self._environment_of(name),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 # Its own process group: a Ctrl-C in the terminal reaches only pytest, which then
@@ -142,22 +172,35 @@ class LocalStack:
             )
         self.started.append(_Started(name, process, log))
 
+    def _environment_of(self, name: str) -> dict[str, str]:
+        port = self.ports.metrics.get(name)
+        if port is None or name == "gateway":
+            return self.environment
+        return {**self.environment, "R3MES_METRICS_PORT": str(port)}
+
     def start_services(self) -> None:
-        for name in SERVICE_NAMES:
+        if self.topology == ONE_PROCESS:
+            self._spawn(HOST, [sys.executable, "-m", "services", "--services", "all"])
+            return
+        for name in NAMES:
             self._spawn(name, [sys.executable, "-m", f"services.{name}"])
 
     def start_front_door(self) -> None:
         self._spawn("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
 
-    def start_envoy(self) -> None:
+    def start_envoy(self, rendered: Path | None = None) -> None:
         # The same command as deploy/ and `make run`: render from the environment, then exec
-        # Envoy (so the pid we hold is Envoy's).
-        config = self.work_dir / "envoy.yaml"
-        self._spawn("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(config)])
+        # Envoy (so the pid we hold is Envoy's). Or, as deploy/k8s does, on a rendered config.
+        if rendered is not None:
+            command = [sys.executable, "-m", "gateway.serve", "--config", str(rendered)]
+        else:
+            config = self.work_dir / "envoy.yaml"
+            command = [sys.executable, "-m", "gateway.serve", "--out", str(config)]
+        self._spawn("envoy", command)
 
     def wait_until_ready(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
-        for name in SERVICE_NAMES:
+        for name in NAMES:
             self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
         if any(s.name == "frontdoor" for s in self.started):
             front_door = f"{LOOPBACK}:{self.ports.frontdoor_grpc}"
@@ -220,13 +263,19 @@ def running_stack(
     with_envoy: bool = True,
     extra_environment: Mapping[str, str] | None = None,
     ready_timeout_seconds: float = 60.0,
+    topology: Topology | None = None,
+    metrics: bool = False,
 ) -> Iterator[LocalStack]:
-    """Start the services (and Envoy), wait until all are serving, stop them all on exit."""
-    ports = StackPorts.pick()
+    """Start the services (and Envoy), wait until all are serving, stop them all on exit;
+    `metrics` gives every service process and Envoy a metrics port (`metrics_targets`)."""
+    chosen = topology or cast(
+        Topology, (extra_environment or {}).get("R3MES_TOPOLOGY", ONE_PROCESS)
+    )
+    ports = StackPorts.pick(chosen, metrics=metrics)
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    environment = stack_environment(ports, data_dir, internal_token, extra_environment)
-    stack = LocalStack(ports, work_dir, environment)
+    environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)
+    stack = LocalStack(ports, work_dir, environment, chosen)
     try:
         stack.start_services()
         stack.wait_until_ready(ready_timeout_seconds)

@@ -114,6 +114,9 @@ def settings_for(engine: str, data_dir: Path, suffix: str) -> Settings:
         mining_target=UNREACHABLE,
         apikeys_target=UNREACHABLE,
         users_target=UNREACHABLE,
+        serving_target=UNREACHABLE,
+        # Tests run their serving nodes on loopback, as `make run` does.
+        serving_private_networks=["127.0.0.0/8"],
     )
     if engine == "sqlite":
         return settings

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.core.settings import SERVICE_NAMES, ServiceName, Settings
+from services.core.registry import NAMES, spec_of, target_of
+from services.core.settings import Settings
 
 CHECK_TIMEOUT_SECONDS = 1.0
 UNREACHABLE = "UNREACHABLE"
@@ -24,10 +25,10 @@ _CHANNEL_OPTIONS = [
 class Report:
     """Each service's status: SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN or UNREACHABLE."""
 
-    statuses: Mapping[ServiceName, str]
+    statuses: Mapping[str, str]
 
     @property
-    def not_serving(self) -> list[ServiceName]:
+    def not_serving(self) -> list[str]:
         return [name for name, status in self.statuses.items() if status != "SERVING"]
 
     def as_json(self) -> dict[str, object]:
@@ -43,19 +44,21 @@ class HealthChecker:
 
     def __init__(self, settings: Settings) -> None:
         self._channels = {
-            name: grpc.insecure_channel(settings.target_of(name), options=_CHANNEL_OPTIONS)
-            for name in SERVICE_NAMES
+            name: grpc.insecure_channel(target_of(settings, name), options=_CHANNEL_OPTIONS)
+            for name in NAMES
         }
 
     def check(self) -> Report:
-        request = health_pb2.HealthCheckRequest(service="")
+        # By proto service, not the whole server (""): a process that serves but hosts another
+        # service (a target left pointing elsewhere) reports it SERVICE_UNKNOWN.
         calls = {
             name: health_pb2_grpc.HealthStub(channel).Check.future(
-                request, timeout=CHECK_TIMEOUT_SECONDS
+                health_pb2.HealthCheckRequest(service=spec_of(name).proto_service),
+                timeout=CHECK_TIMEOUT_SECONDS,
             )
             for name, channel in self._channels.items()
         }
-        statuses: dict[ServiceName, str] = {}
+        statuses: dict[str, str] = {}
         for name, call in calls.items():
             try:
                 reply = call.result()

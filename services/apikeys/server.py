@@ -7,17 +7,19 @@ from datetime import timedelta
 
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
+from services.apikeys.authentication import APIKeyAuthenticator
 from services.apikeys.domain import Validation
+from services.apikeys.key_cache import KeyInvalidations
 from services.apikeys.repository import APIKeysRepositories
 from services.apikeys.servicer import APIKeysServicer
+from services.apikeys.spec import SPEC
 from services.apikeys.usecases import APIKeysUseCases, KeyPolicy
-from services.core.apikey_auth import APIKeyAuthenticator, KeyCheck, KeyStatus
 from services.core.auth import InternalTokenAuthenticator
 from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
-from services.core.key_cache import KeyInvalidations
-from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
-from services.core.pagination import page_tokens_from_settings
+from services.core.hosting import HostContext, ServiceParts, host
+from services.core.lifecycle import ServiceServer, open_database, run
+from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
 
@@ -31,20 +33,12 @@ class LocalKeyValidator:
     def __init__(self, use_cases: APIKeysUseCases) -> None:
         self._use_cases = use_cases
 
-    async def validate(self, secret: str) -> KeyCheck:
-        return key_check_of(await self._use_cases.validate(secret))
+    async def validate(self, secret: str) -> Validation:
+        return await self._use_cases.validate(secret)
 
 
-def key_check_of(validation: Validation) -> KeyCheck:
-    return KeyCheck(
-        KeyStatus[validation.status.name],
-        validation.wallet_address,
-        validation.key_id,
-        validation.expire_time,
-    )
-
-
-async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:
+async def build(context: HostContext) -> ServiceParts:
+    settings, clock = context.settings, context.clock
     database = await open_database(settings, "apikeys")
     uow = UnitOfWork(database, APIKeysRepositories.on, attempts=settings.db_retry_attempts)
     invalidations = KeyInvalidations.from_settings(settings)
@@ -58,14 +52,14 @@ async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[Ser
     async def write_last_uses() -> None:
         await use_cases.flush_usage()
 
-    service = apikeys_pb2.DESCRIPTOR.services_by_name["APIKeysService"]
-    add = apikeys_pb2_grpc.add_APIKeysServiceServicer_to_server
-    return build_server(
-        settings,
-        "apikeys",
-        [registration(add, servicer, service)],
+    return ServiceParts(
+        servicer,
+        apikeys_pb2_grpc.add_APIKeysServiceServicer_to_server,
+        apikeys_pb2.DESCRIPTOR.services_by_name["APIKeysService"],
         # Closed in reverse: the last uses are written before the database goes.
         closers=[database.dispose, invalidations.close, write_last_uses],
+        # Keys presented to this process are checked in-process, whichever service is called
+        # (every service it hosts): no RPC, and a revocation here is seen at once.
         authenticators=[
             InternalTokenAuthenticator(settings.internal_token_value()),
             APIKeyAuthenticator(LocalKeyValidator(use_cases), invalidations, clock),
@@ -77,6 +71,11 @@ async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[Ser
             PeriodicJob("challenge-sweep", CHALLENGE_SWEEP_SECONDS, use_cases.sweep_challenges),
         ],
     )
+
+
+async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:
+    """The apikeys service alone in a server."""
+    return await host(settings, [SPEC], clock)
 
 
 def main() -> None:

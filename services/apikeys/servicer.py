@@ -16,7 +16,7 @@ from services.apikeys.domain import (
 )
 from services.apikeys.usecases import APIKeysUseCases
 from services.core.clock import Clock
-from services.core.pagination import PageTokens
+from services.core.page_tokens import PageTokens
 from services.core.wire import timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]

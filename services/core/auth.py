@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from services.core.errors import Unauthenticated
 
@@ -54,6 +54,26 @@ class Authenticator(Protocol):
 
         Raises Unauthenticated when a credential of this kind is present but not valid.
         """
+
+
+class AuthenticationFailures(Protocol):
+    """The failed authentications of the calling client, counted against an allowance
+    (services.core.interceptors.ratelimit.FailedAuthentications)."""
+
+    async def before_lookup(self) -> None:
+        """Raises to refuse the call when its client has spent its allowance, before a
+        credential is looked up (an RPC, a database read)."""
+
+    async def failed(self) -> None:
+        """Counts one failure; raises to refuse the call instead when the allowance is spent."""
+
+
+@runtime_checkable
+class LooksUpCredentials(Protocol):
+    """An authenticator that spends I/O on a credential (a key is asked about): told the
+    allowance, it asks `before_lookup` first."""
+
+    def limit_lookups(self, failures: AuthenticationFailures) -> None: ...
 
 
 class InternalTokenAuthenticator:

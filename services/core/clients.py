@@ -1,12 +1,10 @@
 """Channels from one service to the others: a request id, a deadline and credentials on every
 call, and round-robin over every address a target resolves to (several replicas).
 
-A call is made either on the calling service's **own authority** (`channel`: it presents the
-internal token, for what the service needs for itself, such as the users service reading
-network totals) or **on behalf of its caller** (`on_behalf_channel`: it presents the caller's
-own credential, so a wallet's request never gains internal rights one hop later, and the next
-service applies the caller's access rules and limits; the caller's address travels in
-x-forwarded-for with the gateway secret, believed by services that trust this one as a proxy).
+A call is made on the calling service's **own authority**: it presents the internal token,
+for what the service needs for itself (the users service reading balances and network totals
+for its own answer). No service calls another on behalf of its caller, so no caller's
+credential or address is ever passed on.
 
 Hand-written because it is a few lines of grpc's own client-interceptor API; no library adds
 exactly these headers.
@@ -19,13 +17,9 @@ from typing import Any
 
 import grpc
 
-from services.core.auth import INTERNAL_TOKEN_HEADER, PrincipalKind, current_principal
+from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
-from services.core.network import (
-    FORWARDED_FOR_HEADER,
-    GATEWAY_SECRET_HEADER,
-    client_address_var,
-)
+from services.core.metrics import peer_call_handled
 from services.core.settings import ServiceName, Settings
 
 API_KEY_HEADER = "x-api-key"
@@ -59,7 +53,13 @@ class OutgoingCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             credentials=client_call_details.credentials,
             wait_for_ready=client_call_details.wait_for_ready,
         )
-        return await continuation(details, request)
+        call = await continuation(details, request)
+        # Its status, once it has one (never raises; the caller still gets the answer or the
+        # error when it awaits the call).
+        code = await call.code()
+        method = details.method
+        peer_call_handled(method.decode() if isinstance(method, bytes) else method, code.name)
+        return call
 
 
 def own_authority(internal_token: str | None) -> Credentials:
@@ -67,33 +67,12 @@ def own_authority(internal_token: str | None) -> Credentials:
     return lambda: list(headers)
 
 
-def on_behalf_of_caller(internal_token: str | None, gateway_secret: str | None) -> Credentials:
-    """The current caller's credential: an internal caller stays internal, a wallet presents
-    its own key, an anonymous caller presents nothing. Its address goes along when this
-    service holds the gateway secret, without which the next one would not believe it."""
-
-    def credentials() -> list[tuple[str, str]]:
-        principal = current_principal.get()
-        headers: list[tuple[str, str]] = []
-        if principal.kind is PrincipalKind.INTERNAL and internal_token is not None:
-            headers.append((INTERNAL_TOKEN_HEADER, internal_token))
-        elif principal.kind is PrincipalKind.WALLET and principal.credential is not None:
-            headers.append((API_KEY_HEADER, principal.credential))
-        client = client_address_var.get()
-        if client is not None and gateway_secret is not None:
-            headers.append((FORWARDED_FOR_HEADER, client))
-            headers.append((GATEWAY_SECRET_HEADER, gateway_secret))
-        return headers
-
-    return credentials
-
-
 class ServiceClients:
     """Channels per peer service, opened when first asked for, closed with the server."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._channels: dict[tuple[ServiceName, bool], grpc.aio.Channel] = {}
+        self._channels: dict[ServiceName, grpc.aio.Channel] = {}
         self._also_close: list[Callable[[], Awaitable[None]]] = []
 
     def closing(self, close: Callable[[], Awaitable[None]]) -> None:
@@ -102,26 +81,15 @@ class ServiceClients:
 
     def channel(self, service: ServiceName) -> grpc.aio.Channel:
         """Calls on this service's own authority (the internal token)."""
-        return self._open(service, on_behalf=False)
-
-    def on_behalf_channel(self, service: ServiceName) -> grpc.aio.Channel:
-        """Calls on behalf of the caller of the current request (its own credential)."""
-        return self._open(service, on_behalf=True)
-
-    def _open(self, service: ServiceName, *, on_behalf: bool) -> grpc.aio.Channel:
-        if (service, on_behalf) not in self._channels:
-            token = self._settings.internal_token_value()
-            if on_behalf:
-                credentials = on_behalf_of_caller(token, self._settings.gateway_secret_value())
-            else:
-                credentials = own_authority(token)
+        if service not in self._channels:
+            credentials = own_authority(self._settings.internal_token_value())
             interceptor = OutgoingCallInterceptor(credentials, self._settings.call_timeout_seconds)
-            self._channels[service, on_behalf] = grpc.aio.insecure_channel(
+            self._channels[service] = grpc.aio.insecure_channel(
                 self._settings.target_of(service),
                 options=CHANNEL_OPTIONS,
                 interceptors=[interceptor],
             )
-        return self._channels[service, on_behalf]
+        return self._channels[service]
 
     async def close(self) -> None:
         for close in reversed(self._also_close):

@@ -12,15 +12,22 @@ import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core import validators
 
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
-ServiceName = Literal["users", "apikeys", "mining", "credits"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("users", "apikeys", "mining", "credits")
+# A service's name, as services.core.registry finds it (the kernel lists none).
+ServiceName = str
+
+
+class ServingPrice(BaseModel):
+    """Micro-credits per token of one model or adapter."""
+
+    prompt: int = Field(ge=0, le=10**9)
+    completion: int = Field(ge=0, le=10**9)
 
 
 class Settings(BaseSettings):
@@ -77,14 +84,39 @@ class Settings(BaseSettings):
     )
 
     listen_host: str = Field("127.0.0.1", description="Address the gRPC servers bind to.")
+    services: str = Field(
+        "all",
+        pattern=r"^[a-z0-9_, ]+$",
+        description="What `python -m services` hosts in its one process, on one gRPC port (that "
+        "of the first, in the order of the ports below): all, or names separated by commas "
+        "(users,credits). Co-hosted services call each other in-process.",
+    )
+    topology: Literal["one-process", "split"] = Field(
+        "one-process",
+        description="How the services are spread: one-process (`make run` starts one process "
+        "hosting all, on the users port, and every unset target points there) or split (one "
+        "process per service, each on its own port, every unset target at that port).",
+    )
     users_port: int = Field(50051, ge=0, le=65535, description="gRPC port of users (0: any).")
     apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
     mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
     credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
-    users_target: str = Field("127.0.0.1:50051", description="Where other services reach users.")
-    apikeys_target: str = Field("127.0.0.1:50052", description="Where others reach apikeys.")
-    mining_target: str = Field("127.0.0.1:50053", description="Where others reach mining.")
-    credits_target: str = Field("127.0.0.1:50054", description="Where others reach credits.")
+    serving_port: int = Field(50055, ge=0, le=65535, description="gRPC port of serving.")
+    users_target: str | None = Field(
+        None, description="Where other services reach users. Unset: its port on this host."
+    )
+    apikeys_target: str | None = Field(
+        None, description="Where others reach apikeys. Unset: its port on this host."
+    )
+    mining_target: str | None = Field(
+        None, description="Where others reach mining. Unset: its port on this host."
+    )
+    credits_target: str | None = Field(
+        None, description="Where others reach credits. Unset: its port on this host."
+    )
+    serving_target: str | None = Field(
+        None, description="Where others reach serving. Unset: its port on this host."
+    )
     call_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline of a service-to-service call."
     )
@@ -141,6 +173,64 @@ class Settings(BaseSettings):
             checked[proposer.upper()] = validators.wallet_address(wallet)
         return checked
 
+    # --- serving (services/serving): paid inference on the network's nodes ---
+    serving_prices: dict[str, ServingPrice] = Field(
+        {},
+        description="Price per token of each model or LoRA adapter, in micro-credits, as JSON: "
+        '{"llama-3.1-8b": {"prompt": 1, "completion": 3}}. An adapter is priced by its own '
+        "name, a model or adapter not listed at the defaults below.",
+    )
+    serving_default_prompt_price_micro_credits: int = Field(
+        1, ge=0, le=10**9, description="Price per prompt token of models not in serving_prices."
+    )
+    serving_default_completion_price_micro_credits: int = Field(
+        2,
+        ge=0,
+        le=10**9,
+        description="Price per completion token of models not in serving_prices.",
+    )
+    serving_node_share_percent: int = Field(
+        70,
+        ge=0,
+        le=100,
+        description="Share of each confirmed charge credited to the node's owner (rounded down).",
+    )
+    serving_node_offline_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A node not heard from (registration or heartbeat) for this long is offline: "
+        "no traffic until it beats again.",
+    )
+    serving_node_failure_cooldown_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A node that failed a chat before its first token gets no traffic from this "
+        "process for this long.",
+    )
+    serving_node_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for a node: to connect, for its first token, between tokens.",
+    )
+    serving_endpoint_ports: list[int] = Field(
+        [80, 443, 8000, 8080, 11434],
+        description="Ports a node endpoint on a public address may use (vLLM 8000, llama.cpp "
+        "8080, Ollama 11434).",
+    )
+    serving_private_networks: list[str] = Field(
+        [],
+        description="Networks (CIDRs) a node endpoint may name by IP address although they are "
+        "not public, on any port: an operator setting (`make run` and the tests allow "
+        "127.0.0.0/8). A host name must always resolve to public addresses only.",
+    )
+
+    @field_validator("serving_private_networks")
+    @classmethod
+    def _private_networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            ipaddress.ip_network(cidr, strict=False)
+        return cidrs
+
     internal_token: SecretStr | None = Field(
         None,
         description="The internal service token (x-r3mes-internal-token). Unset and no file: no "
@@ -185,14 +275,22 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=5,
-        description="Longest wait for Redis on one rate-limit decision (for a new connection: "
-        "at least 1 s); past it Redis counts as unreachable.",
+        description="Longest wait of the probe for Redis's PING, timed apart from the service's "
+        "event loop; past it Redis counts as unreachable and the failure policy applies.",
+    )
+    ratelimit_redis_decision_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="Longest wait of one call for its rate-limit decision, timed on the "
+        "service's event loop (so a busy process counts too); a call past it is refused with "
+        "RATE_LIMITER_UNAVAILABLE unless the probe finds Redis unreachable.",
     )
     ratelimit_redis_probe_seconds: float = Field(
         1.0,
         gt=0,
         le=60,
-        description="How often an unreachable Redis is tried again (and health refreshed).",
+        description="How often the probe asks Redis whether it answers (and health refreshed).",
     )
 
     # API keys (the apikeys service and every service's API-key authentication).
@@ -211,6 +309,14 @@ class Settings(BaseSettings):
         le=60,
         description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
         "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
+    )
+    apikeys_refused_cache_ttl_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="How long a service remembers that a key is unknown, revoked or expired, "
+        "so the same wrong key is not asked about on every call (a new key works at once: its "
+        "secret was never refused).",
     )
     apikeys_cache_max_entries: int = Field(
         10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
@@ -256,6 +362,14 @@ class Settings(BaseSettings):
         description="How long calls on a connection asked to close may still run; keep it "
         "above gateway_route_timeout_seconds.",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of this process's Prometheus metrics (/metrics, on listen_host); "
+        "with workers above 1, worker i serves on this port + i. Unset: no metrics are "
+        "recorded or served. `make run` sets one per process (its banner lists them).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
@@ -267,6 +381,14 @@ class Settings(BaseSettings):
         description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
         "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
         "reach.",
+    )
+    gateway_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="A listener of Envoy on listen_host at this port answering GET /metrics "
+        "with Envoy's own statistics (admin's /stats/prometheus, and nothing else of admin). "
+        "Unset: none. `make run` opens one (its banner says where).",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],
@@ -302,6 +424,13 @@ class Settings(BaseSettings):
         description="The front door's gRPC port: reflection of every service at once, which the "
         "gateway routes grpcurl's reflection calls to.",
     )
+    reference_node_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        description="Port of the reference serving node (`python -m tools.reference_node`) that "
+        "`make run` starts on 127.0.0.1 and registers, so a newcomer can chat at once. 0: none.",
+    )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
     )
@@ -313,13 +442,26 @@ class Settings(BaseSettings):
             ipaddress.ip_network(cidr, strict=False)  # raises ValueError, named by pydantic
         return cidrs
 
-    def port_of(self, service: ServiceName) -> int:
+    def port_of(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")
         return port
 
-    def target_of(self, service: ServiceName) -> str:
-        target: str = getattr(self, f"{service}_target")
-        return target
+    def target_of(self, service: str) -> str:
+        """Where the service is reached: its target when set, else its port on this host, so
+        moving a port moves every client of it (Envoy, /healthz, the peers) along."""
+        target: str | None = getattr(self, f"{service}_target")
+        if target is not None:
+            return target
+        return f"{self.connect_host()}:{self.port_of(service)}"
+
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches what listens on `listen_host` (a wildcard
+        address is reached on loopback)."""
+        if self.listen_host in ("", "0.0.0.0"):  # noqa: S104 - a comparison, not a bind
+            return "127.0.0.1"
+        if ":" in self.listen_host:
+            return "[::1]" if self.listen_host == "::" else f"[{self.listen_host}]"
+        return self.listen_host
 
     def internal_token_value(self) -> str | None:
         """The internal token, read from the file when one is configured."""

@@ -23,7 +23,10 @@ from services.core.errors import (
 )
 
 MICRO_CREDITS_PER_CREDIT = 1_000_000
-BALANCE_LIMIT = 10**18  # the most a wallet may hold, in micro-credits
+# The most a wallet may hold, in micro-credits: one wallet's figures always fit an int64 (about
+# 9.2 * 10^18), ten wallets' sum may not, so network totals are summed exactly and saturated.
+BALANCE_LIMIT = 10**18
+INT64_MAX = 2**63 - 1
 DEFAULT_TTL = timedelta(seconds=300)
 
 
@@ -94,12 +97,35 @@ class Balance:
 
 @dataclass(frozen=True)
 class NetworkTotal:
+    """Every wallet together, exact: the sums may pass what an int64 holds."""
+
     available: int
     reserved: int
 
     @property
     def total(self) -> int:
         return self.available + self.reserved
+
+    @property
+    def saturated(self) -> bool:
+        """Whether a figure passes INT64_MAX (the total does whenever a part does: both are
+        never negative), so the int64 fields of the answer read INT64_MAX instead."""
+        return self.total > INT64_MAX
+
+
+def saturate(value: int) -> int:
+    """`value` as an int64 field carries it: at most INT64_MAX."""
+    return min(value, INT64_MAX)
+
+
+@dataclass(frozen=True)
+class HeldReservations:
+    """The holds still HELD in storage: how many, the oldest's create time (None: no hold),
+    and how many are past their expire time (released for readers, not yet swept)."""
+
+    count: int
+    oldest_create_time: datetime | None
+    past_expiry: int
 
 
 @dataclass(frozen=True)

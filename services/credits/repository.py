@@ -17,9 +17,11 @@ from sqlalchemy import (
     Row,
     String,
     bindparam,
+    case,
     cast,
     func,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +35,7 @@ from services.credits.domain import (
     BALANCE_LIMIT,
     Account,
     Balance,
+    HeldReservations,
     LedgerEntry,
     LedgerEntryKind,
     NetworkTotal,
@@ -59,6 +62,25 @@ def _expired_holds(now: datetime | BindParameter[datetime], *where: ColumnElemen
         .where(_reservations.c.state == HELD, _reservations.c.expire_time <= now, *where)
         .scalar_subquery()
     )
+
+
+# Sums over every wallet may pass 2^63. SQLite's sum() then fails ("integer overflow") and it has
+# no wider integer, so each value (at most 10^18 < 2^60, never negative) is summed as two halves
+# that cannot overflow below 2^31 rows, and joined exactly in Python. PostgreSQL sums bigints as
+# numeric anyway; the same statement serves both.
+_HALF = 2**32
+
+
+def _wide_sum(column: ColumnElement[int], name: str) -> tuple[Any, Any]:
+    return (
+        func.coalesce(func.sum(column // _HALF), 0).label(f"{name}_high"),
+        func.coalesce(func.sum(column % _HALF), 0).label(f"{name}_low"),
+    )
+
+
+def _joined(row: Row[Any], name: str) -> int:
+    mapping = row._mapping
+    return int(mapping[f"{name}_high"]) * _HALF + int(mapping[f"{name}_low"])
 
 
 def _account_change(*where: ColumnElement[bool], **values: Any) -> Any:
@@ -150,16 +172,19 @@ class AccountRepository(BaseRepository[Account]):
         )
 
     async def network_total(self, now: datetime) -> NetworkTotal:
-        """Every wallet together, in one statement (one snapshot)."""
+        """Every wallet together, exact, in one statement (one snapshot)."""
         c = self.table.c
-        statement = select(
-            func.coalesce(select(func.sum(c.available)).scalar_subquery(), 0).label("available"),
-            func.coalesce(select(func.sum(c.reserved)).scalar_subquery(), 0).label("reserved"),
-            _expired_holds(now).label("expired"),
+        accounts = select(*_wide_sum(c.available, "available"), *_wide_sum(c.reserved, "reserved"))
+        expired = select(*_wide_sum(_r.amount, "expired")).where(
+            _r.state == HELD, _r.expire_time <= now
         )
-        row = (await self.execute(statement)).one()
-        expired = int(row.expired)
-        return NetworkTotal(int(row.available) + expired, int(row.reserved) - expired)
+        sums = accounts.subquery()
+        holds = expired.subquery()
+        row = (await self.execute(select(sums, holds).select_from(sums.join(holds, true())))).one()
+        expired_sum = _joined(row, "expired")
+        return NetworkTotal(
+            _joined(row, "available") + expired_sum, _joined(row, "reserved") - expired_sum
+        )
 
 
 def _live_hold_change(*where: ColumnElement[bool], **values: Any) -> Any:
@@ -249,6 +274,17 @@ class ReservationRepository(BaseRepository[Reservation]):
             # Closed when it expired, not when it was noticed: the same for every replica.
             values={"state": ReservationState.EXPIRED.value, "close_time": c.expire_time},
         )
+
+    async def held(self, now: datetime) -> HeldReservations:
+        """One statement over the HELD rows only (the state's index), never the closed ones."""
+        c = self.table.c
+        statement = select(
+            func.count(),
+            func.min(c.create_time),
+            func.coalesce(func.sum(case((c.expire_time <= now, 1), else_=0)), 0),
+        ).where(c.state == HELD)
+        count, oldest, past_expiry = tuple((await self.execute(statement)).one())
+        return HeldReservations(int(count), oldest, int(past_expiry))
 
     async def due_for_expiry(self, now: datetime, limit: int) -> list[str]:
         """Ids of up to `limit` expired holds, locked; those another sweeper has locked are

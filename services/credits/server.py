@@ -3,28 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from services.core.apikey_auth import authenticators_for
 from services.core.auth import Authenticator
 from services.core.background import PeriodicJob
-from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
+from services.core.hosting import HostContext, ServiceParts, host
 from services.core.idempotency import sweeper_job
-from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
-from services.core.pagination import page_tokens_from_settings
+from services.core.lifecycle import ServiceServer, open_database, run
+from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
+from services.credits import metrics
 from services.credits.repository import CreditsRepositories
 from services.credits.servicer import CreditsServicer
+from services.credits.spec import SPEC
 from services.credits.usecases import CreditsUseCases
 
 # Reads already treat an expired hold as released; the sweeper only makes the stored state say
 # so, so a few seconds of lag cost nothing.
 RESERVATION_SWEEP_SECONDS = 5.0
 RESERVATION_SWEEPER = "reservation-sweeper"
+
+
+async def build(
+    context: HostContext, *, sweep_interval_seconds: float = RESERVATION_SWEEP_SECONDS
+) -> ServiceParts:
+    settings, clock = context.settings, context.clock
+    database = await open_database(settings, "credits")
+    uow = UnitOfWork(database, CreditsRepositories.on, attempts=settings.db_retry_attempts)
+    use_cases = CreditsUseCases(uow, clock)
+    jobs = [
+        PeriodicJob(RESERVATION_SWEEPER, sweep_interval_seconds, partial(sweep, use_cases, clock)),
+        sweeper_job(
+            uow,
+            lambda repositories: repositories.idempotency,
+            clock,
+            timedelta(days=settings.idempotency_retention_days),
+        ),
+    ]
+    return ServiceParts(
+        CreditsServicer(use_cases, page_tokens_from_settings(settings)),
+        credits_pb2_grpc.add_CreditsServiceServicer_to_server,
+        credits_pb2.DESCRIPTOR.services_by_name["CreditsService"],
+        closers=[database.dispose],
+        jobs=jobs,
+    )
+
+
+async def sweep(use_cases: CreditsUseCases, clock: Clock) -> int:
+    """Expire the holds that are due, then publish what is still held; how many expired."""
+    swept = await use_cases.expire_due()
+    metrics.publish(await use_cases.held(), clock())
+    return swept
 
 
 async def create_server(
@@ -34,33 +69,10 @@ async def create_server(
     authenticators: Sequence[Authenticator] | None = None,
     sweep_interval_seconds: float = RESERVATION_SWEEP_SECONDS,
 ) -> tuple[ServiceServer, int]:
-    database = await open_database(settings, "credits")
-    # Only for the API-key checks (a wallet reading its own ledger): credits calls no peer.
-    clients = ServiceClients(settings)
-    if authenticators is None:
-        authenticators = authenticators_for(settings, clients, clock)
-    uow = UnitOfWork(database, CreditsRepositories.on, attempts=settings.db_retry_attempts)
-    use_cases = CreditsUseCases(uow, clock)
-    servicer = CreditsServicer(use_cases, page_tokens_from_settings(settings))
-    service = credits_pb2.DESCRIPTOR.services_by_name["CreditsService"]
-    add = credits_pb2_grpc.add_CreditsServiceServicer_to_server
-    jobs = [
-        PeriodicJob(RESERVATION_SWEEPER, sweep_interval_seconds, use_cases.expire_due),
-        sweeper_job(
-            uow,
-            lambda repositories: repositories.idempotency,
-            clock,
-            timedelta(days=settings.idempotency_retention_days),
-        ),
-    ]
-    return build_server(
-        settings,
-        "credits",
-        [registration(add, servicer, service)],
-        closers=[database.dispose, clients.close],
-        authenticators=authenticators,
-        jobs=jobs,
-    )
+    """The credits service alone in a server; tests may choose its credential checks and how
+    often expired holds are swept."""
+    spec = replace(SPEC, build=partial(build, sweep_interval_seconds=sweep_interval_seconds))
+    return await host(settings, [spec], clock, authenticators=authenticators)
 
 
 def main() -> None:

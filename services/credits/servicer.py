@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from services.core.pagination import PageTokens
+from services.core.page_tokens import PageTokens
 from services.core.wire import timestamp
-from services.credits.domain import Balance, LedgerEntry, Reservation
+from services.credits.domain import Balance, LedgerEntry, Reservation, saturate
 from services.credits.usecases import CreditsUseCases
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -103,9 +103,10 @@ class CreditsServicer(credits_pb2_grpc.CreditsServiceServicer):
     ) -> credits_pb2.GetCreditsTotalResponse:
         total = await self._use_cases.network_total()
         return credits_pb2.GetCreditsTotalResponse(
-            total_micro_credits=total.total,
-            available_micro_credits=total.available,
-            reserved_micro_credits=total.reserved,
+            total_micro_credits=saturate(total.total),
+            available_micro_credits=saturate(total.available),
+            reserved_micro_credits=saturate(total.reserved),
+            saturated=total.saturated,
         )
 
 

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from services.core.errors import AlreadyExists, FieldViolation, NotFound
+from services.core.errors import (
+    AlreadyExists,
+    ErrorDetails,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+)
 
 # A miner is active while its newest report is at most this old (MinerStats.active and
 # GetNetworkSummary.active_miners, as the proto says).
@@ -24,6 +30,13 @@ CURRENT_HASHRATE_WINDOW = timedelta(minutes=15)
 # Clocks of reporters drift; a report from further ahead is refused.
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_BATCH_SIZE = 1000
+# The highest hashrate a report may carry, in hashes per second (a zettahash: more than whole
+# networks reach). Bounded so that no sum of reports (a day's, the network's) ever leaves what a
+# double holds: it would take 10^287 reports.
+MAX_HASHRATE = 1e21
+# The most one miner may earn in all, in micro-credits (as a wallet's credit balance limit): its
+# total, each day's sum and every history's sum then fit an int64, however many reports it sends.
+EARNINGS_LIMIT = 10**18
 MIN_HISTORY_DAYS, MAX_HISTORY_DAYS = 1, 365
 
 
@@ -134,6 +147,22 @@ class MinerNotFound(NotFound):
         super().__init__(f"wallet {wallet_address} never reported mining stats")
 
 
+class EarningsLimitExceeded(FailedPrecondition):
+    reason = "EARNINGS_LIMIT_EXCEEDED"
+
+    def __init__(self, wallet_address: str) -> None:
+        super().__init__(
+            f"recording these earnings would take wallet {wallet_address} past "
+            f"{EARNINGS_LIMIT} micro-credits earned in all",
+            details=ErrorDetails(
+                metadata={
+                    "wallet_address": wallet_address,
+                    "limit_micro_credits": str(EARNINGS_LIMIT),
+                }
+            ),
+        )
+
+
 class BlockAlreadyExists(AlreadyExists):
     reason = "BLOCK_ALREADY_EXISTS"
 
@@ -198,10 +227,13 @@ def miner_stats(totals: MinerTotals, blocks_found: int, now: datetime) -> MinerS
 
 
 def report_violations(report: NewReport, now: datetime, prefix: str = "") -> list[FieldViolation]:
-    """What the proto's field rules cannot say: a finite hashrate, an observe time not ahead."""
+    """What the proto's field rules cannot say: a finite, bounded hashrate, an observe time not
+    ahead."""
     violations = []
-    if not math.isfinite(report.hashrate) or report.hashrate < 0:
-        violations.append(FieldViolation(f"{prefix}hashrate", "must be finite and 0 or more"))
+    if not (math.isfinite(report.hashrate) and 0 <= report.hashrate <= MAX_HASHRATE):
+        violations.append(
+            FieldViolation(f"{prefix}hashrate", "must be a finite number from 0 to 1e21")
+        )
     if report.observe_time is not None and report.observe_time > now + FUTURE_TOLERANCE:
         violations.append(
             FieldViolation(f"{prefix}observe_time", "must be at most 5 minutes in the future")

@@ -7,22 +7,23 @@ from datetime import timedelta
 
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-from services.core.apikey_auth import authenticators_for
 from services.core.background import PeriodicJob
-from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
+from services.core.hosting import HostContext, ServiceParts, host
 from services.core.idempotency import sweeper_job
-from services.core.lifecycle import ServiceServer, build_server, open_database, registration, run
-from services.core.pagination import page_tokens_from_settings
+from services.core.lifecycle import Closer, ServiceServer, open_database, run
+from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
 from services.mining.indexer import ChainIndexer
 from services.mining.repository import MiningRepositories
 from services.mining.servicer import MiningServicer
+from services.mining.spec import SPEC
 from services.mining.usecases import MiningUseCases
 
 
-async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:
+async def build(context: HostContext) -> ServiceParts:
+    settings, clock = context.settings, context.clock
     database = await open_database(settings, "mining")
     uow = UnitOfWork(database, MiningRepositories.on, attempts=settings.db_retry_attempts)
     use_cases = MiningUseCases(uow, clock)
@@ -41,25 +42,24 @@ async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[Ser
         ),
         PeriodicJob("report-pruner", settings.mining_prune_interval_seconds, prune),
     ]
-    # Only for the API-key checks, as credits: the same authenticators as every service, so
-    # a revoked key announced on Redis is refused here at once too.
-    clients = ServiceClients(settings)
-    closers = [database.dispose, clients.close]
+    closers: list[Closer] = [database.dispose]
     if settings.chain_rpc_url is not None:
         indexer = ChainIndexer.from_settings(settings, use_cases)
         jobs.append(indexer.job())
         # Closed after the jobs have stopped (the lifecycle stops jobs before closers).
         closers.append(indexer.close)
-    service = mining_pb2.DESCRIPTOR.services_by_name["MiningService"]
-    add = mining_pb2_grpc.add_MiningServiceServicer_to_server
-    return build_server(
-        settings,
-        "mining",
-        [registration(add, servicer, service)],
+    return ServiceParts(
+        servicer,
+        mining_pb2_grpc.add_MiningServiceServicer_to_server,
+        mining_pb2.DESCRIPTOR.services_by_name["MiningService"],
         closers=closers,
-        authenticators=authenticators_for(settings, clients, clock),
         jobs=jobs,
     )
+
+
+async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:
+    """The mining service alone in a server."""
+    return await host(settings, [SPEC], clock)
 
 
 def main() -> None:

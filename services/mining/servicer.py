@@ -11,7 +11,7 @@ from google.type import date_pb2
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
 from services.core.errors import InvalidArgument
-from services.core.pagination import PageTokens
+from services.core.page_tokens import PageTokens
 from services.core.wire import timestamp, utc_datetime
 from services.mining.domain import Block, MinerStats, NewBlock, NewReport, StatsReport
 from services.mining.usecases import MiningUseCases

@@ -54,38 +54,57 @@ def http1_request(
 
 
 @dataclass
-class IncompleteCalls:
-    """gRPC calls on one HTTP/2 connection that send headers and then never finish their body."""
+class RawCalls:
+    """gRPC calls on one HTTP/2 connection, sent as given: by default their headers and then a
+    body that never finishes; `complete` ends each stream after its body, whatever it holds."""
 
     sock: socket.socket
     connection: h2.connection.H2Connection
     streams: list[int] = field(default_factory=list)
-    # stream id -> response headers, and the streams that have ended (answered or reset).
+    # stream id -> response headers and trailers, and the streams that have ended (answered or
+    # reset).
     responses: dict[int, dict[str, str]] = field(default_factory=dict)
     ended: set[int] = field(default_factory=set)
 
     @classmethod
-    def open(cls, port: int, count: int, content_type: str, partial_body: bytes) -> IncompleteCalls:
-        sock = socket.create_connection((LOOPBACK, port), timeout=5)
+    def open(
+        cls,
+        port: int,
+        count: int,
+        content_type: str,
+        body: bytes,
+        *,
+        complete: bool = False,
+        headers: Iterable[tuple[str, str]] = (),
+        source: str = LOOPBACK,
+    ) -> RawCalls:
+        sock = socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0))
         connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         connection.initiate_connection()
         calls = cls(sock, connection)
+        request_headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", f"{LOOPBACK}:{port}"),
+            (":path", GRPC_PATH),
+            ("content-type", content_type),
+            ("te", "trailers"),
+            *headers,
+        ]
         for _ in range(count):
             stream = connection.get_next_available_stream_id()
-            headers = [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":authority", f"{LOOPBACK}:{port}"),
-                (":path", GRPC_PATH),
-                ("content-type", content_type),
-                ("te", "trailers"),
-            ]
-            connection.send_headers(stream, headers)
-            if partial_body:
-                connection.send_data(stream, partial_body)
+            connection.send_headers(stream, request_headers, end_stream=complete and not body)
+            if body:
+                connection.send_data(stream, body, end_stream=complete)
             calls.streams.append(stream)
         sock.sendall(connection.data_to_send())
         return calls
+
+    def statuses(self) -> list[str | None]:
+        """The grpc-status of every call that has ended, in the order the calls were sent."""
+        return [
+            self.responses.get(s, {}).get("grpc-status") for s in self.streams if s in self.ended
+        ]
 
     def wait_until_all_ended(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
@@ -100,10 +119,18 @@ class IncompleteCalls:
 
     def _receive(self, data: bytes) -> None:
         for event in self.connection.receive_data(data):
-            if isinstance(event, h2.events.ResponseReceived) and event.stream_id is not None:
-                self.responses[event.stream_id] = {
-                    k.decode(): v.decode() for k, v in event.headers or []
-                }
+            if (
+                isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived)
+                and event.stream_id is not None
+            ):
+                self.responses.setdefault(event.stream_id, {}).update(
+                    {k.decode(): v.decode() for k, v in event.headers or []}
+                )
+            if isinstance(event, h2.events.DataReceived) and event.stream_id is not None:
+                # Flow control: a reply's messages must not stall the connection's window.
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
             if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                 self.ended.add(event.stream_id)
         self.sock.sendall(self.connection.data_to_send())

@@ -19,12 +19,13 @@ import pytest
 
 from gateway.local_stack import LocalStack, running_stack
 from gateway.run import development_environment
-from services.core.settings import SERVICE_NAMES, Settings
+from services.core.registry import SERVICES
+from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.doc_examples import ROOT, Example, Step, examples, reading, same_shape
 
 DOCUMENTED_GATEWAY = "127.0.0.1:8080"
-DOCUMENTED_PORTS = {name: 50051 + i for i, name in enumerate(SERVICE_NAMES)}
+DOCUMENTED_PORTS = {spec.name: spec.default_port for spec in SERVICES}
 _STATUS_MARK = "\n__HTTP_STATUS__ "
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -69,8 +70,15 @@ def reader_script(steps: list[Step], answers: Path) -> str:
 def on_stack(script: str, stack: LocalStack) -> str:
     """The documented addresses of `make run` become the test suite's free ports."""
     script = script.replace(DOCUMENTED_GATEWAY, stack.gateway_target)
+    # Only the ports that listen under the stack's topology: in one process, the first
+    # service's alone, so an example calling another service's own port fails as it would
+    # for a reader of `make run`.
+    listening: set[str] = set()
     for name, port in DOCUMENTED_PORTS.items():
-        script = script.replace(f"127.0.0.1:{port}", stack.grpc_target(name))
+        target = stack.grpc_target(name)
+        if target not in listening:
+            listening.add(target)
+            script = script.replace(f"127.0.0.1:{port}", target)
     return script
 
 

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from gateway.call_checks import NAME as CALL_CHECKS
+from gateway.catalog import UPSTREAMS
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
+from services.core.registry import NAMES
 from services.core.settings import Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -72,6 +75,14 @@ def test_internal_headers_are_stripped_before_any_filter_that_reads_headers() ->
     assert names[-1] == "envoy.filters.http.router"
 
 
+def test_call_checks_see_grpc_web_calls_as_grpc_and_rest_calls_before_transcoding() -> None:
+    names = filter_names(build_config(settings(), DEFAULT_DESCRIPTOR))
+
+    checks = names.index(CALL_CHECKS)
+    assert names.index("envoy.filters.http.buffer") < checks
+    assert names.index("envoy.filters.http.grpc_web") < checks < names.index(TRANSCODER)
+
+
 def test_the_admin_endpoint_listens_on_loopback_only() -> None:
     config = build_config(
         settings(listen_host="0.0.0.0", gateway_admin_port=19901),  # noqa: S104 - the point
@@ -99,10 +110,43 @@ def test_an_upstream_named_by_dns_becomes_a_dns_cluster_of_all_its_addresses() -
 
     assert clusters["users"]["cluster_type"]["name"] == "envoy.cluster.dns"
     assert clusters["mining"]["type"] == "STATIC"
-    for cluster in (clusters[name] for name in ("users", "apikeys", "mining", "credits")):
-        assert cluster["health_checks"][0]["grpc_health_check"] == {"service_name": ""}
+    for upstream in UPSTREAMS:
+        cluster = clusters[upstream.name]
+        health_check = cluster["health_checks"][0]["grpc_health_check"]
+        assert health_check == {"service_name": upstream.proto_service}
         protocol = cluster["typed_extension_protocol_options"]
         assert "http2_protocol_options" in next(iter(protocol.values()))["explicit_http_config"]
+
+
+def cluster_addresses(config: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    addresses = {}
+    for cluster in config["static_resources"]["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        socket = endpoint["address"]["socket_address"]
+        addresses[cluster["name"]] = (socket["address"], socket["port_value"])
+    return addresses
+
+
+def test_a_moved_port_moves_the_cluster_of_its_service_when_no_target_is_set() -> None:
+    split = settings(topology="split", credits_port=62074, listen_host="0.0.0.0")  # noqa: S104
+
+    addresses = cluster_addresses(build_config(split, DEFAULT_DESCRIPTOR))
+
+    assert addresses["credits"] == ("127.0.0.1", 62074)
+    assert addresses["users"] == ("127.0.0.1", 50051)
+
+
+def test_in_one_process_every_cluster_reaches_the_one_port_and_a_set_target_wins() -> None:
+    one = settings(topology="one-process", users_port=62051, mining_target="10.0.0.7:50053")
+
+    addresses = cluster_addresses(build_config(one, DEFAULT_DESCRIPTOR))
+
+    assert {name: addresses[name] for name in NAMES} == {
+        "users": ("127.0.0.1", 62051),
+        "apikeys": ("127.0.0.1", 62051),
+        "mining": ("10.0.0.7", 50053),
+        "credits": ("127.0.0.1", 62051),
+    }
 
 
 def test_the_gateway_sends_services_one_client_address_of_its_own_choosing() -> None:
@@ -127,7 +171,7 @@ def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envo
     service_routes = [
         route
         for route in routes["virtual_hosts"][0]["routes"]
-        if route["route"].get("cluster") in {"users", "apikeys", "mining", "credits"}
+        if route.get("route", {}).get("cluster") in {"users", "apikeys", "mining", "credits"}
     ]
 
     assert len(service_routes) == 4

@@ -12,7 +12,7 @@ from gateway.limits import REQUEST_TIMEOUT_SECONDS
 from gateway.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.raw import (
-    IncompleteCalls,
+    RawCalls,
     incomplete_http1_post,
     read_http1_reply,
     truncated_grpc_frame,
@@ -32,7 +32,7 @@ def test_incomplete_calls_end_within_the_request_timeout_while_others_are_served
         ("application/grpc-web+proto", truncated_grpc_frame()),
     ]
     held = [
-        IncompleteCalls.open(stack.ports.gateway, CALLS_PER_CONNECTION, content_type, body)
+        RawCalls.open(stack.ports.gateway, CALLS_PER_CONNECTION, content_type, body)
         for content_type, body in kinds
     ]
     rest = incomplete_http1_post(stack.ports.gateway, "/v1/users", 100, b'{"wallet_address": ')

@@ -21,6 +21,7 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 from gateway.local_stack import LocalStack, free_port, grpc_serving, running_stack
 from gateway.render import ROOT
 from gateway.run import development_environment
+from services.core import validators
 from services.core.settings import Settings
 from services.core.testing import RedisServer
 from tests.e2e.test_apikeys_rest import first_key
@@ -33,7 +34,9 @@ policies:
   credentials: 5/hour
   read: 4/hour
   write: 20/minute
+  auth_failures: 3/hour
 default: write
+failed_authentication: auth_failures
 methods:
   r3mes.users.v1.UsersService.GetNetworkStats: read
   r3mes.apikeys.v1.APIKeysService.CreateAPIKey: credentials
@@ -106,6 +109,29 @@ async def test_the_call_past_the_quota_is_a_429_with_the_ratelimit_headers(stack
     refused = replies[-1]
     assert refused.headers["ratelimit"] == '"read";r=0;t=3600'
     assert refused.headers["retry-after"] == "900"
+
+
+async def test_a_client_guessing_keys_gets_its_allowance_of_401s_then_429_with_retry_info(
+    stack: Stack,
+) -> None:
+    async with rest_from(stack, "127.0.0.3") as rest:
+        replies = [
+            await rest.get(
+                "/v1/network/stats",
+                headers=dict(as_bearer(validators.new_api_key())),  # never issued
+            )
+            for _ in range(5)
+        ]
+
+    assert [reply.status_code for reply in replies] == [401, 401, 401, 429, 429]
+    refused = replies[-1]
+    assert refused.headers["ratelimit-policy"] == '"auth_failures";q=3;w=3600'
+    assert refused.headers["retry-after"] == "1200"
+    details = {d["@type"].rsplit(".", 1)[-1]: d for d in refused.json()["details"]}
+    assert details["ErrorInfo"]["reason"] == "RATE_LIMITED"
+    # One failure comes back every 1200 s; a little of it passed during the calls.
+    assert 1190 < float(details["RetryInfo"]["retry_delay"].removesuffix("s")) <= 1200
+    assert [v["subject"] for v in details["QuotaFailure"]["violations"]] == ["ip:127.0.0.3"]
 
 
 async def test_one_wallet_gets_exactly_its_quota_of_keys_across_addresses_and_replicas(

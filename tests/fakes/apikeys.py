@@ -110,4 +110,4 @@ def apikeys_repositories(state: APIKeysState) -> APIKeysRepositories:
 
 
 def apikeys_unit_of_work() -> FakeUnitOfWork[APIKeysState, APIKeysRepositories]:
-    return FakeUnitOfWork(APIKeysState(), apikeys_repositories)
+    return FakeUnitOfWork("apikeys", APIKeysState(), apikeys_repositories)

@@ -227,4 +227,4 @@ def credits_repositories(state: CreditsState) -> CreditsRepositories:
 
 
 def credits_unit_of_work() -> FakeUnitOfWork[CreditsState, CreditsRepositories]:
-    return FakeUnitOfWork(CreditsState(), credits_repositories)
+    return FakeUnitOfWork("credits", CreditsState(), credits_repositories)

@@ -11,10 +11,16 @@ from sqlalchemy import ColumnElement
 
 from services.core.idempotency import StoredKey
 from services.core.pagination import Page, PageRequest
-from services.mining.domain import Block, BlockAlreadyExists, DayRollup, MinerTotals, StatsReport
+from services.mining.domain import (
+    EARNINGS_LIMIT,
+    Block,
+    BlockAlreadyExists,
+    DayRollup,
+    MinerTotals,
+    StatsReport,
+)
 from services.mining.repository import (
     BlockRepository,
-    KeyClaim,
     MinerRepository,
     MiningIdempotency,
     MiningRepositories,
@@ -97,6 +103,15 @@ class FakeMiners(MinerRepository):
                 seen.report_count + new.report_count,
             )
 
+    async def first_past_earnings_limit(self, wallet_addresses: Sequence[str]) -> str | None:
+        past = [
+            wallet
+            for wallet in wallet_addresses
+            if wallet in self._miners
+            and self._miners[wallet].total_earned_micro_credits > EARNINGS_LIMIT
+        ]
+        return min(past, default=None)
+
     async def get(self, wallet_address: str) -> MinerTotals | None:
         return self._miners.get(wallet_address)
 
@@ -149,20 +164,7 @@ class FakeBlocks(BlockRepository):
 
 
 class FakeMiningIdempotency(KeysInMemory, MiningIdempotency):
-    async def claim_many(
-        self, scope: str, claims: Sequence[KeyClaim], now: datetime
-    ) -> dict[str, StoredKey]:
-        earlier = {
-            claim.key: self._keys[(scope, claim.key)]
-            for claim in claims
-            if (scope, claim.key) in self._keys
-        }
-        for claim in claims:
-            if claim.key not in earlier:
-                self._keys[(scope, claim.key)] = StoredKey(
-                    scope, claim.key, claim.fingerprint, claim.response, now
-                )
-        return earlier
+    pass
 
 
 def mining_repositories(state: MiningState) -> MiningRepositories:
@@ -176,4 +178,4 @@ def mining_repositories(state: MiningState) -> MiningRepositories:
 
 
 def mining_unit_of_work() -> FakeUnitOfWork[MiningState, MiningRepositories]:
-    return FakeUnitOfWork(MiningState(), mining_repositories)
+    return FakeUnitOfWork("mining", MiningState(), mining_repositories)

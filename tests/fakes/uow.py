@@ -6,10 +6,14 @@ import asyncio
 import copy
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from services.core.db import Database
 from services.core.errors import TransactionConflict
 from services.core.pagination import Cursor, Page
+from services.core.settings import ServiceName
 from services.core.uow import UnitOfWork
 
 StateT = TypeVar("StateT")
@@ -27,11 +31,17 @@ class FakeUnitOfWork(UnitOfWork[RepositoriesT], Generic[StateT, RepositoriesT]):
     writers do on SQLite. `run`, with its retries after a conflict, is the kernel's own."""
 
     def __init__(
-        self, state: StateT, repositories: Callable[[StateT], RepositoriesT], *, attempts: int = 4
+        self,
+        service: ServiceName,
+        state: StateT,
+        repositories: Callable[[StateT], RepositoriesT],
+        *,
+        attempts: int = 4,
     ) -> None:
-        # Not the parent's constructor: it wants a Database. The parent's `run` needs only
-        # `_attempts` and `begin`.
-        self._attempts = attempts
+        # The kernel's own constructor, on a database that nothing connects to (an engine
+        # connects on first use only): `begin` below replaces its transactions.
+        nowhere = Database(create_async_engine("sqlite+aiosqlite://"), None, service)
+        super().__init__(nowhere, _no_connection, attempts=attempts)
         self.state = state
         self._repositories_on = repositories
         self._turn = asyncio.Lock()
@@ -55,6 +65,10 @@ class FakeUnitOfWork(UnitOfWork[RepositoriesT], Generic[StateT, RepositoriesT]):
                 self._conflicts -= 1
                 raise TransactionConflict("a concurrent unit of work (fake)")
             self.state = working
+
+
+def _no_connection(connection: AsyncConnection) -> NoReturn:
+    raise AssertionError("the fake unit of work opens no connection")
 
 
 def keyset_page(

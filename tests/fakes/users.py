@@ -39,4 +39,6 @@ class FakeUsers(UserRepository):
 
 
 def users_unit_of_work() -> FakeUnitOfWork[UsersState, UsersRepositories]:
-    return FakeUnitOfWork(UsersState(), lambda state: UsersRepositories(users=FakeUsers(state)))
+    return FakeUnitOfWork(
+        "users", UsersState(), lambda state: UsersRepositories(users=FakeUsers(state))
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -162,25 +162,42 @@ async def running_credits(
 async def seed_grant(credits: Credits, wallet: str, amount: int) -> None:
     """A wallet that already holds `amount`, written straight to storage as a grant would be
     (account and ledger entry together): for states too costly to reach call by call."""
-    database = Database.from_settings(credits.settings, "credits")
-    now = credits.clock()
+    await seed_grants(credits.settings, credits.clock(), {wallet: amount})
+
+
+async def seed_grants(settings: Settings, now: datetime, amounts: Mapping[str, int]) -> None:
+    """Wallets that already hold these amounts (each at least 1), granted at `now`, seeded in one
+    transaction into the credits storage of `settings` (a test's server, or a whole stack's)."""
+    database = Database.from_settings(settings, "credits")
     try:
         async with database.transaction() as connection:
             await connection.execute(
-                tables.accounts.insert().values(
-                    wallet_address=wallet, available=amount, reserved=0, update_time=now
-                )
+                tables.accounts.insert(),
+                [
+                    {
+                        "wallet_address": wallet,
+                        "available": amount,
+                        "reserved": 0,
+                        "update_time": now,
+                    }
+                    for wallet, amount in amounts.items()
+                ],
             )
             await connection.execute(
-                tables.ledger_entries.insert().values(
-                    entry_id=new_key("seed"),
-                    wallet_address=wallet,
-                    kind="GRANT",
-                    delta=amount,
-                    balance_after=amount,
-                    description="seeded",
-                    create_time=now,
-                )
+                tables.ledger_entries.insert(),
+                [
+                    {
+                        "entry_id": new_key("seed"),
+                        "wallet_address": wallet,
+                        "kind": "GRANT",
+                        "delta": amount,
+                        "balance_after": amount,
+                        "reservation_id": None,
+                        "description": "seeded",
+                        "create_time": now,
+                    }
+                    for wallet, amount in amounts.items()
+                ],
             )
     finally:
         await database.dispose()

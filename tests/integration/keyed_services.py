@@ -49,7 +49,7 @@ async def keyed_suite(settings: Settings, clock: FakeClock) -> AsyncIterator[Sui
             ("credits", create_credits, credits_pb2_grpc.CreditsServiceStub),
             ("mining", create_mining, mining_pb2_grpc.MiningServiceStub),
         ):
-            _, target = await stack.enter_async_context(serving(create, settings, name))  # type: ignore[arg-type]
+            _, target = await stack.enter_async_context(serving(create, settings, name))
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(target))
             stubs[name] = stub(channel)
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(apikeys_target))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +59,46 @@ async def running_mining(settings: Settings, clock: FakeClock) -> AsyncIterator[
         channel,
     ):
         yield Mining(server, mining_pb2_grpc.MiningServiceStub(channel), clock, settings, channel)
+
+
+async def seed_earnings(mining: Mining, earned: Mapping[str, int]) -> None:
+    """Miners that already earned these amounts (each at most the limit) in one report each, now:
+    totals and today's rollup written straight to storage, as recording would, for states too
+    costly to reach call by call."""
+    now = mining.clock()
+    database = Database.from_settings(mining.settings, "mining")
+    try:
+        async with database.transaction() as connection:
+            await connection.execute(
+                tables.miners.insert(),
+                [
+                    {
+                        "wallet_address": wallet,
+                        "first_report_time": now,
+                        "last_report_time": now,
+                        "last_hashrate": 0.0,
+                        "total_earned_micro_credits": amount,
+                        "report_count": 1,
+                    }
+                    for wallet, amount in earned.items()
+                ],
+            )
+            await connection.execute(
+                tables.day_rollups.insert(),
+                [
+                    {
+                        "wallet_address": wallet,
+                        "day": now.date(),
+                        "report_count": 1,
+                        "earned_micro_credits": amount,
+                        "hashrate_sum": 0.0,
+                        "hashrate_max": 0.0,
+                    }
+                    for wallet, amount in earned.items()
+                ],
+            )
+    finally:
+        await database.dispose()
 
 
 def timestamp(moment: datetime) -> Timestamp:

@@ -15,6 +15,7 @@ from services.apikeys.domain import APIKey, Challenge
 from services.apikeys.repository import APIKeysRepositories
 from services.core.db import Database
 from services.core.errors import R3mesError
+from services.core.idempotency import KeyClaim
 from services.core.migrate import upgrade
 from services.core.pagination import PageRequest
 from services.core.settings import ServiceName, Settings
@@ -22,7 +23,7 @@ from services.core.uow import UnitOfWork
 from services.credits.domain import Account, LedgerEntryKind, Reservation, ReservationState
 from services.credits.repository import CreditsRepositories
 from services.mining.domain import Block, DayRollup, MinerTotals, StatsReport
-from services.mining.repository import KeyClaim, MiningRepositories
+from services.mining.repository import MiningRepositories
 from services.users.domain import User
 from services.users.repository import UsersRepositories
 from tests.fakes.apikeys import apikeys_unit_of_work
@@ -217,12 +218,21 @@ MINING_STEPS: list[Step[MiningRepositories]] = [
     lambda r: r.blocks.listed(None, PageRequest(1)),
     lambda r: r.blocks.listed(None, PageRequest(1, (7,))),
     lambda r: r.blocks.listed(OTHER, PageRequest(5)),
-    lambda r: r.idempotency.claim_many(
-        "S", [KeyClaim("a", "f", "1"), KeyClaim("b", "f", "2")], NOW
+    lambda r: r.idempotency.remembered_many(
+        "S", [KeyClaim("a", "f", "1"), KeyClaim("b", "f", "2")], NOW, batch=True
     ),
-    lambda r: r.idempotency.claim_many(
-        "S", [KeyClaim("b", "g", "3"), KeyClaim("c", "f", "4")], LATER
+    lambda r: r.idempotency.remembered_many(
+        "S", [KeyClaim("b", "f", "3"), KeyClaim("c", "f", "4")], LATER, batch=True
     ),
+    lambda r: r.idempotency.remembered_many(  # b reused with other parameters: refused
+        "S", [KeyClaim("d", "f", "5"), KeyClaim("b", "g", "6")], LATER, batch=False
+    ),
+    lambda r: r.idempotency.find(scope="S", key="c"),
+    lambda r: r.idempotency.find(scope="S", key="d"),  # refused with its batch: not kept
+    lambda r: r.miners.add_many([totals(1, 1, 1.0, 10**18 - 12, 1)]),  # at the limit
+    lambda r: r.miners.first_past_earnings_limit([OTHER, WALLET]),
+    lambda r: r.miners.add_many([totals(1, 1, 1.0, 1, 1)]),  # past it
+    lambda r: r.miners.first_past_earnings_limit([OTHER, WALLET]),
 ]
 
 

@@ -12,7 +12,8 @@ from r3mes.mining.v1 import mining_pb2
 
 from services.core.db import Database
 from services.core.errors import InvalidArgument
-from services.core.pagination import Page, PageTokens
+from services.core.page_tokens import PageTokens
+from services.core.pagination import Page
 from services.core.settings import Settings
 from tests.integration.kernel_tables import Entry, entries, kernel_database, unit_of_work
 

@@ -92,7 +92,7 @@ def test_sigterm_stops_the_service_process_cleanly(tmp_path: Path) -> None:
     try:
         assert process.stderr is not None
         for line in process.stderr:
-            if '"message": "serving"' in line:
+            if '"message": "serving calls"' in line:
                 break
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
@@ -147,13 +147,16 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
     assert outcomes[(grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")] > 0, outcomes
 
 
-async def test_a_second_server_on_a_taken_port_fails_with_an_error_naming_the_port(
+async def test_a_second_server_on_a_taken_port_fails_with_an_error_naming_the_port_and_its_setting(
     tmp_path: Path,
 ) -> None:
     first, port = build_server(Settings(data_dir=tmp_path, users_port=0), "users", [])
     await first.start()
     try:
-        with pytest.raises(PortUnavailable, match=f"127.0.0.1:{port}: the port is in use"):
-            build_server(Settings(data_dir=tmp_path, users_port=port), "users", [])
+        with pytest.raises(PortUnavailable) as refusal:
+            build_server(Settings(data_dir=tmp_path, credits_port=port), "credits", [])
     finally:
         await first.stop(grace_seconds=0)
+
+    assert f"127.0.0.1:{port}: the port is in use" in str(refusal.value)
+    assert "set R3MES_CREDITS_PORT to a free port" in str(refusal.value)

@@ -97,8 +97,10 @@ async def test_a_key_reused_with_other_parameters_is_refused(mining: Mining) -> 
     assert (await miner_stats(mining, wallet)).total_earned_micro_credits == 5
 
 
-@pytest.mark.parametrize("hashrate", [-1.0, math.nan, math.inf])
-async def test_a_negative_or_not_finite_hashrate_is_refused_naming_it_and_nothing_is_recorded(
+@pytest.mark.parametrize(
+    "hashrate", [-1.0, math.nan, math.inf, 1.7e308, math.nextafter(1e21, 2e21)]
+)
+async def test_a_hashrate_negative_not_finite_or_above_1e21_is_refused_and_nothing_recorded(
     mining: Mining, hashrate: float
 ) -> None:
     wallet = new_wallet_address()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter
+from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
 from services.core.testing import RedisServer
 
 PER_MINUTE_3 = Rate(3, 60.0)
@@ -26,20 +26,26 @@ class Seconds:
         return self.now
 
 
+def probe(server: RedisServer) -> RedisProbe:
+    return RedisProbe(server.url, 1.0)
+
+
 @pytest.fixture
-def seconds() -> Seconds:
+def clock() -> Seconds:
     return Seconds()
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(
-    request: pytest.FixtureRequest, seconds: Seconds, redis_server: RedisServer
+    request: pytest.FixtureRequest, clock: Seconds, redis_server: RedisServer
 ) -> AsyncIterator[Limiter]:
     backend: Limiter
     if request.param == "memory":
-        backend = InProcessLimiter(seconds)
+        backend = InProcessLimiter(clock)
     else:
-        backend = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis", seconds)
+        backend = RedisLimiter(
+            redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server), clock
+        )
     yield backend
     await backend.close()
 
@@ -62,18 +68,30 @@ async def test_a_fresh_bucket_admits_exactly_its_limit_then_refuses(limiter: Lim
     assert refused.reset_seconds == pytest.approx(60.0)
 
 
-async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, seconds: Seconds) -> None:
+async def test_a_decision_that_only_asks_charges_nothing(limiter: Limiter) -> None:
+    wallet = subject()
+
+    asked = [await limiter.decide("p", PER_MINUTE_3, [wallet], charge=False) for _ in range(5)]
+    charged = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
+    asked_when_empty = await limiter.decide("p", PER_MINUTE_3, [wallet], charge=False)
+
+    assert [d.allowed for d in asked] == [True] * 5
+    assert [d.allowed for d in charged] == [True, True, True, False]
+    assert (asked_when_empty.allowed, asked_when_empty.retry_after_seconds) == (False, 20.0)
+
+
+async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
     wallet = subject()
     for _ in range(3):
         assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
 
-    seconds.now += 19.9
+    clock.now += 19.9
     assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
-    seconds.now += 0.1
+    clock.now += 0.1
     assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
     assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
 
-    seconds.now += 60.0
+    clock.now += 60.0
     admitted = [(await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed for _ in range(4)]
     assert admitted == [True, True, True, False]
 
@@ -125,10 +143,10 @@ async def test_a_rate_whose_interval_is_not_whole_still_admits_its_whole_limit(
 
 
 async def test_redis_buckets_expire_once_full_again(
-    redis_server: RedisServer, seconds: Seconds
+    redis_server: RedisServer, clock: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", seconds)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
     wallet = subject()
 
     await limiter.decide("p", PER_MINUTE_3, [wallet])
@@ -139,7 +157,9 @@ async def test_redis_buckets_expire_once_full_again(
 
 
 async def test_redis_uses_its_own_clock_when_none_is_given(redis_server: RedisServer) -> None:
-    limiter = RedisLimiter(redis.asyncio.from_url(redis_server.url), "test redis")
+    limiter = RedisLimiter(
+        redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server)
+    )
     wallet = subject()
 
     decisions = [await limiter.decide("p", PER_MINUTE_3, [wallet]) for _ in range(4)]
@@ -160,10 +180,10 @@ async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) ->
 
 
 async def test_redis_loads_the_script_again_when_the_server_forgot_it(
-    redis_server: RedisServer, seconds: Seconds
+    redis_server: RedisServer, clock: Seconds
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", seconds)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
     wallet = subject()
     await limiter.decide("p", PER_MINUTE_3, [wallet])
 
@@ -179,7 +199,7 @@ async def test_more_concurrent_calls_than_redis_connections_wait_their_turn(
 ) -> None:
     """More decisions at once than the pool has connections: each waits for one, none is
     taken for an outage (the default pool of redis-py refuses them at once)."""
-    limiter = RedisLimiter.from_url(redis_server.url, 5.0, "open")
+    limiter = RedisLimiter.from_url(redis_server.url, 5.0, 0.25, "open")
     wallet = subject()
 
     decisions = await asyncio.gather(

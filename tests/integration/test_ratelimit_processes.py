@@ -11,7 +11,7 @@ from multiprocessing.synchronize import Barrier
 
 import redis.asyncio
 
-from services.core.ratelimit import RedisLimiter, load_policies
+from services.core.ratelimit import RedisLimiter, RedisProbe, load_policies
 from services.core.testing import RedisServer
 
 PROCESSES = 4
@@ -26,7 +26,9 @@ def hammer(url: str, wallet: str, start: Barrier, results: Queue[int]) -> None:
     policy = load_policies().for_method("/r3mes.users.v1.UsersService/CreateUser")
 
     async def run() -> int:
-        limiter = RedisLimiter(redis.asyncio.from_url(url), "test redis", lambda: FROZEN_NOW)
+        limiter = RedisLimiter(
+            redis.asyncio.from_url(url), "test redis", RedisProbe(url, 1.0), lambda: FROZEN_NOW
+        )
         await limiter.decide("warm-up", policy.rate, ["nobody"])  # connected, script loaded
         start.wait()
         decisions = await asyncio.gather(

@@ -1,5 +1,5 @@
-"""Calls between services: on the service's own authority, or on behalf of its caller, never
-mixed up, so a wallet's request cannot gain internal rights one hop later."""
+"""Calls between services: on the service's own authority, whoever the caller of the current
+request is, and never with the caller's own credential or address."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import grpc
 import pytest
 from pydantic import SecretStr
 
-from services.core.auth import ANONYMOUS, INTERNAL, Principal, current_principal
+from services.core.auth import ANONYMOUS, Principal, current_principal
 from services.core.clients import ServiceClients
 from services.core.logging import request_id_var
 from services.core.network import client_address_var
@@ -47,9 +47,7 @@ def _unary(handler: Any) -> grpc.RpcMethodHandler[bytes, bytes]:
     return grpc.unary_unary_rpc_method_handler(handler)
 
 
-async def _call_as(
-    principal: Principal, target: str, *, on_behalf: bool, client: str | None = None
-) -> None:
+async def _call_as(principal: Principal, target: str, client: str | None = None) -> None:
     settings = Settings(
         internal_token=SecretStr(TOKEN), gateway_secret=SecretStr(GATEWAY), credits_target=target
     )
@@ -58,7 +56,7 @@ async def _call_as(
     client_token = client_address_var.set(client)
     request_token = request_id_var.set("req-123")
     try:
-        channel = clients.on_behalf_channel("credits") if on_behalf else clients.channel("credits")
+        channel = clients.channel("credits")
         probe = cast("grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]", channel.unary_unary(METHOD))
         await probe(b"")
     finally:
@@ -73,45 +71,24 @@ async def test_a_call_on_the_services_own_authority_presents_the_internal_token(
 ) -> None:
     seen, target = received
 
-    await _call_as(ANONYMOUS, target, on_behalf=False)
+    await _call_as(ANONYMOUS, target)
 
     assert seen[0]["x-r3mes-internal-token"] == TOKEN
     assert seen[0]["x-request-id"] == "req-123"
 
 
-async def test_a_call_on_behalf_of_a_wallet_presents_its_key_and_never_the_internal_token(
+async def test_a_wallets_request_passes_on_neither_its_key_nor_its_address(
     received: tuple[list[dict[str, str]], str],
 ) -> None:
     seen, target = received
     wallet = Principal.wallet("remes1caller", credential=WALLET_KEY)
 
-    await _call_as(wallet, target, on_behalf=True, client="203.0.113.7")
-
-    assert seen[0]["x-api-key"] == WALLET_KEY
-    assert "x-r3mes-internal-token" not in seen[0]
-    assert seen[0]["x-forwarded-for"] == "203.0.113.7"
-    assert seen[0]["x-r3mes-gateway-secret"] == GATEWAY  # so the next service believes it
-
-
-async def test_a_call_on_behalf_of_an_anonymous_caller_presents_no_credential(
-    received: tuple[list[dict[str, str]], str],
-) -> None:
-    seen, target = received
-
-    await _call_as(ANONYMOUS, target, on_behalf=True)
-
-    assert "x-r3mes-internal-token" not in seen[0]
-    assert "x-api-key" not in seen[0]
-
-
-async def test_a_call_on_behalf_of_an_internal_caller_stays_internal(
-    received: tuple[list[dict[str, str]], str],
-) -> None:
-    seen, target = received
-
-    await _call_as(INTERNAL, target, on_behalf=True)
+    await _call_as(wallet, target, client="203.0.113.7")
 
     assert seen[0]["x-r3mes-internal-token"] == TOKEN
+    assert "x-api-key" not in seen[0]
+    assert "x-forwarded-for" not in seen[0]
+    assert "x-r3mes-gateway-secret" not in seen[0]
 
 
 def test_a_principals_credential_never_appears_in_its_printed_form() -> None:

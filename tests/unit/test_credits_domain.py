@@ -8,13 +8,16 @@ import pytest
 
 from services.core.errors import FailedPrecondition
 from services.credits.domain import (
+    INT64_MAX,
     Balance,
     InsufficientCredits,
+    NetworkTotal,
     Reservation,
     ReservationState,
     capture_amount,
     expire_time_of,
     new_identifier,
+    saturate,
 )
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -117,3 +120,14 @@ def test_identifiers_are_long_random_and_url_safe() -> None:
 
     assert len(identifiers) == 1000
     assert all(len(i) == 32 and i.replace("-", "").replace("_", "").isalnum() for i in identifiers)
+
+
+def test_a_network_total_past_int64_is_saturated_in_each_field_that_passes_it() -> None:
+    fits = NetworkTotal(available=INT64_MAX - 5, reserved=5)
+    passes = NetworkTotal(available=INT64_MAX, reserved=7)
+
+    assert not fits.saturated
+    assert saturate(fits.total) == INT64_MAX
+    assert passes.saturated
+    assert (saturate(passes.available), saturate(passes.reserved)) == (INT64_MAX, 7)
+    assert saturate(passes.total) == INT64_MAX

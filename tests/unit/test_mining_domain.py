@@ -114,11 +114,14 @@ def test_a_miner_is_active_for_24_hours_after_its_newest_report() -> None:
     assert not is_active(NOW, NOW + timedelta(hours=24, seconds=1))
 
 
-@pytest.mark.parametrize("hashrate", [-0.5, math.inf, -math.inf, math.nan])
-def test_a_hashrate_must_be_finite_and_not_negative(hashrate: float) -> None:
+@pytest.mark.parametrize(
+    "hashrate", [-0.5, math.inf, -math.inf, math.nan, 1.7e308, math.nextafter(1e21, math.inf)]
+)
+def test_a_hashrate_must_be_finite_not_negative_and_at_most_1e21(hashrate: float) -> None:
     [violation] = report_violations(new_report(hashrate), NOW)
 
     assert violation.field == "hashrate"
+    assert report_violations(new_report(1e21), NOW) == []
 
 
 def test_an_observe_time_may_be_at_most_5_minutes_ahead() -> None:

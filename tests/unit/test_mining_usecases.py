@@ -12,7 +12,7 @@ import pytest
 from services.core.errors import R3mesError
 from services.core.pagination import PageRequest
 from services.core.testing import FakeClock
-from services.mining.domain import NewBlock, NewReport
+from services.mining.domain import EARNINGS_LIMIT, NewBlock, NewReport
 from services.mining.repository import MiningRepositories
 from services.mining.usecases import MiningUseCases
 from tests.fakes.mining import MiningState, mining_unit_of_work
@@ -281,3 +281,18 @@ async def test_the_network_summary_of_an_empty_network_is_zero(use_cases: Mining
 
     assert (summary.total_miners, summary.block_height, summary.latest_block_time) == (0, 0, None)
     assert await use_cases.highest_block() == 0
+
+
+async def test_a_report_that_would_take_a_miners_earnings_past_the_limit_records_nothing(
+    use_cases: MiningUseCases, uow: Unit
+) -> None:
+    await use_cases.record_stats(report(earned=EARNINGS_LIMIT - 1))
+    await use_cases.record_stats(report(earned=1))  # exactly at the limit
+
+    with pytest.raises(R3mesError) as raised:
+        await use_cases.batch_record_stats([report(wallet=OTHER), report(earned=1)])
+
+    assert raised.value.reason == "EARNINGS_LIMIT_EXCEEDED"
+    assert raised.value.details.metadata["wallet_address"] == WALLET
+    assert uow.state.miners[WALLET].total_earned_micro_credits == EARNINGS_LIMIT
+    assert OTHER not in uow.state.miners  # the whole batch was refused

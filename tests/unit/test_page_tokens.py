@@ -10,7 +10,8 @@ from r3mes.credits.v1 import credits_pb2
 from r3mes.mining.v1 import mining_pb2
 
 from services.core.errors import InvalidArgument
-from services.core.pagination import Page, PageRequest, PageTokens, page_size_of
+from services.core.page_tokens import PageTokens, page_size_of
+from services.core.pagination import Page, PageRequest
 
 TOKENS = PageTokens(b"unit-test-page-token-secret-0123")
 WALLET = "remes1qqqsyqcyq5rqwzqfpg9scrgwpugpzysnuf2xtm"

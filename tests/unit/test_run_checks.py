@@ -27,8 +27,19 @@ def taken_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
+def test_in_one_process_only_the_shared_port_is_checked_and_named(taken_port: int) -> None:
+    unused = Settings(topology="one-process", mining_port=taken_port)
+    taken = Settings(topology="one-process", users_port=taken_port)
+
+    assert [p for p in port_problems(unused) if str(taken_port) in p] == []
+    assert [p for p in port_problems(taken) if str(taken_port) in p] == [
+        f"port {taken_port} (R3MES_USERS_PORT) is already in use on 127.0.0.1, perhaps by "
+        f"another `make run`: stop that, or set R3MES_USERS_PORT to a free port"
+    ]
+
+
 def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) -> None:
-    settings = Settings(mining_port=taken_port)
+    settings = Settings(topology="split", mining_port=taken_port)
 
     problems = [p for p in port_problems(settings) if str(taken_port) in p]
 
@@ -112,8 +123,9 @@ def test_make_run_applies_the_local_rate_limits_and_its_banner_says_which_and_ho
     assert (
         "  Rate limits (local development, services/core/ratelimit/policies.local.yaml, "
         "not production's):\n"
-        "    credentials 60/minute, read 600/minute, write 300/minute, "
-        "per wallet and per address;\n"
+        "    auth_failures 100/minute, chat 300/minute, credentials 60/minute, read 600/minute,\n"
+        "    write 300/minute, per wallet and per address; failed authentications (auth_failures) "
+        "per address;\n"
         "    every client on this machine is the one address ip:127.0.0.1.\n"
         "    Production's: R3MES_RATELIMIT_POLICIES_FILE=services/core/ratelimit/policies.yaml; "
         "none at all: R3MES_RATELIMIT_BACKEND=off.\n"

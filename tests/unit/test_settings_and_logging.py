@@ -16,7 +16,8 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.db import database_url
 from services.core.logging import JsonFormatter, request_id_var
-from services.core.settings import SERVICE_NAMES, Settings
+from services.core.registry import NAMES
+from services.core.settings import Settings
 from services.core.testing import new_wallet_address, running_server
 from services.users.server import create_server
 from tests.integration.rpc import failure_of
@@ -42,10 +43,9 @@ def test_the_defaults_are_the_embedded_mode(clean_environment: Path) -> None:
     assert settings.database_url is None
     assert str(database_url(settings, "users")) == "sqlite+aiosqlite:///data/users.db"
     assert (clean_environment / "data").is_dir()
-    assert [settings.port_of(name) for name in SERVICE_NAMES] == [50051, 50052, 50053, 50054]
-    assert [settings.target_of(name) for name in SERVICE_NAMES] == [
-        f"127.0.0.1:{port}" for port in (50051, 50052, 50053, 50054)
-    ]
+    ports = list(range(50051, 50051 + len(NAMES)))  # one after the other, users first
+    assert [settings.port_of(name) for name in NAMES] == ports
+    assert [settings.target_of(name) for name in NAMES] == [f"127.0.0.1:{port}" for port in ports]
     assert settings.listen_host == "127.0.0.1"
     assert settings.internal_token_value() is None
 
@@ -62,6 +62,19 @@ def test_an_environment_variable_overrides_a_default(
     assert settings.port_of("users") == 6001
     assert settings.port_of("credits") == 50054
     assert str(database_url(settings, "users")) == "postgresql+asyncpg://db/r3mes"
+
+
+def test_a_target_left_unset_follows_its_port_and_a_set_one_wins(
+    clean_environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("R3MES_CREDITS_PORT", "62074")
+    monkeypatch.setenv("R3MES_MINING_TARGET", "mining:50053")
+    monkeypatch.setenv("R3MES_LISTEN_HOST", "0.0.0.0")  # noqa: S104 - reached on loopback
+
+    settings = Settings()
+
+    assert settings.target_of("credits") == "127.0.0.1:62074"
+    assert settings.target_of("mining") == "mining:50053"
 
 
 def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(

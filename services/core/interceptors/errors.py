@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -21,18 +23,32 @@ from services.core.errors import ErrorDetails, R3mesError, Unimplemented
 logger = logging.getLogger(__name__)
 
 
-class ErrorMapping:
-    """The status a failure leaves the server as, for the services of one error domain."""
+@dataclass(frozen=True)
+class ErrorDomains:
+    """The ErrorInfo domain of each proto service a server hosts (`users.r3mes.network`), and
+    the one of everything else it serves (health, reflection)."""
 
-    def __init__(self, domain: str) -> None:
-        self._domain = domain
+    default: str
+    by_service: Mapping[str, str] = field(default_factory=dict)
+
+    def of(self, method_name: str) -> str:
+        # "/r3mes.users.v1.UsersService/GetUser" -> "r3mes.users.v1.UsersService"
+        return self.by_service.get(method_name[1:].partition("/")[0], self.default)
+
+
+class ErrorMapping:
+    """The status a failure leaves the server as, in the error domain of the called service."""
+
+    def __init__(self, domains: ErrorDomains | str) -> None:
+        self._domains = ErrorDomains(domains) if isinstance(domains, str) else domains
 
     def status_of(self, error: Exception, method_name: str) -> status_pb2.Status:
+        domain = self._domains.of(method_name)
         if isinstance(error, R3mesError):
-            return to_status(error, self._domain)
+            return to_status(error, domain)
         if isinstance(error, NotImplementedError):
             # What generated base servicers raise for an RPC that is declared but not built.
-            return to_status(Unimplemented(f"{method_name} is not implemented yet"), self._domain)
+            return to_status(Unimplemented(f"{method_name} is not implemented yet"), domain)
         incident = uuid.uuid4().hex
         logger.error(
             "unexpected error",
@@ -40,7 +56,7 @@ class ErrorMapping:
             extra={"incident_id": incident, "method": method_name},
         )
         status = to_status(
-            R3mesError(f"internal error (incident {incident})", reason="INTERNAL"), self._domain
+            R3mesError(f"internal error (incident {incident})", reason="INTERNAL"), domain
         )
         status.code = grpc.StatusCode.INTERNAL.value[0]
         return status

@@ -18,7 +18,7 @@ the call's).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,9 +27,11 @@ import grpc
 from services.core.auth import Principal, PrincipalKind
 from services.core.background import PeriodicJob
 from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
+from services.core.metrics import RATELIMIT_AVAILABLE, RATELIMIT_FAILING_OPEN, ratelimit_decided
 from services.core.network import client_address_var
 from services.core.ratelimit import (
     Decision,
+    DecisionFailed,
     Limiter,
     LimiterUnavailable,
     Policies,
@@ -46,6 +48,8 @@ RETRY_AFTER_HEADER = "retry-after"
 OUR_PACKAGE_PREFIX = "/r3mes."
 
 Headers = tuple[tuple[str, str], ...]
+# The results of r3mes_ratelimit_decisions_total.
+ALLOWED, LIMITED, UNCHECKED, UNDECIDED = "allowed", "limited", "unchecked", "undecided"
 
 
 class RateLimiting:
@@ -60,6 +64,15 @@ class RateLimiting:
         self._policies = policies
         self._fail_open = failure == "open"
         self._unavailable_retry_seconds = unavailable_retry_seconds
+        RATELIMIT_AVAILABLE.track(self, lambda step: float(step.available))
+        RATELIMIT_FAILING_OPEN.track(
+            self, lambda step: float(step._fail_open and not step.available)
+        )
+
+    @property
+    def available(self) -> bool:
+        """Whether the limiter can decide now (only a Redis limiter ever cannot)."""
+        return bool(getattr(self._limiter, "available", True))
 
     async def check(
         self, method_name: str, principal: Principal, context: grpc.aio.ServicerContext[Any, Any]
@@ -91,17 +104,72 @@ class RateLimiting:
         try:
             decision = await self._limiter.decide(policy.name, policy.rate, subjects)
         except LimiterUnavailable:
+            # A state (logged, in health), not this call's luck: the failure policy applies.
             if self._fail_open:
+                ratelimit_decided(policy.name, UNCHECKED)
                 return ((POLICY_HEADER, policy.header),)
-            raise ResourceExhausted(
-                "rate limiting cannot decide right now; try again shortly",
-                reason="RATE_LIMITER_UNAVAILABLE",
-                details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
-            ) from None
+            ratelimit_decided(policy.name, UNDECIDED)
+            raise self._undecided() from None
+        except DecisionFailed:
+            # Redis answers but this call got no decision: admitting it unchecked would let a
+            # busy process exceed the limit, so it is refused whatever the failure policy.
+            ratelimit_decided(policy.name, UNDECIDED)
+            raise self._undecided() from None
         headers = ((POLICY_HEADER, policy.header), (RATELIMIT_HEADER, _ratelimit(policy, decision)))
         if decision.allowed:
+            ratelimit_decided(policy.name, ALLOWED)
             return headers
+        ratelimit_decided(policy.name, LIMITED)
         raise RateLimited(policy, decision, headers)
+
+    def _undecided(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            "rate limiting cannot decide right now; try again shortly",
+            reason="RATE_LIMITER_UNAVAILABLE",
+            details=ErrorDetails(retry_after_seconds=self._unavailable_retry_seconds),
+        )
+
+
+class FailedAuthentications:
+    """Implements services.core.auth.AuthenticationFailures: each failed authentication is
+    charged to the client address (`ip:<address>`) under its own policy, and once that bucket
+    is empty the client's calls are refused RateLimited before any credential is looked up.
+
+    While the limiter cannot decide, failures are not counted and credentials are checked as
+    without a limiter: a wrong one is still UNAUTHENTICATED.
+    """
+
+    def __init__(self, limiter: Limiter, policy: Policy) -> None:
+        self._limiter = limiter
+        self._policy = policy
+
+    async def before_lookup(self) -> None:
+        await self._decide(charge=False)
+
+    async def failed(self) -> None:
+        await self._decide(charge=True)
+
+    async def _decide(self, *, charge: bool) -> None:
+        address = client_address_var.get()
+        if not address:
+            return
+        policy = self._policy
+        try:
+            decision = await self._limiter.decide(
+                policy.name, policy.rate, [f"ip:{address}"], charge=charge
+            )
+        except (LimiterUnavailable, DecisionFailed):
+            return
+        # A failure charged and allowed counts once; the check before a lookup, only when it
+        # refuses (it charges nothing).
+        if not decision.allowed or charge:
+            ratelimit_decided(policy.name, ALLOWED if decision.allowed else LIMITED)
+        if not decision.allowed:
+            headers = (
+                (POLICY_HEADER, policy.header),
+                (RATELIMIT_HEADER, _ratelimit(policy, decision)),
+            )
+            raise RateLimited(policy, decision, headers)
 
 
 class RateLimited(ResourceExhausted):
@@ -148,16 +216,22 @@ Closer = Callable[[], Awaitable[None]]
 
 @dataclass
 class RateLimitingSetup:
-    """The step as settings configure it (None: off), with its background probe and closer."""
+    """The step as settings configure it (None: off), the allowance of failed authentications
+    (None: not limited), the Redis probe and the closer."""
 
     step: RateLimiting | None = None
+    failures: FailedAuthentications | None = None
     jobs: list[PeriodicJob] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
 
 
-def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
-    """Load and check the policy file (raises PolicyFileError) and open the backend."""
+def rate_limiting_from_settings(
+    settings: Settings, service_names: Sequence[str] = ()
+) -> RateLimitingSetup:
+    """Load the policy file and check it against the hosted services' methods (raises
+    PolicyFileError), then open the backend."""
     policies = load_policies(settings.ratelimit_policies_file)
+    policies.check(service_names)
     limiter = limiter_from_settings(settings)
     if limiter is None:
         return RateLimitingSetup()
@@ -167,8 +241,11 @@ def rate_limiting_from_settings(settings: Settings) -> RateLimitingSetup:
         settings.ratelimit_redis_failure,
         settings.ratelimit_redis_probe_seconds,
     )
-    jobs = []
+    failures = None
+    if policies.failed_authentication is not None:
+        failures = FailedAuthentications(limiter, policies.failed_authentication)
+    jobs: list[PeriodicJob] = []
     if isinstance(limiter, RedisLimiter):
         # Its failures show in health as `<service>.ratelimit` and are logged once per change.
-        jobs.append(PeriodicJob("ratelimit", settings.ratelimit_redis_probe_seconds, limiter.probe))
-    return RateLimitingSetup(step, jobs, [limiter.close])
+        jobs.append(limiter.health_job(settings.ratelimit_redis_probe_seconds))
+    return RateLimitingSetup(step, failures, jobs, [limiter.close])

@@ -11,11 +11,17 @@ from typing import Protocol
 
 from services.core.ratelimit.gcra import Decision, InProcessLimiter, Rate
 from services.core.ratelimit.policies import Policies, Policy, PolicyFileError, load_policies
-from services.core.ratelimit.redis_backend import LimiterUnavailable, RedisLimiter
+from services.core.ratelimit.redis_backend import (
+    DecisionFailed,
+    LimiterUnavailable,
+    RedisLimiter,
+    RedisProbe,
+)
 from services.core.settings import Settings
 
 __all__ = [
     "Decision",
+    "DecisionFailed",
     "InProcessLimiter",
     "Limiter",
     "LimiterUnavailable",
@@ -24,15 +30,20 @@ __all__ = [
     "PolicyFileError",
     "Rate",
     "RedisLimiter",
+    "RedisProbe",
     "limiter_from_settings",
     "load_policies",
 ]
 
 
 class Limiter(Protocol):
-    async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
-        """Admit the call and charge every bucket of `subjects` under `policy`, or refuse it
-        and charge none. Raises LimiterUnavailable when it cannot decide."""
+    async def decide(
+        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+    ) -> Decision:
+        """Admit the call and charge every bucket of `subjects` under `policy` (unless `charge`
+        is false: only say whether it would be admitted), or refuse it and charge none.
+        Raises LimiterUnavailable while its backend is unreachable (the failure policy
+        applies), DecisionFailed when this one call could not be decided."""
 
     async def close(self) -> None: ...
 
@@ -48,6 +59,7 @@ def limiter_from_settings(settings: Settings) -> Limiter | None:
         raise ValueError("ratelimit_backend is redis but redis_url is not set")
     return RedisLimiter.from_url(
         settings.redis_url,
+        settings.ratelimit_redis_decision_timeout_seconds,
         settings.ratelimit_redis_timeout_seconds,
         settings.ratelimit_redis_failure,
     )

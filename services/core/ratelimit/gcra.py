@@ -95,11 +95,13 @@ class InProcessLimiter:
         self._tats: dict[str, int] = {}
         self._sweep_at = 1024
 
-    async def decide(self, policy: str, rate: Rate, subjects: Sequence[str]) -> Decision:
+    async def decide(
+        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+    ) -> Decision:
         now = round(self._clock() * MICROSECONDS)
         keys = [f"{policy}:{subject}" for subject in subjects]
         decision, new_tats = decide(rate, subjects, [self._tats.get(key) for key in keys], now)
-        if new_tats is not None:
+        if new_tats is not None and charge:
             self._tats.update(zip(keys, new_tats, strict=True))
             if len(self._tats) > self._sweep_at:
                 self._sweep(now)

@@ -1,7 +1,12 @@
 """The cache of API-key answers every service keeps, and the invalidations that empty it.
 
 Answers live `ttl` seconds at most (cachetools' TTLCache, least recently used out first when
-full): that is the bound on how stale an answer can be. When Redis is configured, the apikeys
+full): that is the bound on how stale an answer can be. Refusals (a key unknown, revoked or
+expired) live in a store of their own for `refused_ttl` seconds: a flood of made-up keys then
+cannot push the answers of real keys out, and a refusal cannot go stale: no key comes back
+from revocation or expiry, and a secret never seen cannot become a key, since a new key's
+secret is 190 random bits (a key created after its refusal was cached has another digest).
+Their TTL is short anyway, only to bound their memory. When Redis is configured, the apikeys
 service publishes the id of every revoked or deleted key on a channel and every process forgets
 it at once; a process that loses the channel forgets everything, because what was announced
 meanwhile is lost.
@@ -34,17 +39,28 @@ class KeyCheckCache(Generic[ValueT]):
     """Answers by key digest; each remembers its key id so a withdrawn key can be forgotten."""
 
     def __init__(
-        self, ttl_seconds: float, max_entries: int, timer: Callable[[], float] = time.monotonic
+        self,
+        ttl_seconds: float,
+        max_entries: int,
+        timer: Callable[[], float] = time.monotonic,
+        refused_ttl_seconds: float | None = None,
     ) -> None:
         self._entries: TTLCache[bytes, tuple[ValueT, str | None]] = TTLCache(
             max_entries, ttl_seconds, timer=timer
+        )
+        self._refused: TTLCache[bytes, ValueT] = TTLCache(
+            max_entries, refused_ttl_seconds or ttl_seconds, timer=timer
         )
         # Bumped by every forget: an answer fetched before it may be stale and is not kept.
         self.generation = 0
 
     def get(self, digest: bytes) -> ValueT | None:
         entry = self._entries.get(digest)
-        return None if entry is None else entry[0]
+        return self._refused.get(digest) if entry is None else entry[0]
+
+    def put_refused(self, digest: bytes, value: ValueT) -> None:
+        """An answer that refuses its key: true for good, so no withdrawal forgets it."""
+        self._refused[digest] = value
 
     def put(self, digest: bytes, value: ValueT, key_id: str | None, *, if_generation: int) -> None:
         if if_generation == self.generation:
@@ -81,7 +97,9 @@ class KeyInvalidations:
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyInvalidations:
         cache: KeyCheckCache[Any] = KeyCheckCache(
-            settings.apikeys_cache_ttl_seconds, settings.apikeys_cache_max_entries
+            settings.apikeys_cache_ttl_seconds,
+            settings.apikeys_cache_max_entries,
+            refused_ttl_seconds=settings.apikeys_refused_cache_ttl_seconds,
         )
         return cls(cache, settings.redis_url, settings.apikeys_invalidation_channel)
 

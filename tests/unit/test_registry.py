@@ -1,0 +1,132 @@
+"""The registry is the one list of services: every service folder is in it, everything else
+derives from it, and the import contracts cover services that do not exist yet."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import descriptor_pool
+
+from services.core.registry import NAMES, SERVICES, selected
+from services.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+# Code that is no service's own and must therefore name none (it reads the registry instead).
+SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools"]
+
+
+def test_every_service_folder_is_registered_in_the_order_of_its_port() -> None:
+    folders = {
+        path.name
+        for path in (ROOT / "services").iterdir()
+        if (path / "__init__.py").exists() and path.name != "core"
+    }
+
+    assert set(NAMES) == folders
+    assert [s.default_port for s in SERVICES] == sorted(s.default_port for s in SERVICES)
+    for spec in SERVICES:
+        assert set(spec.peers) <= set(NAMES), spec.name
+        assert (ROOT / "services" / spec.name / "migrations").is_dir(), spec.name
+        __import__(f"r3mes.{spec.name}.v1.{spec.name}_pb2")
+        assert descriptor_pool.Default().FindServiceByName(spec.proto_service), spec.name
+
+
+def test_each_service_has_a_port_and_a_target_setting_whose_default_is_its_declared_port() -> None:
+    defaults = Settings(_env_file=None)
+
+    for spec in SERVICES:
+        assert defaults.port_of(spec.name) == spec.default_port
+        assert Settings.model_fields[f"{spec.name}_target"].default is None
+
+
+def test_a_process_hosts_all_or_the_named_services_and_refuses_an_unknown_one() -> None:
+    assert selected("all") == list(SERVICES)
+    assert [s.name for s in selected("credits, users")] == ["users", "credits"]
+    with pytest.raises(ValueError, match="unknown services \\['billing'\\]"):
+        selected("users,billing")
+
+
+def named_services(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in NAMES
+    ]
+
+
+def test_no_shared_code_lists_services_by_name() -> None:
+    files = [p for folder in SHARED_CODE for p in folder.rglob("*.py")]
+
+    naming = {str(p.relative_to(ROOT)): named_services(p) for p in files if named_services(p)}
+
+    assert naming == {}
+
+
+PLANTS = {
+    "a new service importing another": (
+        "services/billing/usecases.py",
+        "from services.users import domain\n",
+        "Services are independent of each other BROKEN",
+    ),
+    "a use case reaching grpc through a kernel module": (
+        "services/users/usecases.py",
+        "from services.core import clients\n",
+        "even indirectlyBROKEN",
+    ),
+    "a domain module importing a repository": (
+        "services/mining/domain.py",
+        "from services.core import repository\n",
+        "Domain rules use the standard library and core.errors only BROKEN",
+    ),
+    "a domain module of a new service importing a package": (
+        "services/billing/domain.py",
+        "import yaml\n",
+        "Domain rules use the standard library and core.errors only BROKEN",
+    ),
+    "the kernel importing a service": (
+        "services/core/peek.py",
+        "from services.users import usecases\n",
+        "of the project, it imports only itself BROKEN",
+    ),
+    "the gateway importing a service's code": (
+        "gateway/peek.py",
+        "from services.credits import usecases\n",
+        "no service's code BROKEN",
+    ),
+}
+
+
+@pytest.mark.parametrize("plant", PLANTS, ids=str)
+def test_a_violation_planted_in_a_copy_makes_lint_imports_fail(plant: str, tmp_path: Path) -> None:
+    for part in ("services", "gateway", "tools", "pyproject.toml"):
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / part)
+    where, line, broken = PLANTS[plant]
+    planted = tmp_path / where
+    planted.parent.mkdir(exist_ok=True)
+    (planted.parent / "__init__.py").touch()
+    with planted.open("a") as module:
+        module.write(line)
+    environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'gen'}"}
+
+    linted = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert linted.returncode == 1, linted.stdout
+    assert broken in " ".join(linted.stdout.split()), linted.stdout
