@@ -52,9 +52,26 @@ def worker_group(nodeid: str) -> str:
     stays whole, so its module fixtures start once and its tests keep their order. The
     end-to-end tests share one worker: each worker would start its own suite of service
     processes and Envoy, and on two cores four suites at once ran slower than one, with the
-    rate-limit tests' windows stretched past what they assert."""
+    rate-limit tests' windows stretched past what they assert. So do the files hungriest for
+    PostgreSQL connections (MANY_CONNECTIONS)."""
     path = nodeid.split("::")[0]
-    return "tests/e2e" if path.startswith("tests/e2e/") else path
+    if path.startswith("tests/e2e/"):
+        return "tests/e2e"
+    return "many connections" if path in MANY_CONNECTIONS else path
+
+
+# Several service processes, or tens of concurrent writers, each process with its own pool: one
+# of these files at a time keeps a run further under the server's max_connections (100 by
+# default; a run on four workers, beside other runs on the same server, met "too many clients").
+MANY_CONNECTIONS = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_apikeys_revocation_across_processes",
+        "test_credits_concurrency",
+        "test_credits_processes",
+        "test_workers",
+    )
+)
 
 
 # pytest-xdist has no types; its `--dist loadgroup` markers are lost on pytest 9 (xdist 3.8
