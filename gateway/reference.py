@@ -14,6 +14,7 @@ from services.core.testing import new_wallet_address
 from tools.reference_node import DEFAULT_MODEL
 
 SERVICE = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
+OFFLINE_AFTER_SETTING = "serving_node_offline_after_seconds"
 
 
 def register_node(
@@ -56,7 +57,10 @@ class ReferenceNode:
         self._token = settings.internal_token_value() or ""
         self._url = url
         self._node: serving_pb2.ServingNode | None = None
-        self.beat_interval_seconds = settings.serving_node_offline_after_seconds / 3
+        # Serving's own setting, read as serving reads it (through its spec: the gateway imports
+        # no service's code).
+        own = spec.settings() if spec.settings is not None else None
+        self.beat_interval_seconds = float(getattr(own, OFFLINE_AFTER_SETTING)) / 3
 
     def register(self) -> str:
         """Registers it for a new wallet; what to print."""

@@ -14,8 +14,8 @@ from gateway.catalog import UPSTREAMS
 from gateway.frontdoor.envoy import door_routes
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
-from services.core.registry import NAMES
-from services.core.settings import Settings
+from services.core.registry import NAMES, SERVICES
+from services.core.settings import Canary, Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -35,8 +35,14 @@ def filter_names(config: dict[str, Any]) -> list[str]:
     return [f["name"] for f in connection_manager(config)["http_filters"]]
 
 
-def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
-    config = write_config(settings(), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
+CANARY = {"mining": Canary(target="127.0.0.1:50063", weight=5)}
+
+
+@pytest.mark.parametrize("canaries", [{}, CANARY], ids=["without canary", "with a canary"])
+def test_envoy_accepts_the_rendered_configuration(
+    tmp_path: Path, canaries: dict[str, Canary]
+) -> None:
+    config = write_config(settings(canaries=canaries), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
 
     checked = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
@@ -49,19 +55,14 @@ def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_the_transcoder_serves_all_four_services_with_the_agreed_options() -> None:
+def test_the_transcoder_serves_every_registered_service_with_the_agreed_options() -> None:
     config = build_config(settings(), DEFAULT_DESCRIPTOR)
 
     transcoder = next(
         f for f in connection_manager(config)["http_filters"] if f["name"] == TRANSCODER
     )["typed_config"]
 
-    assert transcoder["services"] == [
-        "r3mes.users.v1.UsersService",
-        "r3mes.apikeys.v1.APIKeysService",
-        "r3mes.mining.v1.MiningService",
-        "r3mes.credits.v1.CreditsService",
-    ]
+    assert transcoder["services"] == [spec.proto_service for spec in SERVICES]
     assert transcoder["convert_grpc_status"] is True
     assert transcoder["ignore_unknown_query_parameters"] is True
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
@@ -143,10 +144,8 @@ def test_in_one_process_every_cluster_reaches_the_one_port_and_a_set_target_wins
     addresses = cluster_addresses(build_config(one, DEFAULT_DESCRIPTOR))
 
     assert {name: addresses[name] for name in NAMES} == {
-        "users": ("127.0.0.1", 62051),
-        "apikeys": ("127.0.0.1", 62051),
+        **dict.fromkeys(NAMES, ("127.0.0.1", 62051)),
         "mining": ("10.0.0.7", 50053),
-        "credits": ("127.0.0.1", 62051),
     }
 
 
@@ -172,10 +171,10 @@ def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envo
     service_routes = [
         route
         for route in routes["virtual_hosts"][0]["routes"]
-        if route.get("route", {}).get("cluster") in {"users", "apikeys", "mining", "credits"}
+        if route.get("route", {}).get("cluster") in NAMES
     ]
 
-    assert len(service_routes) == 4
+    assert len(service_routes) == len(NAMES)
     for route in service_routes:
         [added] = route["request_headers_to_add"]
         assert added["header"] == {"key": "x-r3mes-gateway-secret", "value": secret}
@@ -232,3 +231,8 @@ def test_the_documented_gateway_limits_are_the_rendered_ones() -> None:
         rendered = values_at(config, field.split("."))
         assert rendered, f"{field} is not in the rendered configuration"
         assert {str(v) for v in rendered} == {value}, field
+
+
+def test_a_canary_of_a_service_the_registry_does_not_know_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="R3MES_CANARIES names unknown services: minning"):
+        build_config(settings(canaries={"minning": CANARY["mining"]}), DEFAULT_DESCRIPTOR)

@@ -486,9 +486,10 @@ def test_the_openai_example_of_the_docs_lists_chats_and_streams(door: Door, tmp_
 
 
 def test_make_runs_reference_node_stays_fresh_while_make_run_beats_for_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     offline_after = 3.0
+    monkeypatch.setenv("R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS", str(offline_after))
     with running_stack(
         tmp_path,
         internal_token=INTERNAL_TOKEN,
@@ -499,9 +500,7 @@ def test_make_runs_reference_node_stays_fresh_while_make_run_beats_for_it(
         },
     ) as stack:
         settings = Settings(
-            serving_target=stack.grpc_target(SERVING),
-            internal_token=INTERNAL_TOKEN,
-            serving_node_offline_after_seconds=offline_after,
+            serving_target=stack.grpc_target(SERVING), internal_token=INTERNAL_TOKEN
         )
         node = ReferenceNode(settings, stack.start_reference_node())
         node.register()
