@@ -80,6 +80,41 @@ async def test_a_decision_that_only_asks_charges_nothing(limiter: Limiter) -> No
     assert (asked_when_empty.allowed, asked_when_empty.retry_after_seconds) == (False, 20.0)
 
 
+PER_MINUTE_60 = Rate(60, 60.0)  # one unit a second
+
+
+async def test_a_decision_of_several_units_charges_them_all(limiter: Limiter) -> None:
+    wallet = subject()
+
+    first = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=50)
+    second = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=11)
+    third = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=10)
+
+    assert (first.allowed, first.remaining) == (True, 10)
+    assert not second.allowed
+    assert second.retry_after_seconds == pytest.approx(1.0)
+    assert (third.allowed, third.remaining) == (True, 0)
+
+
+async def test_a_forced_charge_overdraws_and_cost_zero_then_refuses_until_it_is_repaid(
+    limiter: Limiter, clock: Seconds
+) -> None:
+    wallet = subject()
+
+    before = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=0)
+    forced = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=90, force=True)
+    owing = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=0)
+    clock.now += 30  # the 30 units owed beyond the bucket are repaid
+    repaid = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=0)
+
+    assert before.allowed
+    assert not forced.allowed  # reported as it is: beyond the limit, yet charged
+    assert not owing.allowed
+    assert owing.retry_after_seconds == pytest.approx(30.0)
+    assert repaid.allowed
+    assert repaid.remaining == 0
+
+
 async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
     wallet = subject()
     for _ in range(3):

@@ -165,3 +165,18 @@ def test_the_documented_policy_file_loads_as_described(tmp_path: Path) -> None:
     assert policies.internal.rate == Rate(1000, 1.0)
     assert policies.failed_authentication is not None
     assert policies.failed_authentication.rate == Rate(10, 60.0)
+
+
+def test_chats_get_a_hundred_thousand_tokens_a_minute_per_wallet() -> None:
+    tokens = load_policies().tokens["chat"]
+
+    assert (tokens.name, tokens.rate) == ("chat_tokens", Rate(100_000, 60.0))
+
+
+def test_tokens_of_a_policy_the_file_does_not_define_are_refused(tmp_path: Path) -> None:
+    path = write_policies(
+        tmp_path, "policies: {write: 20/minute}\ndefault: write\ntokens: {chat: 10/minute}\n"
+    )
+
+    with pytest.raises(PolicyFileError, match="tokens: chat: 'chat' is not one of the policies"):
+        load_policies(path)

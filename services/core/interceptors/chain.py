@@ -139,7 +139,10 @@ class RequestChain(AsyncServerInterceptor):
             request = await self._before_handler(
                 method_name, metadata, request_or_iterator, context
             )
-            return await method(request, context)
+            response = await method(request, context)
+            if self._rate_limiting is not None:
+                await self._rate_limiting.charge_tokens(method_name, response)
+            return response
         except asyncio.CancelledError:
             record.code = request_context.cancelled_code(context)
             raise
@@ -177,6 +180,8 @@ class RequestChain(AsyncServerInterceptor):
             else:
                 async for response in responses:
                     yield response
+                    if self._rate_limiting is not None:
+                        await self._rate_limiting.charge_tokens(method_name, response)
         except asyncio.CancelledError:
             record.code = request_context.cancelled_code(context)
             raise

@@ -17,6 +17,7 @@ the call's).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 import grpc
 
-from services.core.auth import Principal, PrincipalKind
+from services.core.auth import Principal, PrincipalKind, current_principal
 from services.core.background import PeriodicJob
 from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
 from services.core.metrics import RATELIMIT_AVAILABLE, RATELIMIT_FAILING_OPEN, ratelimit_decided
@@ -101,6 +102,10 @@ class RateLimiting:
         subjects = _subjects(principal)
         if policy is None or not subjects:
             return ()
+        tokens = self._tokens_policy(method_name, principal)
+        if tokens is not None:
+            # First, and only asked: a wallet that owes tokens pays no call for its refusal.
+            await self._check_tokens(tokens, principal)
         try:
             decision = await self._limiter.decide(policy.name, policy.rate, subjects)
         except LimiterUnavailable:
@@ -121,6 +126,52 @@ class RateLimiting:
             return headers
         ratelimit_decided(policy.name, LIMITED)
         raise RateLimited(policy, decision, headers)
+
+    def _tokens_policy(self, method_name: str, principal: Principal) -> Policy | None:
+        """The tokens-per-minute policy of a wallet's call of this method, if it has one."""
+        if principal.kind is not PrincipalKind.WALLET or not principal.wallet_address:
+            return None
+        if not method_name.startswith(OUR_PACKAGE_PREFIX):
+            return None
+        return self._policies.tokens.get(self._policies.for_method(method_name).name)
+
+    async def _check_tokens(self, tokens: Policy, principal: Principal) -> None:
+        subject = f"wallet:{principal.wallet_address}"
+        try:
+            decision = await self._limiter.decide(
+                tokens.name, tokens.rate, [subject], charge=False, cost=0
+            )
+        except LimiterUnavailable:
+            if self._fail_open:
+                return
+            raise self._undecided() from None
+        except DecisionFailed:
+            raise self._undecided() from None
+        if not decision.allowed:
+            headers = (
+                (POLICY_HEADER, tokens.header),
+                (RATELIMIT_HEADER, _ratelimit(tokens, decision)),
+            )
+            raise RateLimited(tokens, decision, headers, unit="tokens")
+
+    async def charge_tokens(self, method_name: str, response: Any) -> None:
+        """After an answer: its `usage.total_tokens` (the chat RPCs report them in their answer,
+        or a stream's last message) charged to the wallet under the method's tokens policy,
+        even past the limit (the bucket then owes, and refuses the wallet's next calls until it
+        has refilled). Tokens of a stream the client left before its end are not counted."""
+        if not self._policies.tokens:  # every answer of every RPC passes here
+            return
+        principal = current_principal.get()
+        tokens = self._tokens_policy(method_name, principal)
+        if tokens is None:
+            return
+        used = int(getattr(getattr(response, "usage", None), "total_tokens", 0) or 0)
+        if used <= 0:
+            return
+        subject = f"wallet:{principal.wallet_address}"
+        # The answer has left already: a limiter that cannot decide loses this charge only.
+        with contextlib.suppress(LimiterUnavailable, DecisionFailed):
+            await self._limiter.decide(tokens.name, tokens.rate, [subject], cost=used, force=True)
 
     def _undecided(self) -> ResourceExhausted:
         return ResourceExhausted(
@@ -177,17 +228,19 @@ class RateLimited(ResourceExhausted):
 
     reason = "RATE_LIMITED"
 
-    def __init__(self, policy: Policy, decision: Decision, headers: Headers) -> None:
+    def __init__(
+        self, policy: Policy, decision: Decision, headers: Headers, unit: str = "calls"
+    ) -> None:
         rate = policy.rate
         super().__init__(
-            f"rate limit of {decision.subject} reached: {rate.limit} calls per "
+            f"rate limit of {decision.subject} reached: {rate.limit} {unit} per "
             f"{rate.period_seconds:g} s under policy {policy.name}",
             details=ErrorDetails(
                 metadata={"policy": policy.name},
                 quota_violations=[
                     QuotaViolation(
                         decision.subject,
-                        f"{rate.limit} calls per {rate.period_seconds:g} s ({policy.name})",
+                        f"{rate.limit} {unit} per {rate.period_seconds:g} s ({policy.name})",
                     )
                 ],
                 retry_after_seconds=decision.retry_after_seconds,

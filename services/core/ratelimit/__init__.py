@@ -38,10 +38,18 @@ __all__ = [
 
 class Limiter(Protocol):
     async def decide(
-        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+        self,
+        policy: str,
+        rate: Rate,
+        subjects: Sequence[str],
+        *,
+        charge: bool = True,
+        cost: int = 1,
+        force: bool = False,
     ) -> Decision:
-        """Admit the call and charge every bucket of `subjects` under `policy` (unless `charge`
-        is false: only say whether it would be admitted), or refuse it and charge none.
+        """Admit the call and charge every bucket of `subjects` under `policy` `cost` units
+        (unless `charge` is false: only say whether it would be admitted), or refuse it and
+        charge none (unless `force`: then charged all the same, the buckets owing).
         Raises LimiterUnavailable while its backend is unreachable (the failure policy
         applies), DecisionFailed when this one call could not be decided."""
 

@@ -12,6 +12,13 @@ refills one call per interval. A call is admitted when `max(TAT, now) + interval
 now`; admitting it moves TAT by one interval. The calls of one request are checked against every
 bucket it falls in (its wallet and its address) and either all are charged or none.
 
+A decision may cost more than one unit (`cost`): the tokens of a chat under a tokens-per-minute
+policy move TAT by `cost` intervals. Cost 0 only asks whether a bucket is overdrawn, and a
+forced charge (`force`) is stored even past the limit: that is how tokens, known only once an
+answer has ended, are counted (LiteLLM's TPM works so: a call is admitted while its key is under
+the limit, and its tokens are added afterwards), so a bucket can owe and refuses until it has
+refilled what it owes.
+
 The same arithmetic, in integer microseconds, is written once more in Lua for Redis
 (`redis_backend.py`); tests/integration/test_ratelimit_backends.py runs every case through both.
 """
@@ -59,25 +66,31 @@ class Decision:
     def of(cls, rate: Rate, subject: str, allowed: bool, wait_us: int, reset_us: int) -> Decision:
         if not allowed:
             return cls(False, subject, 0, reset_us / MICROSECONDS, wait_us / MICROSECONDS)
-        remaining = (rate.period_us - reset_us) // rate.interval_us
+        remaining = max(0, (rate.period_us - reset_us) // rate.interval_us)
         return cls(True, subject, remaining, reset_us / MICROSECONDS)
 
 
 def decide(
-    rate: Rate, subjects: Sequence[str], tats: Sequence[int | None], now: int
-) -> tuple[Decision, list[int] | None]:
-    """The decision for buckets whose TATs are `tats` (microseconds; None: never used), and the
-    buckets' new TATs when the call is admitted (None when refused: nothing is charged).
-    Integer microseconds, as in the Redis script, so both backends decide alike to the last
-    microsecond (floats would let 7 calls of 60/7 s each overrun 60 s)."""
+    rate: Rate,
+    subjects: Sequence[str],
+    tats: Sequence[int | None],
+    now: int,
+    cost: int = 1,
+) -> tuple[Decision, list[int]]:
+    """The decision for buckets whose TATs are `tats` (microseconds; None: never used) and a
+    call costing `cost` units, and the buckets' TATs once charged (stored only when the call is
+    admitted, or the charge forced). Integer microseconds, as in the Redis script, so both
+    backends decide alike to the last microsecond (floats would let 7 calls of 60/7 s each
+    overrun 60 s)."""
     interval, period = rate.interval_us, rate.period_us
-    new_tats = [max(tat if tat is not None else now, now) + interval for tat in tats]
+    step = cost * interval
+    new_tats = [max(tat if tat is not None else now, now) + step for tat in tats]
     waits = [new_tat - period - now for new_tat in new_tats]
     # The bucket that decides: the longest wait (refused when positive), else the fullest TAT.
     worst = max(range(len(subjects)), key=lambda i: (waits[i], new_tats[i]))
     if waits[worst] > 0:
-        reset = new_tats[worst] - interval - now
-        return Decision.of(rate, subjects[worst], False, waits[worst], reset), None
+        reset = new_tats[worst] - step - now
+        return Decision.of(rate, subjects[worst], False, waits[worst], reset), new_tats
     return Decision.of(rate, subjects[worst], True, 0, new_tats[worst] - now), new_tats
 
 
@@ -96,12 +109,20 @@ class InProcessLimiter:
         self._sweep_at = 1024
 
     async def decide(
-        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+        self,
+        policy: str,
+        rate: Rate,
+        subjects: Sequence[str],
+        *,
+        charge: bool = True,
+        cost: int = 1,
+        force: bool = False,
     ) -> Decision:
         now = round(self._clock() * MICROSECONDS)
         keys = [f"{policy}:{subject}" for subject in subjects]
-        decision, new_tats = decide(rate, subjects, [self._tats.get(key) for key in keys], now)
-        if new_tats is not None and charge:
+        tats = [self._tats.get(key) for key in keys]
+        decision, new_tats = decide(rate, subjects, tats, now, cost)
+        if force or (decision.allowed and charge):
             self._tats.update(zip(keys, new_tats, strict=True))
             if len(self._tats) > self._sweep_at:
                 self._sweep(now)

@@ -64,6 +64,9 @@ class Policies:
     # Charged to the client address for each failed authentication; None: not limited.
     failed_authentication: Policy | None = None
     named: Mapping[str, Policy] = field(default_factory=dict)  # every policy the file defines
+    # Per policy name: the tokens its calls may use per wallet (`tokens:`), as a policy of its
+    # own (`<name>_tokens`), charged the `usage.total_tokens` of each answer.
+    tokens: Mapping[str, Policy] = field(default_factory=dict)
     source: Path | None = None  # the file, named by the errors of `check`
     _by_grpc_path: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
 
@@ -153,6 +156,7 @@ def _parse(document: Any) -> Policies:
         "internal",
         "failed_authentication",
         "methods",
+        "tokens",
     }
     if unknown_keys:
         raise ValueError(f"unknown entries: {', '.join(sorted(unknown_keys))}")
@@ -175,6 +179,13 @@ def _parse(document: Any) -> Policies:
     methods: dict[str, Policy] = {}
     for method, name in (document.get("methods") or {}).items():
         methods[str(method)] = policy(f"methods: {method}", name)
+    tokens: dict[str, Policy] = {}
+    for name, rate in (document.get("tokens") or {}).items():
+        policy(f"tokens: {name}", name)
+        try:
+            tokens[str(name)] = Policy(f"{name}_tokens", parse_rate(rate))
+        except ValueError as error:
+            raise ValueError(f"tokens: {name}: {error}") from None
     internal = document.get("internal", EXEMPT)
     failed = document.get("failed_authentication", EXEMPT)
     return Policies(
@@ -185,6 +196,7 @@ def _parse(document: Any) -> Policies:
             None if failed == EXEMPT else policy("failed_authentication", failed)
         ),
         named=policies,
+        tokens=tokens,
     )
 
 

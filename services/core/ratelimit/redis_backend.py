@@ -41,7 +41,8 @@ KEY_PREFIX = "r3mes:rl:"
 MAX_CONNECTIONS = 64
 
 # KEYS: the request's buckets. ARGV: emission interval and period (microseconds), `now`
-# (microseconds; empty: the server's TIME) and whether to charge an admitted call ("1"/"0").
+# (microseconds; empty: the server's TIME), whether to charge an admitted call ("1"/"0"), the
+# call's cost in units and whether to charge it even when refused ("1"/"0": gcra.py, `force`).
 # Returns {admitted 0/1, index of the deciding bucket, microseconds until it admits a call,
 # microseconds until it is full again}. Numbers are written
 # with %.0f: Lua would print a microsecond timestamp with 14 digits and lose its tail.
@@ -53,26 +54,30 @@ if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
+local step = interval * tonumber(ARGV[5])
 local new_tats = {}
 local worst, worst_wait, worst_tat = 1, nil, nil
 for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
-  local new_tat = tat + interval
+  local new_tat = tat + step
   local wait = new_tat - period - now
   new_tats[i] = new_tat
   if worst_wait == nil or wait > worst_wait or (wait == worst_wait and new_tat > worst_tat) then
     worst, worst_wait, worst_tat = i, wait, new_tat
   end
 end
-if worst_wait > 0 then
-  return {0, worst, worst_wait, worst_tat - interval - now}
-end
-if ARGV[4] == '1' then
+local admitted = worst_wait <= 0
+if ARGV[6] == '1' or (admitted and ARGV[4] == '1') then
   for i, key in ipairs(KEYS) do
-    local ttl = math.ceil((new_tats[i] - now) / 1000)
-    redis.call('SET', key, string.format('%.0f', new_tats[i]), 'PX', ttl)
+    if new_tats[i] > now then
+      local ttl = math.ceil((new_tats[i] - now) / 1000)
+      redis.call('SET', key, string.format('%.0f', new_tats[i]), 'PX', ttl)
+    end
   end
+end
+if not admitted then
+  return {0, worst, worst_wait, worst_tat - step - now}
 end
 return {1, worst, 0, worst_tat - now}
 """
@@ -163,7 +168,14 @@ class RedisLimiter:
         return job
 
     async def decide(
-        self, policy: str, rate: Rate, subjects: Sequence[str], *, charge: bool = True
+        self,
+        policy: str,
+        rate: Rate,
+        subjects: Sequence[str],
+        *,
+        charge: bool = True,
+        cost: int = 1,
+        force: bool = False,
     ) -> Decision:
         if not self.available:
             raise LimiterUnavailable(f"{self._description} is unreachable")
@@ -171,7 +183,14 @@ class RedisLimiter:
         try:
             allowed, index, wait, reset = await self._script(
                 keys=[f"{KEY_PREFIX}{policy}:{subject}" for subject in subjects],
-                args=[rate.interval_us, rate.period_us, now, "1" if charge else "0"],
+                args=[
+                    rate.interval_us,
+                    rate.period_us,
+                    now,
+                    "1" if charge else "0",
+                    cost,
+                    "1" if force else "0",
+                ],
             )
         except RedisError as error:
             # Without a health job (tests, benchmarks) there is no state to consult.
