@@ -69,7 +69,8 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
     first = last = 0.0
     tokens = 0
     async with client.stream("POST", url, json=body) as reply:
-        reply.raise_for_status()
+        if reply.status_code != 200:
+            raise RuntimeError(f"{url}: {reply.status_code} {(await reply.aread()).decode()}")
         async for line in reply.aiter_lines():
             # Only pieces carry a content (node and door alike); not parsing the JSON keeps the
             # client, which shares the cores, out of what is measured as far as it can be.

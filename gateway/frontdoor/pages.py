@@ -280,6 +280,10 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: Envoy opening a connection per concurrent
+    # stream (64 at once, say) overflowed it, and the dropped SYNs outlasted Envoy's 1 s connect
+    # timeout (503 "connection timeout"). Linux caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], CLIENT_GONE):

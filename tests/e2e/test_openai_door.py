@@ -5,6 +5,7 @@ in OpenAI's error shape."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -581,3 +582,20 @@ def test_a_door_path_asked_with_another_method_is_405_naming_the_one_it_takes(
     assert refused.headers["allow"] == allowed
     assert refused.json()["error"]["code"] == "method_not_allowed"
     assert models.status_code == 200
+
+
+async def test_sixty_four_streams_at_once_are_all_answered(door: Door) -> None:
+    paying = payer(door)
+    body = {"model": DEFAULT_MODEL, "messages": HELLO, "max_tokens": 2, "stream": True}
+    limits = httpx.Limits(max_connections=64)
+    headers = {"authorization": f"Bearer {paying.key}"}
+
+    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as http:
+        replies = await asyncio.gather(
+            *(http.post(f"{door.base_url}/chat/completions", json=body) for _ in range(64))
+        )
+
+    refused = [reply.text for reply in replies if reply.status_code != 200]
+    assert refused == []
+    assert all(reply.text.endswith("data: [DONE]\n\n") for reply in replies)
+    assert balance(door, paying.wallet) == GRANT - 64 * price(2, 2)
