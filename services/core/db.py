@@ -34,7 +34,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # Connections per service on SQLite: enough that the calls one process runs at once rarely wait
 # (each costs a driver thread and a file handle, nothing while idle).
 SQLITE_POOL_SIZE = 20
-READ_ONLY = "r3mes_read_only"  # an execution option of ours, read by the SQLite begin hook
+READ_ONLY = "r3mes_read_only"  # execution options of ours, read by the SQLite begin hook
+ONE_STATEMENT = "r3mes_one_statement"
 UNIQUE_VIOLATION_SQLSTATE = "23505"
 # Serialization failures and deadlocks: the whole transaction may be retried.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
@@ -91,12 +92,21 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def transaction(
+        self, *, read_only: bool = False, one_statement: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends, rolls back when it raises.
 
         `read_only` transactions take no write lock on SQLite, so reads never queue behind
         each other or behind writers (WAL lets them see the last committed state); on
         PostgreSQL they are READ ONLY transactions, so a stray write fails loudly.
+
+        `one_statement`: on PostgreSQL the block sends a single statement, which is its own
+        transaction (autocommit: no BEGIN and no COMMIT, one round trip instead of three; a
+        write must then be one statement that is safe to run again, since a connection lost
+        while it ran may have committed it). On SQLite a read-only one sends no BEGIN either
+        (a lone SELECT reads one snapshot); one that may write still takes the write lock first,
+        since there a money move is a sequence of statements.
 
         Failures of the database itself (connect, begin, commit, or a statement the block ran)
         leave as the error hierarchy; anything else the block raises passes through untouched,
@@ -106,8 +116,9 @@ class Database:
             connection = await self.engine.connect()
         try:
             with _translated():
-                if read_only:
-                    await connection.execution_options(**self._read_only_options())
+                options = self._options(read_only=read_only, one_statement=one_statement)
+                if options:
+                    await connection.execution_options(**options)
                 transaction = await connection.begin()
             try:
                 yield connection
@@ -128,10 +139,16 @@ class Database:
             with suppress(SQLAlchemyError, OSError, TimeoutError):
                 await connection.close()
 
-    def _read_only_options(self) -> dict[str, Any]:
+    def _options(self, *, read_only: bool, one_statement: bool) -> dict[str, Any]:
         if self.is_sqlite:
-            return {READ_ONLY: True}
-        return {"postgresql_readonly": True}
+            if not read_only:
+                return {}
+            return {READ_ONLY: True, ONE_STATEMENT: one_statement}
+        if one_statement:
+            # The asyncpg adapter then sends neither BEGIN nor COMMIT, nor a ROLLBACK when the
+            # pool takes the connection back.
+            return {"isolation_level": "AUTOCOMMIT"}
+        return {"postgresql_readonly": True} if read_only else {}
 
     async def ping(self) -> None:
         async with self.transaction() as connection:
@@ -176,7 +193,10 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        options = connection.get_execution_options()
+        if options.get(ONE_STATEMENT, False):
+            return  # a lone read: its statement is its own transaction (autocommit driver)
+        read_only = options.get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine

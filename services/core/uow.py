@@ -48,9 +48,14 @@ class UnitOfWork(Generic[RepositoriesT]):
         self._attempts = attempts
 
     @asynccontextmanager
-    async def begin(self, *, read_only: bool = False) -> AsyncIterator[RepositoriesT]:
-        """One transaction, not retried: commits when the block ends, rolls back if it raises."""
-        async with self._database.transaction(read_only=read_only) as connection:
+    async def begin(
+        self, *, read_only: bool = False, one_statement: bool = False
+    ) -> AsyncIterator[RepositoriesT]:
+        """One transaction, not retried: commits when the block ends, rolls back if it raises.
+        `one_statement`: see `Database.transaction`."""
+        async with self._database.transaction(
+            read_only=read_only, one_statement=one_statement
+        ) as connection:
             yield self._repositories(connection)
 
     async def run(
@@ -58,15 +63,20 @@ class UnitOfWork(Generic[RepositoriesT]):
         work: Callable[[RepositoriesT], Awaitable[ResultT]],
         *,
         read_only: bool = False,
+        one_statement: bool = False,
     ) -> ResultT:
         """Run `work` in one transaction, again from the start after a conflict.
 
         `work` must be safe to run again: it may read and write only through the repositories it
         is given (a retried transaction has left no trace), never call other services.
+        `one_statement`: `work` sends one statement on PostgreSQL, which then runs without BEGIN
+        and COMMIT (see `Database.transaction`).
         """
         for attempt in range(1, self._attempts + 1):
             try:
-                async with self.begin(read_only=read_only) as repositories:
+                async with self.begin(
+                    read_only=read_only, one_statement=one_statement
+                ) as repositories:
                     return await work(repositories)
             except (TransactionConflict, ConnectionLost):
                 if attempt == self._attempts:
