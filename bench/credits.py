@@ -1,5 +1,5 @@
-"""The credits service's cost: reserve + confirm pairs through the real service beside a raw
-asyncpg loop of the same conditional writes on the same table shape, in one run, on PostgreSQL.
+"""The credits service's cost: reserve + confirm pairs through the real service beside two raw
+asyncpg loops on the same table shape, in one run, on PostgreSQL.
 
     python -m bench.credits [--seconds 3] [--wallets 500] [--postgres-url URL]
 
@@ -9,7 +9,11 @@ ConfirmReservation over gRPC with the internal token (each its own unit of work:
 record, hold, ledger entry, balance). A raw pair is the two bare statements a hold and a capture
 need at the least, each its own autocommit transaction on an asyncpg pool of the same size:
 `UPDATE ... SET available = available - $1, reserved = reserved + $1 WHERE ... AND available >=
-$1` and `UPDATE ... SET reserved = reserved - $1 WHERE ... AND reserved >= $1`.
+$1` and `UPDATE ... SET reserved = reserved - $1 WHERE ... AND reserved >= $1`. A "same rows"
+pair writes what the service must (the fair baseline): each operation one transaction, with
+statements as a plain asyncpg program would send them, on tables made by the service's own
+migrations: the idempotency claim, the reservation (inserted, then resolved), the conditional
+account update, the ledger entry of the capture, the stored reply.
 
 The load comes from a Python asyncio client, not h2load: the raw loop is driven by the same
 client in the same process, so the ratio compares the service against the database alone with
@@ -127,6 +131,23 @@ AUDIT_ACCOUNTS = """SELECT count(*) FROM {schema}.accounts a
     WHERE a.available < 0 OR a.reserved < 0 OR a.available + a.reserved <> coalesce(l.total, 0)"""
 AUDIT_HOLDS = "SELECT count(*) FROM {schema}.reservations WHERE state = 'HELD'"
 
+# The same rows per operation as the service writes, one transaction each (the fair baseline).
+ROWS_CLAIM = """INSERT INTO {schema}.idempotency_keys
+    (scope, key, fingerprint, response, create_time) VALUES ($1, $2, 'f', NULL, now())
+    ON CONFLICT DO NOTHING"""
+ROWS_REPLY = "UPDATE {schema}.idempotency_keys SET response = $3 WHERE scope = $1 AND key = $2"
+ROWS_HOLD = """INSERT INTO {schema}.reservations (reservation_id, wallet_address, amount, captured,
+    state, description, create_time, expire_time) VALUES ($1, $2, $3, 0, 'HELD', '', now(),
+    now() + interval '5 minutes')"""
+ROWS_RESOLVE = """UPDATE {schema}.reservations SET state = 'CONFIRMED', captured = amount,
+    close_time = now() WHERE reservation_id = $1 AND state = 'HELD' AND expire_time > now()
+    RETURNING wallet_address, amount"""
+ROWS_RELEASE = """UPDATE {schema}.accounts SET reserved = reserved - $2, update_time = now()
+    WHERE wallet_address = $1 AND reserved >= $2 RETURNING available + reserved"""
+ROWS_ENTRY = """INSERT INTO {schema}.ledger_entries (entry_id, wallet_address, kind, delta,
+    balance_after, reservation_id, description, create_time)
+    VALUES ($1, $2, 'CAPTURE', -$3, $4, $5, '', now())"""
+
 
 def raw_pair(pool: Any, schema: str, wallets: list[str]) -> Call:
     hold, capture = RAW_HOLD.format(schema=schema), RAW_CAPTURE.format(schema=schema)
@@ -140,6 +161,35 @@ def raw_pair(pool: Any, schema: str, wallets: list[str]) -> Call:
         async with pool.acquire() as connection:
             if await connection.fetchval(capture, 1, wallet) is None:
                 raise RuntimeError("raw capture refused")
+
+    return call
+
+
+def rows_pair(pool: Any, schema: str, wallets: list[str]) -> Call:
+    """Reserve then confirm as a plain asyncpg program writing the service's rows would: one
+    transaction per operation, a statement per row."""
+    claim, reply = ROWS_CLAIM.format(schema=schema), ROWS_REPLY.format(schema=schema)
+    hold, account = ROWS_HOLD.format(schema=schema), RAW_HOLD.format(schema=schema)
+    resolve, release = ROWS_RESOLVE.format(schema=schema), ROWS_RELEASE.format(schema=schema)
+    entry = ROWS_ENTRY.format(schema=schema)
+    turn = itertools.cycle(wallets)
+
+    async def call() -> None:
+        wallet, key, reservation = next(turn), f"rows-{next(_keys)}", secrets.token_urlsafe(24)
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(claim, "ReserveCredits", key)
+            await connection.execute(hold, reservation, wallet, 1)
+            if await connection.fetchval(account, 1, wallet) is None:
+                raise RuntimeError("raw hold refused")
+            await connection.execute(reply, "ReserveCredits", key, reservation)
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(claim, "ConfirmReservation", key)
+            resolved = await connection.fetchrow(resolve, reservation)
+            total = await connection.fetchval(release, wallet, resolved["amount"])
+            await connection.execute(
+                entry, secrets.token_urlsafe(24), wallet, 1, total, reservation
+            )
+            await connection.execute(reply, "ConfirmReservation", key, reservation)
 
     return call
 
@@ -199,12 +249,15 @@ async def run(
 ) -> dict[str, Any]:
     suffix = f"_bench{secrets.token_hex(4)}"
     settings = Settings(database_url=postgres_url, schema_suffix=suffix)
+    rows_settings = Settings(database_url=postgres_url, schema_suffix=f"_rows{suffix}")
     schema, raw_schema = f"credits{suffix}", f"credits_raw{suffix}"
+    rows_schema = f"credits_rows{suffix}"
     dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
     token = secrets.token_urlsafe(16)
-    database = Database.from_settings(settings, "credits")
-    await upgrade(database, "credits")
-    await database.dispose()
+    for migrated in (settings, rows_settings):
+        database = Database.from_settings(migrated, "credits")
+        await upgrade(database, "credits")
+        await database.dispose()
     admin = await asyncpg.connect(dsn)
     await admin.execute(f"CREATE SCHEMA {raw_schema}")
     await admin.execute(RAW_TABLE.format(schema=raw_schema))
@@ -219,10 +272,10 @@ async def run(
             for scenario, count in scenarios.items():
                 wallets = [new_wallet_address() for _ in range(count)]
                 await grant_all(stub, wallets, token)
-                await admin.executemany(
-                    RAW_FUND.format(schema=raw_schema),
-                    [(wallet, FUNDS) for wallet in wallets],
-                )
+                for funded in (raw_schema, rows_schema):
+                    await admin.executemany(
+                        RAW_FUND.format(schema=funded), [(wallet, FUNDS) for wallet in wallets]
+                    )
                 for in_flight in IN_FLIGHT:
                     name = f"{scenario}_x{in_flight}"
                     results[name] = {
@@ -232,6 +285,9 @@ async def run(
                         "raw": await measure(
                             raw_pair(pool, raw_schema, wallets), in_flight, seconds
                         ),
+                        "raw_same_rows": await measure(
+                            rows_pair(pool, rows_schema, wallets), in_flight, seconds
+                        ),
                     }
                     print_row(name, results[name])
         audited = await audit(dsn, schema)
@@ -239,7 +295,7 @@ async def run(
         await pool.close()
         process.send_signal(signal.SIGTERM)
         await process.wait()
-        for name in (schema, raw_schema):
+        for name in (schema, raw_schema, rows_schema):
             await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         await admin.close()
     return report(results, audited, seconds, wallet_count)
@@ -266,14 +322,17 @@ async def grant_all(
         )
 
 
+def _ratio(service: LoadResult, raw: LoadResult) -> float | None:
+    return round(service.rps / raw.rps, 3) if raw.rps else None
+
+
 def print_row(name: str, pair: dict[str, LoadResult]) -> None:
-    service, raw = pair["service"], pair["raw"]
-    ratio = service.rps / raw.rps if raw.rps else float("nan")
+    service, raw, rows = pair["service"], pair["raw"], pair["raw_same_rows"]
     print(
-        f"{name:<18} service {service.rps:>8.1f} pairs/s p50 {service.p50_ms:>7.2f}"
-        f" p99 {service.p99_ms:>7.2f} ms err {service.errors:<3}| raw"
-        f" {raw.rps:>8.1f} pairs/s p50 {raw.p50_ms:>6.2f} p99 {raw.p99_ms:>6.2f} ms"
-        f" | ratio {ratio:.3f}",
+        f"{name:<18} service {service.rps:>7.1f} pairs/s p50 {service.p50_ms:>6.2f} ms"
+        f" err {service.errors:<3}| two UPDATEs {raw.rps:>7.1f} p50 {raw.p50_ms:>5.2f}"
+        f" | same rows {rows.rps:>7.1f} p50 {rows.p50_ms:>5.2f}"
+        f" | ratios {_ratio(service, raw)} {_ratio(service, rows)}",
         flush=True,
     )
 
@@ -286,7 +345,8 @@ def report(
 ) -> dict[str, Any]:
     return {
         "benchmark": "credits",
-        "pair": "Reserve + Confirm of 1 micro-credit; raw: two conditional UPDATEs",
+        "pair": "Reserve + Confirm of 1 micro-credit; raw: two conditional UPDATEs; raw_same_rows:"
+        " the service's rows, one transaction per operation",
         "seconds_per_measurement": seconds,
         "many_wallets": wallet_count,
         "machine": machine(),
@@ -294,8 +354,10 @@ def report(
             name: {side: m.summary() for side, m in pair.items()} for name, pair in results.items()
         },
         "ratios_service_over_raw": {
-            name: round(pair["service"].rps / pair["raw"].rps, 3) if pair["raw"].rps else None
-            for name, pair in results.items()
+            name: _ratio(pair["service"], pair["raw"]) for name, pair in results.items()
+        },
+        "ratios_service_over_raw_same_rows": {
+            name: _ratio(pair["service"], pair["raw_same_rows"]) for name, pair in results.items()
         },
         "audit": audited,
     }
@@ -311,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="r3mes-bench-credits-") as work_dir:
         figures = asyncio.run(run(args.postgres_url, args.seconds, args.wallets, Path(work_dir)))
     for name, ratio in figures["ratios_service_over_raw"].items():
-        print(f"{name}: service/raw = {ratio}")
+        same_rows = figures["ratios_service_over_raw_same_rows"][name]
+        print(f"{name}: service/two UPDATEs = {ratio}, service/same rows = {same_rows}")
     print(f"audit: {figures['audit']}")
     write_results(figures, args.out)
 
