@@ -17,7 +17,10 @@ account update, the ledger entry of the capture, the stored reply.
 
 The load comes from a Python asyncio client, not h2load: the raw loop is driven by the same
 client in the same process, so the ratio compares the service against the database alone with
-the client's own cost on both sides. The service runs as its own process (`python -m
+the client's own cost on both sides. The sides take turns in slices of half a second until
+each has had `--seconds`, so work of others on a shared machine falls on all of them alike. The
+service's CPU per pair (its process's user + system time while its slices ran) is the steadier
+figure on a busy machine. The service runs as its own process (`python -m
 services.credits`); clients, service and PostgreSQL share this machine's cores, so the figures
 are for comparison within a run, not capacity. At the end the ledger is checked: no account may
 be negative or differ from the sum of its ledger (an overdraft or a lost/duplicated change).
@@ -35,7 +38,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,8 @@ import grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from bench.loadgen import LoadResult, percentile
+from bench.processes import cpu_now
+from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.results import RESULTS_DIR, machine, write_results
 from services.core.db import Database
 from services.core.migrate import upgrade
@@ -55,8 +61,11 @@ Call = Callable[[], Awaitable[None]]
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 IN_FLIGHT = (1, 8, 32)
 WARM_UP_SECONDS = 0.5
+SLICE_SECONDS = 0.5
 POOL_SIZE = 10  # the service's default db_pool_size; the raw loop gets the same
 FUNDS = 10**15  # per wallet: far more than any run can spend, one micro-credit per pair
+PROFILE_SECONDS = 5
+PROFILE_IN_FLIGHT = 8
 _keys = itertools.count()
 
 
@@ -146,7 +155,7 @@ ROWS_RELEASE = """UPDATE {schema}.accounts SET reserved = reserved - $2, update_
     WHERE wallet_address = $1 AND reserved >= $2 RETURNING available + reserved"""
 ROWS_ENTRY = """INSERT INTO {schema}.ledger_entries (entry_id, wallet_address, kind, delta,
     balance_after, reservation_id, description, create_time)
-    VALUES ($1, $2, 'CAPTURE', -$3, $4, $5, '', now())"""
+    VALUES ($1, $2, 'CAPTURE', -$3::bigint, $4, $5, '', now())"""
 
 
 def raw_pair(pool: Any, schema: str, wallets: list[str]) -> Call:
@@ -194,41 +203,73 @@ def rows_pair(pool: Any, schema: str, wallets: list[str]) -> Call:
     return call
 
 
-async def closed_loop(call: Call, in_flight: int, seconds: float) -> LoadResult:
+@dataclass
+class Tally:
+    """What the slices of one side's load added up to."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+    cpu_seconds: float = 0.0  # of the service process, while this side ran
+
+    def result(self) -> LoadResult:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            # Every call failed: the raw loops count their exceptions as errors, never figures.
+            raise RuntimeError(f"no pair succeeded ({self.errors} failed)")
+        return LoadResult(
+            requests=len(ordered),
+            errors=self.errors,
+            rps=round(len(ordered) / self.elapsed, 1),
+            p50_ms=round(percentile(ordered, 0.50) * 1000, 3),
+            p99_ms=round(percentile(ordered, 0.99) * 1000, 3),
+        )
+
+
+async def closed_loop(call: Call, in_flight: int, seconds: float, tally: Tally) -> None:
     """`in_flight` workers each repeat `call` until `seconds` have passed; the latency of every
-    call. Hand-written and in Python on purpose (see the module docstring): h2load cannot chain
-    a confirm to the reserve it depends on, and the raw loop must share the client."""
-    latencies: list[float] = []
-    errors = 0
+    call goes to `tally`. Hand-written and in Python on purpose (see the module docstring):
+    h2load cannot chain a confirm to the reserve it depends on, and the raw loops must share the
+    client."""
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal errors
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
                 await call()
             except Exception:
-                errors += 1
+                tally.errors += 1
                 continue
-            latencies.append(time.perf_counter() - started)
+            tally.latencies.append(time.perf_counter() - started)
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    elapsed = time.perf_counter() - began
-    ordered = sorted(latencies)
-    return LoadResult(
-        requests=len(ordered),
-        errors=errors,
-        rps=round(len(ordered) / elapsed, 1),
-        p50_ms=round(percentile(ordered, 0.50) * 1000, 3),
-        p99_ms=round(percentile(ordered, 0.99) * 1000, 3),
-    )
+    tally.elapsed += time.perf_counter() - began
 
 
-async def measure(call: Call, in_flight: int, seconds: float) -> LoadResult:
-    await closed_loop(call, in_flight, WARM_UP_SECONDS)
-    return await closed_loop(call, in_flight, seconds)
+async def side_by_side(
+    calls: Mapping[str, Call], in_flight: int, seconds: float, service_pid: int
+) -> dict[str, Tally]:
+    """Every side in turn, in slices of SLICE_SECONDS until each had `seconds`: work of others
+    on a shared machine then falls on all sides alike, not on whichever ran while it peaked."""
+    tallies = {side: Tally() for side in calls}
+    for call in calls.values():
+        await closed_loop(call, in_flight, WARM_UP_SECONDS, Tally())
+    for _ in range(max(1, round(seconds / SLICE_SECONDS))):
+        for side, call in calls.items():
+            before = cpu_now({"credits": service_pid})["credits"]
+            await closed_loop(call, in_flight, SLICE_SECONDS, tallies[side])
+            tallies[side].cpu_seconds += cpu_now({"credits": service_pid})["credits"] - before
+    return tallies
+
+
+async def profiled(call: Call, pid: int, out: Path) -> ProfileSummary:
+    """The service's CPU by function while pairs run, in a load of its own (sampling never
+    skews the table)."""
+    recording = start_recording(pid, PROFILE_SECONDS, out)
+    await closed_loop(call, PROFILE_IN_FLIGHT, PROFILE_SECONDS + 1, Tally())
+    return await asyncio.to_thread(finish_recording, recording, out)
 
 
 # Schema names below are ours (a fixed prefix and random hex), never input: S608 does not apply.
@@ -245,7 +286,11 @@ async def audit(dsn: str, schema: str) -> dict[str, int]:
 
 
 async def run(
-    postgres_url: str, seconds: float, wallet_count: int, work_dir: Path
+    postgres_url: str,
+    seconds: float,
+    wallet_count: int,
+    work_dir: Path,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     suffix = f"_bench{secrets.token_hex(4)}"
     settings = Settings(database_url=postgres_url, schema_suffix=suffix)
@@ -265,6 +310,8 @@ async def run(
     process = await start_service(settings, port, token, work_dir / "credits.log")
     pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
     results: dict[str, dict[str, LoadResult]] = {}
+    cpu_ms: dict[str, float] = {}  # the service process's CPU per answered pair
+    profile: ProfileSummary | None = None
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = credits_pb2_grpc.CreditsServiceStub(channel)
@@ -278,18 +325,19 @@ async def run(
                     )
                 for in_flight in IN_FLIGHT:
                     name = f"{scenario}_x{in_flight}"
-                    results[name] = {
-                        "service": await measure(
-                            service_pair(stub, wallets, token), in_flight, seconds
-                        ),
-                        "raw": await measure(
-                            raw_pair(pool, raw_schema, wallets), in_flight, seconds
-                        ),
-                        "raw_same_rows": await measure(
-                            rows_pair(pool, rows_schema, wallets), in_flight, seconds
-                        ),
+                    calls = {
+                        "service": service_pair(stub, wallets, token),
+                        "raw": raw_pair(pool, raw_schema, wallets),
+                        "raw_same_rows": rows_pair(pool, rows_schema, wallets),
                     }
-                    print_row(name, results[name])
+                    tallies = await side_by_side(calls, in_flight, seconds, process.pid)
+                    results[name] = {side: tally.result() for side, tally in tallies.items()}
+                    service = tallies["service"]
+                    cpu_ms[name] = round(1000 * service.cpu_seconds / len(service.latencies), 3)
+                    print_row(name, results[name], cpu_ms[name])
+            if profile_dir is not None:
+                out = profile_dir / "credits-reserve-confirm.txt"
+                profile = await profiled(service_pair(stub, wallets, token), process.pid, out)
         audited = await audit(dsn, schema)
     finally:
         await pool.close()
@@ -298,7 +346,7 @@ async def run(
         for name in (schema, raw_schema, rows_schema):
             await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         await admin.close()
-    return report(results, audited, seconds, wallet_count)
+    return report(results, cpu_ms, audited, seconds, wallet_count, profile)
 
 
 async def grant_all(
@@ -326,11 +374,12 @@ def _ratio(service: LoadResult, raw: LoadResult) -> float | None:
     return round(service.rps / raw.rps, 3) if raw.rps else None
 
 
-def print_row(name: str, pair: dict[str, LoadResult]) -> None:
+def print_row(name: str, pair: dict[str, LoadResult], cpu_ms: float) -> None:
     service, raw, rows = pair["service"], pair["raw"], pair["raw_same_rows"]
     print(
         f"{name:<18} service {service.rps:>7.1f} pairs/s p50 {service.p50_ms:>6.2f} ms"
-        f" err {service.errors:<3}| two UPDATEs {raw.rps:>7.1f} p50 {raw.p50_ms:>5.2f}"
+        f" CPU {cpu_ms:>5.2f} ms err {service.errors:<3}"
+        f"| two UPDATEs {raw.rps:>7.1f} p50 {raw.p50_ms:>5.2f}"
         f" | same rows {rows.rps:>7.1f} p50 {rows.p50_ms:>5.2f}"
         f" | ratios {_ratio(service, raw)} {_ratio(service, rows)}",
         flush=True,
@@ -339,9 +388,11 @@ def print_row(name: str, pair: dict[str, LoadResult]) -> None:
 
 def report(
     results: dict[str, dict[str, LoadResult]],
+    cpu_ms: dict[str, float],
     audited: dict[str, int],
     seconds: float,
     wallet_count: int,
+    profile: ProfileSummary | None = None,
 ) -> dict[str, Any]:
     return {
         "benchmark": "credits",
@@ -353,6 +404,7 @@ def report(
         "results": {
             name: {side: m.summary() for side, m in pair.items()} for name, pair in results.items()
         },
+        "service_cpu_ms_per_pair": cpu_ms,
         "ratios_service_over_raw": {
             name: _ratio(pair["service"], pair["raw"]) for name, pair in results.items()
         },
@@ -360,22 +412,39 @@ def report(
             name: _ratio(pair["service"], pair["raw_same_rows"]) for name, pair in results.items()
         },
         "audit": audited,
+        "profile": None if profile is None else profile.as_json(),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per side")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="measured time per side, in slices of 0.5 s"
+    )
     parser.add_argument("--wallets", type=int, default=500, help="wallets of the spread case")
     parser.add_argument("--postgres-url", default=POSTGRES_URL, help="SQLAlchemy URL")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile", type=Path, help="also sample the service with py-spy (many wallets), into DIR"
+    )
     args = parser.parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="r3mes-bench-credits-") as work_dir:
-        figures = asyncio.run(run(args.postgres_url, args.seconds, args.wallets, Path(work_dir)))
+        figures = asyncio.run(
+            run(args.postgres_url, args.seconds, args.wallets, Path(work_dir), args.profile)
+        )
     for name, ratio in figures["ratios_service_over_raw"].items():
         same_rows = figures["ratios_service_over_raw_same_rows"][name]
         print(f"{name}: service/two UPDATEs = {ratio}, service/same rows = {same_rows}")
     print(f"audit: {figures['audit']}")
+    if figures["profile"] is not None:
+        print(f"credits holding the GIL ({figures['profile']['samples']} samples), by package:")
+        for frame, percent in figures["profile"]["self_by_package"][:12]:
+            print(f"  {percent:5.1f} %  {frame}")
+        print("by function:")
+        for frame, percent in figures["profile"]["self"][:12]:
+            print(f"  {percent:5.1f} %  {frame}")
     write_results(figures, args.out)
 
 
