@@ -31,9 +31,8 @@ class CreditsUseCases:
 
     async def network_total(self) -> NetworkTotal:
         now = self._clock()
-        return await self._uow.run(
-            lambda r: r.accounts.network_total(now), read_only=True, one_statement=True
-        )
+        # A scan of every account: not a lone read for the event loop's thread on SQLite.
+        return await self._uow.run(lambda r: r.accounts.network_total(now), read_only=True)
 
     async def ledger(self, wallet_address: str, page: PageRequest) -> Page[LedgerEntry]:
         return await self._uow.run(

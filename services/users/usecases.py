@@ -57,7 +57,9 @@ class UsersUseCases:
 
     async def network_stats(self) -> NetworkStats:
         total_users = await self._uow.run(
-            lambda repositories: repositories.users.count(), read_only=True, one_statement=True
+            # A count of every user: not a lone read for the event loop's thread on SQLite.
+            lambda repositories: repositories.users.count(),
+            read_only=True,
         )
         credits_total, mining = await asyncio.gather(
             self._peers.credits_total(), self._peers.mining_summary()
