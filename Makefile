@@ -52,6 +52,10 @@ node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (np
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
 	$(BIN)/python -m gateway.openapi --out gateway/openapi.json
 
+.PHONY: k8s
+k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
+	$(BIN)/python -m tools.k8s
+
 .PHONY: migrate
 migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)
 	$(BIN)/python -m services.core.migrate
@@ -60,17 +64,30 @@ migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (u
 run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m gateway.run
 
+# Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
+# and promtool, which checks and unit-tests the alert rules of deploy/prometheus.
+.PHONY: prometheus-tools
+prometheus-tools: ## Install Prometheus and promtool from Debian when missing (the tests use both)
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends prometheus; \
+	fi
+
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest
 
 .PHONY: lint
-lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
+lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
+	$(BIN)/python tools/protos.py --breaking
+
+.PHONY: release-protos
+release-protos: $(STAMP) ## Record the protos as released (protos/released.binpb, commit it): later changes must not break them
+	$(BIN)/python tools/protos.py --release
 
 .PHONY: bench-tools
 bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debian when missing
@@ -87,6 +104,7 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.requestpath
 	$(BIN)/python -m bench.requestpath --workers 2 --out bench/results/requestpath-2-workers.json
 	$(BIN)/python -m bench.credits
+	$(BIN)/python -m bench.metrics
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

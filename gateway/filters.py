@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gateway.access_log import grpc_status_recorder
 from gateway.catalog import UPSTREAMS
 from gateway.typed import typed
 from services.core.auth import INTERNAL_HEADER_PREFIX
@@ -162,5 +163,6 @@ def http_filters(
         grpc_web(),
         call_checks,
         json_transcoder(descriptor_path, max_request_bytes),
+        grpc_status_recorder(),
         router(),
     ]

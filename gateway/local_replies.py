@@ -103,6 +103,9 @@ def _mapper(http_status: int, code: int) -> dict[str, Any]:
 # "retry now" where the call has simply run out of time). Envoy keeps a grpc-status it finds on a
 # local reply, so gRPC and gRPC-Web callers get what a gRPC server would have said.
 _GRPC_STATUS_OF_HTTP_STATUS: dict[int, tuple[int, str]] = {
+    # A gRPC-Web client of an unknown service got a bare 404 (the unknown-path route's body is
+    # empty, so the gRPC-Web filter gave it no status either), and the access log none to read.
+    404: (code_pb2.UNIMPLEMENTED, "no such service"),
     408: (code_pb2.DEADLINE_EXCEEDED, "the request did not arrive in time"),
     413: (code_pb2.RESOURCE_EXHAUSTED, "the request is too large"),
     431: (code_pb2.RESOURCE_EXHAUSTED, "the request headers are too large"),

@@ -1,5 +1,6 @@
 """Render Envoy's bootstrap configuration from the settings: the one source for `make run`,
-the end-to-end tests and deploy/.
+the end-to-end tests and deploy/ (compose renders it at container start; Kubernetes gets it in a
+ConfigMap that `python -m tools.k8s` writes with `render`).
 
     python -m gateway.render --out build/envoy.yaml [--descriptor build/r3mes.binpb]
 """
@@ -12,14 +13,18 @@ from typing import Any
 
 import yaml
 
+from gateway.access_log import access_log
 from gateway.admin import admin_config
 from gateway.call_checks import call_checks
+from gateway.canary import LAYERED_RUNTIME, canaries, canary_route, canary_upstream
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
+from gateway.credentials import credential_routes
 from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
+from gateway.metrics import admin_cluster, metrics_listener
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
@@ -32,68 +37,41 @@ DEFAULT_OUTPUT = ROOT / "build" / "envoy.yaml"
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 UNKNOWN_PATH_CLUSTER = "unknown_path"
 GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
-
-# The same timestamp shape as the services' plain log lines, so `make run`'s interleaved output
-# has one timestamp per line whoever wrote it (the runner adds none).
-_TEXT_ACCESS_LOG = (
-    "%START_TIME(%Y-%m-%d %H:%M:%S.%3f)% "
-    "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% -> %RESPONSE_CODE% "
-    "grpc=%GRPC_STATUS_NUMBER% %DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
-    "id=%REQ(X-REQUEST-ID)%\n"
-)
-_JSON_ACCESS_LOG = {
-    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "grpc_path": "%REQ(:PATH)%",
-    "status": "%RESPONSE_CODE%",
-    "grpc_status": "%GRPC_STATUS_NUMBER%",
-    "flags": "%RESPONSE_FLAGS%",
-    "duration_ms": "%DURATION%",
-    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-    "upstream": "%UPSTREAM_HOST%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "user_agent": "%REQ(USER-AGENT)%",
-}
+# Envoy's own formatter reads it from Envoy's environment: a config kept where secrets are not
+# (a Kubernetes ConfigMap) then holds no secret.
+GATEWAY_SECRET_FROM_ENVIRONMENT = "%ENVIRONMENT(R3MES_GATEWAY_SECRET)%"  # noqa: S105 - a reference
 
 
-def _access_log(as_json: bool) -> list[dict[str, Any]]:
-    log_format: dict[str, Any]
-    if as_json:
-        log_format = {"json_format": _JSON_ACCESS_LOG}
-    else:
-        log_format = {"text_format_source": {"inline_string": _TEXT_ACCESS_LOG}}
-    return [
-        {
-            "name": "envoy.access_loggers.stdout",
-            "typed_config": typed(
-                "extensions.access_loggers.stream.v3", "StdoutAccessLog", log_format=log_format
-            ),
-        }
-    ]
-
-
-def _service_routes(timeout: str, gateway_secret: str | None) -> list[dict[str, Any]]:
+def _service_routes(settings: Settings, gateway_secret: str | None) -> list[dict[str, Any]]:
     # REST calls are routed after the transcoder has rewritten them to their gRPC path, so one
     # prefix per service serves REST, gRPC and gRPC-Web alike.
-    return [
-        {
-            "name": upstream.name,
-            "match": {"prefix": upstream.grpc_prefix},
-            "route": {
-                "cluster": upstream.name,
-                # The route timeout alone, for REST and gRPC alike: a `max_stream_duration` with
-                # `grpc_timeout_header_max` would replace it (so REST calls had no limit at all)
-                # and end a gRPC call by resetting its stream (INTERNAL "RST_STREAM"). A gRPC
-                # client's shorter deadline still applies: the client enforces it, and it
-                # reaches the service in grpc-timeout.
-                "timeout": timeout,
-                # Only failures where the request never reached a service: safe for every RPC.
-                "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
-            },
-            **_vouching(gateway_secret),
+    shifted = canaries(settings)
+    routes = []
+    for upstream in UPSTREAMS:
+        route = {
+            "cluster": upstream.name,
+            # The route timeout alone, for REST and gRPC alike: a `max_stream_duration` with
+            # `grpc_timeout_header_max` would replace it (so REST calls had no limit at all)
+            # and end a gRPC call by resetting its stream (INTERNAL "RST_STREAM"). A gRPC
+            # client's shorter deadline still applies: the client enforces it, and it reaches
+            # the service in grpc-timeout.
+            "timeout": f"{settings.gateway_route_timeout_seconds:g}s",
+            # Only failures where the request never reached a service: safe for every RPC.
+            "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
         }
-        for upstream in UPSTREAMS
-    ]
+        if upstream in shifted:
+            routes.append(
+                canary_route(upstream, shifted[upstream], route, _vouching(gateway_secret))
+            )
+        routes.append(
+            {
+                "name": upstream.name,
+                "match": {"prefix": upstream.grpc_prefix},
+                "route": route,
+                **_vouching(gateway_secret),
+            }
+        )
+    return routes
 
 
 def _vouching(gateway_secret: str | None) -> dict[str, Any]:
@@ -121,7 +99,7 @@ def _unknown_path_route() -> dict[str, Any]:
     }
 
 
-def _route_config(settings: Settings) -> dict[str, Any]:
+def _route_config(settings: Settings, gateway_secret: str | None) -> dict[str, Any]:
     timeout = f"{settings.gateway_route_timeout_seconds:g}s"
     return {
         "name": "r3mes",
@@ -132,8 +110,9 @@ def _route_config(settings: Settings) -> dict[str, Any]:
                 "name": "r3mes",
                 "domains": ["*"],
                 "routes": [
+                    *credential_routes(),
                     *front_door_routes(timeout),
-                    *_service_routes(timeout, settings.gateway_secret_value()),
+                    *_service_routes(settings, gateway_secret),
                     _unknown_path_route(),
                 ],
                 "typed_per_filter_config": {
@@ -160,15 +139,19 @@ def _route_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _connection_manager(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
+def _connection_manager(
+    settings: Settings, descriptor_path: Path, gateway_secret: str | None
+) -> dict[str, Any]:
     return typed(
         "extensions.filters.network.http_connection_manager.v3",
         "HttpConnectionManager",
-        **_connection_manager_fields(settings, descriptor_path),
+        **_connection_manager_fields(settings, descriptor_path, gateway_secret),
     )
 
 
-def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
+def _connection_manager_fields(
+    settings: Settings, descriptor_path: Path, gateway_secret: str | None
+) -> dict[str, Any]:
     return {
         "stat_prefix": "r3mes",
         "codec_type": "AUTO",
@@ -182,20 +165,34 @@ def _connection_manager_fields(settings: Settings, descriptor_path: Path) -> dic
         # Say nothing about what runs here: no `server: envoy` on Envoy's own replies, and the
         # services send none.
         "server_header_transformation": "PASS_THROUGH",
-        "access_log": _access_log(settings.log_json),
+        "access_log": access_log(settings.log_json),
         "local_reply_config": local_reply_config(),
-        "route_config": _route_config(settings),
+        "route_config": _route_config(settings, gateway_secret),
         "http_filters": http_filters(
             descriptor_path, settings.max_request_bytes, call_checks(settings)
         ),
     }
 
 
-def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
-    """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable)."""
+def _metrics(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The metrics listener and admin's cluster, when a metrics port is set."""
+    port = settings.gateway_metrics_port
+    if port is None:
+        return [], []
+    return [metrics_listener(settings, port)], [admin_cluster(settings)]
+
+
+def build_config(
+    settings: Settings, descriptor_path: Path, *, gateway_secret: str | None = None
+) -> dict[str, Any]:
+    """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable). `gateway_secret`, when
+    given, is sent instead of the settings' (GATEWAY_SECRET_FROM_ENVIRONMENT, say)."""
+    gateway_secret = gateway_secret or settings.gateway_secret_value()
+    metrics_listeners, metrics_clusters = _metrics(settings)
     return {
         "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
         "admin": admin_config(settings),
+        "layered_runtime": LAYERED_RUNTIME,
         "static_resources": {
             "listeners": [
                 {
@@ -211,16 +208,21 @@ def build_config(settings: Settings, descriptor_path: Path) -> dict[str, Any]:
                             "filters": [
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": _connection_manager(settings, descriptor_path),
+                                    "typed_config": _connection_manager(
+                                        settings, descriptor_path, gateway_secret
+                                    ),
                                 }
                             ]
                         }
                     ],
-                }
+                },
+                *metrics_listeners,
             ],
             "clusters": [
                 *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
+                *(cluster(canary_upstream(u), c.target) for u, c in canaries(settings).items()),
                 *front_door_clusters(settings),
+                *metrics_clusters,
             ],
         },
         "overload_manager": {
@@ -243,12 +245,17 @@ def write_config(settings: Settings, descriptor: Path, output: Path) -> Path:
     if not descriptor.is_file():
         raise FileNotFoundError(f"{descriptor} is missing: run `make protos` first")
     output.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(build_config(settings, descriptor.resolve()), sort_keys=False)
     # It holds the gateway secret: readable by its owner (Envoy) alone.
     output.touch(mode=0o600)
     output.chmod(0o600)
-    output.write_text(f"{GENERATED_NOTICE}\n{text}")
+    output.write_text(render(settings, descriptor.resolve()))
     return output
+
+
+def render(settings: Settings, descriptor: Path, *, gateway_secret: str | None = None) -> str:
+    """The config file's text, for a descriptor set at `descriptor` where Envoy runs."""
+    config = build_config(settings, descriptor, gateway_secret=gateway_secret)
+    return f"{GENERATED_NOTICE}\n{yaml.safe_dump(config, sort_keys=False)}"
 
 
 def main(argv: list[str] | None = None) -> None:

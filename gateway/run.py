@@ -14,6 +14,7 @@ Services migrate their SQLite files under R3MES_DATA_DIR (default data/) as they
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import signal
@@ -36,9 +37,20 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
 READY_TIMEOUT_SECONDS = 60.0
+# Longer than the front door's own bound on a health check (CHECK_TIMEOUT_SECONDS, 1 s, in
+# gateway/frontdoor/health.py, which imports gRPC): while services start, /healthz takes that
+# long, and a poll that gave up sooner left the front door writing to a closed socket.
+HEALTH_POLL_TIMEOUT_SECONDS = 3.0
 ONE_PROCESS = "one-process"
 HOST = "services"  # the name of the one process hosting every service
 STOP_TIMEOUT_SECONDS = 10.0
+# Unless the settings say otherwise: the port OpenTelemetry's Prometheus exporter uses, the
+# processes after the first on the next ones (each worker of a process on one of its own).
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_GATEWAY_METRICS_PORT = 9463
+REFERENCE_NODE = "node"  # the reference serving node's name among the children
+REFERENCE_NODE_HOST = "127.0.0.1"
+REFERENCE_NETWORKS = ["127.0.0.0/8"]
 
 
 def ensure_generated() -> None:
@@ -96,7 +108,37 @@ def process_environment(settings: Settings) -> dict[str, str]:
     secret_file = gateway_secret_file(settings)
     if secret_file is not None:
         environment["R3MES_GATEWAY_SECRET_FILE"] = str(secret_file)
+    # The reference node listens on loopback; node endpoints elsewhere stay public-only.
+    environment.setdefault("R3MES_SERVING_PRIVATE_NETWORKS", json.dumps(REFERENCE_NETWORKS))
     return environment
+
+
+def service_processes(settings: Settings) -> list[str]:
+    if settings.topology == ONE_PROCESS:
+        return [HOST]
+    return [s.name for s in SERVICES]
+
+
+def metrics_ports(settings: Settings) -> dict[str, int]:
+    """Each service process's metrics port (its first worker's; worker i serves on it + i),
+    and Envoy's, as `gateway`. `make run` always serves metrics."""
+    first = DEFAULT_METRICS_PORT if settings.metrics_port is None else settings.metrics_port
+    ports = {
+        name: first + index * settings.workers
+        for index, name in enumerate(service_processes(settings))
+    }
+    ports["gateway"] = settings.gateway_metrics_port or DEFAULT_GATEWAY_METRICS_PORT
+    return ports
+
+
+def metrics_environments(settings: Settings) -> dict[str, dict[str, str]]:
+    """What each child's environment gets on top of the common one: its metrics port."""
+    ports = metrics_ports(settings)
+    envoy = {"R3MES_GATEWAY_METRICS_PORT": str(ports.pop("gateway"))}
+    return {
+        **{name: {"R3MES_METRICS_PORT": str(port)} for name, port in ports.items()},
+        "envoy": envoy,
+    }
 
 
 def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
@@ -107,10 +149,15 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
     else:
         ports = [(s.port_setting, host, settings.port_of(s.name)) for s in SERVICES]
     ports += [
+        ("R3MES_REFERENCE_NODE_PORT", REFERENCE_NODE_HOST, settings.reference_node_port),
         ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
         ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
     ]
+    metrics = metrics_ports(settings)
+    ports.append(("R3MES_GATEWAY_METRICS_PORT", host, metrics.pop("gateway")))
+    for first in metrics.values():
+        ports += [("R3MES_METRICS_PORT", host, first + w) for w in range(settings.workers)]
     if settings.gateway_admin_port is not None:  # unset: admin is a unix socket in data_dir
         ports.append(("R3MES_GATEWAY_ADMIN_PORT", ADMIN_HOST, settings.gateway_admin_port))
     return [p for p in ports if p[2] != 0]
@@ -153,12 +200,31 @@ def commands(settings: Settings) -> list[tuple[str, list[str]]]:
         services = [(s.name, [sys.executable, "-m", f"services.{s.name}"]) for s in SERVICES]
     front_door = ("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
     envoy = ("envoy", [sys.executable, "-m", "gateway.serve", "--out", str(ENVOY_CONFIG)])
-    return [*services, front_door, envoy]
+    node = [
+        (
+            REFERENCE_NODE,
+            [
+                sys.executable,
+                "-m",
+                "tools.reference_node",
+                "--host",
+                REFERENCE_NODE_HOST,
+                "--port",
+                str(settings.reference_node_port),
+            ],
+        )
+    ]
+    return [*services, front_door, envoy, *(node if settings.reference_node_port else [])]
 
 
 def command_marker(name: str) -> str:
     """What each child's command line contains while it runs (gateway.serve becomes Envoy)."""
-    markers = {"envoy": "envoy", "frontdoor": "gateway.frontdoor", HOST: "-m services"}
+    markers = {
+        "envoy": "envoy",
+        "frontdoor": "gateway.frontdoor",
+        HOST: "-m services",
+        REFERENCE_NODE: "tools.reference_node",
+    }
     return markers.get(name, f"services.{name}")
 
 
@@ -185,9 +251,15 @@ def ratelimit_lines(settings: Settings) -> str:
         which = f"local development, {chosen.relative_to(ROOT)}, not production's"
     else:
         which = f"R3MES_RATELIMIT_POLICIES_FILE={chosen}"
+    policies = load_policies(chosen)
+    failed = policies.failed_authentication
+    scope = "per wallet and per address" + (
+        f"; failed authentications ({failed.name}) per address" if failed else ""
+    )
     return (
         f"  Rate limits ({which}):\n"
-        f"    {load_policies(chosen)}, per wallet and per address;\n"
+        f"    {policies},\n"
+        f"    {scope};\n"
         "    every client on this machine is the one address ip:127.0.0.1.\n"
         f"    Production's: R3MES_RATELIMIT_POLICIES_FILE={DEFAULT_POLICIES_FILE.relative_to(ROOT)}"
         "; none at all: R3MES_RATELIMIT_BACKEND=off."
@@ -212,6 +284,7 @@ R3MES is running: every service answers its health check.
   REST, gRPC-Web and gRPC: {url}   ({grpcurl} list)
   gRPC per service on {host}: {grpc_ports}
   Envoy admin: {describe(admin_endpoint(settings))}
+  Prometheus metrics: {metrics_line(settings)}
 {ratelimit_lines(settings)}
 Try:
   curl -s -X POST {url}/v1/users -d '{{"wallet_address": "{wallet}"}}'
@@ -220,9 +293,35 @@ Ctrl-C stops everything.
 """
 
 
+def metrics_line(settings: Settings) -> str:
+    host = _display_host(settings.listen_host)
+    shown = [
+        f"{name} http://{host}:{port}/metrics" for name, port in metrics_ports(settings).items()
+    ]
+    workers = " (worker i of each on its port + i)" if settings.workers > 1 else ""
+    return ", ".join(shown) + workers
+
+
+def register_reference_node(settings: Settings) -> str:
+    """Registers the reference node for a fresh wallet of its own, on the internal token (the
+    node's owner earns its share of each chat); says where it is and how to chat."""
+    if not settings.reference_node_port:
+        return "No reference node (R3MES_REFERENCE_NODE_PORT=0)."
+    # Imported only now, as in banner(): gRPC's threads must not exist before the children.
+    from gateway.reference import register
+
+    # The children's internal token: the configured one, or the data folder's.
+    token_file = internal_token_file(settings)
+    if token_file is not None:
+        settings = settings.model_copy(update={"internal_token_file": token_file})
+    return register(settings, f"http://{REFERENCE_NODE_HOST}:{settings.reference_node_port}/v1")
+
+
 def _healthy(host: str, port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as reply:
+        with urllib.request.urlopen(
+            f"http://{host}:{port}/healthz", timeout=HEALTH_POLL_TIMEOUT_SECONDS
+        ) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -262,6 +361,7 @@ def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> i
             return code or 1
         if not ready and suite_healthy(settings):
             ready = True
+            supervisor.say(register_reference_node(settings))
             supervisor.say(banner(settings))
         elif not ready and time.monotonic() > deadline:
             supervisor.say(f"not healthy after {READY_TIMEOUT_SECONDS:g} s: see the lines above")
@@ -285,7 +385,7 @@ def main() -> None:
         signal.signal(signum, stopping)
     supervisor = Supervisor(ROOT, process_environment(settings))
     try:
-        supervisor.start(commands(settings))
+        supervisor.start(commands(settings), metrics_environments(settings))
         lock.record({c.name: (c.process.pid, command_marker(c.name)) for c in supervisor.children})
         code = _run(supervisor, settings, stopping)
     finally:

@@ -2,6 +2,7 @@
 of the end-to-end tests and of the deploy/ container alike.
 
     python -m gateway.serve [--out build/envoy.yaml] [--descriptor build/r3mes.binpb]
+    python -m gateway.serve --config /etc/envoy/envoy.yaml   # rendered already (deploy/k8s)
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--log-level", default="warn", help="Envoy's own log level")
+    parser.add_argument(
+        "--config", type=Path, help="run Envoy on this rendered config rather than render one"
+    )
     args = parser.parse_args(argv)
-    config = write_config(Settings(), args.descriptor, args.out)
+    config = args.config or write_config(Settings(), args.descriptor, args.out)
     command = envoy_command(config, args.log_level)
     # exec, not a child: signals (SIGTERM from `make run`, a test or the container runtime) reach
     # Envoy directly, and no Python process lingers beside it.

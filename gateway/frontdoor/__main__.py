@@ -65,7 +65,7 @@ def main() -> None:
     reflection.start()
     threading.Thread(target=web.serve_forever, name="http", daemon=True).start()
     logger.info(
-        "serving",
+        "serving pages",
         extra={"http_port": settings.frontdoor_port, "grpc_port": settings.frontdoor_grpc_port},
     )
     signal.sigwait(STOP_SIGNALS)

@@ -10,7 +10,7 @@ from services.core.settings import Settings
 
 PAGES_CLUSTER = "frontdoor"
 REFLECTION_CLUSTER = "frontdoor_grpc"
-PAGE_PATHS = ("/", "/docs", "/openapi.json", "/healthz")
+PAGE_PATHS = ("/", "/docs", "/openapi.json", "/healthz", "/favicon.ico")
 DOCS_ASSETS_PREFIX = "/docs/"
 REFLECTION_SERVICES = (
     "grpc.reflection.v1.ServerReflection",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 import json
 import mimetypes
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,13 @@ from gateway.frontdoor.health import Report
 
 SWAGGER_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js")
 DOCS_PREFIX = "/docs/"
+FAVICON_PATH = "/favicon.ico"
+# Browsers ask for /favicon.ico on every page; "no icon", cached for a day, ends those requests
+# without the 404 a browser's console shows as an error.
+FAVICON_CACHE_CONTROL = "public, max-age=86400"
+# A client that hangs up before its answer is sent (`make run`'s health poll gives up after a
+# while) is no error of the front door's.
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError)
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en">
@@ -103,11 +111,13 @@ def _asset(name: str) -> Path | None:
 
 def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        server_version = "r3mes-frontdoor"
-
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/":
+            if path == FAVICON_PATH:
+                self.send_response(HTTPStatus.NO_CONTENT)
+                self.send_header("cache-control", FAVICON_CACHE_CONTROL)
+                self.end_headers()
+            elif path == "/":
                 self._send(HTTPStatus.OK, "text/html; charset=utf-8", _landing_page(self._base()))
             elif path in ("/docs", "/docs/"):
                 self._send(HTTPStatus.OK, "text/html; charset=utf-8", _DOCS_PAGE)
@@ -121,9 +131,7 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
                 content_type = mimetypes.guess_type(asset.name)[0] or "application/octet-stream"
                 self._send(HTTPStatus.OK, content_type, asset.read_bytes(), cache=True)
             else:
-                self._send_json(
-                    HTTPStatus.NOT_FOUND, {"code": 5, "message": "no such page", "details": []}
-                )
+                self._send_status(HTTPStatus.NOT_FOUND, 5, "no such page")
 
         def do_OPTIONS(self) -> None:
             # Envoy routes here only the preflights its CORS filter did not grant.
@@ -132,7 +140,13 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
                 f"CORS: the origin {origin} is not allowed to call this API "
                 "(the gateway's R3MES_CORS_ORIGINS lists those that are)"
             )
-            self._send_json(HTTPStatus.FORBIDDEN, {"code": 7, "message": message, "details": []})
+            self._send_status(HTTPStatus.FORBIDDEN, 7, message)
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            # BaseHTTPRequestHandler's own adds `server: <name> Python/3.x`: replies say nothing
+            # about what runs behind the gateway (docs/operations.md).
+            self.send_response_only(code, message)
+            self.send_header("date", self.date_time_string())
 
         def _base(self) -> str:
             # The address the caller used (Envoy passes Host on), so "Try it out" and generated
@@ -141,17 +155,32 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
             host = self.headers.get("host", "127.0.0.1")
             return f"{scheme}://{host}"
 
-        def _send_json(self, status: HTTPStatus, body: object) -> None:
-            self._send(status, "application/json", json.dumps(body, indent=2) + "\n")
+        def _send_json(
+            self, status: HTTPStatus, body: object, headers: Mapping[str, str] | None = None
+        ) -> None:
+            self._send(status, "application/json", json.dumps(body, indent=2) + "\n", headers)
+
+        def _send_status(self, status: HTTPStatus, code: int, message: str) -> None:
+            """A google.rpc.Status, as the gateway's own refusals are: its code in grpc-status
+            too, which Envoy's access log reads."""
+            body = {"code": code, "message": message, "details": []}
+            self._send_json(status, body, {"grpc-status": str(code)})
 
         def _send(
-            self, status: HTTPStatus, content_type: str, body: str | bytes, cache: bool = False
+            self,
+            status: HTTPStatus,
+            content_type: str,
+            body: str | bytes,
+            headers: Mapping[str, str] | None = None,
+            cache: bool = False,
         ) -> None:
             data = body.encode() if isinstance(body, str) else body
             self.send_response(status)
             self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(data)))
             self.send_header("cache-control", "max-age=3600" if cache else "no-store")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
@@ -161,7 +190,14 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], CLIENT_GONE):
+            return
+        super().handle_error(request, client_address)
+
+
 def http_server(host: str, port: int, pages: Pages) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), handler_class(pages))
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), handler_class(pages))

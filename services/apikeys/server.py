@@ -7,17 +7,18 @@ from datetime import timedelta
 
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
+from services.apikeys.authentication import APIKeyAuthenticator
 from services.apikeys.domain import Validation
+from services.apikeys.key_cache import KeyInvalidations
 from services.apikeys.repository import APIKeysRepositories
 from services.apikeys.servicer import APIKeysServicer
+from services.apikeys.settings import APIKeysSettings
 from services.apikeys.spec import SPEC
 from services.apikeys.usecases import APIKeysUseCases, KeyPolicy
-from services.core.apikey_auth import APIKeyAuthenticator, KeyCheck, KeyStatus
 from services.core.auth import InternalTokenAuthenticator
 from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
 from services.core.hosting import HostContext, ServiceParts, host
-from services.core.key_cache import KeyInvalidations
 from services.core.lifecycle import ServiceServer, open_database, run
 from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
@@ -33,27 +34,19 @@ class LocalKeyValidator:
     def __init__(self, use_cases: APIKeysUseCases) -> None:
         self._use_cases = use_cases
 
-    async def validate(self, secret: str) -> KeyCheck:
-        return key_check_of(await self._use_cases.validate(secret))
-
-
-def key_check_of(validation: Validation) -> KeyCheck:
-    return KeyCheck(
-        KeyStatus[validation.status.name],
-        validation.wallet_address,
-        validation.key_id,
-        validation.expire_time,
-    )
+    async def validate(self, secret: str) -> Validation:
+        return await self._use_cases.validate(secret)
 
 
 async def build(context: HostContext) -> ServiceParts:
     settings, clock = context.settings, context.clock
     database = await open_database(settings, "apikeys")
     uow = UnitOfWork(database, APIKeysRepositories.on, attempts=settings.db_retry_attempts)
-    invalidations = KeyInvalidations.from_settings(settings)
+    own = context.own(APIKeysSettings)
+    invalidations = KeyInvalidations.from_settings(settings, own)
     policy = KeyPolicy(
-        max_active_per_wallet=settings.apikeys_max_active_per_wallet,
-        challenge_ttl=timedelta(seconds=settings.apikeys_challenge_ttl_seconds),
+        max_active_per_wallet=own.apikeys_max_active_per_wallet,
+        challenge_ttl=timedelta(seconds=own.apikeys_challenge_ttl_seconds),
     )
     use_cases = APIKeysUseCases(uow, clock, policy, invalidations)
     servicer = APIKeysServicer(use_cases, page_tokens_from_settings(settings), clock)
@@ -74,9 +67,7 @@ async def build(context: HostContext) -> ServiceParts:
             APIKeyAuthenticator(LocalKeyValidator(use_cases), invalidations, clock),
         ],
         jobs=[
-            PeriodicJob(
-                "last-used", settings.apikeys_last_used_flush_seconds, use_cases.flush_usage
-            ),
+            PeriodicJob("last-used", own.apikeys_last_used_flush_seconds, use_cases.flush_usage),
             PeriodicJob("challenge-sweep", CHALLENGE_SWEEP_SECONDS, use_cases.sweep_challenges),
         ],
     )

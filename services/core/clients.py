@@ -19,6 +19,7 @@ import grpc
 
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
+from services.core.metrics import peer_call_handled
 from services.core.settings import ServiceName, Settings
 
 API_KEY_HEADER = "x-api-key"
@@ -52,7 +53,13 @@ class OutgoingCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             credentials=client_call_details.credentials,
             wait_for_ready=client_call_details.wait_for_ready,
         )
-        return await continuation(details, request)
+        call = await continuation(details, request)
+        # Its status, once it has one (never raises; the caller still gets the answer or the
+        # error when it awaits the call).
+        code = await call.code()
+        method = details.method
+        peer_call_handled(method.decode() if isinstance(method, bytes) else method, code.name)
+        return call
 
 
 def own_authority(internal_token: str | None) -> Credentials:

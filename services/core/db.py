@@ -23,9 +23,11 @@ from sqlalchemy.ext.asyncio import (
     AsyncTransaction,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from services.core.errors import AlreadyExists, R3mesError, TransactionConflict, Unavailable
+from services.core.metrics import DB_POOL_IN_USE, DB_POOL_TIMEOUTS, DB_POOL_WAITING
 from services.core.settings import ServiceName, Settings
 
 logger = logging.getLogger(__name__)
@@ -58,20 +60,26 @@ class Database:
     """The engine of one service and the name its schema has on this engine."""
 
     def __init__(
-        self, engine: AsyncEngine, schema: str | None, loop_reads: Engine | None = None
+        self,
+        engine: AsyncEngine,
+        schema: str | None,
+        service: ServiceName,
+        loop_reads: Engine | None = None,
     ) -> None:
         self.engine = engine
         self.schema = schema
+        self.service = service
         # SQLite only: the same file through the synchronous driver, for lone reads.
         self._loop_reads = loop_reads
+        self.waiting = 0  # units of work waiting for a pooled connection
+        DB_POOL_IN_USE.track(self, _checked_out, service)
+        DB_POOL_WAITING.track(self, lambda database: database.waiting, service)
 
     @classmethod
     def from_settings(cls, settings: Settings, service: ServiceName) -> Database:
         url = database_url(settings, service)
         if url.get_backend_name() == "sqlite":
-            return cls(
-                _sqlite_engine(url, service), schema=None, loop_reads=_sqlite_reads(url, service)
-            )
+            return cls(_sqlite_engine(url, service), None, service, _sqlite_reads(url, service))
         engine = create_async_engine(
             url,
             hide_parameters=True,  # error messages (and so logs) never carry the values
@@ -93,7 +101,7 @@ class Database:
             },
             execution_options={"schema_translate_map": {service: service + settings.schema_suffix}},
         )
-        return cls(engine, schema=service + settings.schema_suffix)
+        return cls(engine, service + settings.schema_suffix, service)
 
     @property
     def is_sqlite(self) -> bool:
@@ -125,8 +133,16 @@ class Database:
             async with self._read_on_loop_thread(self._loop_reads) as connection:
                 yield connection
             return
-        with _translated():
-            connection = await self.engine.connect()
+        self.waiting += 1
+        try:
+            with _translated():
+                connection = await self.engine.connect()
+        except Unavailable as error:
+            if isinstance(error.__cause__, PoolTimeoutError):
+                DB_POOL_TIMEOUTS.labels(self.service).inc()
+            raise
+        finally:
+            self.waiting -= 1
         try:
             with _translated():
                 options = self._options(read_only=read_only, one_statement=one_statement)
@@ -187,6 +203,11 @@ class Database:
         await self.engine.dispose()
         if self._loop_reads is not None:
             self._loop_reads.dispose()
+
+
+def _checked_out(database: Database) -> float:
+    pool = database.engine.pool
+    return float(pool.checkedout()) if isinstance(pool, QueuePool) else 0.0
 
 
 def database_url(settings: Settings, service: ServiceName) -> URL:

@@ -21,17 +21,18 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from services.core.apikey_auth import authenticators_for
-from services.core.auth import Authenticator
+from services.core.auth import Authenticator, InternalTokenAuthenticator
 from services.core.background import PeriodicJob
 from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.colocated import ColocatedStub
 from services.core.lifecycle import Closer, ServiceServer, build_server, registration
+from services.core.registry import SERVICES
 from services.core.servicespec import ServiceSpec
-from services.core.settings import Settings
+from services.core.settings import Settings, SettingsBase
 
 StubT = TypeVar("StubT")
+OwnSettingsT = TypeVar("OwnSettingsT", bound=SettingsBase)
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,18 @@ class HostContext:
     settings: Settings
     clock: Clock
     clients: ServiceClients
+    # A service's own settings given by the caller (tests); others are read when first asked.
+    configured: dict[type[SettingsBase], SettingsBase] = field(default_factory=dict)
     # Built so far, in build order.
     built: dict[str, tuple[ServiceSpec, ServiceParts]] = field(default_factory=dict)
+
+    def own(self, kind: type[OwnSettingsT]) -> OwnSettingsT:
+        """A service's own settings (`services/<name>/settings.py`): as configured by the
+        caller, else read from the environment like the kernel's, once per process."""
+        found = self.configured.get(kind)
+        if found is None:
+            found = self.configured[kind] = kind()
+        return cast(OwnSettingsT, found)
 
     def peer(self, name: str, stub: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """The peer `name` as its generated async stub: in-process when co-hosted (built
@@ -101,15 +112,19 @@ async def host(
     clock: Clock = utc_now,
     *,
     authenticators: Sequence[Authenticator] | None = None,
+    configured: Sequence[SettingsBase] = (),
 ) -> tuple[ServiceServer, int]:
     """One server for `specs` (in registry order), listening on the port of the first.
 
     `authenticators` replaces the credential checks (tests); by default a co-hosted service
     that checks credentials itself does it for all, else keys are checked by the remote one.
+    `configured` gives services their own settings (tests); unset, they read the environment.
     """
     if not specs:
         raise ValueError("a process must host at least one service")
-    context = HostContext(settings, clock, ServiceClients(settings))
+    context = HostContext(
+        settings, clock, ServiceClients(settings), {type(own): own for own in configured}
+    )
     try:
         for spec in build_order(specs):
             context.built[spec.name] = (spec, await spec.build(context))
@@ -118,8 +133,7 @@ async def host(
         raise
     built = [context.built[spec.name] for spec in specs]
     if authenticators is None:
-        own = [parts.authenticators for _, parts in built if parts.authenticators is not None]
-        authenticators = own[0] if own else authenticators_for(settings, context.clients, clock)
+        authenticators = _authenticators(context, built)
     jobs = []
     for spec, parts in built:
         for job in parts.jobs:
@@ -136,6 +150,21 @@ async def host(
         error_domains={spec.proto_service: spec.error_domain for spec, _ in built},
         label="+".join(spec.name for spec in specs),
     )
+
+
+def _authenticators(
+    context: HostContext, hosted: Sequence[tuple[ServiceSpec, ServiceParts]]
+) -> Sequence[Authenticator]:
+    """A hosted service that checks credentials itself does it for every hosted one; else the
+    issuer of credentials says how to check them from elsewhere (apikeys: over gRPC); with no
+    issuer registered, only the internal token is known."""
+    for _, parts in hosted:
+        if parts.authenticators is not None:
+            return parts.authenticators
+    for spec in SERVICES:
+        if spec.authenticators_elsewhere is not None:
+            return spec.authenticators_elsewhere(context)
+    return [InternalTokenAuthenticator(context.settings.internal_token_value())]
 
 
 async def _close_all(context: HostContext) -> None:

@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Index, MetaData, Row, String, Table, Text
+from sqlalchemy import Column, Index, MetaData, Row, String, Table, Text, insert
 
 from services.core.background import PeriodicJob
 from services.core.clock import Clock
 from services.core.db import UtcDateTime
-from services.core.errors import ErrorDetails, FailedPrecondition, TransactionConflict
+from services.core.errors import (
+    AlreadyExists,
+    ErrorDetails,
+    FailedPrecondition,
+    TransactionConflict,
+)
 from services.core.repository import BaseRepository
 from services.core.uow import UnitOfWork
 
@@ -72,12 +77,26 @@ class StoredKey:
 class IdempotencyKeyReused(FailedPrecondition):
     reason = "IDEMPOTENCY_KEY_REUSED"
 
-    def __init__(self, scope: str, key: str) -> None:
+    def __init__(self, scope: str, key: str, index: int | None = None) -> None:
+        """`index`: the entry of a batch request (`requests[index]`) that reused the key."""
+        where = "" if index is None else f"requests[{index}]: "
+        metadata = {"idempotency_key": key}
+        if index is not None:
+            metadata["index"] = str(index)
         super().__init__(
-            f"idempotency key {key!r} was used for {scope} with other parameters; "
+            f"{where}idempotency key {key!r} was used for {scope} with other parameters; "
             "use a new key for a new request",
-            details=ErrorDetails(metadata={"idempotency_key": key}),
+            details=ErrorDetails(metadata=metadata),
         )
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """One key of a batch to claim, with what its call asked (digested) and answers."""
+
+    key: str
+    fingerprint: str
+    response: str
 
 
 def fingerprint_of(scope: str, parameters: Mapping[str, object]) -> str:
@@ -122,6 +141,55 @@ class IdempotencyRepository(BaseRepository[StoredKey]):
         result = await work()
         await self.update_where({"scope": scope, "key": key}, {"response": encode(result)})
         return result
+
+    async def remembered_many(
+        self, scope: str, claims: Sequence[KeyClaim], now: datetime, *, batch: bool
+    ) -> list[str | None]:
+        """The batch form of `remembered`, for calls whose results are known before any
+        effect: claims every new key with its response in this unit of work and answers, per
+        claim, None (claimed now: its effect is the caller's to make in this same unit) or the
+        response stored by the first call. A key used with other parameters raises
+        IdempotencyKeyReused, naming the entry when `batch`.
+
+        Two statements for the whole batch, where `remembered` costs two per key. A concurrent
+        first claim of one of the keys makes the INSERT wait for it (PostgreSQL's unique index;
+        SQLite's write lock serializes whole units) and then fail: the unit is retried, and the
+        retry finds the key taken and replays it."""
+        c = self.table.c
+        keys = [claim.key for claim in claims]
+        earlier = {
+            stored.key: stored for stored in await self.find_many(c.scope == scope, c.key.in_(keys))
+        }
+        answers: list[str | None] = []
+        for index, claim in enumerate(claims):
+            stored = earlier.get(claim.key)
+            if stored is None:
+                answers.append(None)
+            elif stored.response is None:
+                raise TransactionConflict("a concurrent repeat of this call; retry it")
+            elif stored.fingerprint != claim.fingerprint:
+                raise IdempotencyKeyReused(scope, claim.key, index if batch else None)
+            else:
+                answers.append(stored.response)
+        rows = [
+            {
+                "scope": scope,
+                "key": claim.key,
+                "fingerprint": claim.fingerprint,
+                "response": claim.response,
+                "create_time": now,
+            }
+            # In key order: two batches sharing keys wait on each other in one order, never in
+            # a cycle (a deadlock PostgreSQL would break by failing one of them).
+            for claim in sorted(claims, key=lambda claim: claim.key)
+            if claim.key not in earlier
+        ]
+        if rows:
+            try:
+                await self.execute_many(insert(self.table), rows)
+            except AlreadyExists as exc:
+                raise TransactionConflict("a concurrent call claimed the same key") from exc
+        return answers
 
     async def sweep(self, now: datetime, retention: timedelta) -> int:
         """Forget keys older than the retention; returns how many."""

@@ -24,16 +24,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from services.core.apikey_auth import authenticators_for
-from services.core.auth import Authenticator
+from services.core.auth import Authenticator, InternalTokenAuthenticator
 from services.core.background import PeriodicJob
-from services.core.clients import ServiceClients
 from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
 from services.core.interceptors.errors import ErrorDomains
-from services.core.interceptors.ratelimit import rate_limiting_from_settings
+from services.core.interceptors.ratelimit import RateLimitingSetup, rate_limiting_from_settings
 from services.core.logging import configure_logging
+from services.core.metrics import CALLS_IN_FLIGHT, serve_metrics
 from services.core.migrate import migrate_on_start
 from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
@@ -75,8 +74,8 @@ class ServiceServer:
         for job in self.jobs:
             publish = partial(self._publish_job, job.service or self.name)
             await publish(job.name, True)
-            job.start(publish)
-        logger.info("serving", extra={"service": self.name})
+            job.start(publish, self.name)
+        logger.info("serving calls", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace period, then close."""
@@ -137,33 +136,23 @@ def build_server(
     """Assemble the server: interceptor chain, the service's servicers, health and reflection.
 
     `registrations` pairs each `add_XServicer_to_server` call with the service's full name.
-    `authenticators` decide who is calling (default: what every service accepts,
-    `authenticators_for`, on clients of the server's own); `jobs` run in the background while
-    the server serves, their state published in health. A server of several services
-    (services.core.hosting) listens on the port of `name`, its first, gives `error_domains` per
-    proto service and is called `label` in the logs.
+    `authenticators` decide who is calling (default: the internal token alone; a hosted
+    service gets what services.core.hosting derives from the registry, API keys included);
+    `jobs` run in the background while the server serves, their state published in health. A
+    server of several services (services.core.hosting) listens on the port of `name`, its
+    first, gives `error_domains` per proto service and is called `label` in the logs.
     """
     if authenticators is None:
-        clients = ServiceClients(settings)
-        authenticators = authenticators_for(settings, clients)
-        closers = [*closers, clients.close]
+        authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
     admission = Admission()
-    limiting = rate_limiting_from_settings(settings)
-    chain = RequestChain(
-        ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
-        authenticators,
-        trusted_networks(settings.trusted_proxies),
-        admission,
-        limiting.step,
-        settings.gateway_secret_value(),
-        limiting.failures,
-    )
+    service_names = [full_name for _, full_name in registrations]
+    limiting = rate_limiting_from_settings(settings, service_names)
+    chain = request_chain(settings, name, authenticators, admission, limiting, error_domains)
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
         register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    service_names = [full_name for _, full_name in registrations]
     reflection.enable_server_reflection(
         [
             *service_names,
@@ -176,6 +165,30 @@ def build_server(
     closers, jobs = [*limiting.closers, *closers], [*jobs, *limiting.jobs]
     built = ServiceServer(label or name, server, health, service_names, closers, jobs, admission)
     return built, port
+
+
+def request_chain(
+    settings: Settings,
+    name: ServiceName,
+    authenticators: Sequence[Authenticator],
+    admission: Admission,
+    limiting: RateLimitingSetup,
+    error_domains: Mapping[str, str] | None = None,
+) -> RequestChain:
+    """The interceptor chain of a server named `name`, as the settings configure it (its
+    series recorded only with a metrics port)."""
+    chain = RequestChain(
+        ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
+        authenticators,
+        trusted_networks(settings.trusted_proxies),
+        admission,
+        limiting.step,
+        settings.gateway_secret_value(),
+        limiting.failures,
+        metrics=settings.metrics_port is not None,
+    )
+    CALLS_IN_FLIGHT.track(admission, lambda a: a.running)
+    return chain
 
 
 def port_setting(service: str) -> str:
@@ -247,6 +260,7 @@ def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]
 
     async def main() -> None:
         try:
+            serve_metrics(settings)
             server, port = await create_server(settings)
         except Exception:
             logger.exception("failed to start")

@@ -5,12 +5,14 @@ Light on purpose: processes that load no gRPC (`make run` forks its children) re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.core.auth import Authenticator
     from services.core.hosting import HostContext, ServiceParts
+    from services.core.settings import SettingsBase
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,12 @@ class ServiceSpec:
     default_port: int  # also the services' order: a process of several listens on its first's
     build: Callable[[HostContext], Awaitable[ServiceParts]]
     peers: tuple[str, ...] = ()  # the services it calls
+    # A service that issues credentials (apikeys: API keys) says how a process that does not
+    # host it checks them; a process that hosts it uses its parts' own authenticators.
+    authenticators_elsewhere: Callable[[HostContext], Sequence[Authenticator]] | None = None
+    # Its own settings (`services/<name>/settings.py`), read through `HostContext.own`; listed
+    # in docs/configuration.md with the kernel's.
+    settings: type[SettingsBase] | None = None
 
     @property
     def error_domain(self) -> str:

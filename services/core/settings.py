@@ -1,4 +1,4 @@
-"""Every setting of every service, read from `R3MES_*` environment variables (or a `.env` file).
+"""The kernel's settings, read from `R3MES_*` environment variables (or a `.env` file).
 
 One documented default per setting; the defaults are the embedded mode: SQLite files under
 `data/`, the in-process rate limiter, every service on 127.0.0.1. docs/configuration.md lists them.
@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from services.core import validators
 
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
@@ -23,8 +20,23 @@ _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 ServiceName = str
 
 
-class Settings(BaseSettings):
+class Canary(BaseModel):
+    """A second version of one service that the gateway sends a share of its calls to."""
+
+    target: str = Field(pattern=r"^\S+:\d+$", description="host:port of the second version")
+    weight: int = Field(ge=0, le=100, description="Percent of the service's gateway calls")
+
+
+class SettingsBase(BaseSettings):
+    """What every settings class shares: `R3MES_*` environment variables (or a `.env` file).
+    The kernel's are `Settings`; a service's own live in `services/<name>/settings.py`."""
+
     model_config = SettingsConfigDict(env_prefix="R3MES_", env_file=".env", extra="ignore")
+
+
+class Settings(SettingsBase):
+    """The kernel's settings: storage, listening and reaching services, identity, limits,
+    lifecycle, the gateway. What only one service reads is that service's own."""
 
     data_dir: Path = Field(Path("data"), description="Folder of the embedded SQLite files.")
     database_url: str | None = Field(
@@ -94,6 +106,7 @@ class Settings(BaseSettings):
     apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
     mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
     credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
+    serving_port: int = Field(50055, ge=0, le=65535, description="gRPC port of serving.")
     users_target: str | None = Field(
         None, description="Where other services reach users. Unset: its port on this host."
     )
@@ -106,61 +119,12 @@ class Settings(BaseSettings):
     credits_target: str | None = Field(
         None, description="Where others reach credits. Unset: its port on this host."
     )
+    serving_target: str | None = Field(
+        None, description="Where others reach serving. Unset: its port on this host."
+    )
     call_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline of a service-to-service call."
     )
-
-    # --- mining (services/mining): report retention and the optional chain indexer ---
-    mining_report_retention_days: int = Field(
-        180,
-        ge=1,
-        description="Raw mining reports older than this (by observe time) are pruned; the "
-        "per-day rollups and per-miner totals every read uses are kept.",
-    )
-    mining_prune_interval_seconds: float = Field(
-        3600.0, gt=0, description="How often mining prunes old raw reports."
-    )
-    chain_rpc_url: str | None = Field(
-        None,
-        pattern=r"^https?://",
-        description="CometBFT RPC endpoint (http or https) whose blocks the mining service "
-        "records. Unset: no indexer. An operator setting, trusted: loopback and private "
-        "addresses are allowed.",
-    )
-    chain_poll_interval_seconds: float = Field(
-        5.0, gt=0, description="Pause of the indexer between polls once caught up or failing."
-    )
-    chain_rpc_timeout_seconds: float = Field(
-        5.0, gt=0, description="Deadline of each request of the indexer to the chain."
-    )
-    chain_blocks_per_poll: int = Field(
-        100,
-        ge=1,
-        le=10000,
-        description="Blocks the indexer records between two reads of the chain's height.",
-    )
-    chain_start_height: int = Field(
-        1, ge=1, description="First block the indexer records when none is recorded yet."
-    )
-    chain_proposer_wallets: dict[str, str] = Field(
-        {},
-        description="Proposer address (hex, as in block headers) -> remes wallet credited with "
-        "the block, as JSON. Blocks of other proposers are skipped (logged once per proposer).",
-    )
-    chain_block_reward_micro_credits: int = Field(
-        0, ge=0, le=10**15, description="Reward recorded with each indexed block."
-    )
-
-    @field_validator("chain_proposer_wallets")
-    @classmethod
-    def _proposer_wallets(cls, mapping: dict[str, str]) -> dict[str, str]:
-        # Headers spell proposers in uppercase hex; wallets are checked like any request's.
-        checked = {}
-        for proposer, wallet in mapping.items():
-            if not proposer or any(c not in string.hexdigits for c in proposer):
-                raise ValueError(f"proposer {proposer!r} is not a hex address")
-            checked[proposer.upper()] = validators.wallet_address(wallet)
-        return checked
 
     internal_token: SecretStr | None = Field(
         None,
@@ -224,44 +188,6 @@ class Settings(BaseSettings):
         description="How often the probe asks Redis whether it answers (and health refreshed).",
     )
 
-    # API keys (the apikeys service and every service's API-key authentication).
-    apikeys_max_active_per_wallet: int = Field(
-        10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
-    )
-    apikeys_challenge_ttl_seconds: float = Field(
-        300.0,
-        ge=30,
-        le=3600,
-        description="How long an ownership challenge may be answered after it is issued.",
-    )
-    apikeys_cache_ttl_seconds: float = Field(
-        5.0,
-        gt=0,
-        le=60,
-        description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
-        "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
-    )
-    apikeys_refused_cache_ttl_seconds: float = Field(
-        3.0,
-        gt=0,
-        le=60,
-        description="How long a service remembers that a key is unknown, revoked or expired, "
-        "so the same wrong key is not asked about on every call (a new key works at once: its "
-        "secret was never refused).",
-    )
-    apikeys_cache_max_entries: int = Field(
-        10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
-    )
-    apikeys_last_used_flush_seconds: float = Field(
-        10.0,
-        gt=0,
-        description="How often the apikeys service writes the keys' last use times, batched.",
-    )
-    apikeys_invalidation_channel: str = Field(
-        "r3mes.apikeys.withdrawn",
-        min_length=1,
-        description="Redis pub/sub channel on which revoked and deleted keys are announced.",
-    )
     redis_url: str | None = Field(
         None,
         description="Redis (redis://host:port/db) shared by the services. Unset: revocations "
@@ -293,6 +219,14 @@ class Settings(BaseSettings):
         description="How long calls on a connection asked to close may still run; keep it "
         "above gateway_route_timeout_seconds.",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of this process's Prometheus metrics (/metrics, on listen_host); "
+        "with workers above 1, worker i serves on this port + i. Unset: no metrics are "
+        "recorded or served. `make run` sets one per process (its banner lists them).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
 
@@ -304,6 +238,14 @@ class Settings(BaseSettings):
         description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
         "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
         "reach.",
+    )
+    gateway_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="A listener of Envoy on listen_host at this port answering GET /metrics "
+        "with Envoy's own statistics (admin's /stats/prometheus, and nothing else of admin). "
+        "Unset: none. `make run` opens one (its banner says where).",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],
@@ -339,8 +281,34 @@ class Settings(BaseSettings):
         description="The front door's gRPC port: reflection of every service at once, which the "
         "gateway routes grpcurl's reflection calls to.",
     )
+    reference_node_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        description="Port of the reference serving node (`python -m tools.reference_node`) that "
+        "`make run` starts on 127.0.0.1 and registers, so a newcomer can chat at once. 0: none.",
+    )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
+    )
+    features: dict[str, bool] = Field(
+        {},
+        description='Feature flags, JSON: {"users.network_stats_cache": true}. Unset flags are '
+        "off. services.core.features; docs/operations.md lists the flags.",
+    )
+    features_file: Path | None = Field(
+        None,
+        description="A JSON file of feature flags (the shape of `features`, whose flags it "
+        "overrides), read again whenever it changes: a flag flips in running processes.",
+    )
+    canaries: dict[ServiceName, Canary] = Field(
+        {},
+        description='Canary releases, JSON: {"credits": {"target": "10.0.0.7:50054", "weight": '
+        "5}} sends 5 % of credits' calls through the gateway to a second version at that "
+        "target, the rest to its usual target. The weight is where Envoy starts; Envoy's "
+        "runtime key `r3mes.canary.<service>` changes it while running (`python -m "
+        "gateway.canary`), without dropping a call. Calls between services do not pass the "
+        "gateway and are not split.",
     )
 
     @field_validator("trusted_proxies")

@@ -14,7 +14,7 @@ import secrets
 import string
 import unicodedata
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import bech32
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class InvalidValue(ValueError):
@@ -229,7 +230,13 @@ def _loose_ipv4(labels: list[str]) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(sum(n << (24 - 8 * i) for i, n in enumerate(head)) + last)
 
 
-def _parse_host(host: str, bracketed: bool) -> tuple[str, IPAddress | None]:
+def _in_any(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def _parse_host(
+    host: str, bracketed: bool, trusted_networks: Sequence[IPNetwork] = ()
+) -> tuple[str, IPAddress | None]:
     if not host:
         raise InvalidValue("must have a host")
     address: IPAddress
@@ -251,7 +258,7 @@ def _parse_host(host: str, bracketed: bool) -> tuple[str, IPAddress | None]:
             if len(labels) < 2 or labels[-1] == "localhost":
                 raise InvalidValue("must name a public, fully qualified host")
             return ".".join(labels), None
-    if not _is_public(address):
+    if not (_is_public(address) or _in_any(address, trusted_networks)):
         raise InvalidValue(_NOT_PUBLIC)
     return str(address), address
 
@@ -261,12 +268,16 @@ def parse_outbound_url(
     *,
     allowed_schemes: frozenset[str] = frozenset({"https"}),
     allowed_ports: frozenset[int] = frozenset({443}),
+    trusted_networks: Sequence[IPNetwork] = (),
 ) -> OutboundUrl:
     """Checks a URL the server will fetch, without resolving it (see check_resolved_addresses).
 
     Refuses other schemes and ports, user information, and IP literals that are not public in any
     notation a resolver accepts (decimal, octal, hex, short IPv4, IPv4-mapped/NAT64/6to4 IPv6).
     Connect to `.url` (or `.host`), not to the original string: the host may have been rewritten.
+    `trusted_networks` (an operator's choice, never a caller's) admits IP literals in them on any
+    port; host names are not affected: what a name resolves to is checked by
+    check_resolved_addresses, which trusts no network, since a name may be re-pointed at will.
     """
     if not value:
         raise InvalidValue("must not be empty")
@@ -298,9 +309,10 @@ def parse_outbound_url(
     if rest and not (rest[0] == ":" and rest[1:].isdigit()):
         raise InvalidValue("has an invalid port")
     port = int(rest[1:]) if rest else _DEFAULT_PORTS.get(parts.scheme)
-    if port is None or port not in allowed_ports:
+    canonical_host, address = _parse_host(host, bracketed, trusted_networks)
+    trusted = address is not None and _in_any(address, trusted_networks)
+    if port is None or not (trusted or port in allowed_ports):
         raise InvalidValue(f"must use the port {' or '.join(map(str, sorted(allowed_ports)))}")
-    canonical_host, address = _parse_host(host, bracketed)
     return OutboundUrl(
         parts.scheme, canonical_host, port, parts.path or "/", parts.query, address=address
     )
@@ -333,3 +345,21 @@ def check_resolved_addresses(addresses: Iterable[str]) -> tuple[IPAddress, ...]:
     if not checked:
         raise InvalidValue("does not resolve to any address")
     return tuple(checked)
+
+
+def ipfs_cid(value: str) -> str:
+    """An IPFS content id: v0 (`Qm` + base58btc) or v1 in any multibase (usually base32 `b...`),
+    whose multihash decodes whole."""
+    # Imported here: only the services that take content ids pay for loading the codecs.
+    from multiformats import CID
+
+    if not value or len(value) > _MAX_CID_LENGTH:
+        raise InvalidValue(f"must be 1 to {_MAX_CID_LENGTH} characters")
+    try:
+        CID.decode(value)
+    except Exception:  # the codecs raise a dozen unrelated types for malformed input
+        raise InvalidValue("is not an IPFS CID (v0 Qm... or v1, e.g. base32 bafy...)") from None
+    return value
+
+
+_MAX_CID_LENGTH = 128

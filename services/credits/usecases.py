@@ -10,7 +10,15 @@ from __future__ import annotations
 from services.core.clock import Clock
 from services.core.pagination import Page, PageRequest
 from services.core.uow import UnitOfWork
-from services.credits.domain import Balance, Capture, Hold, LedgerEntry, Movement, NetworkTotal
+from services.credits.domain import (
+    Balance,
+    Capture,
+    HeldReservations,
+    Hold,
+    LedgerEntry,
+    Movement,
+    NetworkTotal,
+)
 from services.credits.moves import moves_on
 from services.credits.repository import CreditsRepositories
 
@@ -77,6 +85,10 @@ class CreditsUseCases:
         return await self._uow.run(
             lambda r: moves_on(r).roll_back(reservation_id, key, now), one_statement=True
         )
+
+    async def held(self) -> HeldReservations:
+        now = self._clock()
+        return await self._uow.run(lambda r: r.reservations.held(now), read_only=True)
 
     async def expire_due(self) -> int:
         """The sweeper: resolve holds past their time as EXPIRED and release their credits, in

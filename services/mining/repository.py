@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Row, String, bindparam, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.errors import AlreadyExists, TransactionConflict
-from services.core.idempotency import IdempotencyRepository, StoredKey
+from services.core.idempotency import IdempotencyRepository
 from services.core.pagination import Page, PageRequest
 from services.core.repository import BaseRepository
 from services.mining import tables
@@ -30,15 +29,6 @@ from services.mining.domain import (
     MinerTotals,
     StatsReport,
 )
-
-
-@dataclass(frozen=True)
-class KeyClaim:
-    """One idempotency key to claim, with what the call asked (digested) and answered."""
-
-    key: str
-    fingerprint: str
-    response: str
 
 
 class ReportRepository(BaseRepository[StatsReport]):
@@ -274,44 +264,8 @@ class BlockRepository(BaseRepository[Block]):
         )
 
 
-class MiningIdempotency(IdempotencyRepository, BaseRepository[StoredKey]):
+class MiningIdempotency(IdempotencyRepository):
     table = tables.idempotency_keys
-
-    async def claim_many(
-        self, scope: str, claims: Sequence[KeyClaim], now: datetime
-    ) -> dict[str, StoredKey]:
-        """Claim many keys at once, each stored with its response (the caller knows every
-        result before any effect). Returns the earlier claims of the keys that were taken
-        already, by key; the others are claimed now, until the unit of work ends.
-
-        Two statements for a whole batch, where the kernel's `remembered` costs two per key.
-        A concurrent first claim of one of the keys makes our INSERT wait for it (PostgreSQL's
-        unique index; SQLite's write lock serializes whole units) and then fail: the unit of
-        work is retried, and the retry finds the key taken and replays it."""
-        c = self.table.c
-        keys = [claim.key for claim in claims]
-        earlier = {
-            stored.key: stored for stored in await self.find_many(c.scope == scope, c.key.in_(keys))
-        }
-        rows = [
-            {
-                "scope": scope,
-                "key": claim.key,
-                "fingerprint": claim.fingerprint,
-                "response": claim.response,
-                "create_time": now,
-            }
-            # In key order: two batches sharing keys wait on each other in one order, never in
-            # a cycle (a deadlock PostgreSQL would break by failing one of them).
-            for claim in sorted(claims, key=lambda claim: claim.key)
-            if claim.key not in earlier
-        ]
-        if rows:
-            try:
-                await self.execute_many(insert(self.table), rows)
-            except AlreadyExists as exc:
-                raise TransactionConflict("a concurrent call claimed the same key") from exc
-        return earlier
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from services.core.servicespec import ServiceSpec
+from services.mining.settings import MiningSettings
 
 if TYPE_CHECKING:
     from services.core.hosting import HostContext, ServiceParts
@@ -18,5 +19,9 @@ async def _build(context: HostContext) -> ServiceParts:
 
 
 SPEC = ServiceSpec(
-    name="mining", proto_service="r3mes.mining.v1.MiningService", default_port=50053, build=_build
+    name="mining",
+    proto_service="r3mes.mining.v1.MiningService",
+    default_port=50053,
+    build=_build,
+    settings=MiningSettings,
 )

@@ -11,14 +11,12 @@ from datetime import datetime, timedelta
 
 from services.core.clock import Clock
 from services.core.errors import (
-    ErrorDetails,
-    FailedPrecondition,
     InvalidArgument,
-    TransactionConflict,
 )
-from services.core.idempotency import IdempotencyKeyReused, fingerprint_of
+from services.core.idempotency import KeyClaim, fingerprint_of
 from services.core.pagination import Page, PageRequest
 from services.core.uow import UnitOfWork
+from services.mining import metrics
 from services.mining.domain import (
     ACTIVE_WINDOW,
     CURRENT_HASHRATE_WINDOW,
@@ -43,7 +41,7 @@ from services.mining.domain import (
     report_violations,
     utc_day,
 )
-from services.mining.repository import KeyClaim, MiningRepositories
+from services.mining.repository import MiningRepositories
 
 RECORD_STATS_SCOPE = "RecordMiningStats"  # a batch entry shares the scope of RecordMiningStats
 RECORD_BLOCK_SCOPE = "RecordBlock"
@@ -97,22 +95,17 @@ class MiningUseCases:
         ]
 
         async def in_unit(repositories: MiningRepositories) -> list[StatsReport]:
-            taken = await repositories.idempotency.claim_many(RECORD_STATS_SCOPE, claims, now)
+            stored = await repositories.idempotency.remembered_many(
+                RECORD_STATS_SCOPE, claims, now, batch=batch
+            )
             answers: list[StatsReport] = []
             fresh: list[StatsReport] = []
-            for index, (claim, recorded) in enumerate(zip(claims, new, strict=True)):
-                earlier = taken.get(claim.key)
+            for recorded, earlier in zip(new, stored, strict=True):
                 if earlier is None:
                     fresh.append(recorded)
                     answers.append(recorded)
-                elif earlier.response is None:
-                    raise TransactionConflict("a concurrent repeat of this call; retry it")
-                elif earlier.fingerprint != claim.fingerprint:
-                    if batch:
-                        raise _entry_key_reused(index, claim.key)
-                    raise IdempotencyKeyReused(RECORD_STATS_SCOPE, claim.key)
                 else:
-                    answers.append(_replay_report(earlier.response))
+                    answers.append(_replay_report(earlier))
             # The effects of the new entries together: the raw rows in one statement, each
             # day's rollup and each miner's totals added to in one statement each.
             await repositories.reports.add_many(fresh)
@@ -128,9 +121,13 @@ class MiningUseCases:
                 over = await repositories.miners.first_past_earnings_limit(earning)
                 if over is not None:
                     raise EarningsLimitExceeded(over)
+            recorded_now[0] = len(fresh)  # of the attempt that commits
             return answers
 
-        return await self._uow.run(in_unit)
+        recorded_now = [0]
+        answers = await self._uow.run(in_unit)
+        metrics.REPORTS_RECORDED.inc(recorded_now[0])
+        return answers
 
     async def record_block(self, block: NewBlock) -> Block:
         if not is_hex(block.block_hash):
@@ -286,13 +283,4 @@ def _replay_report(stored: str) -> StatsReport:
         int(fields["earned_micro_credits"]),
         datetime.fromisoformat(fields["observe_time"]),
         datetime.fromisoformat(fields["record_time"]),
-    )
-
-
-def _entry_key_reused(index: int, key: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"requests[{index}]: idempotency key {key!r} was used for {RECORD_STATS_SCOPE} with "
-        "other parameters; use a new key for a new request",
-        reason=IdempotencyKeyReused.reason,
-        details=ErrorDetails(metadata={"idempotency_key": key, "index": str(index)}),
     )

@@ -33,6 +33,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def json_logging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A suite that logs JSON, as deployments do: its lines carry more fields (the user agent)."""
+    with running_stack(
+        tmp_path_factory.mktemp("e2e-json-logs"),
+        internal_token=INTERNAL_TOKEN,
+        extra_environment={"R3MES_LOG_JSON": "true", "R3MES_RATELIMIT_BACKEND": "off"},
+    ) as running:
+        yield running
+
+
 @pytest.fixture
 async def rest(stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.rest_url, timeout=10.0) as client:

@@ -41,6 +41,16 @@ def test_the_gateway_config_is_rendered_by_the_same_code_as_make_run(
     assert compose["services"]["gateway"]["command"][:3] == ["python", "-m", "gateway.serve"]
 
 
+def test_every_service_container_and_the_gateway_serve_metrics_for_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in SERVICES:
+        assert services[name]["environment"]["R3MES_METRICS_PORT"] == "9464"
+    assert services["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"] == "9463"
+
+
 def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
     published = {name for name, service in compose["services"].items() if "ports" in service}
 
@@ -84,3 +94,42 @@ def test_the_gateway_and_every_service_hold_the_same_gateway_secret(
         secret_file = services[name]["environment"]["R3MES_GATEWAY_SECRET_FILE"]
         assert secret_file == "/run/secrets/gateway_secret", name
     assert compose["secrets"]["gateway_secret"] == {"file": "./secrets/gateway_secret"}
+
+
+def test_every_service_container_is_health_checked_over_grpc_and_has_resource_limits(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in SERVICES:
+        healthcheck = services[name]["healthcheck"]
+        assert healthcheck["test"] == ["CMD", "python", "-m", "services.core.healthcheck"]
+        assert services[name]["deploy"]["resources"]["limits"] == {"cpus": "1", "memory": "512M"}
+    for name in ("gateway", "frontdoor"):
+        assert set(services[name]["depends_on"]) >= set(SERVICES), name
+        for service in SERVICES:
+            condition = services[name]["depends_on"][service]["condition"]
+            assert condition == "service_healthy", name
+    for name, service in services.items():
+        assert service["deploy"]["resources"]["limits"], name
+
+
+def test_prometheus_scrapes_every_registered_service_and_the_gateway_with_the_alerts_loaded(
+    compose: dict[str, Any],
+) -> None:
+    prometheus = compose["services"]["prometheus"]
+    mounted, inside = prometheus["volumes"][0].split(":")[:2]
+    config = yaml.safe_load((COMPOSE.parent / mounted).read_text())
+    metrics_port = compose["services"]["users"]["environment"]["R3MES_METRICS_PORT"]
+
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (discovery,) = jobs["r3mes-services"]["dns_sd_configs"]
+    gateway_port = compose["services"]["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"]
+    assert jobs["gateway"]["static_configs"] == [{"targets": [f"gateway:{gateway_port}"]}]
+    assert config["rule_files"] == ["alerts.yml"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    assert inside == "/etc/prometheus/prometheus.yml"
+    assert f"--config.file={inside}" in prometheus["command"]
+    assert discovery["names"] == list(SERVICES)
+    assert discovery["port"] == int(metrics_port)
+    assert "ports" not in prometheus

@@ -14,7 +14,7 @@ from gateway.catalog import UPSTREAMS
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
 from services.core.registry import NAMES
-from services.core.settings import Settings
+from services.core.settings import Canary, Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -34,8 +34,14 @@ def filter_names(config: dict[str, Any]) -> list[str]:
     return [f["name"] for f in connection_manager(config)["http_filters"]]
 
 
-def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
-    config = write_config(settings(), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
+CANARY = {"mining": Canary(target="127.0.0.1:50063", weight=5)}
+
+
+@pytest.mark.parametrize("canaries", [{}, CANARY], ids=["without canary", "with a canary"])
+def test_envoy_accepts_the_rendered_configuration(
+    tmp_path: Path, canaries: dict[str, Canary]
+) -> None:
+    config = write_config(settings(canaries=canaries), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
 
     checked = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
@@ -171,7 +177,7 @@ def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envo
     service_routes = [
         route
         for route in routes["virtual_hosts"][0]["routes"]
-        if route["route"].get("cluster") in {"users", "apikeys", "mining", "credits"}
+        if route.get("route", {}).get("cluster") in {"users", "apikeys", "mining", "credits"}
     ]
 
     assert len(service_routes) == 4
@@ -228,3 +234,8 @@ def test_the_documented_gateway_limits_are_the_rendered_ones() -> None:
         rendered = values_at(config, field.split("."))
         assert rendered, f"{field} is not in the rendered configuration"
         assert {str(v) for v in rendered} == {value}, field
+
+
+def test_a_canary_of_a_service_the_registry_does_not_know_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="R3MES_CANARIES names unknown services: minning"):
+        build_config(settings(canaries={"minning": CANARY["mining"]}), DEFAULT_DESCRIPTOR)

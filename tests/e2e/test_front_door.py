@@ -4,9 +4,12 @@ for this very gateway, the health of every service, and grpcurl's reflection."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +24,21 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway.frontdoor.health import HealthChecker
-from gateway.frontdoor.pages import Pages, http_server
-from gateway.local_stack import LOOPBACK, LocalStack, free_port
+from gateway.frontdoor.pages import FAVICON_CACHE_CONTROL, Pages, http_server
+from gateway.local_stack import (
+    LOOPBACK,
+    LocalStack,
+    StackPorts,
+    free_port,
+    grpc_serving,
+    stack_environment,
+)
 from gateway.openapi import DEFAULT_OUTPUT
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+START_TIMEOUT_SECONDS = 30.0
 PUBLIC_SERVICES = [
     "r3mes.apikeys.v1.APIKeysService",
     "r3mes.credits.v1.CreditsService",
@@ -190,3 +201,69 @@ def test_a_reflection_client_resolves_every_import_of_a_service_through_the_gate
         method = pool.FindMethodByName("r3mes.credits.v1.CreditsService.GrantCredits")
 
     assert method.input_type.full_name == "r3mes.credits.v1.GrantCreditsRequest"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/docs", "/docs/swagger-ui.css", "/openapi.json", "/healthz", "/docs/no-such-file"],
+)
+async def test_the_front_door_pages_do_not_name_their_server(
+    rest: httpx.AsyncClient, path: str
+) -> None:
+    reply = await rest.get(path)
+
+    assert reply.status_code in (200, 404)
+    assert "server" not in reply.headers
+
+
+async def test_the_favicon_is_no_content_cached_for_a_day(rest: httpx.AsyncClient) -> None:
+    reply = await rest.get("/favicon.ico")
+
+    assert reply.status_code == 204
+    assert reply.headers["cache-control"] == FAVICON_CACHE_CONTROL == "public, max-age=86400"
+    assert reply.content == b""
+    assert "server" not in reply.headers
+
+
+@pytest.fixture
+def front_door_of_silent_services(tmp_path: Path) -> Iterator[LocalStack]:
+    """The front door alone, its services a socket that accepts connections and never answers
+    (as services still starting do): each /healthz takes the front door's whole check timeout."""
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        target = f"{LOOPBACK}:{silent.getsockname()[1]}"
+        ports = StackPorts.pick()
+        targets = {f"R3MES_{name.upper()}_TARGET": target for name in ports.grpc}
+        front_door = LocalStack(
+            ports, tmp_path, stack_environment(ports, tmp_path, "unused", targets)
+        )
+        front_door.start_front_door()
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while not grpc_serving(f"{LOOPBACK}:{ports.frontdoor_grpc}"):
+                assert time.monotonic() < deadline, front_door.logs()
+                time.sleep(0.1)
+            yield front_door
+        finally:
+            front_door.stop()
+
+
+def test_a_health_poll_that_hangs_up_early_leaves_no_traceback(
+    front_door_of_silent_services: LocalStack,
+) -> None:
+    port = front_door_of_silent_services.ports.frontdoor
+    with socket.create_connection((LOOPBACK, port)) as impatient:
+        impatient.sendall(f"GET /healthz HTTP/1.1\r\nhost: {LOOPBACK}\r\n\r\n".encode())
+        # Closed at once with a reset, as a client whose timeout fired: the answer finds no one.
+        impatient.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # Asked after the one above, so answered after it.
+    patient = httpx.get(f"http://{LOOPBACK}:{port}/healthz", timeout=10)
+    # Stopped, so that everything it would print is in its log.
+    front_door_of_silent_services.stop()
+
+    assert patient.status_code == 503
+    assert patient.json()["not_serving"] == ["users", "apikeys", "mining", "credits"]
+    output = (front_door_of_silent_services.work_dir / "frontdoor.log").read_text()
+    assert "Traceback" not in output
+    assert "Error" not in output

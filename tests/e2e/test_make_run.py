@@ -83,7 +83,7 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    ports = StackPorts.pick()
+    ports = StackPorts.pick(metrics=True)
     environment = run_environment(ports, tmp_path_factory.mktemp("make-run") / "data")
     started = Runner(start_runner(environment), environment, ports, [])
     try:
@@ -171,7 +171,7 @@ def test_a_runner_killed_with_sigkill_takes_every_process_it_started_with_it(
 
 
 def test_ctrl_c_stops_every_process_and_the_runner_exits_0(tmp_path: Path) -> None:
-    ports = StackPorts.pick()
+    ports = StackPorts.pick(metrics=True)
     environment = run_environment(ports, tmp_path / "data")
     started = Runner(start_runner(environment), environment, ports, [])
     reader = wait_for_banner(started)

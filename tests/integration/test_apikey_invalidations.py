@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import redis.asyncio
 
-from services.core.key_cache import KeyCheckCache, KeyInvalidations
+from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
 from tests.faults import CuttableProxy
 
 REDIS_URL = "redis://127.0.0.1:6379/9"

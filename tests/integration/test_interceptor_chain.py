@@ -30,6 +30,7 @@ from services.core.lifecycle import ServiceServer, build_server, registration
 from services.core.logging import JsonFormatter
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address, running_server
+from services.core.validators import new_api_key
 from tests.integration.rpc import failure_of
 
 TOKEN = "chain-test-internal-token"
@@ -194,13 +195,14 @@ async def test_a_fresh_request_id_is_made_when_none_is_sent_or_it_is_unusable(
     channel: grpc.aio.Channel,
 ) -> None:
     seen = []
-    for metadata in [(), (("x-request-id", "x" * 129),), ()]:
+    holding_a_key = f"trace {new_api_key()}"  # a caller's mistake: keys are never logged
+    for metadata in [(), (("x-request-id", "x" * 129),), (("x-request-id", holding_a_key),), ()]:
         call = _method(channel, "Echo")(b"", metadata=metadata)
         await call
         seen.append(_request_id(await call.trailing_metadata()))
 
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in seen), seen
-    assert len(set(seen)) == 3
+    assert len(set(seen)) == 4
 
 
 async def test_each_call_is_one_access_log_line_with_method_code_duration_and_request_id(

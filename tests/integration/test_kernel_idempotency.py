@@ -10,7 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.core.db import Database
-from services.core.idempotency import IdempotencyKeyReused, sweeper_job
+from services.core.idempotency import (
+    IdempotencyKeyReused,
+    KeyClaim,
+    fingerprint_of,
+    sweeper_job,
+)
 from services.core.settings import Settings
 from services.core.testing import FakeClock
 from tests.integration.kernel_tables import Account, Repositories, kernel_database, unit_of_work
@@ -126,3 +131,50 @@ async def test_the_sweep_forgets_only_keys_older_than_the_retention(database: Da
 
     assert old_again == Account(1, 97, 3), "a swept key is new again: its call runs once more"
     assert recent_again == Account(1, 98, 2), "a kept key still replays its first result"
+
+
+def _claims(*pairs: tuple[str, str]) -> list[KeyClaim]:
+    """(key, what the call asked) -> a claim answering `answer-<key>`."""
+    return [
+        KeyClaim(key, fingerprint_of("Batch", {"asked": asked}), f"answer-{key}")
+        for key, asked in pairs
+    ]
+
+
+async def _claim_batch(database: Database, claims: list[KeyClaim]) -> list[str | None]:
+    return await unit_of_work(database, attempts=20).run(
+        lambda r: r.idempotency.remembered_many("Batch", claims, NOW, batch=True)
+    )
+
+
+async def test_a_batch_claims_its_new_keys_and_replays_the_ones_taken_before(
+    database: Database,
+) -> None:
+    first = await _claim_batch(database, _claims(("a", "1"), ("b", "2")))
+    second = await _claim_batch(database, _claims(("b", "2"), ("c", "3")))
+
+    assert first == [None, None]
+    assert second == ["answer-b", None]
+
+
+async def test_a_batch_reusing_a_key_with_other_parameters_names_the_entry_and_claims_nothing(
+    database: Database,
+) -> None:
+    await _claim_batch(database, _claims(("a", "1")))
+
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        await _claim_batch(database, _claims(("fresh", "0"), ("a", "other")))
+    after = await _claim_batch(database, _claims(("fresh", "0")))
+
+    assert str(refused.value).startswith("requests[1]: idempotency key 'a'")
+    assert refused.value.details.metadata == {"idempotency_key": "a", "index": "1"}
+    assert after == [None]  # the refused batch left no claim behind
+
+
+async def test_concurrent_batches_sharing_keys_claim_each_key_once(database: Database) -> None:
+    batches = [_claims(("x", "1"), ("y", "2")) for _ in range(10)]
+
+    answers = await asyncio.gather(*(_claim_batch(database, batch) for batch in batches))
+
+    assert answers.count([None, None]) == 1
+    assert answers.count(["answer-x", "answer-y"]) == 9

@@ -92,7 +92,7 @@ def test_sigterm_stops_the_service_process_cleanly(tmp_path: Path) -> None:
     try:
         assert process.stderr is not None
         for line in process.stderr:
-            if '"message": "serving"' in line:
+            if '"message": "serving calls"' in line:
                 break
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0

@@ -164,7 +164,7 @@ async def test_internal_callers_are_exempt_and_carry_no_headers(tmp_path: Path) 
     assert "ratelimit" not in headers
 
 
-async def test_methods_without_a_listed_policy_fall_under_the_default(tmp_path: Path) -> None:
+async def test_a_methods_policy_is_the_one_its_proto_declares(tmp_path: Path) -> None:
     async with limited_server(limited_settings(tmp_path)) as (_, channel):
         stub = credits_pb2_grpc.CreditsServiceStub(channel)
         request = credits_pb2.GetCreditsTotalRequest()
@@ -173,7 +173,7 @@ async def test_methods_without_a_listed_policy_fall_under_the_default(tmp_path: 
             await first  # not built by the stand-in: UNIMPLEMENTED, after the limiter
         headers = dict(await first.initial_metadata())
 
-    assert headers["ratelimit-policy"] == '"write";q=2;w=3600'
+    assert headers["ratelimit-policy"] == '"read";q=3;w=3600'
 
 
 async def test_health_checks_are_never_limited(tmp_path: Path) -> None:

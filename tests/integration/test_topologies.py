@@ -18,7 +18,7 @@ from services.core.testing import FakeClock, new_wallet_address
 from services.mining.usecases import MiningUseCases
 from tests.integration.apikeys_support import INTERNAL, as_key, issue_key
 from tests.integration.credits_support import CREDIT, new_key
-from tests.integration.mining_support import stats, timestamp
+from tests.integration.mining_support import block, stats, timestamp
 from tests.integration.rpc import failure_of
 from tests.integration.topologies import TOPOLOGIES, Suite, running_suite
 
@@ -84,13 +84,13 @@ async def test_network_stats_add_up_what_credits_and_mining_hold(suite: Suite) -
 
 @pytest.fixture(params=TOPOLOGIES)
 async def suite_trusting_keys_briefly(
-    request: pytest.FixtureRequest, settings: Settings
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Suite]:
     """Split, another process learns of a revocation when its cached answer expires (without
     Redis), so its cache holds answers a microsecond here; in one process the revocation is
     seen at once, so the default TTL (seconds) is kept there."""
     if request.param == "split":
-        settings = settings.model_copy(update={"apikeys_cache_ttl_seconds": 1e-6})
+        monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "1e-6")
     async with running_suite(settings, request.param, FakeClock()) as running:
         yield running
 
@@ -164,3 +164,61 @@ async def test_a_peer_that_fails_costs_only_its_own_fields_in_either_topology(
     assert network.total_micro_credits == 3
     assert not network.HasField("active_miners")
     assert not network.HasField("block_height")
+
+
+async def test_reservations_confirmed_in_part_or_rolled_back_show_in_the_users_balance(
+    suite: Suite,
+) -> None:
+    wallet = new_wallet_address()
+    await suite.users.CreateUser(users_pb2.CreateUserRequest(wallet_address=wallet))
+    await grant(suite, wallet, 10 * CREDIT)
+    held = []
+    for amount in (4 * CREDIT, 3 * CREDIT):
+        reserve = credits_pb2.ReserveCreditsRequest(
+            wallet_address=wallet, amount_micro_credits=amount, idempotency_key=new_key()
+        )
+        held.append((await suite.credits.ReserveCredits(reserve, metadata=INTERNAL)).reservation)
+    while_held = (await suite.users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))).user
+
+    confirm = credits_pb2.ConfirmReservationRequest(
+        reservation_id=held[0].reservation_id,
+        amount_micro_credits=CREDIT,
+        idempotency_key=new_key(),
+    )
+    await suite.credits.ConfirmReservation(confirm, metadata=INTERNAL)
+    rollback = credits_pb2.RollbackReservationRequest(
+        reservation_id=held[1].reservation_id, idempotency_key=new_key()
+    )
+    await suite.credits.RollbackReservation(rollback, metadata=INTERNAL)
+    settled = (await suite.users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))).user
+    network = await suite.users.GetNetworkStats(users_pb2.GetNetworkStatsRequest())
+
+    assert (while_held.available_micro_credits, while_held.reserved_micro_credits) == (
+        3 * CREDIT,
+        7 * CREDIT,
+    )
+    assert (settled.available_micro_credits, settled.reserved_micro_credits) == (9 * CREDIT, 0)
+    assert network.total_micro_credits == 9 * CREDIT
+
+
+async def test_mining_reports_and_blocks_show_in_the_users_status_and_the_network_stats(
+    suite: Suite,
+) -> None:
+    miner, other = new_wallet_address(), new_wallet_address()
+    for wallet in (miner, other):
+        await suite.users.CreateUser(users_pb2.CreateUserRequest(wallet_address=wallet))
+    before = (await suite.users.GetUser(users_pb2.GetUserRequest(wallet_address=miner))).user
+    now = FakeClock().now
+    for wallet in (miner, other):
+        await mine(suite, wallet)
+    for height in (1, 2, 3):
+        recorded = block(height, miner, key=new_key(), block_time=now)
+        await suite.mining.RecordBlock(recorded, metadata=INTERNAL)
+
+    after = (await suite.users.GetUser(users_pb2.GetUserRequest(wallet_address=miner))).user
+    network = await suite.users.GetNetworkStats(users_pb2.GetNetworkStatsRequest())
+
+    assert before.is_miner is False
+    assert after.is_miner is True
+    assert after.last_mining_time == timestamp(now)
+    assert (network.active_miners, network.block_height) == (2, 3)

@@ -11,6 +11,7 @@ import grpc
 from r3mes.apikeys.v1 import apikeys_pb2_grpc
 from r3mes.credits.v1 import credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2_grpc
+from r3mes.serving.v1 import serving_pb2_grpc
 from r3mes.users.v1 import users_pb2_grpc
 
 from gateway.local_stack import LOOPBACK, free_port
@@ -28,6 +29,7 @@ class Suite:
     apikeys: apikeys_pb2_grpc.APIKeysServiceAsyncStub
     mining: mining_pb2_grpc.MiningServiceAsyncStub
     credits: credits_pb2_grpc.CreditsServiceAsyncStub
+    serving: serving_pb2_grpc.ServingServiceAsyncStub
 
 
 @asynccontextmanager
@@ -59,4 +61,5 @@ async def running_suite(settings: Settings, topology: str, clock: Clock) -> Asyn
             apikeys_pb2_grpc.APIKeysServiceStub(channels["apikeys"]),
             mining_pb2_grpc.MiningServiceStub(channels["mining"]),
             credits_pb2_grpc.CreditsServiceStub(channels["credits"]),
+            serving_pb2_grpc.ServingServiceStub(channels["serving"]),
         )

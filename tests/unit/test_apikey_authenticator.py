@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.apikeys.authentication import APIKeyAuthenticator
+from services.apikeys.domain import Validation, ValidationStatus
+from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
 from services.core import validators
-from services.core.apikey_auth import APIKeyAuthenticator, KeyCheck, KeyStatus
 from services.core.auth import PrincipalKind
 from services.core.errors import Unauthenticated, Unavailable
-from services.core.key_cache import KeyCheckCache, KeyInvalidations
 from services.core.testing import FakeClock
 
 WALLET = "remes1nmxc98ww6mdvm6h4anee0pxa8cgdezfclgsdxk"
@@ -21,13 +22,13 @@ TTL = 5.0
 
 
 class CountingValidator:
-    def __init__(self, answer: KeyCheck | None = None) -> None:
-        self.answer = answer or KeyCheck(KeyStatus.VALID, WALLET, "key-1")
+    def __init__(self, answer: Validation | None = None) -> None:
+        self.answer = answer or Validation(ValidationStatus.VALID, WALLET, "key-1")
         self.asked = 0
         self.release = asyncio.Event()
         self.release.set()
 
-    async def validate(self, secret: str) -> KeyCheck:
+    async def validate(self, secret: str) -> Validation:
         self.asked += 1
         await self.release.wait()
         if isinstance(self.answer, Exception):
@@ -110,15 +111,15 @@ async def test_a_malformed_key_is_refused_without_asking(ticks: Ticks, clock: Fa
 @pytest.mark.parametrize(
     ("status", "reason"),
     [
-        (KeyStatus.NOT_FOUND, "API_KEY_INVALID"),
-        (KeyStatus.REVOKED, "API_KEY_REVOKED"),
-        (KeyStatus.EXPIRED, "API_KEY_EXPIRED"),
+        (ValidationStatus.NOT_FOUND, "API_KEY_INVALID"),
+        (ValidationStatus.REVOKED, "API_KEY_REVOKED"),
+        (ValidationStatus.EXPIRED, "API_KEY_EXPIRED"),
     ],
 )
 async def test_an_unusable_key_is_unauthenticated_with_the_reason(
-    status: KeyStatus, reason: str, ticks: Ticks, clock: FakeClock
+    status: ValidationStatus, reason: str, ticks: Ticks, clock: FakeClock
 ) -> None:
-    auth, _ = authenticator(CountingValidator(KeyCheck(status)), ticks, clock)
+    auth, _ = authenticator(CountingValidator(Validation(status)), ticks, clock)
 
     with pytest.raises(Unauthenticated) as raised:
         await auth.authenticate({"x-api-key": validators.new_api_key()})
@@ -145,8 +146,8 @@ async def test_an_answer_is_kept_for_the_ttl_and_asked_again_after(
 
 
 async def test_a_refusal_is_kept_for_its_own_shorter_ttl(ticks: Ticks, clock: FakeClock) -> None:
-    validator = CountingValidator(KeyCheck(KeyStatus.NOT_FOUND))
-    cache: KeyCheckCache[KeyCheck] = KeyCheckCache(TTL, 100, timer=ticks, refused_ttl_seconds=1)
+    validator = CountingValidator(Validation(ValidationStatus.NOT_FOUND))
+    cache: KeyCheckCache[Validation] = KeyCheckCache(TTL, 100, timer=ticks, refused_ttl_seconds=1)
     auth = APIKeyAuthenticator(validator, KeyInvalidations(cache, None, "unused"), clock)
     unknown = validators.new_api_key()
 
@@ -163,19 +164,19 @@ async def test_a_flood_of_unknown_keys_does_not_push_a_valid_keys_answer_out(
     ticks: Ticks, clock: FakeClock
 ) -> None:
     valid = CountingValidator()
-    cache: KeyCheckCache[KeyCheck] = KeyCheckCache(TTL, 3, timer=ticks)
+    cache: KeyCheckCache[Validation] = KeyCheckCache(TTL, 3, timer=ticks)
     auth = APIKeyAuthenticator(valid, KeyInvalidations(cache, None, "unused"), clock)
     key = validators.new_api_key()
     await auth.check(key)
 
-    valid.answer = KeyCheck(KeyStatus.NOT_FOUND)
+    valid.answer = Validation(ValidationStatus.NOT_FOUND)
     for _ in range(10):
         await auth.check(validators.new_api_key())
-    valid.answer = KeyCheck(KeyStatus.VALID, WALLET, "key-1")
+    valid.answer = Validation(ValidationStatus.VALID, WALLET, "key-1")
     asked_before = valid.asked
     again = await auth.check(key)
 
-    assert (again.status, valid.asked - asked_before) == (KeyStatus.VALID, 0)
+    assert (again.status, valid.asked - asked_before) == (ValidationStatus.VALID, 0)
 
 
 async def test_calls_that_miss_at_once_share_one_question(ticks: Ticks, clock: FakeClock) -> None:
@@ -190,7 +191,7 @@ async def test_calls_that_miss_at_once_share_one_question(ticks: Ticks, clock: F
     answers = await asyncio.gather(*waiting)
 
     assert validator.asked == 1
-    assert {answer.status for answer in answers} == {KeyStatus.VALID}
+    assert {answer.status for answer in answers} == {ValidationStatus.VALID}
 
 
 async def test_a_withdrawn_key_is_asked_about_again(ticks: Ticks, clock: FakeClock) -> None:
@@ -200,9 +201,9 @@ async def test_a_withdrawn_key_is_asked_about_again(ticks: Ticks, clock: FakeClo
     await auth.check(key)
 
     await invalidations.key_withdrawn("key-1")
-    validator.answer = KeyCheck(KeyStatus.REVOKED)
+    validator.answer = Validation(ValidationStatus.REVOKED)
 
-    assert (await auth.check(key)).status is KeyStatus.REVOKED
+    assert (await auth.check(key)).status is ValidationStatus.REVOKED
     assert validator.asked == 2
 
 
@@ -228,16 +229,16 @@ async def test_a_cached_answer_is_not_used_past_the_keys_expiry(
     ticks: Ticks, clock: FakeClock
 ) -> None:
     validator = CountingValidator(
-        KeyCheck(KeyStatus.VALID, WALLET, "key-1", clock.now + timedelta(seconds=1))
+        Validation(ValidationStatus.VALID, WALLET, "key-1", clock.now + timedelta(seconds=1))
     )
     auth, _ = authenticator(validator, ticks, clock)
     key = validators.new_api_key()
     await auth.check(key)
 
     clock.advance(seconds=1)
-    validator.answer = KeyCheck(KeyStatus.EXPIRED)
+    validator.answer = Validation(ValidationStatus.EXPIRED)
 
-    assert (await auth.check(key)).status is KeyStatus.EXPIRED
+    assert (await auth.check(key)).status is ValidationStatus.EXPIRED
 
 
 async def test_when_the_apikeys_service_cannot_answer_nothing_is_cached(

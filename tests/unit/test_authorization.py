@@ -114,5 +114,7 @@ def test_the_rule_read_for_an_rpc_is_the_one_its_proto_declares() -> None:
     total = access_rule("r3mes.credits.v1.CreditsService.GetCreditsTotal")
 
     assert grant == INTERNAL_ONLY
-    assert ledger == OWN_WALLET
-    assert total == PUBLIC
+    assert ledger == options_pb2.AccessRule(
+        access=options_pb2.ACCESS_OWN_WALLET, wallet_field="wallet_address", rate_limit="read"
+    )
+    assert total == options_pb2.AccessRule(access=options_pb2.ACCESS_PUBLIC, rate_limit="read")

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
+# Imported for their descriptors, as a server imports its servicers': a method's policy is
+# declared in its proto.
+from r3mes.apikeys.v1 import apikeys_pb2  # noqa: F401
+from r3mes.credits.v1 import credits_pb2  # noqa: F401
+from r3mes.users.v1 import users_pb2  # noqa: F401
+
 from services.core.ratelimit import Rate, load_policies
-from services.core.ratelimit.policies import LOCAL_POLICIES_FILE, parse_rate
+from services.core.ratelimit.policies import LOCAL_POLICIES_FILE, PolicyFileError, parse_rate
+
+USERS = "r3mes.users.v1.UsersService"
 
 
 @pytest.mark.parametrize(
@@ -31,8 +39,50 @@ def test_reads_get_thirty_a_minute_and_writes_twenty() -> None:
 
     assert policies.for_method("/r3mes.users.v1.UsersService/GetUser").rate == Rate(30, 60.0)
     assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").rate == Rate(20, 60.0)
-    # Not listed (an internal RPC): the default, writes.
+    # Its proto names no policy (an internal RPC): the file's default, writes.
     assert policies.for_method("/r3mes.credits.v1.CreditsService/GrantCredits").name == "write"
+
+
+def write_policies(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policies.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_file_moves_a_single_method_to_another_policy_than_its_protos(tmp_path: Path) -> None:
+    path = write_policies(
+        tmp_path,
+        "policies: {read: 3/minute, write: 3/minute, slow: 1/hour}\ndefault: read\n"
+        f"methods: {{{USERS}.GetUser: slow}}\n",
+    )
+
+    policies = load_policies(path)
+    policies.check([USERS])
+
+    assert policies.for_method(f"/{USERS}/GetUser").name == "slow"
+    assert policies.for_method(f"/{USERS}/GetNetworkStats").name == "read"
+
+
+def test_a_service_whose_proto_names_a_policy_the_file_lacks_is_refused(tmp_path: Path) -> None:
+    policies = load_policies(
+        write_policies(tmp_path, "policies: {write: 3/minute}\ndefault: write\n")
+    )
+
+    with pytest.raises(PolicyFileError, match="declares the policy 'read'"):
+        policies.check([USERS])
+
+
+def test_a_file_naming_a_method_its_service_does_not_have_is_refused(tmp_path: Path) -> None:
+    path = write_policies(
+        tmp_path,
+        f"policies: {{read: 3/minute, write: 3/minute}}\ndefault: read\n"
+        f"methods: {{{USERS}.GetUsr: read}}\n",
+    )
+    policies = load_policies(path)
+
+    with pytest.raises(PolicyFileError, match="GetUsr' is not a method the protos declare"):
+        policies.check([USERS])
+    policies.check(["r3mes.credits.v1.CreditsService"])  # another process's concern
 
 
 def test_internal_callers_are_exempt_by_default() -> None:
@@ -53,6 +103,7 @@ def test_failed_authentications_get_ten_a_minute_per_address() -> None:
 def test_the_local_development_policies_put_every_method_under_the_policy_production_does() -> None:
     production, local = load_policies(), load_policies(LOCAL_POLICIES_FILE)
 
+    assert set(local.named) == set(production.named)
     assert {m: p.name for m, p in local.methods.items()} == {
         m: p.name for m, p in production.methods.items()
     }
@@ -63,9 +114,13 @@ def test_the_local_development_policies_put_every_method_under_the_policy_produc
 
 
 def test_the_local_development_policies_are_written_out_as_the_banner_shows_them() -> None:
-    assert str(load_policies()) == "credentials 5/minute, read 30/minute, write 20/minute"
+    assert str(load_policies()) == (
+        "auth_failures 10/minute, chat 20/minute, credentials 5/minute, read 30/minute, "
+        "write 20/minute"
+    )
     assert str(load_policies(LOCAL_POLICIES_FILE)) == (
-        "credentials 60/minute, read 600/minute, write 300/minute"
+        "auth_failures 100/minute, chat 300/minute, credentials 60/minute, read 600/minute, "
+        "write 300/minute"
     )
 
 
@@ -105,7 +160,7 @@ def test_the_documented_policy_file_loads_as_described(tmp_path: Path) -> None:
     policies = load_policies(path)
 
     assert policies.for_method("/r3mes.users.v1.UsersService/GetUser").rate == Rate(100, 30.0)
-    assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").name == "write"
+    assert policies.for_method("/r3mes.users.v1.UsersService/CreateUser").name == "credentials"
     assert policies.internal is not None
     assert policies.internal.rate == Rate(1000, 1.0)
     assert policies.failed_authentication is not None

@@ -43,10 +43,9 @@ def test_the_defaults_are_the_embedded_mode(clean_environment: Path) -> None:
     assert settings.database_url is None
     assert str(database_url(settings, "users")) == "sqlite+aiosqlite:///data/users.db"
     assert (clean_environment / "data").is_dir()
-    assert [settings.port_of(name) for name in NAMES] == [50051, 50052, 50053, 50054]
-    assert [settings.target_of(name) for name in NAMES] == [
-        f"127.0.0.1:{port}" for port in (50051, 50052, 50053, 50054)
-    ]
+    ports = list(range(50051, 50051 + len(NAMES)))  # one after the other, users first
+    assert [settings.port_of(name) for name in NAMES] == ports
+    assert [settings.target_of(name) for name in NAMES] == [f"127.0.0.1:{port}" for port in ports]
     assert settings.listen_host == "127.0.0.1"
     assert settings.internal_token_value() is None
 

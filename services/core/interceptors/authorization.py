@@ -49,5 +49,10 @@ def authorize(rule: options_pb2.AccessRule, principal: Principal, request: Any) 
         raise PermissionDenied("this method is for internal callers only", reason="INTERNAL_ONLY")
     if principal.kind is PrincipalKind.ANONYMOUS:
         raise Unauthenticated("this method needs an API key", reason="CREDENTIALS_MISSING")
-    if getattr(request, rule.wallet_field, None) != principal.wallet_address:
+    wallet = getattr(request, rule.wallet_field, None)
+    if wallet == "":
+        # Left empty (only where the field is not REQUIRED): the caller's own wallet, so a
+        # client holding only a key (an OpenAI-style client) need not know its address.
+        setattr(request, rule.wallet_field, principal.wallet_address)
+    elif wallet != principal.wallet_address:
         raise PermissionDenied("the API key belongs to another wallet", reason="WRONG_WALLET")

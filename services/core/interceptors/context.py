@@ -25,6 +25,7 @@ from services.core.network import (
     client_address,
     client_address_var,
 )
+from services.core.validators import API_KEY_PREFIX
 
 MAX_REQUEST_ID_LENGTH = 128
 INFRASTRUCTURE_PREFIX = "/grpc."
@@ -47,6 +48,9 @@ class CallRecord:
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | int = grpc.StatusCode.OK
         self.logged = False
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
 
 class ClientAddresses:
@@ -124,19 +128,25 @@ def log_access(record: CallRecord) -> None:
         extra={
             "method": record.method,
             "client": record.client,
-            "code": _code_name(record.code),
-            "duration_ms": round((time.perf_counter() - record.started) * 1000, 3),
+            "code": code_name(record.code),
+            "duration_ms": round(record.elapsed() * 1000, 3),
         },
     )
 
 
 def request_id_for(offered: str | None) -> str:
-    if offered is not None and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isprintable():
+    if (
+        offered is not None
+        and 0 < len(offered) <= MAX_REQUEST_ID_LENGTH
+        and offered.isprintable()
+        # Every line of the call carries its id: never one that holds an API key.
+        and API_KEY_PREFIX not in offered.lower()
+    ):
         return offered
     return f"{_ids.getrandbits(128):032x}"
 
 
-def _code_name(code: grpc.StatusCode | int) -> str:
+def code_name(code: grpc.StatusCode | int) -> str:
     # After abort() grpc reports the code as a plain int on some paths.
     if isinstance(code, grpc.StatusCode):
         return code.name

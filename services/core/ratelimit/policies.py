@@ -1,14 +1,19 @@
-"""The rate-limit policies of every RPC, read from a YAML file and checked when a service starts.
+"""The rate-limit policies of every RPC, checked when a service starts.
 
-The defaults ship next to this module (`policies.yaml`); `ratelimit_policies_file` points at
-another file. A method the protos do not declare, a policy nobody defines or a malformed rate
-stops the service with a PolicyFileError that names the file and the entry.
+Which policy an RPC's calls are charged to is declared in its proto, beside its access rule
+(`option (r3mes.common.v1.access) = {..., rate_limit: "read"}`), so a new service brings its
+own and the kernel lists no method. What each policy allows is read from a YAML file: the
+defaults ship next to this module (`policies.yaml`); `ratelimit_policies_file` points at another
+file, which may also move single methods to another policy (`methods:`). A method the protos do
+not declare, a policy nobody defines (in the file or named by a proto) or a malformed rate stops
+the service with a PolicyFileError that names the file and the entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,12 +21,7 @@ from typing import Any
 
 import yaml
 from google.protobuf import descriptor_pool
-
-# Imported for their descriptors: method names are checked against every service's protos.
-from r3mes.apikeys.v1 import apikeys_pb2  # noqa: F401
-from r3mes.credits.v1 import credits_pb2  # noqa: F401
-from r3mes.mining.v1 import mining_pb2  # noqa: F401
-from r3mes.users.v1 import users_pb2  # noqa: F401
+from r3mes.common.v1 import options_pb2
 
 from services.core.ratelimit.gcra import Rate
 
@@ -58,25 +58,65 @@ class Policy:
 
 @dataclass(frozen=True)
 class Policies:
-    methods: Mapping[str, Policy]
+    methods: Mapping[str, Policy]  # the file's per-method choices, over the protos'
     default: Policy
     internal: Policy | None  # None: internal callers are exempt
     # Charged to the client address for each failed authentication; None: not limited.
     failed_authentication: Policy | None = None
+    named: Mapping[str, Policy] = field(default_factory=dict)  # every policy the file defines
+    source: Path | None = None  # the file, named by the errors of `check`
     _by_grpc_path: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
 
     def __str__(self) -> str:
-        """Every policy in use, by name: `credentials 5/minute, read 30/minute, ...`."""
-        used = {p.name: p for p in (*self.methods.values(), self.default)}
-        return ", ".join(str(used[name]) for name in sorted(used))
+        """Every policy the file defines, by name: `credentials 5/minute, read 30/minute, ...`."""
+        return ", ".join(str(self.named[name]) for name in sorted(self.named))
 
     def for_method(self, grpc_path: str) -> Policy:
         """The policy of `/package.Service/Method` (grpc's method name)."""
         policy = self._by_grpc_path.get(grpc_path)
         if policy is None:
-            policy = self.methods.get(grpc_path.lstrip("/").replace("/", "."), self.default)
+            policy = self._resolve(grpc_path.lstrip("/").replace("/", "."))
             self._by_grpc_path[grpc_path] = policy
         return policy
+
+    def check(self, service_names: Iterable[str]) -> None:
+        """Every method of these services (full proto names, the ones a process hosts) has a
+        policy the file defines, and every method the file names of them exists. Entries for
+        services hosted elsewhere are checked by the processes that host them."""
+        pool = descriptor_pool.Default()
+        hosted = set(service_names)
+        for service_name in hosted:
+            try:
+                service = pool.FindServiceByName(service_name)
+            except KeyError:
+                continue  # a service without descriptors declares nothing: the default
+            declared = {m.full_name for m in service.methods}
+            for full_name in declared:
+                self._resolve(full_name)
+            for named in self.methods:
+                if named.rpartition(".")[0] == service_name and named not in declared:
+                    raise PolicyFileError(
+                        f"rate-limit policies {self.source}: methods: {named!r} is not a "
+                        "method the protos declare (the form is package.Service.Method)"
+                    )
+
+    def _resolve(self, full_name: str) -> Policy:
+        chosen = self.methods.get(full_name)
+        if chosen is not None:
+            return chosen
+        try:
+            method = descriptor_pool.Default().FindMethodByName(full_name)
+        except KeyError:
+            return self.default  # no such method: grpc answers UNIMPLEMENTED anyway
+        declared = method.GetOptions().Extensions[options_pb2.access].rate_limit
+        if not declared:
+            return self.default
+        if declared not in self.named:
+            raise PolicyFileError(
+                f"rate-limit policies {self.source}: {full_name} declares the policy "
+                f"{declared!r}, which the file does not define ({', '.join(self.named)})"
+            )
+        return self.named[declared]
 
 
 def parse_rate(text: object) -> Rate:
@@ -97,14 +137,16 @@ def load_policies(path: Path | None = None) -> Policies:
     except (OSError, yaml.YAMLError) as error:
         raise PolicyFileError(f"rate-limit policies {path}: cannot be read: {error}") from None
     try:
-        return _parse(document)
+        return dataclasses.replace(_parse(document), source=path)
     except ValueError as error:
         raise PolicyFileError(f"rate-limit policies {path}: {error}") from None
 
 
 def _parse(document: Any) -> Policies:
     if not isinstance(document, dict):
-        raise ValueError("expected a mapping with policies, default, internal and methods")
+        raise ValueError(
+            "expected a mapping with policies, default and internal (methods: optional)"
+        )
     unknown_keys = set(document) - {
         "policies",
         "default",
@@ -130,16 +172,8 @@ def _parse(document: Any) -> Policies:
             )
         return policies[str(name)]
 
-    pool = descriptor_pool.Default()
     methods: dict[str, Policy] = {}
-    for method, name in _mapping(document, "methods").items():
-        try:
-            pool.FindMethodByName(str(method))
-        except KeyError:
-            raise ValueError(
-                f"methods: {method!r} is not a method the protos declare "
-                "(the form is package.Service.Method)"
-            ) from None
+    for method, name in (document.get("methods") or {}).items():
         methods[str(method)] = policy(f"methods: {method}", name)
     internal = document.get("internal", EXEMPT)
     failed = document.get("failed_authentication", EXEMPT)
@@ -150,6 +184,7 @@ def _parse(document: Any) -> Policies:
         failed_authentication=(
             None if failed == EXEMPT else policy("failed_authentication", failed)
         ),
+        named=policies,
     )
 
 

@@ -9,8 +9,10 @@ process forgets it at once (the TTL still bounds a lost message). A key that fai
 is refused here, with no RPC. A key that is present but not usable is UNAUTHENTICATED with a
 reason that says why, never anonymous; when the apikeys service cannot answer, UNAVAILABLE.
 
-This module is a client of the apikeys service (as services.core.clients is of all of them),
-hence its grpc import.
+It lives with the apikeys service (the issuer of the keys) and reaches other services through
+the registry: `SPEC.authenticators_elsewhere` is what a process that does not host apikeys uses
+(services.core.hosting); a process that hosts it checks keys in-process (services/apikeys/
+server.py). Hence its grpc import: it is the apikeys service's client.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Protocol
 
 import grpc
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
+from services.apikeys.domain import NOT_FOUND, Validation, ValidationStatus
+from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
+from services.apikeys.metrics import CACHE_HITS, CACHE_MISSES
+from services.apikeys.settings import APIKeysSettings
 from services.core import validators
 from services.core.auth import (
     AuthenticationFailures,
@@ -37,44 +41,25 @@ from services.core.auth import (
 from services.core.clients import API_KEY_HEADER, ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
-from services.core.key_cache import KeyCheckCache, KeyInvalidations
 from services.core.settings import Settings
 from services.core.wire import utc_datetime
 
 logger = logging.getLogger(__name__)
 
+
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
 
 
-class KeyStatus(Enum):
-    VALID = "valid"
-    NOT_FOUND = "not_found"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True)
-class KeyCheck:
-    """What ValidateAPIKey said of a key; wallet, key id and expiry only when VALID."""
-
-    status: KeyStatus
-    wallet_address: str | None = None
-    key_id: str | None = None
-    expire_time: datetime | None = None
-
-
-NOT_FOUND = KeyCheck(KeyStatus.NOT_FOUND)
-
 _REFUSALS = {
-    KeyStatus.NOT_FOUND: ("the API key is not valid", "API_KEY_INVALID"),
-    KeyStatus.REVOKED: ("the API key was revoked", "API_KEY_REVOKED"),
-    KeyStatus.EXPIRED: ("the API key has expired", "API_KEY_EXPIRED"),
+    ValidationStatus.NOT_FOUND: ("the API key is not valid", "API_KEY_INVALID"),
+    ValidationStatus.REVOKED: ("the API key was revoked", "API_KEY_REVOKED"),
+    ValidationStatus.EXPIRED: ("the API key has expired", "API_KEY_EXPIRED"),
 }
 
 
 class KeyValidator(Protocol):
-    async def validate(self, secret: str) -> KeyCheck:
+    async def validate(self, secret: str) -> Validation:
         """The apikeys service's answer for a well-formed key; Unavailable if it cannot tell."""
 
 
@@ -99,10 +84,10 @@ class APIKeyAuthenticator:
         clock: Clock = utc_now,
     ) -> None:
         self._validator = validator
-        self._cache: KeyCheckCache[KeyCheck] = invalidations.cache
+        self._cache: KeyCheckCache[Validation] = invalidations.cache
         self._invalidations = invalidations
         self._clock = clock
-        self._pending: dict[bytes, asyncio.Future[KeyCheck]] = {}
+        self._pending: dict[bytes, asyncio.Future[Validation]] = {}
         self._failures: AuthenticationFailures | None = None
 
     def limit_lookups(self, failures: AuthenticationFailures) -> None:
@@ -114,21 +99,23 @@ class APIKeyAuthenticator:
         if secret is None:
             return None
         check = await self.check(secret)
-        if check.status is KeyStatus.VALID and check.wallet_address is not None:
+        if check.status is ValidationStatus.VALID and check.wallet_address is not None:
             return Principal.wallet(check.wallet_address, credential=secret)
         # (A VALID answer without a wallet would be a broken one: refused like an unknown key.)
-        message, reason = _REFUSALS.get(check.status, _REFUSALS[KeyStatus.NOT_FOUND])
+        message, reason = _REFUSALS.get(check.status, _REFUSALS[ValidationStatus.NOT_FOUND])
         raise Unauthenticated(message, reason=reason)
 
-    async def check(self, secret: str) -> KeyCheck:
+    async def check(self, secret: str) -> Validation:
         digest = hashlib.sha256(secret.encode()).digest()
         cached = self._cache.get(digest)  # only well-formed keys are ever cached
         if cached is not None and not _past_expiry(cached, self._clock()):
+            CACHE_HITS.inc()
             return cached
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
             return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+        CACHE_MISSES.inc()
         if self._failures is not None:  # a client past its allowance asks nothing more
             await self._failures.before_lookup()
         self._invalidations.ensure_listening()
@@ -141,9 +128,9 @@ class APIKeyAuthenticator:
             pending.add_done_callback(lambda _: self._pending.pop(digest, None))
         return await asyncio.shield(pending)
 
-    async def _validate(self, secret: str, digest: bytes, generation: int) -> KeyCheck:
+    async def _validate(self, secret: str, digest: bytes, generation: int) -> Validation:
         check = await self._validator.validate(secret)
-        if check.status is not KeyStatus.VALID:
+        if check.status is not ValidationStatus.VALID:
             self._cache.put_refused(digest, check)
         else:
             # An answer that was in flight while a key was withdrawn may predate it: not kept.
@@ -151,7 +138,7 @@ class APIKeyAuthenticator:
         return check
 
 
-def _past_expiry(check: KeyCheck, now: datetime) -> bool:
+def _past_expiry(check: Validation, now: datetime) -> bool:
     return check.expire_time is not None and check.expire_time <= now
 
 
@@ -161,7 +148,7 @@ class RemoteKeyValidator:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = apikeys_pb2_grpc.APIKeysServiceStub(channel)
 
-    async def validate(self, secret: str) -> KeyCheck:
+    async def validate(self, secret: str) -> Validation:
         try:
             response = await self._stub.ValidateAPIKey(
                 apikeys_pb2.ValidateAPIKeyRequest(secret=secret)
@@ -171,29 +158,29 @@ class RemoteKeyValidator:
             raise Unavailable(
                 "API keys cannot be checked right now; retry", reason="API_KEYS_UNAVAILABLE"
             ) from None
-        status = _STATUSES.get(response.status, KeyStatus.NOT_FOUND)
-        if status is not KeyStatus.VALID:
-            return KeyCheck(status)
+        status = _STATUSES.get(response.status, ValidationStatus.NOT_FOUND)
+        if status is not ValidationStatus.VALID:
+            return Validation(status)
         expire_time = (
             utc_datetime(response.expire_time) if response.HasField("expire_time") else None
         )
-        return KeyCheck(status, response.wallet_address, response.key_id, expire_time)
+        return Validation(status, response.wallet_address, response.key_id, expire_time)
 
 
 _STATUSES = {
-    apikeys_pb2.VALIDATION_STATUS_VALID: KeyStatus.VALID,
-    apikeys_pb2.VALIDATION_STATUS_NOT_FOUND: KeyStatus.NOT_FOUND,
-    apikeys_pb2.VALIDATION_STATUS_REVOKED: KeyStatus.REVOKED,
-    apikeys_pb2.VALIDATION_STATUS_EXPIRED: KeyStatus.EXPIRED,
+    apikeys_pb2.VALIDATION_STATUS_VALID: ValidationStatus.VALID,
+    apikeys_pb2.VALIDATION_STATUS_NOT_FOUND: ValidationStatus.NOT_FOUND,
+    apikeys_pb2.VALIDATION_STATUS_REVOKED: ValidationStatus.REVOKED,
+    apikeys_pb2.VALIDATION_STATUS_EXPIRED: ValidationStatus.EXPIRED,
 }
 
 
 def authenticators_for(
-    settings: Settings, clients: ServiceClients, clock: Clock = utc_now
+    settings: Settings, own: APIKeysSettings, clients: ServiceClients, clock: Clock = utc_now
 ) -> list[Authenticator]:
-    """What every service but apikeys accepts: the internal token and API keys (checked by
-    the apikeys service). The Redis listener closes with `clients`."""
-    invalidations = KeyInvalidations.from_settings(settings)
+    """What a process that does not host apikeys accepts: the internal token and API keys,
+    checked by the apikeys service over gRPC. The Redis listener closes with `clients`."""
+    invalidations = KeyInvalidations.from_settings(settings, own)
     clients.closing(invalidations.close)
     authenticator = APIKeyAuthenticator(
         RemoteKeyValidator(clients.channel("apikeys")), invalidations, clock

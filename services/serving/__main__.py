@@ -1,0 +1,3 @@
+from services.serving.server import main
+
+main()
