@@ -101,13 +101,17 @@ class Run:
         self.profiles[target.path] = finish_recording(recording, out)
 
 
+def with_workers(name: str, pid: int) -> dict[str, int]:
+    """The process and the workers below it (`R3MES_WORKERS`), which do the serving."""
+    return {name if i == 0 else f"{name}.{i}": child for i, child in enumerate(process_tree(pid))}
+
+
 def serving(stack: LocalStack, *names: str) -> dict[str, int]:
     """The processes that serve these services (or envoy), each once however many services it
-    hosts, with their workers (`R3MES_WORKERS`)."""
+    hosts, with their workers."""
     pids = {}
     for process in dict.fromkeys(stack.process_of(name) for name in names):
-        tree = process_tree(stack.pid_of(process))
-        pids.update({process if i == 0 else f"{process}.{i}": pid for i, pid in enumerate(tree)})
+        pids.update(with_workers(process, stack.pid_of(process)))
     return pids
 
 
@@ -119,7 +123,7 @@ def targets(stack: LocalStack, options: Options, running: ExitStack) -> list[Tar
         target, pid = running.enter_context(checks.noop_server(stack, log_dir, bare=bare))
         checks.noop_answers(target)
         noop = partial(h2load_grpc, checks.noop_url(target), NOOP_REQUEST, load)
-        found.append(Target(path, noop, {"noop": pid}))
+        found.append(Target(path, noop, with_workers("noop", pid)))
 
     users = stack.grpc_target("users")
     get_user_url = f"http://{users}{GET_USER}"
