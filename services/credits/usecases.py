@@ -88,7 +88,10 @@ class CreditsUseCases:
 
     async def held(self) -> HeldReservations:
         now = self._clock()
-        return await self._uow.run(lambda r: r.reservations.held(now), read_only=True)
+        # One statement over the open holds' index: short, so a lone read (no BEGIN/COMMIT).
+        return await self._uow.run(
+            lambda r: r.reservations.held(now), read_only=True, one_statement=True
+        )
 
     async def expire_due(self) -> int:
         """The sweeper: resolve holds past their time as EXPIRED and release their credits, in
