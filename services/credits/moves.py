@@ -52,7 +52,7 @@ from services.credits.replays import (
     hold_replay,
     movement_replay,
 )
-from services.credits.repository import AccountRepository, CreditsRepositories, LedgerInconsistent
+from services.credits.repository import CreditsRepositories, LedgerInconsistent
 
 GRANT, DEDUCT, RESERVE = "GrantCredits", "DeductCredits", "ReserveCredits"
 CONFIRM, ROLL_BACK = "ConfirmReservation", "RollbackReservation"
@@ -90,10 +90,7 @@ class MoneyMoves(Protocol):
 
 
 def moves_on(repositories: CreditsRepositories) -> MoneyMoves:
-    """One statement per move where the functions exist (PostgreSQL); the sequence elsewhere,
-    including bundles of stand-in repositories that are no `AccountRepository`."""
-    accounts = repositories.accounts
-    if isinstance(accounts, AccountRepository) and accounts.is_postgresql:
+    if repositories.moves_in_one_statement:
         return StatementMoves(repositories)
     return SequencedMoves(repositories)
 
