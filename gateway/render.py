@@ -23,6 +23,7 @@ from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
+from gateway.tracing import collector_cluster, tracing
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
@@ -156,6 +157,7 @@ def _connection_manager_fields(
         # services send none.
         "server_header_transformation": "PASS_THROUGH",
         "access_log": access_log(settings.log_json),
+        "tracing": tracing(settings),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings, gateway_secret),
         "http_filters": http_filters(
@@ -200,6 +202,7 @@ def build_config(
             "clusters": [
                 *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
                 *front_door_clusters(settings),
+                collector_cluster(settings),
             ],
         },
         "overload_manager": {

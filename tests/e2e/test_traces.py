@@ -1,0 +1,138 @@
+"""Traces across the suite: one REST call through Envoy is one trace, from Envoy's span (tagged
+with the request id) through every service it reaches, exported by every process to a real
+OTLP receiver, and every log line of the call carries its trace id."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import httpx
+import pytest
+
+from gateway.local_stack import LocalStack, running_stack
+from services.core.testing import new_wallet_address
+from services.core.trace_collector import CollectedSpan, TraceCollector, running_collector
+from tests.e2e.conftest import INTERNAL_TOKEN
+
+SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
+GET_USER = "r3mes.users.v1.UsersService/GetUser"
+GET_BALANCE = "r3mes.credits.v1.CreditsService/GetBalance"
+GET_MINER_STATS = "r3mes.mining.v1.MiningService/GetMinerStats"
+# Envoy sends its spans every 5 s; the services' batches are shortened below.
+EXPORT_WAIT_SECONDS = 30.0
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[TraceCollector]:
+    with running_collector() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def traced_split_stack(
+    tmp_path_factory: pytest.TempPathFactory, collector: TraceCollector
+) -> Iterator[LocalStack]:
+    with running_stack(
+        tmp_path_factory.mktemp("e2e-traces"),
+        internal_token=INTERNAL_TOKEN,
+        topology="split",
+        extra_environment={
+            "R3MES_OTLP_ENDPOINT": collector.endpoint,
+            "R3MES_LOG_JSON": "true",
+            "R3MES_RATELIMIT_BACKEND": "off",
+            # The SDK's batch delay (5 s by default), so the test waits less.
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        },
+    ) as running:
+        yield running
+
+
+def test_one_rest_get_user_in_the_split_topology_is_one_trace_across_envoy_users_credits_and_mining(
+    traced_split_stack: LocalStack, collector: TraceCollector
+) -> None:
+    wallet = new_wallet_address()
+    with httpx.Client(base_url=traced_split_stack.rest_url, timeout=10.0) as rest:
+        assert rest.post("/v1/users", json={"wallet_address": wallet}).status_code == 200
+        reply = rest.get(f"/v1/users/{wallet}")
+    assert reply.status_code == 200
+    request_id = reply.headers["x-request-id"]
+
+    def complete(spans: Sequence[CollectedSpan]) -> bool:
+        envoy = [s for s in spans if s.attributes.get("guid:x-request-id") == request_id]
+        return bool(envoy) and len(_in_trace(spans, envoy[0].trace_id)) >= 9
+
+    spans = collector.wait_for(complete, EXPORT_WAIT_SECONDS)
+    (envoy,) = [s for s in spans if s.attributes.get("guid:x-request-id") == request_id]
+    trace = _in_trace(spans, envoy.trace_id)
+
+    # Envoy started the trace (the client sent no traceparent): its span is the root.
+    assert (envoy.service, envoy.kind, envoy.parent_span_id) == ("r3mes-gateway", SERVER, None)
+    users = _one(trace, "users", GET_USER, SERVER)
+    assert users.parent_span_id == envoy.span_id
+    assert users.attributes["r3mes.request_id"] == request_id
+    assert users.attributes["rpc.grpc.status_code"] == 0
+    # users asks its peers, each call a CLIENT span of users, parent of the peer's SERVER span.
+    for peer, method in (("credits", GET_BALANCE), ("mining", GET_MINER_STATS)):
+        asking = _one(trace, "users", method, CLIENT)
+        assert asking.parent_span_id == users.span_id
+        answering = _one(trace, peer, method, SERVER)
+        assert answering.parent_span_id == asking.span_id
+        assert answering.attributes["r3mes.request_id"] == request_id
+        unit = _one(trace, peer, "unit of work", kind=1)
+        assert unit.parent_span_id == answering.span_id
+        assert unit.attributes["db.namespace"] == peer
+    unit = _one(trace, "users", "unit of work", kind=1)
+    assert (unit.parent_span_id, unit.attributes["r3mes.read_only"]) == (users.span_id, True)
+    assert {s.service for s in trace} == {"r3mes-gateway", "users", "credits", "mining"}
+
+    # Every process's log lines of this call carry its trace id, and the span that wrote them.
+    spans_by_id = {s.span_id: s for s in trace}
+    for process in ("users", "credits", "mining"):
+        lines = _lines_of(traced_split_stack, process, request_id)
+        assert lines, f"{process} logged nothing for {request_id}"
+        assert {line["trace_id"] for line in lines} == {envoy.trace_id}
+        assert {spans_by_id[line["span_id"]].service for line in lines} == {process}
+    (gateway_line,) = [
+        line
+        for line in _lines_of(traced_split_stack, "envoy", request_id)
+        if line.get("path") == f"/v1/users/{wallet}"
+    ]
+    assert gateway_line["trace_id"] == envoy.trace_id
+
+
+def test_without_a_collector_a_rest_calls_log_lines_carry_the_trace_id_envoy_logged(
+    json_logging_stack: LocalStack,
+) -> None:
+    wallet = new_wallet_address()
+    with httpx.Client(base_url=json_logging_stack.rest_url, timeout=10.0) as rest:
+        reply = rest.post("/v1/users", json={"wallet_address": wallet})
+    assert reply.status_code == 200
+    request_id = reply.headers["x-request-id"]
+    (gateway_line,) = _wait_for_lines(json_logging_stack, "envoy", request_id)
+    (service_line,) = _lines_of(json_logging_stack, "users", request_id)
+    assert len(gateway_line["trace_id"]) == 32
+    assert service_line["trace_id"] == gateway_line["trace_id"]
+
+
+def _in_trace(spans: Sequence[CollectedSpan], trace_id: str) -> list[CollectedSpan]:
+    return [s for s in spans if s.trace_id == trace_id]
+
+
+def _one(trace: Sequence[CollectedSpan], service: str, name: str, kind: int) -> CollectedSpan:
+    (span,) = [s for s in trace if (s.service, s.name, s.kind) == (service, name, kind)]
+    return span
+
+
+def _lines_of(stack: LocalStack, process: str, request_id: str) -> list[dict[str, str]]:
+    lines = [json.loads(line) for line in stack.log_of(process).splitlines() if request_id in line]
+    return [line for line in lines if line.get("request_id") == request_id]
+
+
+def _wait_for_lines(stack: LocalStack, process: str, request_id: str) -> list[dict[str, str]]:
+    """Envoy writes its access log to the file every second."""
+    deadline = time.monotonic() + 10.0
+    while not (lines := _lines_of(stack, process, request_id)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return lines
