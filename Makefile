@@ -88,6 +88,7 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.mining
 	$(BIN)/python -m bench.apikeys
+	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.requestpath
 	$(BIN)/python -m bench.credits
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway.local_stack import LocalStack, running_stack
+from gateway.local_stack import LocalStack, Topology, running_stack
+from services.core.registry import NAMES
 from services.core.testing import new_wallet_address
 from services.core.trace_collector import CollectedSpan, TraceCollector, running_collector
 from tests.e2e.conftest import INTERNAL_TOKEN
@@ -30,14 +33,14 @@ def collector() -> Iterator[TraceCollector]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def traced_split_stack(
-    tmp_path_factory: pytest.TempPathFactory, collector: TraceCollector
+@contextmanager
+def traced_stack(
+    work_dir: Path, collector: TraceCollector, topology: Topology
 ) -> Iterator[LocalStack]:
     with running_stack(
-        tmp_path_factory.mktemp("e2e-traces"),
+        work_dir,
         internal_token=INTERNAL_TOKEN,
-        topology="split",
+        topology=topology,
         extra_environment={
             "R3MES_OTLP_ENDPOINT": collector.endpoint,
             "R3MES_LOG_JSON": "true",
@@ -49,23 +52,28 @@ def traced_split_stack(
         yield running
 
 
+@pytest.fixture(scope="module")
+def traced_split_stack(
+    tmp_path_factory: pytest.TempPathFactory, collector: TraceCollector
+) -> Iterator[LocalStack]:
+    with traced_stack(tmp_path_factory.mktemp("e2e-traces"), collector, "split") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def traced_one_process_stack(
+    tmp_path_factory: pytest.TempPathFactory, collector: TraceCollector
+) -> Iterator[LocalStack]:
+    with traced_stack(tmp_path_factory.mktemp("e2e-traces-1"), collector, "one-process") as running:
+        yield running
+
+
 def test_one_rest_get_user_in_the_split_topology_is_one_trace_across_envoy_users_credits_and_mining(
     traced_split_stack: LocalStack, collector: TraceCollector
 ) -> None:
-    wallet = new_wallet_address()
-    with httpx.Client(base_url=traced_split_stack.rest_url, timeout=10.0) as rest:
-        assert rest.post("/v1/users", json={"wallet_address": wallet}).status_code == 200
-        reply = rest.get(f"/v1/users/{wallet}")
-    assert reply.status_code == 200
-    request_id = reply.headers["x-request-id"]
+    wallet, request_id = _get_user_over_rest(traced_split_stack)
 
-    def complete(spans: Sequence[CollectedSpan]) -> bool:
-        envoy = [s for s in spans if s.attributes.get("guid:x-request-id") == request_id]
-        return bool(envoy) and len(_in_trace(spans, envoy[0].trace_id)) >= 9
-
-    spans = collector.wait_for(complete, EXPORT_WAIT_SECONDS)
-    (envoy,) = [s for s in spans if s.attributes.get("guid:x-request-id") == request_id]
-    trace = _in_trace(spans, envoy.trace_id)
+    envoy, trace = _trace_of(collector, request_id, spans=9)
 
     # Envoy started the trace (the client sent no traceparent): its span is the root.
     assert (envoy.service, envoy.kind, envoy.parent_span_id) == ("r3mes-gateway", SERVER, None)
@@ -102,6 +110,24 @@ def test_one_rest_get_user_in_the_split_topology_is_one_trace_across_envoy_users
     assert gateway_line["trace_id"] == envoy.trace_id
 
 
+def test_in_one_process_the_trace_continues_into_the_co_hosted_peers_without_spans_of_rpcs(
+    traced_one_process_stack: LocalStack, collector: TraceCollector
+) -> None:
+    _, request_id = _get_user_over_rest(traced_one_process_stack)
+
+    envoy, trace = _trace_of(collector, request_id, spans=5)
+
+    host = "+".join(NAMES)  # the one process's name: every service it hosts
+    users = _one(trace, host, GET_USER, SERVER)
+    assert users.parent_span_id == envoy.span_id
+    # credits and mining are called in-process: no RPC, so their units of work hang straight
+    # below users' span, in the same trace.
+    units = [s for s in trace if s.name == "unit of work"]
+    assert sorted(s.attributes["db.namespace"] for s in units) == ["credits", "mining", "users"]
+    assert {s.parent_span_id for s in units} == {users.span_id}
+    assert len(trace) == 5
+
+
 def test_without_a_collector_a_rest_calls_log_lines_carry_the_trace_id_envoy_logged(
     json_logging_stack: LocalStack,
 ) -> None:
@@ -114,6 +140,33 @@ def test_without_a_collector_a_rest_calls_log_lines_carry_the_trace_id_envoy_log
     (service_line,) = _lines_of(json_logging_stack, "users", request_id)
     assert len(gateway_line["trace_id"]) == 32
     assert service_line["trace_id"] == gateway_line["trace_id"]
+
+
+def _get_user_over_rest(stack: LocalStack) -> tuple[str, str]:
+    """Create a user and read it back over REST: (wallet, the read's request id)."""
+    wallet = new_wallet_address()
+    with httpx.Client(base_url=stack.rest_url, timeout=10.0) as rest:
+        assert rest.post("/v1/users", json={"wallet_address": wallet}).status_code == 200
+        reply = rest.get(f"/v1/users/{wallet}")
+    assert reply.status_code == 200
+    return wallet, reply.headers["x-request-id"]
+
+
+def _trace_of(
+    collector: TraceCollector, request_id: str, spans: int
+) -> tuple[CollectedSpan, list[CollectedSpan]]:
+    """Envoy's span of the request, and every span of its trace, once `spans` have arrived."""
+
+    def envoy_span(received: Sequence[CollectedSpan]) -> list[CollectedSpan]:
+        return [s for s in received if s.attributes.get("guid:x-request-id") == request_id]
+
+    def complete(received: Sequence[CollectedSpan]) -> bool:
+        found = envoy_span(received)
+        return bool(found) and len(_in_trace(received, found[0].trace_id)) >= spans
+
+    received = collector.wait_for(complete, EXPORT_WAIT_SECONDS)
+    (envoy,) = envoy_span(received)
+    return envoy, _in_trace(received, envoy.trace_id)
 
 
 def _in_trace(spans: Sequence[CollectedSpan], trace_id: str) -> list[CollectedSpan]:
