@@ -14,7 +14,7 @@ NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## Show this list
-	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # The install takes minutes the first time: pip says what it fetches (one line per package) rather
 # than nothing at all, and leaves out the lines about what was already there.
@@ -56,25 +56,42 @@ openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annota
 k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
 	$(BIN)/python -m tools.k8s
 
+.PHONY: deploy-files
+deploy-files: k8s ## Write deploy/ (compose.yaml, its Prometheus config, k8s/) from the service registry
+	$(BIN)/python -m tools.compose
+
 .PHONY: migrate
 migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)
 	$(BIN)/python -m services.core.migrate
 
 .PHONY: run
-run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
+run: $(GEN_STAMP) ## Start every service and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m gateway.run
 
+# Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
+# and promtool, which checks and unit-tests the alert rules of deploy/prometheus.
+.PHONY: prometheus-tools
+prometheus-tools: ## Install Prometheus and promtool from Debian when missing (the tests use both)
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends prometheus; \
+	fi
+
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest
 
 .PHONY: lint
-lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter and buf lint
+lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
+	$(BIN)/python tools/protos.py --breaking
+
+.PHONY: release-protos
+release-protos: $(STAMP) ## Record the protos as released (protos/released.binpb, commit it): later changes must not break them
+	$(BIN)/python tools/protos.py --release
 
 .PHONY: bench-tools
 bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debian when missing
@@ -91,6 +108,7 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.requestpath
 	$(BIN)/python -m bench.credits
+	$(BIN)/python -m bench.metrics
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

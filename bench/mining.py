@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error("--scale must be in (0, 1]")
+    # Nothing of the loaded year is pruned while the bench runs (mining's own setting).
+    os.environ["R3MES_MINING_REPORT_RETENTION_DAYS"] = "400"
     with tempfile.TemporaryDirectory(prefix="r3mes-bench-mining-") as work_dir:
         settings = Settings(
             data_dir=Path(work_dir),
@@ -268,8 +270,6 @@ def main(argv: list[str] | None = None) -> None:
             schema_suffix=f"_bench{secrets.token_hex(4)}" if args.database_url else "",
             migrate_on_start=True,
             log_level="WARNING",
-            # Nothing of the loaded year is pruned while the bench runs.
-            mining_report_retention_days=400,
             # Every timed read comes from one address: the limiter would refuse all but 30.
             ratelimit_backend="off",
         )

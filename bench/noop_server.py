@@ -35,7 +35,7 @@ async def noop(request: Empty, context: grpc.aio.ServicerContext[Any, Any]) -> E
     return Empty()
 
 
-def _handler() -> grpc.GenericRpcHandler:
+def noop_handler() -> grpc.GenericRpcHandler:
     method = grpc.unary_unary_rpc_method_handler(
         noop, request_deserializer=Empty.FromString, response_serializer=Empty.SerializeToString
     )
@@ -48,13 +48,13 @@ async def create_server(settings: Settings) -> tuple[ServiceServer, int]:
     return build_server(
         settings,
         "users",
-        [(lambda server: server.add_generic_rpc_handlers((_handler(),)), SERVICE)],
+        [(lambda server: server.add_generic_rpc_handlers((noop_handler(),)), SERVICE)],
     )
 
 
 async def create_bare_server(settings: Settings) -> tuple[ServiceServer, int]:
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((_handler(),))
+    server.add_generic_rpc_handlers((noop_handler(),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(f"{settings.listen_host}:{settings.users_port}")

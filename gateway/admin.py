@@ -70,6 +70,17 @@ def _connection(endpoint: AdminEndpoint) -> http.client.HTTPConnection:
     return _UnixHTTPConnection(endpoint)
 
 
+def admin_request(endpoint: AdminEndpoint, method: str, path_and_query: str) -> tuple[int, str]:
+    """One call to admin (which changes state only on POST): the status and the body."""
+    connection = _connection(endpoint)
+    try:
+        connection.request(method, path_and_query)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
 def envoy_ready(endpoint: AdminEndpoint) -> bool:
     """Admin's /ready: 200 once Envoy's listeners serve, and not while it is draining."""
     connection = _connection(endpoint)

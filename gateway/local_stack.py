@@ -9,6 +9,7 @@ output in a file and stops exactly the processes it started.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -48,17 +49,49 @@ HOST = "services"  # the name of the one process hosting every service
 
 
 @dataclass(frozen=True)
+class CanaryRelease:
+    """A second version of one service, in a process of its own on a port of its own, to which
+    the stack's gateway sends `weight` percent of the service's calls (R3MES_CANARIES).
+    `command` starts it; by default the service as built (`python -m services.<service>`)."""
+
+    service: str
+    weight: int
+    command: tuple[str, ...] = ()
+
+    @property
+    def process(self) -> str:
+        return f"{self.service}-canary"
+
+    def argv(self) -> list[str]:
+        return list(self.command) or [sys.executable, "-m", f"services.{self.service}"]
+
+
+@dataclass(frozen=True)
 class StackPorts:
     grpc: Mapping[str, int]  # in one process, every service's is the same port
     gateway: int
     frontdoor: int
     frontdoor_grpc: int
+    # Metrics ports (none: off): each service process's, by its name, and Envoy's as `gateway`.
+    metrics: Mapping[str, int] = field(default_factory=dict)
+    canary: int | None = None  # the gRPC port of a canary release, when there is one
 
     @classmethod
-    def pick(cls, topology: Topology = ONE_PROCESS) -> StackPorts:
+    def pick(
+        cls,
+        topology: Topology = ONE_PROCESS,
+        *,
+        metrics: bool = False,
+        canary: CanaryRelease | None = None,
+    ) -> StackPorts:
         shared = free_port()
         services = {n: shared if topology == ONE_PROCESS else free_port() for n in NAMES}
-        return cls(services, free_port(), free_port(), free_port())
+        processes = [HOST] if topology == ONE_PROCESS else list(NAMES)
+        if canary is not None:
+            processes.append(canary.process)
+        metrics_ports = {p: free_port() for p in [*processes, "gateway"]} if metrics else {}
+        canary_port = None if canary is None else free_port()
+        return cls(services, free_port(), free_port(), free_port(), metrics_ports, canary_port)
 
 
 def stack_environment(
@@ -87,6 +120,11 @@ def stack_environment(
             "R3MES_TOPOLOGY": topology,
         }
     )
+    if ports.metrics:
+        # Envoy's; each service process gets its own R3MES_METRICS_PORT when it is started
+        # (this one is the first's: `make run` numbers the others from it).
+        environment["R3MES_GATEWAY_METRICS_PORT"] = str(ports.metrics["gateway"])
+        environment["R3MES_METRICS_PORT"] = str(next(iter(ports.metrics.values())))
     for name, port in ports.grpc.items():
         environment[f"R3MES_{name.upper()}_PORT"] = str(port)
         environment[f"R3MES_{name.upper()}_TARGET"] = f"{LOOPBACK}:{port}"
@@ -109,6 +147,7 @@ class LocalStack:
     work_dir: Path
     environment: dict[str, str]
     topology: Topology = ONE_PROCESS
+    canary: CanaryRelease | None = None
     started: list[_Started] = field(default_factory=list)
 
     @property
@@ -143,13 +182,26 @@ class LocalStack:
         log = next(s.log for s in self.started if s.name == self.process_of(name))
         return log.read_text(errors="replace")
 
-    def _spawn(self, name: str, command: list[str]) -> None:
+    @property
+    def metrics_targets(self) -> dict[str, str]:
+        """Where each process serves its metrics (name: host:port); empty when off."""
+        return {name: f"{LOOPBACK}:{port}" for name, port in self.ports.metrics.items()}
+
+    @property
+    def canary_target(self) -> str:
+        """Where the canary release listens (the stack must have one)."""
+        assert self.ports.canary is not None, "this stack has no canary release"
+        return f"{LOOPBACK}:{self.ports.canary}"
+
+    def _spawn(
+        self, name: str, command: list[str], overrides: Mapping[str, str] | None = None
+    ) -> None:
         log = self.work_dir / f"{name}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=self.environment,
+                env={**self._environment_of(name), **(overrides or {})},
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 # Its own process group: a Ctrl-C in the terminal reaches only pytest, which then
@@ -158,12 +210,25 @@ class LocalStack:
             )
         self.started.append(_Started(name, process, log))
 
+    def _environment_of(self, name: str) -> dict[str, str]:
+        port = self.ports.metrics.get(name)
+        if port is None or name == "gateway":
+            return self.environment
+        return {**self.environment, "R3MES_METRICS_PORT": str(port)}
+
     def start_services(self) -> None:
         if self.topology == ONE_PROCESS:
             self._spawn(HOST, [sys.executable, "-m", "services", "--services", "all"])
             return
         for name in NAMES:
             self._spawn(name, [sys.executable, "-m", f"services.{name}"])
+
+    def start_canary(self) -> None:
+        """The canary release: the service's settings but its own port (and metrics port)."""
+        if self.canary is None:
+            return
+        port = {f"R3MES_{self.canary.service.upper()}_PORT": str(self.ports.canary)}
+        self._spawn(self.canary.process, self.canary.argv(), port)
 
     def start_front_door(self) -> None:
         self._spawn("frontdoor", [sys.executable, "-m", "gateway.frontdoor"])
@@ -182,6 +247,8 @@ class LocalStack:
         deadline = time.monotonic() + timeout_seconds
         for name in NAMES:
             self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
+        if self.canary is not None:
+            self._wait(partial(grpc_serving, self.canary_target), self.canary.process, deadline)
         if any(s.name == "frontdoor" for s in self.started):
             front_door = f"{LOOPBACK}:{self.ports.frontdoor_grpc}"
             self._wait(partial(grpc_serving, front_door), "frontdoor", deadline)
@@ -244,18 +311,26 @@ def running_stack(
     extra_environment: Mapping[str, str] | None = None,
     ready_timeout_seconds: float = 60.0,
     topology: Topology | None = None,
+    metrics: bool = False,
+    canary: CanaryRelease | None = None,
 ) -> Iterator[LocalStack]:
-    """Start the services (and Envoy), wait until all are serving, stop them all on exit."""
+    """Start the services (and Envoy), wait until all are serving, stop them all on exit;
+    `metrics` gives every service process and Envoy a metrics port (`metrics_targets`);
+    `canary` starts a second version of one service, which the gateway sends its weight to."""
     chosen = topology or cast(
         Topology, (extra_environment or {}).get("R3MES_TOPOLOGY", ONE_PROCESS)
     )
-    ports = StackPorts.pick(chosen)
+    ports = StackPorts.pick(chosen, metrics=metrics, canary=canary)
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)
-    stack = LocalStack(ports, work_dir, environment, chosen)
+    stack = LocalStack(ports, work_dir, environment, chosen, canary)
+    if canary is not None:
+        release = {"target": stack.canary_target, "weight": canary.weight}
+        environment["R3MES_CANARIES"] = json.dumps({canary.service: release})
     try:
         stack.start_services()
+        stack.start_canary()
         stack.wait_until_ready(ready_timeout_seconds)
         if with_envoy:
             stack.start_front_door()

@@ -16,6 +16,7 @@ import yaml
 from gateway.access_log import access_log
 from gateway.admin import admin_config
 from gateway.call_checks import call_checks
+from gateway.canary import LAYERED_RUNTIME, canaries, canary_route, canary_upstream
 from gateway.catalog import UPSTREAMS
 from gateway.clusters import cluster
 from gateway.credentials import credential_routes
@@ -23,6 +24,7 @@ from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
+from gateway.metrics import admin_cluster, metrics_listener
 from gateway.tracing import collector_cluster, tracing
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
@@ -41,28 +43,36 @@ GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py 
 GATEWAY_SECRET_FROM_ENVIRONMENT = "%ENVIRONMENT(R3MES_GATEWAY_SECRET)%"  # noqa: S105 - a reference
 
 
-def _service_routes(timeout: str, gateway_secret: str | None) -> list[dict[str, Any]]:
+def _service_routes(settings: Settings, gateway_secret: str | None) -> list[dict[str, Any]]:
     # REST calls are routed after the transcoder has rewritten them to their gRPC path, so one
     # prefix per service serves REST, gRPC and gRPC-Web alike.
-    return [
-        {
-            "name": upstream.name,
-            "match": {"prefix": upstream.grpc_prefix},
-            "route": {
-                "cluster": upstream.name,
-                # The route timeout alone, for REST and gRPC alike: a `max_stream_duration` with
-                # `grpc_timeout_header_max` would replace it (so REST calls had no limit at all)
-                # and end a gRPC call by resetting its stream (INTERNAL "RST_STREAM"). A gRPC
-                # client's shorter deadline still applies: the client enforces it, and it
-                # reaches the service in grpc-timeout.
-                "timeout": timeout,
-                # Only failures where the request never reached a service: safe for every RPC.
-                "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
-            },
-            **_vouching(gateway_secret),
+    shifted = canaries(settings)
+    routes = []
+    for upstream in UPSTREAMS:
+        route = {
+            "cluster": upstream.name,
+            # The route timeout alone, for REST and gRPC alike: a `max_stream_duration` with
+            # `grpc_timeout_header_max` would replace it (so REST calls had no limit at all)
+            # and end a gRPC call by resetting its stream (INTERNAL "RST_STREAM"). A gRPC
+            # client's shorter deadline still applies: the client enforces it, and it reaches
+            # the service in grpc-timeout.
+            "timeout": f"{settings.gateway_route_timeout_seconds:g}s",
+            # Only failures where the request never reached a service: safe for every RPC.
+            "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
         }
-        for upstream in UPSTREAMS
-    ]
+        if upstream in shifted:
+            routes.append(
+                canary_route(upstream, shifted[upstream], route, _vouching(gateway_secret))
+            )
+        routes.append(
+            {
+                "name": upstream.name,
+                "match": {"prefix": upstream.grpc_prefix},
+                "route": route,
+                **_vouching(gateway_secret),
+            }
+        )
+    return routes
 
 
 def _vouching(gateway_secret: str | None) -> dict[str, Any]:
@@ -103,7 +113,7 @@ def _route_config(settings: Settings, gateway_secret: str | None) -> dict[str, A
                 "routes": [
                     *credential_routes(),
                     *front_door_routes(timeout),
-                    *_service_routes(timeout, gateway_secret),
+                    *_service_routes(settings, gateway_secret),
                     _unknown_path_route(),
                 ],
                 "typed_per_filter_config": {
@@ -166,15 +176,25 @@ def _connection_manager_fields(
     }
 
 
+def _metrics(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The metrics listener and admin's cluster, when a metrics port is set."""
+    port = settings.gateway_metrics_port
+    if port is None:
+        return [], []
+    return [metrics_listener(settings, port)], [admin_cluster(settings)]
+
+
 def build_config(
     settings: Settings, descriptor_path: Path, *, gateway_secret: str | None = None
 ) -> dict[str, Any]:
     """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable). `gateway_secret`, when
     given, is sent instead of the settings' (GATEWAY_SECRET_FROM_ENVIRONMENT, say)."""
     gateway_secret = gateway_secret or settings.gateway_secret_value()
+    metrics_listeners, metrics_clusters = _metrics(settings)
     return {
         "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
         "admin": admin_config(settings),
+        "layered_runtime": LAYERED_RUNTIME,
         "static_resources": {
             "listeners": [
                 {
@@ -197,11 +217,14 @@ def build_config(
                             ]
                         }
                     ],
-                }
+                },
+                *metrics_listeners,
             ],
             "clusters": [
                 *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
+                *(cluster(canary_upstream(u), c.target) for u, c in canaries(settings).items()),
                 *front_door_clusters(settings),
+                *metrics_clusters,
                 collector_cluster(settings),
             ],
         },

@@ -44,6 +44,10 @@ HEALTH_POLL_TIMEOUT_SECONDS = 3.0
 ONE_PROCESS = "one-process"
 HOST = "services"  # the name of the one process hosting every service
 STOP_TIMEOUT_SECONDS = 10.0
+# Unless the settings say otherwise: the port OpenTelemetry's Prometheus exporter uses, the
+# processes after the first on the next ones (each worker of a process on one of its own).
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_GATEWAY_METRICS_PORT = 9463
 REFERENCE_NODE = "node"  # the reference serving node's name among the children
 REFERENCE_NODE_HOST = "127.0.0.1"
 REFERENCE_NETWORKS = ["127.0.0.0/8"]
@@ -109,6 +113,34 @@ def process_environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
+def service_processes(settings: Settings) -> list[str]:
+    if settings.topology == ONE_PROCESS:
+        return [HOST]
+    return [s.name for s in SERVICES]
+
+
+def metrics_ports(settings: Settings) -> dict[str, int]:
+    """Each service process's metrics port (its first worker's; worker i serves on it + i),
+    and Envoy's, as `gateway`. `make run` always serves metrics."""
+    first = DEFAULT_METRICS_PORT if settings.metrics_port is None else settings.metrics_port
+    ports = {
+        name: first + index * settings.workers
+        for index, name in enumerate(service_processes(settings))
+    }
+    ports["gateway"] = settings.gateway_metrics_port or DEFAULT_GATEWAY_METRICS_PORT
+    return ports
+
+
+def metrics_environments(settings: Settings) -> dict[str, dict[str, str]]:
+    """What each child's environment gets on top of the common one: its metrics port."""
+    ports = metrics_ports(settings)
+    envoy = {"R3MES_GATEWAY_METRICS_PORT": str(ports.pop("gateway"))}
+    return {
+        **{name: {"R3MES_METRICS_PORT": str(port)} for name, port in ports.items()},
+        "envoy": envoy,
+    }
+
+
 def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
     """(setting, host, port) of every socket the suite listens on (port 0: any, not checked)."""
     host = settings.listen_host
@@ -122,6 +154,10 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
         ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
     ]
+    metrics = metrics_ports(settings)
+    ports.append(("R3MES_GATEWAY_METRICS_PORT", host, metrics.pop("gateway")))
+    for first in metrics.values():
+        ports += [("R3MES_METRICS_PORT", host, first + w) for w in range(settings.workers)]
     if settings.gateway_admin_port is not None:  # unset: admin is a unix socket in data_dir
         ports.append(("R3MES_GATEWAY_ADMIN_PORT", ADMIN_HOST, settings.gateway_admin_port))
     return [p for p in ports if p[2] != 0]
@@ -248,12 +284,22 @@ R3MES is running: every service answers its health check.
   REST, gRPC-Web and gRPC: {url}   ({grpcurl} list)
   gRPC per service on {host}: {grpc_ports}
   Envoy admin: {describe(admin_endpoint(settings))}
+  Prometheus metrics: {metrics_line(settings)}
 {ratelimit_lines(settings)}
 Try:
   curl -s -X POST {url}/v1/users -d '{{"wallet_address": "{wallet}"}}'
   curl -s {url}/v1/users/{wallet}
 Ctrl-C stops everything.
 """
+
+
+def metrics_line(settings: Settings) -> str:
+    host = _display_host(settings.listen_host)
+    shown = [
+        f"{name} http://{host}:{port}/metrics" for name, port in metrics_ports(settings).items()
+    ]
+    workers = " (worker i of each on its port + i)" if settings.workers > 1 else ""
+    return ", ".join(shown) + workers
 
 
 def register_reference_node(settings: Settings) -> str:
@@ -339,7 +385,7 @@ def main() -> None:
         signal.signal(signum, stopping)
     supervisor = Supervisor(ROOT, process_environment(settings))
     try:
-        supervisor.start(commands(settings))
+        supervisor.start(commands(settings), metrics_environments(settings))
         lock.record({c.name: (c.process.pid, command_marker(c.name)) for c in supervisor.children})
         code = _run(supervisor, settings, stopping)
     finally:

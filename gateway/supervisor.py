@@ -57,8 +57,13 @@ class Supervisor:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _width: int = 0
 
-    def start(self, commands: Sequence[tuple[str, list[str]]]) -> None:
-        """Start every command, then their output threads.
+    def start(
+        self,
+        commands: Sequence[tuple[str, list[str]]],
+        environments: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Start every command (with `environments[name]` added to its environment), then
+        their output threads.
 
         No thread of ours runs while subprocess forks (the pre-exec hook would be unsafe with
         threads), so every child is started before the first output thread.
@@ -70,7 +75,7 @@ class Supervisor:
             process = subprocess.Popen(
                 command,
                 cwd=self.cwd,
-                env=dict(self.environment),
+                env={**self.environment, **(environments or {}).get(name, {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -88,8 +88,6 @@ def settings_for(engine: str, data_dir: Path, suffix: str) -> Settings:
         apikeys_target=UNREACHABLE,
         users_target=UNREACHABLE,
         serving_target=UNREACHABLE,
-        # Tests run their serving nodes on loopback, as `make run` does.
-        serving_private_networks=["127.0.0.0/8"],
     )
     if engine == "sqlite":
         return settings
@@ -111,3 +109,12 @@ def settings(engine: str, tmp_path: Path) -> Settings:
     """Settings on the current engine with storage of this test alone: its own SQLite folder,
     or its own PostgreSQL schemas."""
     return settings_for(engine, tmp_path, suffix=f"{RUN_SUFFIX}_{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def serving_nodes_on_loopback() -> Iterator[None]:
+    """Tests run their serving nodes on loopback, as `make run` does: serving's own setting
+    (services/serving/settings.py), read from the environment when the service is built."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("R3MES_SERVING_PRIVATE_NETWORKS", '["127.0.0.0/8"]')
+        yield

@@ -58,6 +58,8 @@ IMAGE_DESCRIPTOR = Path("/app/build/r3mes.binpb")
 # The services' Prometheus port: the setting R3MES_METRICS_PORT, when it exists.
 METRICS_PORT = 9464
 METRICS_SETTING = "metrics_port"
+# Envoy's statistics, on a listener of their own (gateway/metrics.py: GET /metrics only).
+ENVOY_METRICS_PORT = 9463
 # The pod network, whose addresses include the gateway's: the gateway secret, not the address,
 # is what makes a forwarded address believed. Set it to the cluster's pod CIDR.
 TRUSTED_PROXIES = '["10.0.0.0/8"]'
@@ -413,6 +415,7 @@ def envoy_config(settings: Settings, topology: Topology) -> str:
         update={
             "listen_host": "0.0.0.0",  # noqa: S104 - the pod's address
             "gateway_admin_port": ENVOY_ADMIN_PORT,
+            "gateway_metrics_port": ENVOY_METRICS_PORT,
             "frontdoor_host": FRONTDOOR,
             "log_json": True,
             **targets,

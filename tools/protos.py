@@ -1,5 +1,5 @@
-"""Generate Python code, type stubs and the Envoy descriptor set from protos/, lint them, or
-export them for clients in other languages.
+"""Generate Python code, type stubs and the Envoy descriptor set from protos/, lint them, check
+them against the last released API, or export them for clients in other languages.
 
 Third-party protos are never copied into the repository: google/api, google/rpc and google/type
 come from the installed googleapis-common-protos package, google/protobuf from grpcio-tools.
@@ -26,6 +26,9 @@ GEN_DIR = ROOT / "gen"
 DESCRIPTOR_SET = ROOT / "build" / "r3mes.binpb"
 PROTO_DEPS = ROOT / "build" / "proto-deps"
 CLIENT_PROTOS = ROOT / "build" / "client-protos"
+# The API as last released (`make release-protos`), committed: what `buf breaking` compares the
+# protos with, so it needs neither git history nor tags (CI may clone shallow) nor a registry.
+RELEASED = PROTO_ROOT / "released.binpb"
 GOOGLEAPIS_ROOT = Path(google.api.__path__[0]).parent.parent
 WELL_KNOWN_ROOT = Path(grpc_tools.__file__).parent / "_proto"
 THIRD_PARTY = ("google/api", "google/rpc", "google/type")
@@ -82,11 +85,12 @@ def build_descriptor_set(path: Path) -> None:
     )
 
 
-def stage_proto_deps() -> None:
+def stage_proto_deps(root: Path = ROOT) -> None:
     """Give buf the googleapis protos our protos import, taken from the installed package."""
-    shutil.rmtree(PROTO_DEPS, ignore_errors=True)
+    deps = root / PROTO_DEPS.relative_to(ROOT)
+    shutil.rmtree(deps, ignore_errors=True)
     for package in THIRD_PARTY:
-        shutil.copytree(GOOGLEAPIS_ROOT / package, PROTO_DEPS / package, ignore=_not_proto)
+        shutil.copytree(GOOGLEAPIS_ROOT / package, deps / package, ignore=_not_proto)
 
 
 def _not_proto(directory: str, names: list[str]) -> list[str]:
@@ -96,6 +100,30 @@ def _not_proto(directory: str, names: list[str]) -> list[str]:
 def buf_lint() -> int:
     stage_proto_deps()
     return subprocess.run([str(BIN_DIR / "buf"), "lint"], cwd=ROOT, check=False).returncode
+
+
+def breaking_changes(root: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """buf breaking of the protos under `root` against the released image, under buf.yaml's
+    FILE rules: whatever would break code generated from the released protos (a field removed,
+    renumbered, retyped or renamed, an RPC or a file moved) is listed and fails."""
+    stage_proto_deps(root)
+    against = root / RELEASED.relative_to(ROOT)
+    return subprocess.run(
+        [str(BIN_DIR / "buf"), "breaking", "--against", str(against)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def release() -> None:
+    """Record the current protos as the released API (ours alone, without source info, so the
+    committed image changes only when the contract does)."""
+    stage_proto_deps()
+    command = [str(BIN_DIR / "buf"), "build", "--path", str(PROTO_ROOT.relative_to(ROOT) / "r3mes")]
+    command += ["--exclude-source-info", "--output", str(RELEASED.relative_to(ROOT))]
+    subprocess.run(command, cwd=ROOT, check=True)
 
 
 def export(out_dir: Path) -> None:
@@ -124,11 +152,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lint", action="store_true", help="run buf lint instead of generating")
     parser.add_argument(
+        "--breaking",
+        action="store_true",
+        help=f"run buf breaking against {RELEASED.relative_to(ROOT)} instead of generating",
+    )
+    parser.add_argument(
+        "--release",
+        action="store_true",
+        help=f"write {RELEASED.relative_to(ROOT)}: the protos as they are become the released API",
+    )
+    parser.add_argument(
         "--export", type=Path, metavar="DIR", help="write the protos clients need into DIR"
     )
     args = parser.parse_args()
     if args.lint:
         raise SystemExit(buf_lint())
+    if args.breaking:
+        result = breaking_changes()
+        print(result.stdout + result.stderr, end="", file=sys.stderr)
+        raise SystemExit(result.returncode)
+    if args.release:
+        release()
+        return
     if args.export:
         export(args.export)
         return

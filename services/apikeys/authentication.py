@@ -29,6 +29,8 @@ from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
 from services.apikeys.domain import NOT_FOUND, Validation, ValidationStatus
 from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
+from services.apikeys.metrics import CACHE_HITS, CACHE_MISSES
+from services.apikeys.settings import APIKeysSettings
 from services.core import validators
 from services.core.auth import (
     AuthenticationFailures,
@@ -39,10 +41,12 @@ from services.core.auth import (
 from services.core.clients import API_KEY_HEADER, ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
+from services.core.hosting import HostContext
 from services.core.settings import Settings
 from services.core.wire import utc_datetime
 
 logger = logging.getLogger(__name__)
+
 
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
@@ -106,11 +110,13 @@ class APIKeyAuthenticator:
         digest = hashlib.sha256(secret.encode()).digest()
         cached = self._cache.get(digest)  # only well-formed keys are ever cached
         if cached is not None and not _past_expiry(cached, self._clock()):
+            CACHE_HITS.inc()
             return cached
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
             return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+        CACHE_MISSES.inc()
         if self._failures is not None:  # a client past its allowance asks nothing more
             await self._failures.before_lookup()
         self._invalidations.ensure_listening()
@@ -171,13 +177,20 @@ _STATUSES = {
 
 
 def authenticators_for(
-    settings: Settings, clients: ServiceClients, clock: Clock = utc_now
+    settings: Settings, own: APIKeysSettings, clients: ServiceClients, clock: Clock = utc_now
 ) -> list[Authenticator]:
     """What a process that does not host apikeys accepts: the internal token and API keys,
     checked by the apikeys service over gRPC. The Redis listener closes with `clients`."""
-    invalidations = KeyInvalidations.from_settings(settings)
+    invalidations = KeyInvalidations.from_settings(settings, own)
     clients.closing(invalidations.close)
     authenticator = APIKeyAuthenticator(
         RemoteKeyValidator(clients.channel("apikeys")), invalidations, clock
     )
     return [InternalTokenAuthenticator(settings.internal_token_value()), authenticator]
+
+
+def checks_elsewhere(context: HostContext) -> list[Authenticator]:
+    """The apikeys spec's `authenticators_elsewhere`: a process without apikeys checks keys
+    over gRPC, with apikeys' own settings."""
+    own = context.own(APIKeysSettings)
+    return authenticators_for(context.settings, own, context.clients, context.clock)

@@ -25,6 +25,7 @@ import redis.asyncio
 from cachetools import TTLCache
 from redis.exceptions import RedisError
 
+from services.apikeys.settings import APIKeysSettings
 from services.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -95,13 +96,13 @@ class KeyInvalidations:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KeyInvalidations:
+    def from_settings(cls, settings: Settings, own: APIKeysSettings) -> KeyInvalidations:
         cache: KeyCheckCache[Any] = KeyCheckCache(
-            settings.apikeys_cache_ttl_seconds,
-            settings.apikeys_cache_max_entries,
-            refused_ttl_seconds=settings.apikeys_refused_cache_ttl_seconds,
+            own.apikeys_cache_ttl_seconds,
+            own.apikeys_cache_max_entries,
+            refused_ttl_seconds=own.apikeys_refused_cache_ttl_seconds,
         )
-        return cls(cache, settings.redis_url, settings.apikeys_invalidation_channel)
+        return cls(cache, settings.redis_url, own.apikeys_invalidation_channel)
 
     async def key_withdrawn(self, key_id: str) -> None:
         self.cache.forget_key(key_id)

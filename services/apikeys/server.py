@@ -12,6 +12,7 @@ from services.apikeys.domain import Validation
 from services.apikeys.key_cache import KeyInvalidations
 from services.apikeys.repository import APIKeysRepositories
 from services.apikeys.servicer import APIKeysServicer
+from services.apikeys.settings import APIKeysSettings
 from services.apikeys.spec import SPEC
 from services.apikeys.usecases import APIKeysUseCases, KeyPolicy
 from services.core.auth import InternalTokenAuthenticator
@@ -41,10 +42,11 @@ async def build(context: HostContext) -> ServiceParts:
     settings, clock = context.settings, context.clock
     database = await open_database(settings, "apikeys")
     uow = UnitOfWork(database, APIKeysRepositories.on, attempts=settings.db_retry_attempts)
-    invalidations = KeyInvalidations.from_settings(settings)
+    own = context.own(APIKeysSettings)
+    invalidations = KeyInvalidations.from_settings(settings, own)
     policy = KeyPolicy(
-        max_active_per_wallet=settings.apikeys_max_active_per_wallet,
-        challenge_ttl=timedelta(seconds=settings.apikeys_challenge_ttl_seconds),
+        max_active_per_wallet=own.apikeys_max_active_per_wallet,
+        challenge_ttl=timedelta(seconds=own.apikeys_challenge_ttl_seconds),
     )
     use_cases = APIKeysUseCases(uow, clock, policy, invalidations)
     servicer = APIKeysServicer(use_cases, page_tokens_from_settings(settings), clock)
@@ -65,9 +67,7 @@ async def build(context: HostContext) -> ServiceParts:
             APIKeyAuthenticator(LocalKeyValidator(use_cases), invalidations, clock),
         ],
         jobs=[
-            PeriodicJob(
-                "last-used", settings.apikeys_last_used_flush_seconds, use_cases.flush_usage
-            ),
+            PeriodicJob("last-used", own.apikeys_last_used_flush_seconds, use_cases.flush_usage),
             PeriodicJob("challenge-sweep", CHALLENGE_SWEEP_SECONDS, use_cases.sweep_challenges),
         ],
     )

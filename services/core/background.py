@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from services.core.metrics import JOB_FAILURES, JOB_HEALTHY, JOB_INTERVAL, JOB_LAST_SUCCESS
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +44,15 @@ class PeriodicJob:
     # must not overlap, or an earlier run's success could be published after a later failure.
     _running: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
-    def start(self, listener: StatusListener) -> None:
+    def start(self, listener: StatusListener, service: str | None = None) -> None:
+        """`service`: the job's service when it has none of its own (for its series)."""
         self._listener = listener
+        self.service = self.service or service
+        # Its start counts as its last success until it has one: a job stuck in its first run
+        # then looks as overdue as one stuck later.
+        JOB_LAST_SUCCESS.labels(*self._labels).set(time.time())
+        JOB_HEALTHY.labels(*self._labels).set(1 if self.healthy else 0)
+        JOB_INTERVAL.labels(*self._labels).set(self.interval_seconds)
         self._task = asyncio.create_task(self._loop(), name=f"job:{self.name}")
 
     async def stop(self) -> None:
@@ -62,11 +72,15 @@ class PeriodicJob:
             await self.run()
         except Exception:
             self.failures += 1
+            JOB_FAILURES.labels(*self._labels).inc()
+            JOB_HEALTHY.labels(*self._labels).set(0)
             if self.healthy:
                 logger.exception("background job failed", extra={"job": self.name})
                 self.healthy = False
                 await self._listener(self.name, False)
             return False
+        JOB_LAST_SUCCESS.labels(*self._labels).set(time.time())
+        JOB_HEALTHY.labels(*self._labels).set(1)
         if not self.healthy:
             logger.warning(
                 "background job recovered", extra={"job": self.name, "failures": self.failures}
@@ -74,6 +88,10 @@ class PeriodicJob:
             self.healthy = True
             await self._listener(self.name, True)
         return True
+
+    @property
+    def _labels(self) -> tuple[str, str]:
+        return (self.service or "", self.name)
 
     async def _loop(self) -> None:
         while True:

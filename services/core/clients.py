@@ -21,6 +21,7 @@ import grpc
 from services.core import tracing
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
+from services.core.metrics import peer_call_handled
 from services.core.settings import ServiceName, Settings
 
 API_KEY_HEADER = "x-api-key"
@@ -60,18 +61,21 @@ class OutgoingCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             credentials=client_call_details.credentials,
             wait_for_ready=client_call_details.wait_for_ready,
         )
-        if span is None:
-            return await continuation(details, request)
         try:
             call = await continuation(details, request)
+            # Its status, once it has one (never raises; the caller still gets the answer or
+            # the error when it awaits the call).
             code = await call.code()
         except BaseException as error:
-            span.record_exception(error)
-            tracing.end_rpc_span(span, "UNKNOWN", grpc.StatusCode.UNKNOWN.value[0], True)
+            if span is not None:
+                span.record_exception(error)
+                tracing.end_rpc_span(span, "UNKNOWN", grpc.StatusCode.UNKNOWN.value[0], True)
             raise
-        # Any status but OK is a failure of the call, for its caller (OpenTelemetry's gRPC
-        # conventions); the peer's own span says whether the peer failed.
-        tracing.end_rpc_span(span, code.name, code.value[0], code is not grpc.StatusCode.OK)
+        peer_call_handled(method, code.name)
+        if span is not None:
+            # Any status but OK is a failure of the call, for its caller (OpenTelemetry's gRPC
+            # conventions); the peer's own span says whether the peer failed.
+            tracing.end_rpc_span(span, code.name, code.value[0], code is not grpc.StatusCode.OK)
         return call
 
 

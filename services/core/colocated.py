@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 
 from services.core.auth import INTERNAL, current_principal
 from services.core.interceptors.errors import ErrorMapping
+from services.core.metrics import peer_call_handled
 
 Method = Callable[[Any, Any], Awaitable[Any]]
 
@@ -45,19 +46,28 @@ class ColocatedStub:
         full_name = f"/{self._proto_service}/{method_name}"
 
         async def call(request: Any, **_call_options: Any) -> Any:
-            # A task of its own: the peer's principal (below) stays out of the caller's context.
-            task = asyncio.ensure_future(self._on_own_authority(method, request))
             try:
-                return await asyncio.wait_for(task, self._timeout_seconds)
-            except TimeoutError:
-                raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-            except grpc.aio.AioRpcError:
+                response = await self._call(method, request, full_name)
+            except grpc.aio.AioRpcError as error:
+                peer_call_handled(full_name, error.code().name)
                 raise
-            except Exception as error:
-                status = rpc_status.to_status(self._errors.status_of(error, full_name))
-                raise _rpc_error(status.code, status.details, status.trailing_metadata) from None
+            peer_call_handled(full_name, grpc.StatusCode.OK.name)
+            return response
 
         return call
+
+    async def _call(self, method: Method, request: Any, full_name: str) -> Any:
+        # A task of its own: the peer's principal (below) stays out of the caller's context.
+        task = asyncio.ensure_future(self._on_own_authority(method, request))
+        try:
+            return await asyncio.wait_for(task, self._timeout_seconds)
+        except TimeoutError:
+            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        except grpc.aio.AioRpcError:
+            raise
+        except Exception as error:
+            status = rpc_status.to_status(self._errors.status_of(error, full_name))
+            raise _rpc_error(status.code, status.details, status.trailing_metadata) from None
 
     @staticmethod
     async def _on_own_authority(method: Method, request: Any) -> Any:

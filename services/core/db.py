@@ -23,9 +23,11 @@ from sqlalchemy.ext.asyncio import (
     AsyncTransaction,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from services.core.errors import AlreadyExists, R3mesError, TransactionConflict, Unavailable
+from services.core.metrics import DB_POOL_IN_USE, DB_POOL_TIMEOUTS, DB_POOL_WAITING
 from services.core.settings import ServiceName, Settings
 
 logger = logging.getLogger(__name__)
@@ -54,15 +56,19 @@ class ConnectionLost(Unavailable):
 class Database:
     """The engine of one service and the name its schema has on this engine."""
 
-    def __init__(self, engine: AsyncEngine, schema: str | None) -> None:
+    def __init__(self, engine: AsyncEngine, schema: str | None, service: ServiceName) -> None:
         self.engine = engine
         self.schema = schema
+        self.service = service
+        self.waiting = 0  # units of work waiting for a pooled connection
+        DB_POOL_IN_USE.track(self, _checked_out, service)
+        DB_POOL_WAITING.track(self, lambda database: database.waiting, service)
 
     @classmethod
     def from_settings(cls, settings: Settings, service: ServiceName) -> Database:
         url = database_url(settings, service)
         if url.get_backend_name() == "sqlite":
-            return cls(_sqlite_engine(url, service), schema=None)
+            return cls(_sqlite_engine(url, service), None, service)
         engine = create_async_engine(
             url,
             hide_parameters=True,  # error messages (and so logs) never carry the values
@@ -84,7 +90,7 @@ class Database:
             },
             execution_options={"schema_translate_map": {service: service + settings.schema_suffix}},
         )
-        return cls(engine, schema=service + settings.schema_suffix)
+        return cls(engine, service + settings.schema_suffix, service)
 
     @property
     def is_sqlite(self) -> bool:
@@ -102,8 +108,16 @@ class Database:
         leave as the error hierarchy; anything else the block raises passes through untouched,
         so an OSError of the caller's own is never reported as "database unavailable".
         """
-        with _translated():
-            connection = await self.engine.connect()
+        self.waiting += 1
+        try:
+            with _translated():
+                connection = await self.engine.connect()
+        except Unavailable as error:
+            if isinstance(error.__cause__, PoolTimeoutError):
+                DB_POOL_TIMEOUTS.labels(self.service).inc()
+            raise
+        finally:
+            self.waiting -= 1
         try:
             with _translated():
                 if read_only:
@@ -139,6 +153,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _checked_out(database: Database) -> float:
+    pool = database.engine.pool
+    return float(pool.checkedout()) if isinstance(pool, QueuePool) else 0.0
 
 
 def database_url(settings: Settings, service: ServiceName) -> URL:

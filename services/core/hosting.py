@@ -29,9 +29,10 @@ from services.core.colocated import ColocatedStub
 from services.core.lifecycle import Closer, ServiceServer, build_server, registration
 from services.core.registry import SERVICES
 from services.core.servicespec import ServiceSpec
-from services.core.settings import Settings
+from services.core.settings import Settings, SettingsBase
 
 StubT = TypeVar("StubT")
+OwnSettingsT = TypeVar("OwnSettingsT", bound=SettingsBase)
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,18 @@ class HostContext:
     settings: Settings
     clock: Clock
     clients: ServiceClients
+    # A service's own settings given by the caller (tests); others are read when first asked.
+    configured: dict[type[SettingsBase], SettingsBase] = field(default_factory=dict)
     # Built so far, in build order.
     built: dict[str, tuple[ServiceSpec, ServiceParts]] = field(default_factory=dict)
+
+    def own(self, kind: type[OwnSettingsT]) -> OwnSettingsT:
+        """A service's own settings (`services/<name>/settings.py`): as configured by the
+        caller, else read from the environment like the kernel's, once per process."""
+        found = self.configured.get(kind)
+        if found is None:
+            found = self.configured[kind] = kind()
+        return cast(OwnSettingsT, found)
 
     def peer(self, name: str, stub: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """The peer `name` as its generated async stub: in-process when co-hosted (built
@@ -101,18 +112,22 @@ async def host(
     clock: Clock = utc_now,
     *,
     authenticators: Sequence[Authenticator] | None = None,
+    configured: Sequence[SettingsBase] = (),
 ) -> tuple[ServiceServer, int]:
     """One server for `specs` (in registry order), listening on the port of the first.
 
     `authenticators` replaces the credential checks (tests); by default a co-hosted service
     that checks credentials itself does it for all, else keys are checked by the remote one.
+    `configured` gives services their own settings (tests); unset, they read the environment.
     """
     if not specs:
         raise ValueError("a process must host at least one service")
-    context = HostContext(settings, clock, ServiceClients(settings))
+    context = HostContext(
+        settings, clock, ServiceClients(settings), {type(own): own for own in configured}
+    )
     try:
         for spec in build_order(specs):
-            context.built[spec.name] = (spec, await spec.build(context))
+            context.built[spec.name] = (spec, await spec.parts(context))
     except BaseException:
         await _close_all(context)
         raise
@@ -147,8 +162,9 @@ def _authenticators(
         if parts.authenticators is not None:
             return parts.authenticators
     for spec in SERVICES:
-        if spec.authenticators_elsewhere is not None:
-            return spec.authenticators_elsewhere(context)
+        checks = spec.authenticators_from(context)
+        if checks is not None:
+            return checks
     return [InternalTokenAuthenticator(context.settings.internal_token_value())]
 
 

@@ -30,8 +30,9 @@ from services.core.db import Database
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
 from services.core.interceptors.errors import ErrorDomains
-from services.core.interceptors.ratelimit import rate_limiting_from_settings
+from services.core.interceptors.ratelimit import RateLimitingSetup, rate_limiting_from_settings
 from services.core.logging import configure_logging
+from services.core.metrics import CALLS_IN_FLIGHT, serve_metrics
 from services.core.migrate import migrate_on_start
 from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
@@ -74,7 +75,7 @@ class ServiceServer:
         for job in self.jobs:
             publish = partial(self._publish_job, job.service or self.name)
             await publish(job.name, True)
-            job.start(publish)
+            job.start(publish, self.name)
         logger.info("serving calls", extra={"service": self.name})
 
     async def stop(self, grace_seconds: float) -> None:
@@ -147,15 +148,7 @@ def build_server(
     admission = Admission()
     service_names = [full_name for _, full_name in registrations]
     limiting = rate_limiting_from_settings(settings, service_names)
-    chain = RequestChain(
-        ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
-        authenticators,
-        trusted_networks(settings.trusted_proxies),
-        admission,
-        limiting.step,
-        settings.gateway_secret_value(),
-        limiting.failures,
-    )
+    chain = request_chain(settings, name, authenticators, admission, limiting, error_domains)
     server = grpc.aio.server(interceptors=[chain], options=server_options(settings))
     for register, _ in registrations:
         register(server)
@@ -173,6 +166,30 @@ def build_server(
     closers, jobs = [*limiting.closers, *closers], [*jobs, *limiting.jobs]
     built = ServiceServer(label or name, server, health, service_names, closers, jobs, admission)
     return built, port
+
+
+def request_chain(
+    settings: Settings,
+    name: ServiceName,
+    authenticators: Sequence[Authenticator],
+    admission: Admission,
+    limiting: RateLimitingSetup,
+    error_domains: Mapping[str, str] | None = None,
+) -> RequestChain:
+    """The interceptor chain of a server named `name`, as the settings configure it (its
+    series recorded only with a metrics port)."""
+    chain = RequestChain(
+        ErrorDomains(f"{name}.r3mes.network", error_domains or {}),
+        authenticators,
+        trusted_networks(settings.trusted_proxies),
+        admission,
+        limiting.step,
+        settings.gateway_secret_value(),
+        limiting.failures,
+        metrics=settings.metrics_port is not None,
+    )
+    CALLS_IN_FLIGHT.track(admission, lambda a: a.running)
+    return chain
 
 
 def port_setting(service: str) -> str:
@@ -245,6 +262,7 @@ def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]
 
     async def main() -> None:
         try:
+            serve_metrics(settings)
             server, port = await create_server(settings)
         except Exception:
             logger.exception("failed to start")

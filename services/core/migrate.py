@@ -97,6 +97,15 @@ def _with_migrations(services: Sequence[ServiceName]) -> list[ServiceName]:
     return [s for s in services if (SERVICES_ROOT / s / "migrations").is_dir()]
 
 
+async def _downgrade_one(settings: Settings, service: ServiceName, revision: str) -> None:
+    database = Database.from_settings(settings, service)
+    try:
+        await downgrade(database, service, revision)
+        print(f"{service}: at {await current_revision(database, service) or 'base'}")
+    finally:
+        await database.dispose()
+
+
 async def migrate_all(settings: Settings, services: Sequence[ServiceName]) -> None:
     for service in _with_migrations(services):
         database = Database.from_settings(settings, service)
@@ -107,13 +116,18 @@ async def migrate_all(settings: Settings, services: Sequence[ServiceName]) -> No
         print(f"{service}: migrated to head")
 
 
+def history(service: ServiceName) -> ScriptDirectory:
+    """The service's migration scripts, read from disk (no database needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(SERVICES_ROOT / service / "migrations"))
+    return ScriptDirectory.from_config(config)
+
+
 def _behind(service: ServiceName, revision: str | None) -> bool:
     """Whether a schema at `revision` still needs migrations this code ships. A revision this
     code does not know was written by a newer release: ahead, not behind (its migrations keep
     older code working, so a rolled-back release still starts)."""
-    config = Config()
-    config.set_main_option("script_location", str(SERVICES_ROOT / service / "migrations"))
-    script = ScriptDirectory.from_config(config)
+    script = history(service)
     known = {r.revision for r in script.walk_revisions()}
     return revision is None or (revision in known and revision != script.get_current_head())
 
@@ -160,10 +174,22 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="migrate nothing: wait until the services of R3MES_SERVICES are migrated",
     )
+    parser.add_argument(
+        "--downgrade",
+        nargs=2,
+        metavar=("SERVICE", "REVISION"),
+        help="undo SERVICE's migrations down to REVISION (base: all of them); run it with the "
+        "release being rolled back to still stopped, since its code is what the schema must fit",
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings)
-    if args.wait:
+    if args.downgrade:
+        service, revision = args.downgrade
+        if service not in NAMES:
+            parser.error(f"unknown service {service}: choose among {', '.join(NAMES)}")
+        asyncio.run(_downgrade_one(settings, service, revision))
+    elif args.wait:
         services = [spec.name for spec in selected(settings.services)]
         asyncio.run(wait_until_migrated(settings, services))
     else:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import services
 from services.core.servicespec import ServiceSpec
-from services.core.settings import Settings
+from services.core.settings import Settings, SettingsBase
 
 KERNEL = "core"
 ALL = "all"
@@ -53,6 +53,11 @@ def selected(selection: str) -> list[ServiceSpec]:
             f"unknown services {unknown or [selection]}: choose {ALL} or among {', '.join(NAMES)}"
         )
     return [spec for spec in SERVICES if spec.name in names]
+
+
+def settings_classes() -> list[type[SettingsBase]]:
+    """The kernel's settings and each service's own, in registry order."""
+    return [Settings, *(spec.settings for spec in SERVICES if spec.settings is not None)]
 
 
 def shared_port(settings: Settings, specs: Sequence[ServiceSpec] = SERVICES) -> int:

@@ -1,4 +1,4 @@
-"""Every setting of every service, read from `R3MES_*` environment variables (or a `.env` file).
+"""The kernel's settings, read from `R3MES_*` environment variables (or a `.env` file).
 
 One documented default per setting; the defaults are the embedded mode: SQLite files under
 `data/`, the in-process rate limiter, every service on 127.0.0.1. docs/configuration.md lists them.
@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import string
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from services.core import validators
 
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
@@ -23,15 +20,23 @@ _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 ServiceName = str
 
 
-class ServingPrice(BaseModel):
-    """Micro-credits per token of one model or adapter."""
+class Canary(BaseModel):
+    """A second version of one service that the gateway sends a share of its calls to."""
 
-    prompt: int = Field(ge=0, le=10**9)
-    completion: int = Field(ge=0, le=10**9)
+    target: str = Field(pattern=r"^\S+:\d+$", description="host:port of the second version")
+    weight: int = Field(ge=0, le=100, description="Percent of the service's gateway calls")
 
 
-class Settings(BaseSettings):
+class SettingsBase(BaseSettings):
+    """What every settings class shares: `R3MES_*` environment variables (or a `.env` file).
+    The kernel's are `Settings`; a service's own live in `services/<name>/settings.py`."""
+
     model_config = SettingsConfigDict(env_prefix="R3MES_", env_file=".env", extra="ignore")
+
+
+class Settings(SettingsBase):
+    """The kernel's settings: storage, listening and reaching services, identity, limits,
+    lifecycle, the gateway. What only one service reads is that service's own."""
 
     data_dir: Path = Field(Path("data"), description="Folder of the embedded SQLite files.")
     database_url: str | None = Field(
@@ -121,116 +126,6 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Deadline of a service-to-service call."
     )
 
-    # --- mining (services/mining): report retention and the optional chain indexer ---
-    mining_report_retention_days: int = Field(
-        180,
-        ge=1,
-        description="Raw mining reports older than this (by observe time) are pruned; the "
-        "per-day rollups and per-miner totals every read uses are kept.",
-    )
-    mining_prune_interval_seconds: float = Field(
-        3600.0, gt=0, description="How often mining prunes old raw reports."
-    )
-    chain_rpc_url: str | None = Field(
-        None,
-        pattern=r"^https?://",
-        description="CometBFT RPC endpoint (http or https) whose blocks the mining service "
-        "records. Unset: no indexer. An operator setting, trusted: loopback and private "
-        "addresses are allowed.",
-    )
-    chain_poll_interval_seconds: float = Field(
-        5.0, gt=0, description="Pause of the indexer between polls once caught up or failing."
-    )
-    chain_rpc_timeout_seconds: float = Field(
-        5.0, gt=0, description="Deadline of each request of the indexer to the chain."
-    )
-    chain_blocks_per_poll: int = Field(
-        100,
-        ge=1,
-        le=10000,
-        description="Blocks the indexer records between two reads of the chain's height.",
-    )
-    chain_start_height: int = Field(
-        1, ge=1, description="First block the indexer records when none is recorded yet."
-    )
-    chain_proposer_wallets: dict[str, str] = Field(
-        {},
-        description="Proposer address (hex, as in block headers) -> remes wallet credited with "
-        "the block, as JSON. Blocks of other proposers are skipped (logged once per proposer).",
-    )
-    chain_block_reward_micro_credits: int = Field(
-        0, ge=0, le=10**15, description="Reward recorded with each indexed block."
-    )
-
-    @field_validator("chain_proposer_wallets")
-    @classmethod
-    def _proposer_wallets(cls, mapping: dict[str, str]) -> dict[str, str]:
-        # Headers spell proposers in uppercase hex; wallets are checked like any request's.
-        checked = {}
-        for proposer, wallet in mapping.items():
-            if not proposer or any(c not in string.hexdigits for c in proposer):
-                raise ValueError(f"proposer {proposer!r} is not a hex address")
-            checked[proposer.upper()] = validators.wallet_address(wallet)
-        return checked
-
-    # --- serving (services/serving): paid inference on the network's nodes ---
-    serving_prices: dict[str, ServingPrice] = Field(
-        {},
-        description="Price per token of each model or LoRA adapter, in micro-credits, as JSON: "
-        '{"llama-3.1-8b": {"prompt": 1, "completion": 3}}. An adapter is priced by its own '
-        "name, a model or adapter not listed at the defaults below.",
-    )
-    serving_default_prompt_price_micro_credits: int = Field(
-        1, ge=0, le=10**9, description="Price per prompt token of models not in serving_prices."
-    )
-    serving_default_completion_price_micro_credits: int = Field(
-        2,
-        ge=0,
-        le=10**9,
-        description="Price per completion token of models not in serving_prices.",
-    )
-    serving_node_share_percent: int = Field(
-        70,
-        ge=0,
-        le=100,
-        description="Share of each confirmed charge credited to the node's owner (rounded down).",
-    )
-    serving_node_offline_after_seconds: float = Field(
-        60.0,
-        gt=0,
-        description="A node not heard from (registration or heartbeat) for this long is offline: "
-        "no traffic until it beats again.",
-    )
-    serving_node_failure_cooldown_seconds: float = Field(
-        30.0,
-        ge=0,
-        description="A node that failed a chat before its first token gets no traffic from this "
-        "process for this long.",
-    )
-    serving_node_timeout_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="Longest wait for a node: to connect, for its first token, between tokens.",
-    )
-    serving_endpoint_ports: list[int] = Field(
-        [80, 443, 8000, 8080, 11434],
-        description="Ports a node endpoint on a public address may use (vLLM 8000, llama.cpp "
-        "8080, Ollama 11434).",
-    )
-    serving_private_networks: list[str] = Field(
-        [],
-        description="Networks (CIDRs) a node endpoint may name by IP address although they are "
-        "not public, on any port: an operator setting (`make run` and the tests allow "
-        "127.0.0.0/8). A host name must always resolve to public addresses only.",
-    )
-
-    @field_validator("serving_private_networks")
-    @classmethod
-    def _private_networks(cls, cidrs: list[str]) -> list[str]:
-        for cidr in cidrs:
-            ipaddress.ip_network(cidr, strict=False)
-        return cidrs
-
     internal_token: SecretStr | None = Field(
         None,
         description="The internal service token (x-r3mes-internal-token). Unset and no file: no "
@@ -293,44 +188,6 @@ class Settings(BaseSettings):
         description="How often the probe asks Redis whether it answers (and health refreshed).",
     )
 
-    # API keys (the apikeys service and every service's API-key authentication).
-    apikeys_max_active_per_wallet: int = Field(
-        10, ge=1, le=1000, description="Most active (not revoked, not expired) keys per wallet."
-    )
-    apikeys_challenge_ttl_seconds: float = Field(
-        300.0,
-        ge=30,
-        le=3600,
-        description="How long an ownership challenge may be answered after it is issued.",
-    )
-    apikeys_cache_ttl_seconds: float = Field(
-        5.0,
-        gt=0,
-        le=60,
-        description="How long a service trusts a ValidateAPIKey answer: the longest a revoked or "
-        "deleted key keeps working anywhere (with redis_url, revocations arrive at once).",
-    )
-    apikeys_refused_cache_ttl_seconds: float = Field(
-        3.0,
-        gt=0,
-        le=60,
-        description="How long a service remembers that a key is unknown, revoked or expired, "
-        "so the same wrong key is not asked about on every call (a new key works at once: its "
-        "secret was never refused).",
-    )
-    apikeys_cache_max_entries: int = Field(
-        10000, ge=1, description="Most ValidateAPIKey answers a service keeps (least recent go)."
-    )
-    apikeys_last_used_flush_seconds: float = Field(
-        10.0,
-        gt=0,
-        description="How often the apikeys service writes the keys' last use times, batched.",
-    )
-    apikeys_invalidation_channel: str = Field(
-        "r3mes.apikeys.withdrawn",
-        min_length=1,
-        description="Redis pub/sub channel on which revoked and deleted keys are announced.",
-    )
     redis_url: str | None = Field(
         None,
         description="Redis (redis://host:port/db) shared by the services. Unset: revocations "
@@ -362,6 +219,14 @@ class Settings(BaseSettings):
         description="How long calls on a connection asked to close may still run; keep it "
         "above gateway_route_timeout_seconds.",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of this process's Prometheus metrics (/metrics, on listen_host); "
+        "with workers above 1, worker i serves on this port + i. Unset: no metrics are "
+        "recorded or served. `make run` sets one per process (its banner lists them).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
     otlp_endpoint: str | None = Field(
@@ -389,6 +254,14 @@ class Settings(BaseSettings):
         description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
         "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
         "reach.",
+    )
+    gateway_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="A listener of Envoy on listen_host at this port answering GET /metrics "
+        "with Envoy's own statistics (admin's /stats/prometheus, and nothing else of admin). "
+        "Unset: none. `make run` opens one (its banner says where).",
     )
     cors_origins: list[str] = Field(
         ["http://localhost:3000", "http://127.0.0.1:3000"],
@@ -433,6 +306,25 @@ class Settings(BaseSettings):
     )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
+    )
+    features: dict[str, bool] = Field(
+        {},
+        description='Feature flags, JSON: {"users.network_stats_cache": true}. Unset flags are '
+        "off. services.core.features; docs/operations.md lists the flags.",
+    )
+    features_file: Path | None = Field(
+        None,
+        description="A JSON file of feature flags (the shape of `features`, whose flags it "
+        "overrides), read again whenever it changes: a flag flips in running processes.",
+    )
+    canaries: dict[ServiceName, Canary] = Field(
+        {},
+        description='Canary releases, JSON: {"credits": {"target": "10.0.0.7:50054", "weight": '
+        "5}} sends 5 % of credits' calls through the gateway to a second version at that "
+        "target, the rest to its usual target. The weight is where Envoy starts; Envoy's "
+        "runtime key `r3mes.canary.<service>` changes it while running (`python -m "
+        "gateway.canary`), without dropping a call. Calls between services do not pass the "
+        "gateway and are not split.",
     )
 
     @field_validator("otlp_endpoint", mode="before")

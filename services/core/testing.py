@@ -19,6 +19,7 @@ from pathlib import Path
 import bech32
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from services.core.lifecycle import ServiceServer
 from services.core.settings import ServiceName, Settings
@@ -51,6 +52,11 @@ async def serving(
         yield server, f"127.0.0.1:{port}"
     finally:
         await server.stop(grace_seconds=1.0)
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A sample of this process's metrics as Prometheus would read it (0 when absent)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 class FakeClock:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core import tracing
 from services.core.db import ConnectionLost, Database
 from services.core.errors import TransactionConflict
+from services.core.metrics import UNIT_OF_WORK_RETRIES
 
 RepositoriesT = TypeVar("RepositoriesT")
 ResultT = TypeVar("ResultT")
@@ -89,6 +90,7 @@ class UnitOfWork(Generic[RepositoriesT]):
                 if attempt == self._attempts:
                     logger.warning("unit of work aborted", extra={"attempts": attempt})
                     raise
+                UNIT_OF_WORK_RETRIES.labels(self._database.service).inc()
             # Full jitter: concurrent losers spread out instead of colliding again in step.
             await asyncio.sleep(random.uniform(0, FIRST_BACKOFF_SECONDS * 2**attempt))  # noqa: S311
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -119,6 +119,16 @@ def saturate(value: int) -> int:
 
 
 @dataclass(frozen=True)
+class HeldReservations:
+    """The holds still HELD in storage: how many, the oldest's create time (None: no hold),
+    and how many are past their expire time (released for readers, not yet swept)."""
+
+    count: int
+    oldest_create_time: datetime | None
+    past_expiry: int
+
+
+@dataclass(frozen=True)
 class Reservation:
     reservation_id: str
     wallet_address: str

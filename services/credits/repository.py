@@ -17,6 +17,7 @@ from sqlalchemy import (
     Row,
     String,
     bindparam,
+    case,
     cast,
     func,
     select,
@@ -34,6 +35,7 @@ from services.credits.domain import (
     BALANCE_LIMIT,
     Account,
     Balance,
+    HeldReservations,
     LedgerEntry,
     LedgerEntryKind,
     NetworkTotal,
@@ -272,6 +274,17 @@ class ReservationRepository(BaseRepository[Reservation]):
             # Closed when it expired, not when it was noticed: the same for every replica.
             values={"state": ReservationState.EXPIRED.value, "close_time": c.expire_time},
         )
+
+    async def held(self, now: datetime) -> HeldReservations:
+        """One statement over the HELD rows only (the state's index), never the closed ones."""
+        c = self.table.c
+        statement = select(
+            func.count(),
+            func.min(c.create_time),
+            func.coalesce(func.sum(case((c.expire_time <= now, 1), else_=0)), 0),
+        ).where(c.state == HELD)
+        count, oldest, past_expiry = tuple((await self.execute(statement)).one())
+        return HeldReservations(int(count), oldest, int(past_expiry))
 
     async def due_for_expiry(self, now: datetime, limit: int) -> list[str]:
         """Ids of up to `limit` expired holds, locked; those another sweeper has locked are

@@ -18,6 +18,7 @@ from services.core.lifecycle import ServiceServer, open_database, run
 from services.core.page_tokens import page_tokens_from_settings
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
+from services.credits import metrics
 from services.credits.repository import CreditsRepositories
 from services.credits.servicer import CreditsServicer
 from services.credits.spec import SPEC
@@ -37,7 +38,7 @@ async def build(
     uow = UnitOfWork(database, CreditsRepositories.on, attempts=settings.db_retry_attempts)
     use_cases = CreditsUseCases(uow, clock)
     jobs = [
-        PeriodicJob(RESERVATION_SWEEPER, sweep_interval_seconds, use_cases.expire_due),
+        PeriodicJob(RESERVATION_SWEEPER, sweep_interval_seconds, partial(sweep, use_cases, clock)),
         sweeper_job(
             uow,
             lambda repositories: repositories.idempotency,
@@ -52,6 +53,13 @@ async def build(
         closers=[database.dispose],
         jobs=jobs,
     )
+
+
+async def sweep(use_cases: CreditsUseCases, clock: Clock) -> int:
+    """Expire the holds that are due, then publish what is still held; how many expired."""
+    swept = await use_cases.expire_due()
+    metrics.publish(await use_cases.held(), clock())
+    return swept
 
 
 async def create_server(

@@ -15,6 +15,7 @@ from services.credits.domain import (
     Balance,
     BalanceLimitExceeded,
     Capture,
+    HeldReservations,
     Hold,
     InsufficientCredits,
     LedgerEntry,
@@ -210,6 +211,10 @@ class CreditsUseCases:
             )
 
         return await self._uow.run(in_unit)
+
+    async def held(self) -> HeldReservations:
+        now = self._clock()
+        return await self._uow.run(lambda r: r.reservations.held(now), read_only=True)
 
     async def expire_due(self) -> int:
         """The sweeper: resolve holds past their time as EXPIRED and release their credits, in

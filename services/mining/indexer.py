@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from services.core.background import PeriodicJob
-from services.core.settings import Settings
 from services.mining.domain import BlockAlreadyExists, NewBlock
+from services.mining.settings import MiningSettings
 from services.mining.usecases import MiningUseCases
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class ChainIndexer:
         self.behind = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, use_cases: MiningUseCases) -> ChainIndexer:
+    def from_settings(cls, settings: MiningSettings, use_cases: MiningUseCases) -> ChainIndexer:
         assert settings.chain_rpc_url is not None
         client = httpx.AsyncClient(
             base_url=settings.chain_rpc_url,

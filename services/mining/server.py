@@ -18,17 +18,19 @@ from services.core.uow import UnitOfWork
 from services.mining.indexer import ChainIndexer
 from services.mining.repository import MiningRepositories
 from services.mining.servicer import MiningServicer
+from services.mining.settings import MiningSettings
 from services.mining.spec import SPEC
 from services.mining.usecases import MiningUseCases
 
 
 async def build(context: HostContext) -> ServiceParts:
     settings, clock = context.settings, context.clock
+    own = context.own(MiningSettings)
     database = await open_database(settings, "mining")
     uow = UnitOfWork(database, MiningRepositories.on, attempts=settings.db_retry_attempts)
     use_cases = MiningUseCases(uow, clock)
     servicer = MiningServicer(use_cases, page_tokens_from_settings(settings))
-    retention = timedelta(days=settings.mining_report_retention_days)
+    retention = timedelta(days=own.mining_report_retention_days)
 
     async def prune() -> int:
         return await use_cases.prune_reports(retention)
@@ -40,11 +42,11 @@ async def build(context: HostContext) -> ServiceParts:
             clock,
             timedelta(days=settings.idempotency_retention_days),
         ),
-        PeriodicJob("report-pruner", settings.mining_prune_interval_seconds, prune),
+        PeriodicJob("report-pruner", own.mining_prune_interval_seconds, prune),
     ]
     closers: list[Closer] = [database.dispose]
-    if settings.chain_rpc_url is not None:
-        indexer = ChainIndexer.from_settings(settings, use_cases)
+    if own.chain_rpc_url is not None:
+        indexer = ChainIndexer.from_settings(own, use_cases)
         jobs.append(indexer.job())
         # Closed after the jobs have stopped (the lifecycle stops jobs before closers).
         closers.append(indexer.close)

@@ -16,6 +16,7 @@ from services.core.errors import (
 from services.core.idempotency import KeyClaim, fingerprint_of
 from services.core.pagination import Page, PageRequest
 from services.core.uow import UnitOfWork
+from services.mining import metrics
 from services.mining.domain import (
     ACTIVE_WINDOW,
     CURRENT_HASHRATE_WINDOW,
@@ -120,9 +121,13 @@ class MiningUseCases:
                 over = await repositories.miners.first_past_earnings_limit(earning)
                 if over is not None:
                     raise EarningsLimitExceeded(over)
+            recorded_now[0] = len(fresh)  # of the attempt that commits
             return answers
 
-        return await self._uow.run(in_unit)
+        recorded_now = [0]
+        answers = await self._uow.run(in_unit)
+        metrics.REPORTS_RECORDED.inc(recorded_now[0])
+        return answers
 
     async def record_block(self, block: NewBlock) -> Block:
         if not is_hex(block.block_hash):

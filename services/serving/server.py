@@ -19,11 +19,12 @@ from services.serving.nodes import Endpoints, NodeClient
 from services.serving.peers import CreditsPeer
 from services.serving.repository import ServingRepositories
 from services.serving.servicer import ServingServicer
+from services.serving.settings import ServingSettings
 from services.serving.spec import SPEC
 from services.serving.usecases import NodeHealth, ServingPolicy, ServingUseCases
 
 
-def policy_of(settings: Settings) -> ServingPolicy:
+def policy_of(settings: ServingSettings) -> ServingPolicy:
     return ServingPolicy(
         prices={name: Price(p.prompt, p.completion) for name, p in settings.serving_prices.items()},
         default_price=Price(
@@ -36,17 +37,17 @@ def policy_of(settings: Settings) -> ServingPolicy:
     )
 
 
-def endpoints_of(settings: Settings) -> Endpoints:
+def endpoints_of(settings: ServingSettings) -> Endpoints:
     return Endpoints(settings.serving_endpoint_ports, settings.serving_private_networks)
 
 
 async def build(context: HostContext) -> ServiceParts:
-    settings = context.settings
+    settings, own = context.settings, context.own(ServingSettings)
     database = await open_database(settings, "serving")
     uow = UnitOfWork(database, ServingRepositories.on, attempts=settings.db_retry_attempts)
-    endpoints = endpoints_of(settings)
-    nodes = NodeClient(endpoints, settings.serving_node_timeout_seconds)
-    policy = policy_of(settings)
+    endpoints = endpoints_of(own)
+    nodes = NodeClient(endpoints, own.serving_node_timeout_seconds)
+    policy = policy_of(own)
     use_cases = ServingUseCases(
         uow,
         context.clock,

@@ -7,6 +7,7 @@ from r3mes.mining.v1 import mining_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.clock import Clock, utc_now
+from services.core.features import Features
 from services.core.hosting import HostContext, ServiceParts, host
 from services.core.lifecycle import ServiceServer, open_database, run
 from services.core.settings import Settings
@@ -29,7 +30,7 @@ async def build(context: HostContext) -> ServiceParts:
         mining=context.peer("mining", mining_pb2_grpc.MiningServiceStub),
     )
     return ServiceParts(
-        UsersServicer(UsersUseCases(uow, peers, context.clock)),
+        UsersServicer(UsersUseCases(uow, peers, context.clock, Features.from_settings(settings))),
         users_pb2_grpc.add_UsersServiceServicer_to_server,
         users_pb2.DESCRIPTOR.services_by_name["UsersService"],
         closers=[database.dispose],

@@ -5,9 +5,11 @@ unit of work has ended, so no transaction stays open while another service answe
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.core.clock import Clock
+from services.core.features import Features
 from services.core.uow import UnitOfWork
 from services.users.domain import (
     Balance,
@@ -32,11 +34,24 @@ class UsersPeers(Protocol):
     async def mining_summary(self) -> MiningSummary | None: ...
 
 
+# The feature flag of the network stats cache (docs/operations.md, "Feature flags").
+NETWORK_STATS_CACHE = "users.network_stats_cache"
+NETWORK_STATS_CACHE_TTL = timedelta(seconds=5)
+
+
 class UsersUseCases:
-    def __init__(self, uow: UnitOfWork[UsersRepositories], peers: UsersPeers, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork[UsersRepositories],
+        peers: UsersPeers,
+        clock: Clock,
+        features: Features | None = None,
+    ) -> None:
         self._uow = uow
         self._peers = peers
         self._clock = clock
+        self._features = features or Features({})
+        self._network_stats: tuple[datetime, NetworkStats] | None = None
 
     async def create_user(self, wallet_address: str) -> UserProfile:
         """Registers a wallet; a new user has no balance or mining status worth asking for."""
@@ -54,6 +69,20 @@ class UsersUseCases:
         return UserProfile(user, balance, mining)
 
     async def network_stats(self) -> NetworkStats:
+        """Behind NETWORK_STATS_CACHE, answered from the stats computed within the last
+        NETWORK_STATS_CACHE_TTL: the network's figures are the most asked of all (every
+        landing page) and cost a count of every user and a call to each peer."""
+        if not self._features.enabled(NETWORK_STATS_CACHE):
+            return await self._fresh_network_stats()
+        now = self._clock()
+        cached = self._network_stats
+        if cached is not None and now - cached[0] < NETWORK_STATS_CACHE_TTL:
+            return cached[1]
+        stats = await self._fresh_network_stats()
+        self._network_stats = (now, stats)
+        return stats
+
+    async def _fresh_network_stats(self) -> NetworkStats:
         total_users = await self._uow.run(
             lambda repositories: repositories.users.count(), read_only=True
         )

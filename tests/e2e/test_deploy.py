@@ -1,16 +1,17 @@
-"""deploy/compose.yaml keeps the shape deploy/README.md promises."""
+"""deploy/compose.yaml keeps the shape deploy/README.md promises, and is what the registry
+generates (python -m tools.compose)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from services.core.registry import NAMES
+from tools.compose import COMPOSE_FILE, DEFAULT_OUTPUT, files
 
-COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
+COMPOSE = DEFAULT_OUTPUT / COMPOSE_FILE
 SERVICES = NAMES
 
 
@@ -18,6 +19,12 @@ SERVICES = NAMES
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     return loaded
+
+
+def test_the_committed_compose_files_are_the_ones_the_registry_generates() -> None:
+    stale = [path for path, text in files().items() if (DEFAULT_OUTPUT / path).read_text() != text]
+
+    assert stale == [], "run: python -m tools.compose"
 
 
 def test_the_compose_file_runs_the_databases_the_services_and_the_gateway(
@@ -39,6 +46,16 @@ def test_the_gateway_config_is_rendered_by_the_same_code_as_make_run(
     compose: dict[str, Any],
 ) -> None:
     assert compose["services"]["gateway"]["command"][:3] == ["python", "-m", "gateway.serve"]
+
+
+def test_every_service_container_and_the_gateway_serve_metrics_for_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    for name in SERVICES:
+        assert services[name]["environment"]["R3MES_METRICS_PORT"] == "9464"
+    assert services["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"] == "9463"
 
 
 def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
@@ -69,7 +86,7 @@ def test_the_gateway_reaches_a_front_door_of_its_own_on_the_backend_network(
 
 
 def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str, Any]) -> None:
-    for name in ("users", "apikeys", "mining", "credits"):
+    for name in SERVICES:
         environment = compose["services"][name]["environment"]
         assert environment["R3MES_REDIS_URL"] == "redis://redis:6379/0"
 
@@ -104,7 +121,7 @@ def test_every_service_container_is_health_checked_over_grpc_and_has_resource_li
         assert service["deploy"]["resources"]["limits"], name
 
 
-def test_prometheus_scrapes_the_metrics_port_of_every_registered_service(
+def test_prometheus_scrapes_every_registered_service_and_the_gateway_with_the_alerts_loaded(
     compose: dict[str, Any],
 ) -> None:
     prometheus = compose["services"]["prometheus"]
@@ -112,8 +129,12 @@ def test_prometheus_scrapes_the_metrics_port_of_every_registered_service(
     config = yaml.safe_load((COMPOSE.parent / mounted).read_text())
     metrics_port = compose["services"]["users"]["environment"]["R3MES_METRICS_PORT"]
 
-    (job,) = config["scrape_configs"]
-    (discovery,) = job["dns_sd_configs"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (discovery,) = jobs["r3mes-services"]["dns_sd_configs"]
+    gateway_port = compose["services"]["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"]
+    assert jobs["gateway"]["static_configs"] == [{"targets": [f"gateway:{gateway_port}"]}]
+    assert config["rule_files"] == ["alerts.yml"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
     assert inside == "/etc/prometheus/prometheus.yml"
     assert f"--config.file={inside}" in prometheus["command"]
     assert discovery["names"] == list(SERVICES)

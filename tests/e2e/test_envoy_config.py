@@ -13,8 +13,8 @@ from gateway.call_checks import NAME as CALL_CHECKS
 from gateway.catalog import UPSTREAMS
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
-from services.core.registry import NAMES
-from services.core.settings import Settings
+from services.core.registry import NAMES, SERVICES
+from services.core.settings import Canary, Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -34,10 +34,22 @@ def filter_names(config: dict[str, Any]) -> list[str]:
     return [f["name"] for f in connection_manager(config)["http_filters"]]
 
 
-@pytest.mark.parametrize("collector", [None, "http://otel-collector.observability:4317"])
-def test_envoy_accepts_the_rendered_configuration(tmp_path: Path, collector: str | None) -> None:
+CANARY = {"mining": Canary(target="127.0.0.1:50063", weight=5)}
+COLLECTOR = "http://otel-collector.observability:4317"
+
+
+@pytest.mark.parametrize(
+    ("canaries", "collector"),
+    [({}, None), (CANARY, None), ({}, COLLECTOR)],
+    ids=["as by default", "with a canary", "with a trace collector"],
+)
+def test_envoy_accepts_the_rendered_configuration(
+    tmp_path: Path, canaries: dict[str, Canary], collector: str | None
+) -> None:
     config = write_config(
-        settings(otlp_endpoint=collector), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml"
+        settings(canaries=canaries, otlp_endpoint=collector),
+        DEFAULT_DESCRIPTOR,
+        tmp_path / "envoy.yaml",
     )
 
     checked = subprocess.run(
@@ -51,19 +63,14 @@ def test_envoy_accepts_the_rendered_configuration(tmp_path: Path, collector: str
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_the_transcoder_serves_all_four_services_with_the_agreed_options() -> None:
+def test_the_transcoder_serves_every_registered_service_with_the_agreed_options() -> None:
     config = build_config(settings(), DEFAULT_DESCRIPTOR)
 
     transcoder = next(
         f for f in connection_manager(config)["http_filters"] if f["name"] == TRANSCODER
     )["typed_config"]
 
-    assert transcoder["services"] == [
-        "r3mes.users.v1.UsersService",
-        "r3mes.apikeys.v1.APIKeysService",
-        "r3mes.mining.v1.MiningService",
-        "r3mes.credits.v1.CreditsService",
-    ]
+    assert transcoder["services"] == [spec.proto_service for spec in SERVICES]
     assert transcoder["convert_grpc_status"] is True
     assert transcoder["ignore_unknown_query_parameters"] is True
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
@@ -170,10 +177,8 @@ def test_in_one_process_every_cluster_reaches_the_one_port_and_a_set_target_wins
     addresses = cluster_addresses(build_config(one, DEFAULT_DESCRIPTOR))
 
     assert {name: addresses[name] for name in NAMES} == {
-        "users": ("127.0.0.1", 62051),
-        "apikeys": ("127.0.0.1", 62051),
+        **dict.fromkeys(NAMES, ("127.0.0.1", 62051)),
         "mining": ("10.0.0.7", 50053),
-        "credits": ("127.0.0.1", 62051),
     }
 
 
@@ -199,10 +204,10 @@ def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envo
     service_routes = [
         route
         for route in routes["virtual_hosts"][0]["routes"]
-        if route.get("route", {}).get("cluster") in {"users", "apikeys", "mining", "credits"}
+        if route.get("route", {}).get("cluster") in NAMES
     ]
 
-    assert len(service_routes) == 4
+    assert len(service_routes) == len(NAMES)
     for route in service_routes:
         [added] = route["request_headers_to_add"]
         assert added["header"] == {"key": "x-r3mes-gateway-secret", "value": secret}
@@ -256,3 +261,8 @@ def test_the_documented_gateway_limits_are_the_rendered_ones() -> None:
         rendered = values_at(config, field.split("."))
         assert rendered, f"{field} is not in the rendered configuration"
         assert {str(v) for v in rendered} == {value}, field
+
+
+def test_a_canary_of_a_service_the_registry_does_not_know_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="R3MES_CANARIES names unknown services: minning"):
+        build_config(settings(canaries={"minning": CANARY["mining"]}), DEFAULT_DESCRIPTOR)

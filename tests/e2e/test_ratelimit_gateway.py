@@ -28,12 +28,14 @@ from tests.e2e.test_apikeys_rest import first_key
 from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
 from tests.integration.ratelimited import quota_subjects
 
-# Per hour: no call is refilled while a slow machine runs the test.
+# Per hour: no call is refilled while a slow machine runs the test. Every policy a hosted
+# service's proto declares is defined (chat: serving's), or the services refuse to start.
 POLICIES = """
 policies:
   credentials: 5/hour
   read: 4/hour
   write: 20/minute
+  chat: 20/minute
   auth_failures: 3/hour
 default: write
 failed_authentication: auth_failures

@@ -32,10 +32,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def suite(settings: Settings, clock: FakeClock) -> AsyncIterator[Suite]:
+async def suite(
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Suite]:
     # A long cache: whatever is refused below was refused because it was asked again.
-    cached = settings.model_copy(update={"apikeys_cache_ttl_seconds": 60.0})
-    async with keyed_suite(cached, clock) as suite:
+    monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "60")
+    async with keyed_suite(settings, clock) as suite:
         yield suite
 
 
@@ -77,10 +79,10 @@ async def test_a_call_without_a_key_is_anonymous_and_own_wallet_rpcs_want_one(
 
 
 async def test_a_revoked_key_is_refused_as_revoked_once_its_cached_answer_is_gone(
-    settings: Settings, clock: FakeClock
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    short = settings.model_copy(update={"apikeys_cache_ttl_seconds": 0.2})
-    async with keyed_suite(short, clock) as suite:
+    monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "0.2")
+    async with keyed_suite(settings, clock) as suite:
         wallet = new_wallet_address()
         created = await issue_key(suite.apikeys, wallet)
         key = as_key(created.secret)
@@ -156,10 +158,10 @@ async def test_a_malformed_key_is_refused_without_asking_the_apikeys_service(
 
 
 async def test_a_cached_answer_serves_while_the_apikeys_service_is_away(
-    settings: Settings, clock: FakeClock
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cached = settings.model_copy(update={"apikeys_cache_ttl_seconds": 60.0})
-    async with keyed_suite(cached, clock) as suite:
+    monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "60")
+    async with keyed_suite(settings, clock) as suite:
         secret = (await issue_key(suite.apikeys, new_wallet_address())).secret
         users_settings = suite.settings
         async with running_server(partial(create_users, clock=clock), users_settings, "users") as (

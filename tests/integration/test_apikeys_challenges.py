@@ -31,9 +31,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def apikeys(settings: Settings, clock: FakeClock) -> AsyncIterator[Stub]:
-    limited = settings.model_copy(update={"apikeys_max_active_per_wallet": 2})
-    async with running_server(partial(create_server, clock=clock), limited, "apikeys") as (_, ch):
+async def apikeys(
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stub]:
+    monkeypatch.setenv("R3MES_APIKEYS_MAX_ACTIVE_PER_WALLET", "2")
+    async with running_server(partial(create_server, clock=clock), settings, "apikeys") as (_, ch):
         yield apikeys_pb2_grpc.APIKeysServiceStub(ch)
 
 

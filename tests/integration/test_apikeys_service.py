@@ -39,9 +39,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def apikeys(settings: Settings, clock: FakeClock) -> AsyncIterator[Stub]:
-    limited = settings.model_copy(update={"apikeys_max_active_per_wallet": 3})
-    async with running_server(partial(create_server, clock=clock), limited, "apikeys") as (_, ch):
+async def apikeys(
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stub]:
+    monkeypatch.setenv("R3MES_APIKEYS_MAX_ACTIVE_PER_WALLET", "3")
+    async with running_server(partial(create_server, clock=clock), settings, "apikeys") as (_, ch):
         yield apikeys_pb2_grpc.APIKeysServiceStub(ch)
 
 
@@ -311,12 +313,12 @@ async def test_anything_but_an_issued_key_is_answered_not_found(
 
 
 async def test_last_uses_are_written_in_batches_not_per_validation(
-    settings: Settings, clock: FakeClock
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rare = settings.model_copy(update={"apikeys_last_used_flush_seconds": 3600.0})
+    monkeypatch.setenv("R3MES_APIKEYS_LAST_USED_FLUSH_SECONDS", "3600")
     wallet = new_wallet_address()
     create = partial(create_server, clock=clock)
-    async with running_server(create, rare, "apikeys") as (_, channel):
+    async with running_server(create, settings, "apikeys") as (_, channel):
         stub = apikeys_pb2_grpc.APIKeysServiceStub(channel)
         created = await issue_key(stub, wallet)
         clock.advance(minutes=3)
@@ -326,7 +328,7 @@ async def test_last_uses_are_written_in_batches_not_per_validation(
             apikeys_pb2.ListAPIKeysRequest(wallet_address=wallet), metadata=INTERNAL
         )
     # Stopping the server writes what it gathered.
-    async with running_server(create, rare, "apikeys") as (_, channel):
+    async with running_server(create, settings, "apikeys") as (_, channel):
         stub = apikeys_pb2_grpc.APIKeysServiceStub(channel)
         after_flush = await stub.ListAPIKeys(
             apikeys_pb2.ListAPIKeysRequest(wallet_address=wallet), metadata=INTERNAL

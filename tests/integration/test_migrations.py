@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 from asyncio.subprocess import PIPE
+from typing import Any
 
-from sqlalchemy import column, inspect, table, update
+import pytest
+from sqlalchemy import Connection, column, inspect, table, update
 
 from services.core.db import Database
-from services.core.migrate import behind, current_revision, downgrade, migrate_all, upgrade
+from services.core.migrate import (
+    behind,
+    current_revision,
+    downgrade,
+    history,
+    migrate_all,
+    upgrade,
+)
 from services.core.registry import NAMES
 from services.core.settings import Settings
-
-
-async def _table_names(database: Database) -> set[str]:
-    async with database.transaction() as connection:
-        names = await connection.run_sync(
-            lambda sync: set(inspect(sync).get_table_names(schema=database.schema))
-        )
-    return names
 
 
 def _environment(settings: Settings) -> dict[str, str]:
@@ -32,20 +34,78 @@ def _environment(settings: Settings) -> dict[str, str]:
     }
 
 
-async def test_users_migrations_upgrade_downgrade_and_upgrade_again(settings: Settings) -> None:
-    database = Database.from_settings(settings, "users")
+# What a step must give back when it is undone: every table with its columns, keys, indexes
+# and constraints, as the database reports them.
+Schema = dict[str, dict[str, Any]]
+
+
+async def _schema(database: Database) -> Schema:
+    def read(sync: Connection) -> Schema:
+        inspector = inspect(sync)
+        schema = database.schema
+        return {
+            name: {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in inspector.get_columns(name, schema=schema)
+                ],
+                "primary_key": inspector.get_pk_constraint(name, schema=schema)[
+                    "constrained_columns"
+                ],
+                "indexes": sorted(
+                    (i["name"] or "", tuple(i["column_names"]), bool(i["unique"]))
+                    for i in inspector.get_indexes(name, schema=schema)
+                ),
+                "unique": sorted(
+                    tuple(u["column_names"])
+                    for u in inspector.get_unique_constraints(name, schema=schema)
+                ),
+                "checks": sorted(
+                    c["sqltext"] for c in inspector.get_check_constraints(name, schema=schema)
+                ),
+                "foreign_keys": sorted(
+                    (tuple(f["constrained_columns"]), f["referred_table"])
+                    for f in inspector.get_foreign_keys(name, schema=schema)
+                ),
+            }
+            for name in inspector.get_table_names(schema=schema)
+            if name != "alembic_version"
+        }
+
+    async with database.transaction() as connection:
+        return await connection.run_sync(read)
+
+
+@pytest.mark.parametrize("service", NAMES)
+async def test_every_migration_step_goes_up_comes_down_to_what_was_there_and_goes_up_again(
+    settings: Settings, service: str
+) -> None:
+    """Each step of each registered service's history on its own, oldest first, so the undo of
+    every step is checked against the schema the step started from (a rollback undoes one
+    release's migration, not the whole history). A service added later is covered unasked."""
+    steps = list(reversed(list(history(service).walk_revisions())))
+    database = Database.from_settings(settings, service)
     try:
-        await upgrade(database, "users")
-        assert await current_revision(database, "users") == "0001"
-        assert "users" in await _table_names(database)
+        before = await _schema(database)
+        assert before == {}
+        for step in steps:
+            # Histories are linear (one head, no merges): a step undoes to one revision.
+            assert not isinstance(step.down_revision, tuple | list)
+            await upgrade(database, service, step.revision)
+            after = await _schema(database)
 
-        await downgrade(database, "users", "base")
-        assert await current_revision(database, "users") is None
-        assert "users" not in await _table_names(database)
+            await downgrade(database, service, step.down_revision or "base")
+            assert await current_revision(database, service) == step.down_revision
+            assert await _schema(database) == before
 
-        await upgrade(database, "users")
-        assert await current_revision(database, "users") == "0001"
-        assert "users" in await _table_names(database)
+            await upgrade(database, service, step.revision)
+            assert await current_revision(database, service) == step.revision
+            assert await _schema(database) == after
+            before = after
+        # At head the schema is the one the service's tables declare: no table left out of (or
+        # added behind) a migration.
+        tables = importlib.import_module(f"services.{service}.tables").metadata.tables.values()
+        assert set(before) == {table.name for table in tables}
     finally:
         await database.dispose()
 
@@ -119,3 +179,19 @@ async def test_only_a_schema_lacking_a_migration_of_this_release_holds_its_pods_
     finally:
         await users.dispose()
         await credits.dispose()
+
+
+async def test_the_migrate_command_undoes_one_services_migrations_and_names_where_it_stands(
+    settings: Settings,
+) -> None:
+    await migrate_all(settings, NAMES)
+    undo = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "services.core.migrate", "--downgrade", "credits", "base"),
+        env=_environment(settings),
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    said, errors = await undo.communicate()
+
+    assert (undo.returncode, said) == (0, b"credits: at base\n"), errors
+    assert await behind(settings, NAMES) == ["credits"]

@@ -13,6 +13,7 @@ from r3mes.mining.v1 import mining_pb2
 from services.core.background import PeriodicJob
 from services.core.settings import Settings
 from services.core.testing import FakeClock, new_wallet_address
+from services.mining.settings import MiningSettings
 from tests.integration.mining_support import INTERNAL, Mining, record, running_mining, stats
 from tests.integration.rpc import failure_of
 
@@ -195,7 +196,7 @@ async def test_pruning_removes_old_raw_reports_and_leaves_every_read_unchanged(
     mining: Mining,
 ) -> None:
     wallet = new_wallet_address()
-    retention = mining.settings.mining_report_retention_days
+    retention = MiningSettings().mining_report_retention_days
     await record(
         mining,
         *(

@@ -94,16 +94,16 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0
         await asyncio.sleep(0.02)
 
 
-def indexer_settings(settings: Settings, url: str, wallet: str) -> Settings:
-    return settings.model_copy(
-        update={
-            "chain_rpc_url": url,
-            "chain_poll_interval_seconds": 0.05,
-            "chain_blocks_per_poll": 2,
-            "chain_proposer_wallets": {PROPOSER: wallet},
-            "chain_block_reward_micro_credits": 2_500_000,
-        }
-    )
+def point_the_indexer_at(monkeypatch: pytest.MonkeyPatch, url: str, wallet: str) -> None:
+    """Mining's own settings (services/mining/settings.py), read when the service is built."""
+    for name, value in {
+        "CHAIN_RPC_URL": url,
+        "CHAIN_POLL_INTERVAL_SECONDS": "0.05",
+        "CHAIN_BLOCKS_PER_POLL": "2",
+        "CHAIN_PROPOSER_WALLETS": json.dumps({PROPOSER: wallet}),
+        "CHAIN_BLOCK_REWARD_MICRO_CREDITS": "2500000",
+    }.items():
+        monkeypatch.setenv(f"R3MES_{name}", value)
 
 
 async def heights(mining: Mining) -> list[int]:
@@ -118,11 +118,12 @@ def chain() -> FakeChain:
 
 @pytest.fixture
 async def indexed(
-    settings: Settings, chain: FakeChain
+    settings: Settings, chain: FakeChain, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Mining, FakeChain, str]]:
     wallet = new_wallet_address()
     with serving_chain(chain) as url:
-        async with running_mining(indexer_settings(settings, url, wallet), FakeClock()) as mining:
+        point_the_indexer_at(monkeypatch, url, wallet)
+        async with running_mining(settings, FakeClock()) as mining:
             yield mining, chain, wallet
 
 
@@ -170,18 +171,21 @@ async def test_the_indexer_fails_in_health_while_the_chain_answers_500_and_then_
 
 
 async def test_the_indexer_survives_the_chain_going_down_and_a_restart_asks_for_nothing_twice(
-    settings: Settings, chain: FakeChain, caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    chain: FakeChain,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wallet = new_wallet_address()
     with serving_chain(chain) as url:
         port = int(url.rsplit(":", 1)[1])
-        configured = indexer_settings(settings, url, wallet)
-        async with running_mining(configured, FakeClock()) as mining:
+        point_the_indexer_at(monkeypatch, url, wallet)
+        async with running_mining(settings, FakeClock()) as mining:
             await eventually(lambda: _has(mining, 5))
     # The chain is down now: the service starts and serves anyway, its indexer failing.
     chain.height = 7
     chain.asked.clear()
-    async with running_mining(configured, FakeClock()) as mining:
+    async with running_mining(settings, FakeClock()) as mining:
         await eventually(lambda: _indexer_is(mining, NOT_SERVING))
         assert await mining.health() == SERVING
         assert await heights(mining) == [5, 4, 2, 1]
@@ -189,7 +193,8 @@ async def test_the_indexer_survives_the_chain_going_down_and_a_restart_asks_for_
             await eventually(lambda: _has(mining, 7))
     # Resumed after the highest recorded block: no block it had was asked for again.
     assert chain.asked == [6, 7]
-    assert await _heights_after_restart(configured) == [7, 6, 5, 4, 2, 1]
+    monkeypatch.delenv("R3MES_CHAIN_RPC_URL")
+    assert await _heights_after_restart(settings) == [7, 6, 5, 4, 2, 1]
 
 
 async def _indexer_is(mining: Mining, status: int) -> bool:
@@ -201,8 +206,7 @@ async def _has(mining: Mining, height: int) -> bool:
 
 
 async def _heights_after_restart(settings: Settings) -> list[int]:
-    plain = settings.model_copy(update={"chain_rpc_url": None})
-    async with running_mining(plain, FakeClock()) as mining:
+    async with running_mining(settings, FakeClock()) as mining:
         return await heights(mining)
 
 

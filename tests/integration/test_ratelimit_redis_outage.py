@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.settings import Settings
-from services.core.testing import RedisServer, new_wallet_address, own_redis_server
+from services.core.testing import RedisServer, metric_value, new_wallet_address, own_redis_server
 from tests.integration.ratelimited import limited_server, limited_settings, retry_delay_seconds
 from tests.integration.rpc import failure_of
 
@@ -76,14 +76,20 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
     tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
+    unchecked_before = metric_value(
+        "r3mes_ratelimit_decisions_total", policy="read", result="unchecked"
+    )
     async with limited_server(redis_settings(tmp_path, redis_server, "open")) as (_, channel):
         before = dict(await (await get_balance(channel)).initial_metadata())
+        failing_open = [metric_value("r3mes_ratelimit_failing_open")]
         redis_server.pause()
         during = [await get_balance(channel) for _ in range(5)]
         down = await health_becomes(channel, NOT_SERVING)
+        failing_open.append(metric_value("r3mes_ratelimit_failing_open"))
         more = [await get_balance(channel) for _ in range(3)]
         redis_server.resume()
         up = await health_becomes(channel, SERVING)
+        failing_open.append(metric_value("r3mes_ratelimit_failing_open"))
         after = dict(await (await get_balance(channel)).initial_metadata())
 
         codes = [await call.code() for call in (*during, *more)]
@@ -95,6 +101,10 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
     assert during_headers["ratelimit-policy"] == '"read";q=3;w=3600'
     assert "ratelimit" not in during_headers
     assert (down, up) == (NOT_SERVING, SERVING)
+    # Its series say so too: failing open while Redis hung, every such call counted unchecked.
+    assert [value - failing_open[0] for value in failing_open] == [0, 1, 0]
+    unchecked = metric_value("r3mes_ratelimit_decisions_total", policy="read", result="unchecked")
+    assert unchecked - unchecked_before == 8
     # One line when the state changes, one when it changes back; nothing per call.
     changes = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [(r.getMessage(), getattr(r, "job", "")) for r in changes] == [

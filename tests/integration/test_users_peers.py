@@ -10,10 +10,12 @@ services are in test_credits_users.py and test_mining_users.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,12 @@ from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
+from services.core.clock import Clock, utc_now
 from services.core.lifecycle import build_server, registration
 from services.core.settings import ServiceName, Settings
-from services.core.testing import new_wallet_address, running_server
+from services.core.testing import FakeClock, new_wallet_address, running_server
 from services.users.server import create_server
+from services.users.usecases import NETWORK_STATS_CACHE
 from tests.conftest import INTERNAL_TOKEN, settings_for
 
 LAST_REPORT = Timestamp(seconds=1_767_225_600)  # 2026-01-01T00:00:00Z
@@ -37,6 +41,7 @@ LAST_REPORT = Timestamp(seconds=1_767_225_600)  # 2026-01-01T00:00:00Z
 class StandInCredits(credits_pb2_grpc.CreditsServiceServicer):
     delay_seconds: float = 0.0
     seen_metadata: list[dict[str, Any]] = field(default_factory=list)
+    totals_asked: int = 0
 
     async def GetBalance(
         self, request: credits_pb2.GetBalanceRequest, context: Any
@@ -54,6 +59,7 @@ class StandInCredits(credits_pb2_grpc.CreditsServiceServicer):
     async def GetCreditsTotal(
         self, request: credits_pb2.GetCreditsTotalRequest, context: Any
     ) -> credits_pb2.GetCreditsTotalResponse:
+        self.totals_asked += 1
         return credits_pb2.GetCreditsTotalResponse(total_micro_credits=9_000_000_000_000_001)
 
 
@@ -104,7 +110,7 @@ async def serving(settings: Settings, name: ServiceName, servicer: Any) -> Async
 
 @asynccontextmanager
 async def users_with_peers(
-    settings: Settings, credits: StandInCredits, mining: StandInMining
+    settings: Settings, credits: StandInCredits, mining: StandInMining, clock: Clock = utc_now
 ) -> AsyncIterator[users_pb2_grpc.UsersServiceAsyncStub]:
     async with (
         serving(settings, "credits", credits) as credits_target,
@@ -117,7 +123,8 @@ async def users_with_peers(
                 "call_timeout_seconds": 0.5,
             }
         )
-        async with running_server(create_server, pointed, "users") as (_, channel):
+        users = partial(create_server, clock=clock)
+        async with running_server(users, pointed, "users") as (_, channel):
             yield users_pb2_grpc.UsersServiceStub(channel)
 
 
@@ -240,3 +247,55 @@ async def test_network_stats_without_peers_report_only_what_users_knows(
     assert not stats.HasField("total_micro_credits")
     assert not stats.HasField("active_miners")
     assert not stats.HasField("block_height")
+
+
+async def _stats_and_peer_asks(
+    users: users_pb2_grpc.UsersServiceAsyncStub, credits: StandInCredits
+) -> tuple[int, int]:
+    """A new user, then GetNetworkStats: the users it reports, and how often credits was asked
+    so far."""
+    await users.CreateUser(users_pb2.CreateUserRequest(wallet_address=new_wallet_address()))
+    stats = await users.GetNetworkStats(users_pb2.GetNetworkStatsRequest())
+    return stats.total_users, credits.totals_asked
+
+
+async def test_with_the_network_stats_cache_off_every_call_counts_afresh_and_asks_the_peers(
+    sqlite_settings: Settings,
+) -> None:
+    credits = StandInCredits()
+    async with users_with_peers(sqlite_settings, credits, StandInMining()) as users:
+        seen = [await _stats_and_peer_asks(users, credits) for _ in range(3)]
+
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+
+
+async def test_with_the_network_stats_cache_on_calls_within_5_s_share_one_answer(
+    sqlite_settings: Settings,
+) -> None:
+    credits = StandInCredits()
+    clock = FakeClock()
+    flagged = sqlite_settings.model_copy(update={"features": {NETWORK_STATS_CACHE: True}})
+    async with users_with_peers(flagged, credits, StandInMining(), clock) as users:
+        seen = [await _stats_and_peer_asks(users, credits)]
+        clock.advance(seconds=4.9)
+        seen.append(await _stats_and_peer_asks(users, credits))
+        clock.advance(seconds=0.1)
+        seen.append(await _stats_and_peer_asks(users, credits))
+
+    assert seen == [(1, 1), (1, 1), (3, 2)]
+
+
+async def test_a_flag_flipped_in_the_features_file_steers_the_next_call_of_a_running_service(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    credits = StandInCredits()
+    flags = tmp_path / "features.json"
+    with_file = sqlite_settings.model_copy(update={"features_file": flags})
+    async with users_with_peers(with_file, credits, StandInMining(), FakeClock()) as users:
+        seen = [await _stats_and_peer_asks(users, credits)]
+        flags.write_text(json.dumps({NETWORK_STATS_CACHE: True}))
+        seen += [await _stats_and_peer_asks(users, credits) for _ in range(2)]
+        flags.write_text(json.dumps({NETWORK_STATS_CACHE: False}))
+        seen.append(await _stats_and_peer_asks(users, credits))
+
+    assert seen == [(1, 1), (2, 2), (2, 2), (4, 3)]

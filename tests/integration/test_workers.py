@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 START_SECONDS = 60
@@ -30,13 +31,16 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _users_process(data_dir: Path, port: int, workers: int) -> Iterator[subprocess.Popen[str]]:
+def _users_process(
+    data_dir: Path, port: int, workers: int, **settings: str
+) -> Iterator[subprocess.Popen[str]]:
     env = {
         **os.environ,
         "R3MES_DATA_DIR": str(data_dir),
         "R3MES_USERS_PORT": str(port),
         "R3MES_WORKERS": str(workers),
         "R3MES_LOG_JSON": "true",
+        **settings,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.users"], env=env, stderr=subprocess.PIPE, text=True
@@ -111,6 +115,23 @@ def test_two_workers_serve_one_port_and_stop_together_on_sigterm(tmp_path: Path)
             except ProcessLookupError:
                 continue
             raise AssertionError(f"worker {pid} outlived its supervisor")
+
+
+def test_each_worker_serves_its_metrics_on_the_metrics_port_plus_its_index(
+    tmp_path: Path,
+) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    with _users_process(tmp_path, port, workers=2, R3MES_METRICS_PORT=str(metrics_port)) as process:
+        lines = _log_lines(process, until="serving", count=2)
+        served = [int(str(entry["port"])) for entry in lines if entry["message"] == "metrics"]
+        pages = {p: httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=5) for p in served}
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+    assert sorted(pages) == [metrics_port, metrics_port + 1]
+    for page in pages.values():
+        assert page.status_code == 200
+        assert "# TYPE r3mes_grpc_server_calls_in_flight gauge" in page.text
 
 
 def test_a_service_started_on_a_taken_port_exits_with_an_error_naming_the_port(

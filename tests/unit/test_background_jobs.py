@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.core.background import PeriodicJob
 
@@ -96,3 +97,30 @@ async def test_a_run_by_hand_waits_for_the_scheduled_one_so_their_outcomes_keep_
     await job.stop()
 
     assert most_at_once == 1
+
+
+async def test_a_jobs_failures_health_schedule_and_last_success_are_in_its_series() -> None:
+    def series(name: str) -> float | None:
+        labels = {"service": "ledger", "job_name": "metered-sweeper"}
+        return REGISTRY.get_sample_value(f"r3mes_background_job_{name}", labels)
+
+    async def ignore(_name: str, _healthy: bool) -> None:
+        return None
+
+    job = PeriodicJob("metered-sweeper", 60.0, Flaky(failures=2))
+    failures_before = series("failures_total") or 0.0
+    job.start(ignore, "ledger")
+    await job.stop()  # before its first scheduled run: the runs below are the test's
+    started = series("last_success_timestamp_seconds")
+    assert started is not None
+    assert (series("healthy"), series("interval_seconds")) == (1, 60)
+
+    assert not await job.run_once()
+    assert not await job.run_once()
+    assert (series("failures_total"), series("healthy")) == (failures_before + 2, 0)
+    assert series("last_success_timestamp_seconds") == started  # its start, still
+    assert await job.run_once()
+    assert series("healthy") == 1
+    last_success = series("last_success_timestamp_seconds")
+    assert last_success is not None
+    assert last_success >= started

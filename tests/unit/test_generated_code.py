@@ -1,8 +1,10 @@
-"""The generated code in gen/ matches protos/, and the protos pass buf lint."""
+"""The generated code in gen/ matches protos/, the protos pass buf lint, and they keep every
+contract of the released API (buf breaking)."""
 
 from __future__ import annotations
 
 import filecmp
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +37,36 @@ def test_the_protos_pass_buf_lint() -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_protos_keep_every_contract_of_the_released_api() -> None:
+    result = subprocess.run(
+        [sys.executable, str(Path(protos.__file__)), "--breaking"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_released_field_given_another_type_fails_the_breaking_check(tmp_path: Path) -> None:
+    shutil.copytree(protos.PROTO_ROOT, tmp_path / "protos")
+    shutil.copy(protos.ROOT / "buf.yaml", tmp_path)
+    users = tmp_path / "protos" / "r3mes" / "users" / "v1" / "users.proto"
+    users.write_text(
+        users.read_text().replace("int64 active_miners = 2;", "int32 active_miners = 2;")
+    )
+
+    result = protos.breaking_changes(tmp_path)
+
+    assert result.returncode != 0
+    # file:line:column:message; the line moves with every edit of users.proto, the rest not.
+    found = [line.split(":") for line in result.stdout.splitlines()]
+    assert [(where[0], where[-1]) for where in found] == [
+        (
+            "protos/r3mes/users/v1/users.proto",
+            'Field "2" with name "active_miners" on message "GetNetworkStatsResponse" changed '
+            'type from "int64" to "int32".',
+        )
+    ]

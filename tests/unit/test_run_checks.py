@@ -123,9 +123,9 @@ def test_make_run_applies_the_local_rate_limits_and_its_banner_says_which_and_ho
     assert (
         "  Rate limits (local development, services/core/ratelimit/policies.local.yaml, "
         "not production's):\n"
-        "    auth_failures 100/minute, chat 300/minute, credentials 60/minute, read 600/minute,\n"
-        "    write 300/minute, per wallet and per address; failed authentications (auth_failures) "
-        "per address;\n"
+        "    auth_failures 100/minute, chat 300/minute, credentials 60/minute, read 600/minute, "
+        "write 300/minute,\n"
+        "    per wallet and per address; failed authentications (auth_failures) per address;\n"
         "    every client on this machine is the one address ip:127.0.0.1.\n"
         "    Production's: R3MES_RATELIMIT_POLICIES_FILE=services/core/ratelimit/policies.yaml; "
         "none at all: R3MES_RATELIMIT_BACKEND=off.\n"

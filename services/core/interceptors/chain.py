@@ -46,6 +46,7 @@ from services.core.interceptors.parsing import checked, tolerant
 from services.core.interceptors.ratelimit import RateLimited, RateLimiting
 from services.core.interceptors.validation import validate
 from services.core.logging import REQUEST_ID_HEADER
+from services.core.metrics import CallMetrics
 from services.core.network import IPNetwork
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -66,12 +67,14 @@ class RequestChain(AsyncServerInterceptor):
         rate_limiting: RateLimiting | None = None,
         gateway_secret: str | None = None,
         failed_authentications: AuthenticationFailures | None = None,
+        metrics: bool = False,
     ) -> None:
         self._errors = ErrorMapping(error_domain)
         self._authentication = Authentication(authenticators, failed_authentications)
         self._clients = request_context.ClientAddresses(trusted_proxies, gateway_secret)
         self.admission = admission or Admission()
         self._rate_limiting = rate_limiting
+        self._metrics = metrics
         # grpc asks for the handler on every call; the wrapped one is built once per method.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -101,25 +104,35 @@ class RequestChain(AsyncServerInterceptor):
         behaviour: Any
         if handler.unary_unary:
             factory, behaviour = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+            kind = "unary"
         elif handler.unary_stream:
             factory, behaviour = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+            kind = "server_stream"
         elif handler.stream_unary:
             factory, behaviour = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+            kind = "client_stream"
         else:
             factory, behaviour = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+            kind = "bidi_stream"
         run = self._streaming if handler.response_streaming else self.intercept
+        metrics = CallMetrics(method_name, kind) if self._metrics else None
         # partial() of a coroutine (or async generator) function still reads as one to grpc.
         return factory(
-            partial(run, behaviour, method_name=method_name),
+            partial(run, behaviour, method_name=method_name, metrics=metrics),
             request_deserializer=tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
     async def intercept(
-        self, method: Behaviour, request_or_iterator: Any, context: Context, method_name: str
+        self,
+        method: Behaviour,
+        request_or_iterator: Any,
+        context: Context,
+        method_name: str,
+        metrics: CallMetrics | None = None,
     ) -> Any:
         """A call with one response: the steps, then the handler, then the access log."""
-        record, metadata = self._begin(method_name, context)
+        record, metadata = self._begin(method_name, context, metrics)
         admitted = False
         try:
             self.admission.enter(method_name)
@@ -140,16 +153,19 @@ class RequestChain(AsyncServerInterceptor):
         finally:
             if admitted:
                 self.admission.leave()
-            if record.code is grpc.StatusCode.OK:
-                record.code = context.code() or grpc.StatusCode.OK
-            request_context.end_call(record)
+            _end(record, context, metrics)
 
     async def _streaming(
-        self, method: Behaviour, request_or_iterator: Any, context: Context, method_name: str
+        self,
+        method: Behaviour,
+        request_or_iterator: Any,
+        context: Context,
+        method_name: str,
+        metrics: CallMetrics | None = None,
     ) -> AsyncIterator[Any]:
         """A call with a stream of responses. It is not counted as running: streams such as
         health Watch stay open until the client leaves, and would hold every shutdown."""
-        record, metadata = self._begin(method_name, context)
+        record, metadata = self._begin(method_name, context, metrics)
         try:
             self.admission.enter(method_name)
             self.admission.leave()
@@ -171,11 +187,11 @@ class RequestChain(AsyncServerInterceptor):
         except Exception as error:
             await self._refuse(context, error, method_name, record, metadata)
         finally:
-            if record.code is grpc.StatusCode.OK:
-                record.code = context.code() or grpc.StatusCode.OK
-            request_context.end_call(record)
+            _end(record, context, metrics)
 
-    def _begin(self, method_name: str, context: Context) -> tuple[CallRecord, Metadata]:
+    def _begin(
+        self, method_name: str, context: Context, metrics: CallMetrics | None
+    ) -> tuple[CallRecord, Metadata]:
         pairs = _call_metadata.get(None) or context.invocation_metadata() or ()
         # Text metadata only (binary `-bin` headers left out), read once for every step.
         metadata = {k: v for k, v in pairs if isinstance(v, str)}
@@ -183,6 +199,8 @@ class RequestChain(AsyncServerInterceptor):
         # In the trailers, which leave with the status in one batch: sending it as initial
         # metadata cost a batch of its own, the dearest single step of a refused call.
         context.set_trailing_metadata(((REQUEST_ID_HEADER, record.request_id),))
+        if metrics is not None:
+            metrics.started()
         return record, metadata
 
     async def _before_handler(
@@ -224,3 +242,12 @@ class RequestChain(AsyncServerInterceptor):
         record.code = status.code
         request_context.end_call(record)
         await refuse(context, status, headers_first=TRANSCODED_HEADER in metadata)
+
+
+def _end(record: CallRecord, context: Context, metrics: CallMetrics | None) -> None:
+    """The call's status is known: its access log line, its span and its series."""
+    if record.code is grpc.StatusCode.OK:
+        record.code = context.code() or grpc.StatusCode.OK
+    request_context.end_call(record)
+    if metrics is not None:
+        metrics.handled(request_context.code_name(record.code), record.elapsed())

@@ -69,6 +69,9 @@ class CallRecord:
         self.code: grpc.StatusCode | int = grpc.StatusCode.OK
         self.logged = False
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
 
 class ClientAddresses:
     """Who the client of a call is (services.core.network.client_address), remembered per peer
@@ -162,8 +165,8 @@ def log_access(record: CallRecord) -> None:
         extra={
             "method": record.method,
             "client": record.client,
-            "code": _code_name(record.code),
-            "duration_ms": round((time.perf_counter() - record.started) * 1000, 3),
+            "code": code_name(record.code),
+            "duration_ms": round(record.elapsed() * 1000, 3),
         },
     )
 
@@ -180,7 +183,7 @@ def request_id_for(offered: str | None) -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
-def _code_name(code: grpc.StatusCode | int) -> str:
+def code_name(code: grpc.StatusCode | int) -> str:
     return _code(code).name
 
 

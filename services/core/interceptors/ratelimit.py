@@ -27,6 +27,7 @@ import grpc
 from services.core.auth import Principal, PrincipalKind
 from services.core.background import PeriodicJob
 from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
+from services.core.metrics import RATELIMIT_AVAILABLE, RATELIMIT_FAILING_OPEN, ratelimit_decided
 from services.core.network import client_address_var
 from services.core.ratelimit import (
     Decision,
@@ -47,6 +48,8 @@ RETRY_AFTER_HEADER = "retry-after"
 OUR_PACKAGE_PREFIX = "/r3mes."
 
 Headers = tuple[tuple[str, str], ...]
+# The results of r3mes_ratelimit_decisions_total.
+ALLOWED, LIMITED, UNCHECKED, UNDECIDED = "allowed", "limited", "unchecked", "undecided"
 
 
 class RateLimiting:
@@ -61,6 +64,15 @@ class RateLimiting:
         self._policies = policies
         self._fail_open = failure == "open"
         self._unavailable_retry_seconds = unavailable_retry_seconds
+        RATELIMIT_AVAILABLE.track(self, lambda step: float(step.available))
+        RATELIMIT_FAILING_OPEN.track(
+            self, lambda step: float(step._fail_open and not step.available)
+        )
+
+    @property
+    def available(self) -> bool:
+        """Whether the limiter can decide now (only a Redis limiter ever cannot)."""
+        return bool(getattr(self._limiter, "available", True))
 
     async def check(
         self, method_name: str, principal: Principal, context: grpc.aio.ServicerContext[Any, Any]
@@ -94,15 +106,20 @@ class RateLimiting:
         except LimiterUnavailable:
             # A state (logged, in health), not this call's luck: the failure policy applies.
             if self._fail_open:
+                ratelimit_decided(policy.name, UNCHECKED)
                 return ((POLICY_HEADER, policy.header),)
+            ratelimit_decided(policy.name, UNDECIDED)
             raise self._undecided() from None
         except DecisionFailed:
             # Redis answers but this call got no decision: admitting it unchecked would let a
             # busy process exceed the limit, so it is refused whatever the failure policy.
+            ratelimit_decided(policy.name, UNDECIDED)
             raise self._undecided() from None
         headers = ((POLICY_HEADER, policy.header), (RATELIMIT_HEADER, _ratelimit(policy, decision)))
         if decision.allowed:
+            ratelimit_decided(policy.name, ALLOWED)
             return headers
+        ratelimit_decided(policy.name, LIMITED)
         raise RateLimited(policy, decision, headers)
 
     def _undecided(self) -> ResourceExhausted:
@@ -143,6 +160,10 @@ class FailedAuthentications:
             )
         except (LimiterUnavailable, DecisionFailed):
             return
+        # A failure charged and allowed counts once; the check before a lookup, only when it
+        # refuses (it charges nothing).
+        if not decision.allowed or charge:
+            ratelimit_decided(policy.name, ALLOWED if decision.allowed else LIMITED)
         if not decision.allowed:
             headers = (
                 (POLICY_HEADER, policy.header),
