@@ -15,26 +15,39 @@ a round until the receiver has every span of it (so the exporter thread's work i
 the round that caused it) is divided by the calls. Printed: the median µs of CPU per call of
 each path, the ratios to off, and the spans the receiver got (one per call of the traced paths
 and of the traced server's warm-up).
+
+Then the chain alone, as bench.metrics times it (its wrapped no-op handler called in a loop with
+a stand-in call context, in this process): the CPU time of the calling thread per call, off and
+on, with and without a traceparent. The exporter's thread is not counted there: that figure is
+what tracing adds to the call itself, before the export.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
 from bench.checks import NOOP_REQUEST, READY_TIMEOUT_SECONDS, noop_answers, noop_url
 from bench.loadgen import Load, h2load_grpc
+from bench.metrics import CallContext, Handler, wrapped_noop
 from bench.processes import cpu_now, spawned, wait_until
 from bench.results import RESULTS_DIR, machine, write_results
 from gateway.local_stack import LOOPBACK, free_port, grpc_serving
-from services.core.trace_collector import CollectedSpan, running_collector
+from services.core import tracing
+from services.core.settings import Settings
+from services.core.trace_collector import CollectedSpan, TraceCollector, running_collector
 
 RESULTS = RESULTS_DIR / "tracing.json"
 # A parent as Envoy sends it, sampled or not: the ids are the W3C specification's example.
@@ -108,6 +121,7 @@ def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 cpu_per_call[path].append(used / max(1, result.requests) * 1e6)
                 errors[path] += result.errors
         spans = collector.spans()
+        chain = asyncio.run(chain_alone(collector, args.calls, args.rounds))
     medians = {path: round(statistics.median(values), 1) for path, values in cpu_per_call.items()}
     return {
         "benchmark": "tracing",
@@ -126,7 +140,55 @@ def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             for path in PATHS
             if path != "off"
         },
+        "chain_alone_us_per_call": chain,
     }
+
+
+class TracedCallContext(CallContext):
+    """The stand-in call context of bench.metrics, with the header Envoy adds."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        name, _, value = TRACEPARENT.partition(": ")
+        return (*super().invocation_metadata(), (name, value))
+
+
+async def chain_alone(collector: TraceCollector, calls: int, rounds: int) -> dict[str, float]:
+    """The chain's own CPU per call (this thread's), tracing off and on, in turns."""
+    handler = await wrapped_noop(False)
+    tracing.configure_tracing(Settings(_env_file=None, otlp_endpoint=collector.endpoint), "bench")
+    # Configured once per process, so switched per variant here.
+    on = tracing._state.tracer
+    variants = {
+        "off": (None, CallContext()),
+        "off_traceparent": (None, TracedCallContext()),
+        "on": (on, CallContext()),
+        "on_traceparent": (on, TracedCallContext()),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for turn in range(rounds + 1):  # the first round warms up
+        for name, (tracer, context) in variants.items():
+            tracing._state.tracer = tracer
+            sent = len(collector.spans()) + (calls if tracer is not None else 0)
+            # A task of its own per variant, as grpc runs each call: what a variant's calls make
+            # current stays out of the others'.
+            per_call = await asyncio.create_task(_thread_seconds_per_call(handler, context, calls))
+            # The exporter's queue empties before the next round, so none is dropped.
+            collector.wait_for(partial(_at_least, sent), EXPORT_WAIT_SECONDS)
+            if turn:
+                samples[name].append(per_call)
+    # Sent before the receiver stops, not at exit.
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+    return {name: round(statistics.median(v) * 1e6, 2) for name, v in samples.items()}
+
+
+async def _thread_seconds_per_call(handler: Handler, context: CallContext, calls: int) -> float:
+    request = NOOP_REQUEST
+    started = time.thread_time()
+    for _ in range(calls):
+        await handler(request, context)
+    return (time.thread_time() - started) / calls
 
 
 def _at_least(count: int, spans: Sequence[CollectedSpan]) -> bool:
@@ -141,6 +203,10 @@ def print_report(figures: dict[str, Any]) -> None:
     for name, value in figures["ratios"].items():
         print(f"{name}: {value}")
     print(f"spans received: {figures['spans_received']} of {figures['spans_expected']}")
+    chain = figures["chain_alone_us_per_call"]
+    print("the chain alone, CPU us per call of the calling thread (exporter not counted):")
+    for name, value in chain.items():
+        print(f"  {name:<16}{value:>8.2f}  ({value / chain['off']:.2f} x off)")
 
 
 def main(argv: list[str] | None = None) -> None:
