@@ -5,6 +5,7 @@ OTLP receiver, and every log line of the call carries its trace id."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -108,6 +109,23 @@ def test_one_rest_get_user_in_the_split_topology_is_one_trace_across_envoy_users
         if line.get("path") == f"/v1/users/{wallet}"
     ]
     assert gateway_line["trace_id"] == envoy.trace_id
+
+
+def test_a_trace_the_client_started_is_continued_through_the_gateway_and_the_services(
+    traced_split_stack: LocalStack, collector: TraceCollector
+) -> None:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    with httpx.Client(base_url=traced_split_stack.rest_url, timeout=10.0) as rest:
+        reply = rest.get(
+            "/v1/network/stats", headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}
+        )
+    assert reply.status_code == 200
+
+    envoy, trace = _trace_of(collector, reply.headers["x-request-id"], spans=2)
+
+    assert (envoy.trace_id, envoy.parent_span_id) == (trace_id, parent_id)
+    stats = _one(trace, "users", "r3mes.users.v1.UsersService/GetNetworkStats", SERVER)
+    assert stats.parent_span_id == envoy.span_id
 
 
 def test_in_one_process_the_trace_continues_into_the_co_hosted_peers_without_spans_of_rpcs(
