@@ -128,6 +128,32 @@ def test_a_trace_the_client_started_is_continued_through_the_gateway_and_the_ser
     assert stats.parent_span_id == envoy.span_id
 
 
+def test_a_background_jobs_run_is_a_trace_with_its_units_of_work_below_it(
+    traced_split_stack: LocalStack, collector: TraceCollector
+) -> None:
+    def a_job_with_its_units(received: Sequence[CollectedSpan]) -> bool:
+        return bool(_jobs_with_units(received))
+
+    # Each service runs its jobs (the idempotency sweeper, say) as soon as it starts.
+    jobs = _jobs_with_units(collector.wait_for(a_job_with_its_units, EXPORT_WAIT_SECONDS))
+
+    job, units = jobs[0]
+    assert job.parent_span_id is None
+    assert job.name == f"job {job.attributes['r3mes.job']}"
+    assert {(u.trace_id, u.service) for u in units} == {(job.trace_id, job.service)}
+
+
+def _jobs_with_units(
+    received: Sequence[CollectedSpan],
+) -> list[tuple[CollectedSpan, list[CollectedSpan]]]:
+    jobs = [s for s in received if s.name.startswith("job ")]
+    with_units = [
+        (job, [s for s in received if s.name == "unit of work" and s.parent_span_id == job.span_id])
+        for job in jobs
+    ]
+    return [(job, units) for job, units in with_units if units]
+
+
 def test_in_one_process_the_trace_continues_into_the_co_hosted_peers_without_spans_of_rpcs(
     traced_one_process_stack: LocalStack, collector: TraceCollector
 ) -> None:
