@@ -12,9 +12,8 @@ call from a client that sends none (curl, a browser) would have no trace id in a
 And Envoy (1.40) refuses a tracer without an exporter. So with no collector set the tracer is
 still on, sampling nothing (the services, off too, record nothing either, services.core.tracing),
 its exporter pointed at a cluster with no hosts: every request gets a `traceparent` (flagged
-not sampled) that the services log and pass on, and no span is ever sent. A client's own
-`traceparent` flagged sampled is continued as sampled; its spans have nowhere to go and are
-dropped.
+not sampled, unless the client's own says otherwise) that the services log and pass on, and
+whatever Envoy would export has nowhere to go.
 """
 
 from __future__ import annotations
