@@ -76,9 +76,14 @@ prometheus-tools: ## Install Prometheus and promtool from Debian when missing (t
 		apt-get update && apt-get install -y --no-install-recommends prometheus; \
 	fi
 
+# Workers of pytest-xdist: most tests wait on timers, processes and I/O, so more workers than
+# cores pay. Each file runs whole on one worker, the e2e tests all on one (tests/conftest.py's
+# scheduler). TEST_WORKERS=0 runs everything in this one process, in order.
+TEST_WORKERS ?= 4
+
 .PHONY: test
 test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint
 lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos

@@ -23,7 +23,7 @@ from gateway.render import ROOT
 from gateway.run import development_environment
 from services.core import validators
 from services.core.settings import Settings
-from services.core.testing import RedisServer, own_redis_server
+from services.core.testing import RedisServer
 from tests.e2e.test_apikeys_rest import first_key
 from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
 from tests.integration.ratelimited import quota_subjects
@@ -53,12 +53,6 @@ HTTP_OF = {grpc.StatusCode.OK: 200, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
 class Stack:
     gateway: LocalStack
     second_apikeys: str  # a second replica of apikeys, sharing the stack's Redis
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
