@@ -110,6 +110,7 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.mining
 	$(BIN)/python -m bench.apikeys
+	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.requestpath
 	$(BIN)/python -m bench.requestpath --workers 2 --out bench/results/requestpath-2-workers.json
 	$(BIN)/python -m bench.credits
