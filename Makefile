@@ -50,7 +50,7 @@ node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (np
 
 .PHONY: openapi
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
-	$(BIN)/python -m gateway.openapi --out gateway/openapi.json
+	$(BIN)/python -m tools.openapi --out gateway/openapi.json
 
 .PHONY: k8s
 k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from gateway.local_stack import LocalStack, running_stack
+from gateway.paths import ROOT
 from gateway.run import development_environment
 from services.core.registry import SERVICES
 from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
-from tests.e2e.doc_examples import ROOT, Example, Step, examples, reading, same_shape
+from tests.e2e.doc_examples import Example, Step, examples, reading, same_shape
 
 DOCUMENTED_GATEWAY = "127.0.0.1:8080"
 DOCUMENTED_PORTS = {spec.name: spec.default_port for spec in SERVICES}
