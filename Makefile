@@ -50,7 +50,7 @@ node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (np
 
 .PHONY: openapi
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
-	$(BIN)/python -m gateway.openapi --out gateway/openapi.json
+	$(BIN)/python -m tools.openapi --out gateway/openapi.json
 
 .PHONY: k8s
 k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
@@ -110,7 +110,9 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.mining
 	$(BIN)/python -m bench.apikeys
+	$(BIN)/python -m bench.tracing
 	$(BIN)/python -m bench.requestpath
+	$(BIN)/python -m bench.requestpath --workers 2 --out bench/results/requestpath-2-workers.json
 	$(BIN)/python -m bench.credits
 	$(BIN)/python -m bench.metrics
 	$(BIN)/python -m bench.serving

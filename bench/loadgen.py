@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,15 +139,22 @@ class Load:
 
 
 def h2load_grpc(
-    url: str, message: Message, load: Load, seconds: int, *, count: int | None = None
+    url: str,
+    message: Message,
+    load: Load,
+    seconds: int,
+    *,
+    count: int | None = None,
+    extra_headers: Sequence[str] = (),
 ) -> LoadResult:
     """POST one gRPC message over and over (h2c, prior knowledge) for `seconds`, or exactly
-    `count` times when given (so that a server-side counter can be divided by the calls)."""
+    `count` times when given (so that a server-side counter can be divided by the calls), with
+    `extra_headers` ("name: value") on every request."""
     length = ("-D", str(seconds)) if count is None else ("-n", str(count))
     with tempfile.TemporaryDirectory(prefix="r3mes-h2load-") as folder:
         body, log = Path(folder) / "request.bin", Path(folder) / "requests.tsv"
         body.write_bytes(grpc_frame(message))
-        headers = [arg for header in GRPC_HEADERS for arg in ("-H", header)]
+        headers = [arg for header in (*GRPC_HEADERS, *extra_headers) for arg in ("-H", header)]
         report = _run(
             [
                 _tool("h2load"),

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.render import ROOT
+from gateway.paths import ROOT
 
 STOP_TIMEOUT_SECONDS = 10.0
 # /proc/<pid>/stat counts CPU time in clock ticks.

@@ -33,12 +33,18 @@ SUBSYSTEMS = (
         "database (SQLAlchemy, driver, repository)",
         (
             *("sqlalchemy/", "<sqlalchemy", "aiosqlite/", "asyncpg/", "services/core/db.py"),
-            *("services/core/repository.py", "services/users/repository.py"),
+            *("services/core/repository.py", "services/core/uow.py"),
+            # Every service's: one process hosts them all by default (services.core.hosting).
+            *("services/users/repository.py", "services/credits/repository.py"),
+            *("services/credits/moves.py", "services/mining/repository.py"),
         ),
     ),
     (
         "peer calls (grpc.aio client)",
-        ("grpc/aio/", "grpc/_common.py", "services/users/peers.py", "services/core/clients.py"),
+        (
+            *("grpc/aio/", "grpc/_common.py", "services/users/peers.py"),
+            *("services/core/clients.py", "services/core/colocated.py"),
+        ),
     ),
     (
         "interceptor chain (validation included)",
@@ -48,7 +54,7 @@ SUBSYSTEMS = (
             *("services/core/validators.py", "ipaddress.py", "uuid.py", "bech32"),
         ),
     ),
-    ("servicer", ("services/users/",)),
+    ("servicer", ("services/users/", "services/credits/", "services/mining/")),
 )
 UNCLAIMED = "event loop and grpc's Cython core (server and client)"
 

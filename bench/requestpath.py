@@ -2,9 +2,11 @@
 same read in the FastAPI + SQLAlchemy app a user would write instead.
 
     python -m bench.requestpath [--seconds 3] [--rounds 1] [--engines sqlite postgres]
-                                [--profile DIR]
+                                [--topologies one-process split] [--workers 1] [--profile DIR]
 
-Per storage engine, in turn at 16 requests in flight: a no-op RPC on a bare grpc.aio server and
+Per storage engine and topology (every service in one process, as `make run` starts them, or
+one process per service: its rows are labelled `<engine>-split`), in turn at 16 requests in
+flight: a no-op RPC on a bare grpc.aio server and
 on our server stack, and GetUser refused by validation (h2load: what the chain costs), GetUser
 of an existing user direct (h2load) and as REST through Envoy (wrk), and the baseline under
 uvicorn with 1 and 2 workers (wrk). Each reply kind is checked once with a Python client before
@@ -29,11 +31,11 @@ from pathlib import Path
 from bench import checks
 from bench.checks import NOOP_REQUEST
 from bench.loadgen import Load, LoadResult, h2load_grpc, wrk_get
-from bench.processes import CpuSnapshot
+from bench.processes import CpuSnapshot, process_tree
 from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.report import Measured, median_rounds, print_report, report
 from bench.results import RESULTS_DIR, write_results
-from gateway.local_stack import LocalStack, running_stack
+from gateway.local_stack import ONE_PROCESS, LocalStack, Topology, running_stack
 from services.core.registry import NAMES
 
 RESULTS = RESULTS_DIR / "requestpath.json"
@@ -41,6 +43,7 @@ POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GET_USER = "/r3mes.users.v1.UsersService/GetUser"
 READY_TIMEOUT_SECONDS = 60.0
 ENGINES = ("sqlite", "postgres")
+TOPOLOGIES: tuple[Topology, ...] = ("one-process", "split")
 PROFILE_SECONDS = 5
 PROFILED = ("get_user_grpc", "get_user_rest_envoy")
 
@@ -53,22 +56,25 @@ class Options:
     load: Load
     profile_dir: Path | None
     work_dir: Path
+    workers: int = 1
 
 
 @dataclass(frozen=True)
 class Target:
-    """One path, ready to load: `load(seconds)` runs the generator, `pids` serve it."""
+    """One path, ready to load: `load(seconds)` runs the generator, `pids` serve it, the users
+    service runs in `profiled` (when it serves the path)."""
 
     path: str
     load: Callable[[int], LoadResult]
     pids: Mapping[str, int]
+    profiled: int | None = None
 
 
 @dataclass
 class Run:
     """What one engine's run has measured (every round) and profiled so far."""
 
-    engine: str
+    engine: str  # the engine, and `-split` when one process runs each service
     options: Options
     measured: list[Measured]
     profiles: dict[str, ProfileSummary]
@@ -87,16 +93,26 @@ class Run:
 
     def profile(self, target: Target) -> None:
         """A load of its own while py-spy samples users, so sampling never skews the table."""
-        if self.options.profile_dir is None:
+        if self.options.profile_dir is None or target.profiled is None:
             return
         out = self.options.profile_dir / f"{target.path}-{self.engine}.txt"
-        recording = start_recording(target.pids["users"], PROFILE_SECONDS, out)
+        recording = start_recording(target.profiled, PROFILE_SECONDS, out)
         target.load(PROFILE_SECONDS + 1)
         self.profiles[target.path] = finish_recording(recording, out)
 
 
-def _pid(stack: LocalStack, name: str) -> int:
-    return next(started.process.pid for started in stack.started if started.name == name)
+def with_workers(name: str, pid: int) -> dict[str, int]:
+    """The process and the workers below it (`R3MES_WORKERS`), which do the serving."""
+    return {name if i == 0 else f"{name}.{i}": child for i, child in enumerate(process_tree(pid))}
+
+
+def serving(stack: LocalStack, *names: str) -> dict[str, int]:
+    """The processes that serve these services (or envoy), each once however many services it
+    hosts, with their workers."""
+    pids = {}
+    for process in dict.fromkeys(stack.process_of(name) for name in names):
+        pids.update(with_workers(process, stack.pid_of(process)))
+    return pids
 
 
 def targets(stack: LocalStack, options: Options, running: ExitStack) -> list[Target]:
@@ -107,26 +123,28 @@ def targets(stack: LocalStack, options: Options, running: ExitStack) -> list[Tar
         target, pid = running.enter_context(checks.noop_server(stack, log_dir, bare=bare))
         checks.noop_answers(target)
         noop = partial(h2load_grpc, checks.noop_url(target), NOOP_REQUEST, load)
-        found.append(Target(path, noop, {"noop": pid}))
+        found.append(Target(path, noop, with_workers("noop", pid)))
 
     users = stack.grpc_target("users")
     get_user_url = f"http://{users}{GET_USER}"
     refused = checks.get_user_request("not-a-wallet")
     checks.get_user_refused(users, refused)
     refuse = partial(h2load_grpc, get_user_url, refused, load)
-    found.append(Target("refused_by_validation", refuse, {"users": _pid(stack, "users")}))
+    found.append(Target("refused_by_validation", refuse, serving(stack, "users")))
 
     wallet = checks.create_user(users)
     request = checks.get_user_request(wallet)
     checks.get_user_answers(users, request)
-    services = {name: _pid(stack, name) for name in ("users", "credits", "mining")}
+    services = serving(stack, "users", "credits", "mining")
+    users_pid = stack.pid_of("users")
     direct = partial(h2load_grpc, get_user_url, request, load)
-    found.append(Target("get_user_grpc", direct, services))
+    found.append(Target("get_user_grpc", direct, services, users_pid))
 
     rest_url = f"{stack.rest_url}/v1/users/{wallet}"
     rest_body = checks.rest_answers(rest_url, wallet)
     rest = partial(wrk_get, rest_url, load)
-    found.append(Target("get_user_rest_envoy", rest, {**services, "envoy": _pid(stack, "envoy")}))
+    with_envoy = {**services, **serving(stack, "envoy")}
+    found.append(Target("get_user_rest_envoy", rest, with_envoy, users_pid))
 
     for workers, path in ((1, "fastapi_1_worker"), (2, "fastapi_2_workers")):
         url, processes = running.enter_context(checks.baseline(stack, workers, log_dir))
@@ -172,17 +190,19 @@ def engine_environment(engine: str, postgres_url: str) -> Iterator[dict[str, str
         asyncio.run(checks.drop_schemas(postgres_url, [name + suffix for name in NAMES]))
 
 
-def run_engine(engine: str, options: Options, postgres_url: str) -> Run:
-    work_dir = options.work_dir / engine
+def run_engine(engine: str, topology: Topology, options: Options, postgres_url: str) -> Run:
+    label = engine if topology == ONE_PROCESS else f"{engine}-split"
+    work_dir = options.work_dir / label
     work_dir.mkdir()
-    run = Run(engine, replace(options, work_dir=work_dir), [], {})
+    run = Run(label, replace(options, work_dir=work_dir), [], {})
     with (
         engine_environment(engine, postgres_url) as extra,
         running_stack(
             work_dir,
             internal_token=secrets.token_urlsafe(16),
-            extra_environment=extra,
+            extra_environment={**extra, "R3MES_WORKERS": str(options.workers)},
             ready_timeout_seconds=READY_TIMEOUT_SECONDS,
+            topology=topology,
         ) as stack,
     ):
         measure_stack(run, stack)
@@ -199,6 +219,14 @@ def parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=1, help="measure every path this many times, in turn"
     )
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--topologies", nargs="+", choices=TOPOLOGIES, default=list(TOPOLOGIES))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="processes per service process (R3MES_WORKERS); compared with as many uvicorn ones",
+    )
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument("--profile", type=Path, help="also profile GetUser with py-spy, into DIR")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -212,12 +240,22 @@ def main(argv: list[str] | None = None) -> None:
     load = Load()
     with tempfile.TemporaryDirectory(prefix="r3mes-requestpath-") as work_dir:
         options = Options(
-            args.seconds, args.warm_up, args.rounds, load, args.profile, Path(work_dir)
+            args.seconds,
+            args.warm_up,
+            args.rounds,
+            load,
+            args.profile,
+            Path(work_dir),
+            args.workers,
         )
-        runs = [run_engine(engine, options, args.postgres_url) for engine in args.engines]
+        runs = [
+            run_engine(engine, topology, options, args.postgres_url)
+            for engine in args.engines
+            for topology in args.topologies
+        ]
     rows = median_rounds([row for run in runs for row in run.measured])
     profiles = {run.engine: run.profiles for run in runs}
-    figures = report(rows, load, args.seconds, args.rounds, profiles)
+    figures = report(rows, load, args.seconds, args.rounds, profiles, args.workers)
     print_report(figures)
     write_results(figures, args.out)
 

@@ -86,7 +86,8 @@ USER_AGENT = _unless_redacted("user_agent", "REQ", "USER-AGENT")
 _TEXT_FORMAT = (
     "%START_TIME(%Y-%m-%d %H:%M:%S.%3f)% "
     f"%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% {PATH} -> %RESPONSE_CODE% grpc={GRPC_STATUS} "
-    "%DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% id=%REQ(X-REQUEST-ID)%\n"
+    "%DURATION%ms client=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% id=%REQ(X-REQUEST-ID)% "
+    "trace=%TRACE_ID%\n"
 )
 _JSON_FORMAT = {
     "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
@@ -99,6 +100,8 @@ _JSON_FORMAT = {
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     "upstream": "%UPSTREAM_HOST%",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    # The trace the services' log lines carry as trace_id (gateway/tracing.py).
+    "trace_id": "%TRACE_ID%",
     "user_agent": USER_AGENT,
 }
 

@@ -1,4 +1,5 @@
-"""One HTTP/2 upstream cluster per service, health-checked over grpc.health.v1."""
+"""One HTTP/2 upstream cluster per service, health-checked over grpc.health.v1, and the clusters
+of single processes (the front door, a trace collector)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,39 @@ def _discovery(host: str) -> dict[str, Any]:
                 dns_refresh_rate=DNS_REFRESH_RATE,
             ),
         }
+    }
+
+
+def _single_host_discovery(host: str) -> dict[str, Any]:
+    # One process, not replicas (the front door, a collector): an address, or one name
+    # resolved as it changes.
+    if _is_ip(host):
+        return {"type": "STATIC"}
+    return {"type": "LOGICAL_DNS", "dns_lookup_family": "V4_PREFERRED"}
+
+
+def single_host_cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
+    """A cluster of one process without health checks (the front door, a trace collector)."""
+    protocol: dict[str, Any] = (
+        {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    )
+    return {
+        "name": name,
+        **_single_host_discovery(host),
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+                "extensions.upstreams.http.v3", "HttpProtocolOptions", explicit_http_config=protocol
+            )
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}],
+                }
+            ],
+        },
     }
 
 

@@ -28,7 +28,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
-from gateway.render import ROOT
+from gateway.paths import ROOT
 from services.core.registry import NAMES
 
 LOOPBACK = "127.0.0.1"

@@ -25,15 +25,16 @@ from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
 from gateway.limits import connection_manager_limits
 from gateway.local_replies import local_reply_config
 from gateway.metrics import admin_cluster, metrics_listener
+from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG
+from gateway.tracing import collector_cluster, tracing
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
 from services.core.registry import target_of
 from services.core.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
-DEFAULT_OUTPUT = ROOT / "build" / "envoy.yaml"
+DEFAULT_DESCRIPTOR = DESCRIPTOR_SET
+DEFAULT_OUTPUT = ENVOY_CONFIG
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 UNKNOWN_PATH_CLUSTER = "unknown_path"
 GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py instead."
@@ -166,6 +167,7 @@ def _connection_manager_fields(
         # services send none.
         "server_header_transformation": "PASS_THROUGH",
         "access_log": access_log(settings.log_json),
+        "tracing": tracing(settings),
         "local_reply_config": local_reply_config(),
         "route_config": _route_config(settings, gateway_secret),
         "http_filters": http_filters(
@@ -223,6 +225,7 @@ def build_config(
                 *(cluster(canary_upstream(u), c.target) for u, c in canaries(settings).items()),
                 *front_door_clusters(settings),
                 *metrics_clusters,
+                collector_cluster(settings),
             ],
         },
         "overload_manager": {

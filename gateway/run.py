@@ -29,6 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
+from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG, GEN, ROOT
 from gateway.runlock import AlreadyRunning, RunLock
 from gateway.supervisor import Supervisor
 from services.core.registry import SERVICES, shared_port
@@ -37,9 +38,7 @@ from services.core.settings import Settings
 if TYPE_CHECKING:  # imported for real only once the children run (gRPC)
     from gateway.reference import ReferenceNode
 
-ROOT = Path(__file__).resolve().parent.parent
-ENVOY_CONFIG = ROOT / "build" / "envoy.yaml"
-DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
+DESCRIPTOR = DESCRIPTOR_SET
 READY_TIMEOUT_SECONDS = 60.0
 # Longer than the front door's own bound on a health check (CHECK_TIMEOUT_SECONDS, 1 s, in
 # gateway/frontdoor/health.py, which imports gRPC): while services start, /healthz takes that
@@ -59,7 +58,7 @@ REFERENCE_NETWORKS = ["127.0.0.0/8"]
 
 def ensure_generated() -> None:
     """`make run` has generated the code already; `python -m gateway.run` alone may not have."""
-    if not (ROOT / "gen" / "r3mes").is_dir() or not DESCRIPTOR.is_file():
+    if not (GEN / "r3mes").is_dir() or not DESCRIPTOR.is_file():
         subprocess.run([sys.executable, str(ROOT / "tools" / "protos.py")], cwd=ROOT, check=True)
 
 

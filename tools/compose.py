@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gateway.paths import ROOT
 from services.core.registry import SERVICES
 from services.core.servicespec import ServiceSpec
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "deploy"
 COMPOSE_FILE = "compose.yaml"
 PROMETHEUS_FILE = "prometheus/compose.yml"

@@ -20,12 +20,12 @@ import google.api
 import grpc_tools
 from grpc_tools import protoc
 
-ROOT = Path(__file__).resolve().parent.parent
+from gateway.paths import BUILD, DESCRIPTOR_SET, GEN, ROOT
+
 PROTO_ROOT = ROOT / "protos"
-GEN_DIR = ROOT / "gen"
-DESCRIPTOR_SET = ROOT / "build" / "r3mes.binpb"
-PROTO_DEPS = ROOT / "build" / "proto-deps"
-CLIENT_PROTOS = ROOT / "build" / "client-protos"
+GEN_DIR = GEN
+PROTO_DEPS = BUILD / "proto-deps"
+CLIENT_PROTOS = BUILD / "client-protos"
 # The API as last released (`make release-protos`), committed: what `buf breaking` compares the
 # protos with, so it needs neither git history nor tags (CI may clone shallow) nor a registry.
 RELEASED = PROTO_ROOT / "released.binpb"

@@ -16,7 +16,7 @@ from gateway.frontdoor.health import HealthChecker
 from gateway.frontdoor.openai_door import OpenAIDoor
 from gateway.frontdoor.pages import Pages, http_server
 from gateway.frontdoor.reflection import add_reflection
-from gateway.openapi import DEFAULT_OUTPUT as OPENAPI_DOCUMENT
+from gateway.paths import OPENAPI_DOCUMENT
 from gateway.render import DEFAULT_DESCRIPTOR
 from services.core.logging import configure_logging
 from services.core.settings import Settings

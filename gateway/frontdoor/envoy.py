@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
+from gateway.clusters import single_host_cluster
 from gateway.frontdoor.openai_door import CHAT_PATH, MODELS_PATH
 from gateway.typed import typed
 from services.core.settings import Settings
@@ -87,48 +87,9 @@ def front_door_routes(timeout: str) -> list[dict[str, Any]]:
     return [_refused_preflight_route(), *pages, *door_routes(), assets, *reflection]
 
 
-def _discovery(host: str) -> dict[str, Any]:
-    # One front door process, not replicas: an address, or one name resolved as it changes.
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return {"type": "LOGICAL_DNS", "dns_lookup_family": "V4_PREFERRED"}
-    return {"type": "STATIC"}
-
-
-def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
-    protocol: dict[str, Any] = (
-        {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
-    )
-    return {
-        "name": name,
-        **_discovery(host),
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
-                "extensions.upstreams.http.v3", "HttpProtocolOptions", explicit_http_config=protocol
-            )
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {"socket_address": {"address": host, "port_value": port}}
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-    }
-
-
 def front_door_clusters(settings: Settings) -> list[dict[str, Any]]:
     host = settings.frontdoor_host
     return [
-        _cluster(PAGES_CLUSTER, host, settings.frontdoor_port, http2=False),
-        _cluster(REFLECTION_CLUSTER, host, settings.frontdoor_grpc_port, http2=True),
+        single_host_cluster(PAGES_CLUSTER, host, settings.frontdoor_port, http2=False),
+        single_host_cluster(REFLECTION_CLUSTER, host, settings.frontdoor_grpc_port, http2=True),
     ]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from services.core import tracing
 from services.core.metrics import JOB_FAILURES, JOB_HEALTHY, JOB_INTERVAL, JOB_LAST_SUCCESS
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ class PeriodicJob:
 
     async def _run_and_publish(self) -> bool:
         try:
-            await self.run()
+            # With tracing on, a run is a trace of its own, its units of work below it (rather
+            # than each unit a root of its own); its failure is recorded on it.
+            with tracing.internal_span(f"job {self.name}", {"r3mes.job": self.name}):
+                await self.run()
         except Exception:
             self.failures += 1
             JOB_FAILURES.labels(*self._labels).inc()

@@ -1,5 +1,6 @@
-"""Channels from one service to the others: a request id, a deadline and credentials on every
-call, and round-robin over every address a target resolves to (several replicas).
+"""Channels from one service to the others: a request id, the trace context (a CLIENT span of
+its own when tracing is on, services.core.tracing), a deadline and credentials on every call,
+and round-robin over every address a target resolves to (several replicas).
 
 A call is made on the calling service's **own authority**: it presents the internal token,
 for what the service needs for itself (the users service reading balances and network totals
@@ -17,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from services.core import tracing
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
 from services.core.metrics import peer_call_handled
@@ -45,6 +47,12 @@ class OutgoingCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         request_id = request_id_var.get()
         if request_id is not None:
             metadata.add(REQUEST_ID_HEADER, request_id)
+        method = _method_name(client_call_details.method)
+        span = tracing.start_client_span(method)
+        trace_headers: dict[str, str] = {}
+        tracing.inject(trace_headers, span)
+        for key, value in trace_headers.items():
+            metadata.add(key, value)
         timeout = client_call_details.timeout
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
@@ -53,13 +61,26 @@ class OutgoingCallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             credentials=client_call_details.credentials,
             wait_for_ready=client_call_details.wait_for_ready,
         )
-        call = await continuation(details, request)
-        # Its status, once it has one (never raises; the caller still gets the answer or the
-        # error when it awaits the call).
-        code = await call.code()
-        method = details.method
-        peer_call_handled(method.decode() if isinstance(method, bytes) else method, code.name)
+        try:
+            call = await continuation(details, request)
+            # Its status, once it has one (never raises; the caller still gets the answer or
+            # the error when it awaits the call).
+            code = await call.code()
+        except BaseException as error:
+            if span is not None:
+                span.record_exception(error)
+                tracing.end_rpc_span(span, "UNKNOWN", grpc.StatusCode.UNKNOWN.value[0], True)
+            raise
+        peer_call_handled(method, code.name)
+        if span is not None:
+            # Any status but OK is a failure of the call, for its caller (OpenTelemetry's gRPC
+            # conventions); the peer's own span says whether the peer failed.
+            tracing.end_rpc_span(span, code.name, code.value[0], code is not grpc.StatusCode.OK)
         return call
+
+
+def _method_name(method: str | bytes) -> str:
+    return method.decode() if isinstance(method, bytes) else method
 
 
 def own_authority(internal_token: str | None) -> Credentials:

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, event
+from sqlalchemy import CursorResult, DateTime, Dialect, Engine, Executable, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -33,6 +33,9 @@ from services.core.settings import ServiceName, Settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# A lone read on the event loop's thread (below) blocks the loop while it waits: a WAL reader
+# waits on nobody but a WAL recovery, so a short wait, then the unit of work's retry.
+SQLITE_LOOP_READ_BUSY_TIMEOUT_MS = 50
 # Connections per service on SQLite: enough that the calls one process runs at once rarely wait
 # (each costs a driver thread and a file handle, nothing while idle).
 SQLITE_POOL_SIZE = 20
@@ -56,10 +59,18 @@ class ConnectionLost(Unavailable):
 class Database:
     """The engine of one service and the name its schema has on this engine."""
 
-    def __init__(self, engine: AsyncEngine, schema: str | None, service: ServiceName) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        schema: str | None,
+        service: ServiceName,
+        loop_reads: Engine | None = None,
+    ) -> None:
         self.engine = engine
         self.schema = schema
         self.service = service
+        # SQLite only: the same file through the synchronous driver, for lone reads.
+        self._loop_reads = loop_reads
         self.waiting = 0  # units of work waiting for a pooled connection
         DB_POOL_IN_USE.track(self, _checked_out, service)
         DB_POOL_WAITING.track(self, lambda database: database.waiting, service)
@@ -68,7 +79,7 @@ class Database:
     def from_settings(cls, settings: Settings, service: ServiceName) -> Database:
         url = database_url(settings, service)
         if url.get_backend_name() == "sqlite":
-            return cls(_sqlite_engine(url, service), None, service)
+            return cls(_sqlite_engine(url, service), None, service, _sqlite_reads(url, service))
         engine = create_async_engine(
             url,
             hide_parameters=True,  # error messages (and so logs) never carry the values
@@ -97,17 +108,31 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def transaction(
+        self, *, read_only: bool = False, one_statement: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends, rolls back when it raises.
 
         `read_only` transactions take no write lock on SQLite, so reads never queue behind
         each other or behind writers (WAL lets them see the last committed state); on
         PostgreSQL they are READ ONLY transactions, so a stray write fails loudly.
 
+        `one_statement`: on PostgreSQL the block sends a single statement, which is its own
+        transaction (autocommit: no BEGIN and no COMMIT, one round trip instead of three; a
+        write must then be one statement that is safe to run again, since a connection lost
+        while it ran may have committed it). On SQLite a read-only one (a key or a short page,
+        never a scan of a whole table) runs on the event loop's thread with no BEGIN; one that
+        may write still takes the write lock first, since there a money move is a sequence of
+        statements.
+
         Failures of the database itself (connect, begin, commit, or a statement the block ran)
         leave as the error hierarchy; anything else the block raises passes through untouched,
         so an OSError of the caller's own is never reported as "database unavailable".
         """
+        if read_only and one_statement and self._loop_reads is not None:
+            async with self._read_on_loop_thread(self._loop_reads) as connection:
+                yield connection
+            return
         self.waiting += 1
         try:
             with _translated():
@@ -120,8 +145,9 @@ class Database:
             self.waiting -= 1
         try:
             with _translated():
-                if read_only:
-                    await connection.execution_options(**self._read_only_options())
+                options = self._options(read_only=read_only, one_statement=one_statement)
+                if options:
+                    await connection.execution_options(**options)
                 transaction = await connection.begin()
             try:
                 yield connection
@@ -142,10 +168,32 @@ class Database:
             with suppress(SQLAlchemyError, OSError, TimeoutError):
                 await connection.close()
 
-    def _read_only_options(self) -> dict[str, Any]:
+    @asynccontextmanager
+    async def _read_on_loop_thread(self, reads: Engine) -> AsyncIterator[AsyncConnection]:
+        """A lone read of a key or a short page on SQLite, run on the event loop's own thread:
+        aiosqlite hands every step (cursor, execute, fetch, close, commit, the pool's reset) to
+        its connection's thread and back, which cost more than the read itself (profiled on
+        GetUser). A WAL reader never waits for a writer, so the read cannot hold the loop up
+        for longer than it reads; the synchronous driver in autocommit reads one snapshot.
+        Scans over a whole table stay off this path (they would hold up every call meanwhile)."""
+        with _translated():
+            sync_connection = reads.connect()
+        try:
+            yield _InlineConnection(self.engine, sync_connection)
+        except SQLAlchemyError as exc:
+            raise _translated_or_same(exc) from exc
+        finally:
+            with suppress(SQLAlchemyError, OSError):
+                sync_connection.close()
+
+    def _options(self, *, read_only: bool, one_statement: bool) -> dict[str, Any]:
         if self.is_sqlite:
-            return {READ_ONLY: True}
-        return {"postgresql_readonly": True}
+            return {READ_ONLY: True} if read_only else {}
+        if one_statement:
+            # The asyncpg adapter then sends neither BEGIN nor COMMIT, nor a ROLLBACK when the
+            # pool takes the connection back.
+            return {"isolation_level": "AUTOCOMMIT"}
+        return {"postgresql_readonly": True} if read_only else {}
 
     async def ping(self) -> None:
         async with self.transaction() as connection:
@@ -153,6 +201,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._loop_reads is not None:
+            self._loop_reads.dispose()
 
 
 def _checked_out(database: Database) -> float:
@@ -197,6 +247,50 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class _InlineConnection(AsyncConnection):
+    """The asyncio facade over a synchronous connection: a repository's awaited statement runs
+    the driver inline, without a thread. Hand-written: SQLAlchemy's own facade refuses a driver
+    that never awaits. Repositories use `execute` alone (and `dialect`, proxied already)."""
+
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: Any = None,
+        *,
+        execution_options: Any = None,
+    ) -> CursorResult[Any]:
+        assert self.sync_connection is not None, "built on an open connection"
+        return self.sync_connection.execute(
+            statement, parameters, execution_options=execution_options
+        )
+
+
+def _sqlite_reads(url: URL, service: ServiceName) -> Engine | None:
+    """The synchronous engine of lone reads on the event loop's thread; none for a database
+    that lives in memory (another connection would see another database)."""
+    if url.database in (None, "", ":memory:"):
+        return None
+    engine = create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        hide_parameters=True,
+        execution_options={"schema_translate_map": {service: None}},
+        pool_size=SQLITE_POOL_SIZE,
+        max_overflow=0,
+        # Used on the loop's thread only, but the pool may be disposed from another.
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # autocommit: a lone SELECT is its snapshot
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOOP_READ_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA query_only=ON")  # a stray write fails loudly
+        cursor.close()
 
     return engine
 

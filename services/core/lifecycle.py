@@ -36,6 +36,7 @@ from services.core.metrics import CALLS_IN_FLIGHT, serve_metrics
 from services.core.migrate import migrate_on_start
 from services.core.network import trusted_networks
 from services.core.settings import ServiceName, Settings
+from services.core.tracing import configure_tracing
 from services.core.workers import is_supervisor, supervise
 
 # The gateway refuses requests whose headers pass 16 KiB (gateway/limits.py); a service takes
@@ -252,7 +253,8 @@ async def serve(server: ServiceServer, grace_seconds: float) -> None:
 
 def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]]) -> None:
     """The body of every service's main(): settings and logging first, then serve (or, with
-    R3MES_WORKERS above 1, start that many workers that each serve)."""
+    R3MES_WORKERS above 1, start that many workers that each serve). Spans go to the collector,
+    when one is set, under the server's name (`users`, or `apikeys+credits+...` in one)."""
     settings = Settings()
     configure_logging(settings)
     if is_supervisor(settings):
@@ -265,6 +267,7 @@ def run(create_server: Callable[[Settings], Awaitable[tuple[ServiceServer, int]]
         except Exception:
             logger.exception("failed to start")
             raise SystemExit(1) from None
+        configure_tracing(settings, server.name)
         logger.info("listening", extra={"service": server.name, "port": port, "pid": os.getpid()})
         await serve(server, settings.grace_period_seconds)
 

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, with the current request id on every record."""
+"""Structured logs: one JSON object per line, with the current request id, trace id and span id
+(services.core.tracing) on every record."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from services.core.settings import Settings
+from services.core.tracing import current_ids
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -25,9 +27,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
+        entry.update(_call_fields())
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -42,11 +42,21 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = dict(_extras(record))
-        request_id = request_id_var.get()
-        if request_id is not None:
-            fields["request_id"] = request_id
+        fields.update(_call_fields())
         suffix = "".join(f" {key}={value}" for key, value in fields.items())
         return super().format(record) + suffix
+
+
+def _call_fields() -> dict[str, str]:
+    """What ties a line to its call: the request id, and the trace it belongs to."""
+    fields = {}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    ids = current_ids()
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = ids
+    return fields
 
 
 def _extras(record: logging.LogRecord) -> list[tuple[str, object]]:

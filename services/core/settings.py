@@ -229,6 +229,22 @@ class Settings(SettingsBase):
     )
     log_level: str = Field("INFO", description="Python logging level.")
     log_json: bool = Field(True, description="One JSON object per log line (else plain text).")
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^http://[^/?#@]+:[0-9]+/?$",
+        description="OpenTelemetry collector (OTLP over gRPC, plaintext: http://host:4317) to "
+        "which every service process and Envoy send their trace spans. Unset: no span is "
+        "recorded or exported; the W3C traceparent Envoy starts is still passed on between "
+        "services and logged as trace_id.",
+    )
+    trace_sample_percent: float = Field(
+        100.0,
+        ge=0,
+        le=100,
+        description="Share of traces recorded when a collector is set, decided where a trace "
+        "starts (Envoy for calls through the gateway); a call that arrives with a traceparent "
+        "keeps its decision.",
+    )
 
     gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
     gateway_admin_port: int | None = Field(
@@ -310,6 +326,12 @@ class Settings(SettingsBase):
         "gateway.canary`), without dropping a call. Calls between services do not pass the "
         "gateway and are not split.",
     )
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # `R3MES_OTLP_ENDPOINT=` (compose's `${OTLP_ENDPOINT:-}`, say) means no collector.
+        return None if value == "" else value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -7,6 +7,9 @@ failure 40001, deadlock 40P01, SQLite busy) is retried from the start a bounded 
 with jittered backoff; after the last try the caller gets ABORTED (retryable). So is one that
 found its pooled connection closed before it committed (the database restarted): it runs again
 on a fresh connection, and only a database still down reaches the caller, as UNAVAILABLE.
+
+Each transaction is a span ("unit of work", services.core.tracing) when tracing is on, child of
+the RPC's: a retried unit shows as one span per attempt, the conflict recorded on each.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core import tracing
 from services.core.db import ConnectionLost, Database
 from services.core.errors import TransactionConflict
 from services.core.metrics import UNIT_OF_WORK_RETRIES
@@ -47,27 +52,49 @@ class UnitOfWork(Generic[RepositoriesT]):
         self._database = database
         self._repositories = repositories
         self._attempts = attempts
+        engine = database.engine
+        # The service's schema, or on SQLite its file (one per service).
+        namespace = database.schema or Path(engine.url.database or "").stem
+        self._span_attributes = {
+            read_only: {
+                "db.system.name": engine.dialect.name,
+                "db.namespace": namespace,
+                "r3mes.read_only": read_only,
+            }
+            for read_only in (False, True)
+        }
 
     @asynccontextmanager
-    async def begin(self, *, read_only: bool = False) -> AsyncIterator[RepositoriesT]:
-        """One transaction, not retried: commits when the block ends, rolls back if it raises."""
-        async with self._database.transaction(read_only=read_only) as connection:
-            yield self._repositories(connection)
+    async def begin(
+        self, *, read_only: bool = False, one_statement: bool = False
+    ) -> AsyncIterator[RepositoriesT]:
+        """One transaction, not retried: commits when the block ends, rolls back if it raises.
+        `one_statement`: see `Database.transaction`."""
+        with tracing.internal_span("unit of work", self._span_attributes[read_only]):
+            async with self._database.transaction(
+                read_only=read_only, one_statement=one_statement
+            ) as connection:
+                yield self._repositories(connection)
 
     async def run(
         self,
         work: Callable[[RepositoriesT], Awaitable[ResultT]],
         *,
         read_only: bool = False,
+        one_statement: bool = False,
     ) -> ResultT:
         """Run `work` in one transaction, again from the start after a conflict.
 
         `work` must be safe to run again: it may read and write only through the repositories it
         is given (a retried transaction has left no trace), never call other services.
+        `one_statement`: `work` sends one statement on PostgreSQL, which then runs without BEGIN
+        and COMMIT (see `Database.transaction`).
         """
         for attempt in range(1, self._attempts + 1):
             try:
-                async with self.begin(read_only=read_only) as repositories:
+                async with self.begin(
+                    read_only=read_only, one_statement=one_statement
+                ) as repositories:
                     return await work(repositories)
             except (TransactionConflict, ConnectionLost):
                 if attempt == self._attempts:

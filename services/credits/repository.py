@@ -367,6 +367,10 @@ class CreditsRepositories:
     reservations: ReservationRepository
     ledger: LedgerRepository
     idempotency: CreditsIdempotency
+    # Whether the money moves' functions (migration 0002, PostgreSQL) can be called on this
+    # connection, each move one statement (services/credits/moves.py); if not, the moves run as
+    # statements of the repositories above.
+    moves_in_one_statement: bool = False
 
     @classmethod
     def on(cls, connection: AsyncConnection) -> CreditsRepositories:
@@ -375,4 +379,5 @@ class CreditsRepositories:
             reservations=ReservationRepository(connection),
             ledger=LedgerRepository(connection),
             idempotency=CreditsIdempotency(connection),
+            moves_in_one_statement=connection.dialect.name == "postgresql",
         )

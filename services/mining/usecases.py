@@ -171,14 +171,14 @@ class MiningUseCases:
     async def miner_stats(self, wallet_address: str) -> MinerStats:
         now = self._clock()
 
-        async def in_unit(repositories: MiningRepositories) -> MinerStats:
-            totals = await repositories.miners.get(wallet_address)
-            if totals is None:
-                raise MinerNotFound(wallet_address)
-            blocks_found = await repositories.blocks.found_by(wallet_address)
-            return miner_stats(totals, blocks_found, now)
-
-        return await self._uow.run(in_unit, read_only=True)
+        found = await self._uow.run(
+            lambda repositories: repositories.miners.with_blocks_found(wallet_address),
+            read_only=True,
+            one_statement=True,
+        )
+        if found is None:
+            raise MinerNotFound(wallet_address)
+        return miner_stats(*found, now)
 
     async def earnings_history(self, wallet_address: str, days: int) -> EarningsHistory:
         today = utc_day(self._clock())
@@ -187,6 +187,7 @@ class MiningUseCases:
                 wallet_address, history_days(today, days)[0], today
             ),
             read_only=True,
+            one_statement=True,
         )
         points = earnings_points(rollups, today, days)
         return EarningsHistory(points, sum(point.earned_micro_credits for point in points))
@@ -198,6 +199,7 @@ class MiningUseCases:
                 wallet_address, history_days(today, days)[0], today
             ),
             read_only=True,
+            one_statement=True,
         )
         return hashrate_points(rollups, today, days)
 
@@ -207,6 +209,7 @@ class MiningUseCases:
         return await self._uow.run(
             lambda repositories: repositories.blocks.listed(miner_wallet_address, page_request),
             read_only=True,
+            one_statement=True,
         )
 
     async def network_summary(self) -> NetworkSummary:
@@ -229,7 +232,7 @@ class MiningUseCases:
     async def highest_block(self) -> int:
         """Height of the highest recorded block, 0 when none is (where the indexer resumes)."""
         highest = await self._uow.run(
-            lambda repositories: repositories.blocks.highest(), read_only=True
+            lambda repositories: repositories.blocks.highest(), read_only=True, one_statement=True
         )
         return 0 if highest is None else highest.height
 

@@ -61,7 +61,9 @@ class UsersUseCases:
 
     async def get_user(self, wallet_address: str) -> UserProfile:
         user = await self._uow.run(
-            lambda repositories: repositories.users.get(wallet_address), read_only=True
+            lambda repositories: repositories.users.get(wallet_address),
+            read_only=True,
+            one_statement=True,
         )
         balance, mining = await asyncio.gather(
             self._peers.balance(wallet_address), self._peers.mining_status(wallet_address)
@@ -84,7 +86,9 @@ class UsersUseCases:
 
     async def _fresh_network_stats(self) -> NetworkStats:
         total_users = await self._uow.run(
-            lambda repositories: repositories.users.count(), read_only=True
+            # A count of every user: not a lone read for the event loop's thread on SQLite.
+            lambda repositories: repositories.users.count(),
+            read_only=True,
         )
         credits_total, mining = await asyncio.gather(
             self._peers.credits_total(), self._peers.mining_summary()

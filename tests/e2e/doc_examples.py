@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from gateway.paths import ROOT
+
 _BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _LISTED = re.compile(r"^- `(docs/[^`]+\.md)`", re.MULTILINE)
 _COMMANDS = ("curl ", "grpcurl ", ".venv/bin/grpcurl ")

@@ -17,7 +17,7 @@ import httpx
 import yaml
 
 from gateway.local_stack import LOOPBACK, free_port
-from gateway.render import ROOT
+from gateway.paths import ROOT
 
 ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "1s"

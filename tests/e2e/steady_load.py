@@ -10,12 +10,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
+from gateway.paths import ROOT
+
 # The retry policy docs/api.md asks clients to follow, as a gRPC service config.
 SERVICE_CONFIG = ROOT / "clients" / "service-config.json"
 WORKERS = 4

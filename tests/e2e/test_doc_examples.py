@@ -19,12 +19,13 @@ import pytest
 
 from gateway.frontdoor.openai_door import SERVING
 from gateway.local_stack import LocalStack, running_stack
+from gateway.paths import ROOT
 from gateway.reference import register_node
 from gateway.run import REFERENCE_NETWORKS, development_environment
 from services.core.registry import SERVICES
 from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
-from tests.e2e.doc_examples import ROOT, Example, Step, examples, reading, same_shape
+from tests.e2e.doc_examples import Example, Step, examples, reading, same_shape
 
 DOCUMENTED_GATEWAY = "127.0.0.1:8080"
 DOCUMENTED_PORTS = {spec.name: spec.default_port for spec in SERVICES}

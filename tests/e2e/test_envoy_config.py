@@ -36,13 +36,22 @@ def filter_names(config: dict[str, Any]) -> list[str]:
 
 
 CANARY = {"mining": Canary(target="127.0.0.1:50063", weight=5)}
+COLLECTOR = "http://otel-collector.observability:4317"
 
 
-@pytest.mark.parametrize("canaries", [{}, CANARY], ids=["without canary", "with a canary"])
+@pytest.mark.parametrize(
+    ("canaries", "collector"),
+    [({}, None), (CANARY, None), ({}, COLLECTOR)],
+    ids=["as by default", "with a canary", "with a trace collector"],
+)
 def test_envoy_accepts_the_rendered_configuration(
-    tmp_path: Path, canaries: dict[str, Canary]
+    tmp_path: Path, canaries: dict[str, Canary], collector: str | None
 ) -> None:
-    config = write_config(settings(canaries=canaries), DEFAULT_DESCRIPTOR, tmp_path / "envoy.yaml")
+    config = write_config(
+        settings(canaries=canaries, otlp_endpoint=collector),
+        DEFAULT_DESCRIPTOR,
+        tmp_path / "envoy.yaml",
+    )
 
     checked = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
@@ -123,6 +132,8 @@ def test_an_upstream_named_by_dns_becomes_a_dns_cluster_of_all_its_addresses() -
 def cluster_addresses(config: dict[str, Any]) -> dict[str, tuple[str, int]]:
     addresses = {}
     for cluster in config["static_resources"]["clusters"]:
+        if not cluster["load_assignment"]["endpoints"]:  # the collector's, when none is set
+            continue
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         socket = endpoint["address"]["socket_address"]
         addresses[cluster["name"]] = (socket["address"], socket["port_value"])
@@ -136,6 +147,29 @@ def test_a_moved_port_moves_the_cluster_of_its_service_when_no_target_is_set() -
 
     assert addresses["credits"] == ("127.0.0.1", 62074)
     assert addresses["users"] == ("127.0.0.1", 50051)
+
+
+def test_envoy_sends_its_spans_to_the_collector_set_at_the_sampling_set() -> None:
+    config = build_config(
+        settings(otlp_endpoint="http://otel-collector:4317", trace_sample_percent=12.5),
+        DEFAULT_DESCRIPTOR,
+    )
+
+    tracing = connection_manager(config)["tracing"]
+    assert tracing["random_sampling"] == {"value": 12.5}
+    assert cluster_addresses(config)["opentelemetry_collector"] == ("otel-collector", 4317)
+
+
+def test_without_a_collector_envoy_still_starts_traces_but_samples_and_sends_none() -> None:
+    config = build_config(settings(), DEFAULT_DESCRIPTOR)
+
+    tracing = connection_manager(config)["tracing"]
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert tracing["random_sampling"] == {"value": 0}
+    (collector,) = [
+        c for c in config["static_resources"]["clusters"] if c["name"] == "opentelemetry_collector"
+    ]
+    assert collector["load_assignment"]["endpoints"] == []
 
 
 def test_in_one_process_every_cluster_reaches_the_one_port_and_a_set_target_wins() -> None:

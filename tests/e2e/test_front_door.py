@@ -33,10 +33,10 @@ from gateway.local_stack import (
     grpc_serving,
     stack_environment,
 )
-from gateway.openapi import DEFAULT_OUTPUT
 from services.core.registry import NAMES, SERVICES
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address
+from tools.openapi import DEFAULT_OUTPUT
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 START_TIMEOUT_SECONDS = 30.0

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from gateway.local_stack import LOOPBACK, StackPorts, free_port, stack_environment
-from gateway.render import ROOT
+from gateway.paths import ROOT
 from gateway.run import REFERENCE_NODE
 from services.core.registry import NAMES
 from tools.reference_node import DEFAULT_MODEL

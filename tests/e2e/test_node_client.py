@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,11 +19,11 @@ import pytest
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from gateway.local_stack import LocalStack
+from gateway.paths import ROOT
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "clients" / "node-example"
 NODE = shutil.which("node") or "node"
 ABOVE_2_POW_53 = 2**53 + 1  # the first integer a JavaScript number cannot hold

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.openapi import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, read_descriptor_set, render, routes
-from gateway.proto_index import ProtoIndex
 from services.core.registry import SERVICES
+from tools.openapi import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, read_descriptor_set, render, routes
+from tools.proto_index import ProtoIndex
 
 HTTP_VERBS = {"get", "put", "post", "delete", "patch"}
 

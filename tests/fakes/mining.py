@@ -86,6 +86,7 @@ class FakeRollups(RollupRepository):
 class FakeMiners(MinerRepository):
     def __init__(self, state: MiningState) -> None:
         self._miners = state.miners
+        self._blocks = state.blocks
 
     async def add_many(self, miners: Sequence[MinerTotals]) -> None:
         for new in miners:
@@ -114,6 +115,13 @@ class FakeMiners(MinerRepository):
 
     async def get(self, wallet_address: str) -> MinerTotals | None:
         return self._miners.get(wallet_address)
+
+    async def with_blocks_found(self, wallet_address: str) -> tuple[MinerTotals, int] | None:
+        totals = self._miners.get(wallet_address)
+        if totals is None:
+            return None
+        found = sum(1 for b in self._blocks.values() if b.miner_wallet_address == wallet_address)
+        return totals, found
 
     async def active_since(self, since: datetime) -> int:
         return sum(1 for miner in self._miners.values() if miner.last_report_time >= since)
@@ -144,11 +152,6 @@ class FakeBlocks(BlockRepository):
 
     async def highest(self) -> Block | None:
         return self._blocks[max(self._blocks)] if self._blocks else None
-
-    async def found_by(self, miner_wallet_address: str) -> int:
-        return sum(
-            1 for b in self._blocks.values() if b.miner_wallet_address == miner_wallet_address
-        )
 
     async def listed(self, miner_wallet_address: str | None, request: PageRequest) -> Page[Block]:
         return keyset_page(

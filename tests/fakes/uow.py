@@ -53,7 +53,10 @@ class FakeUnitOfWork(UnitOfWork[RepositoriesT], Generic[StateT, RepositoriesT]):
         self._conflicts = times
 
     @asynccontextmanager
-    async def begin(self, *, read_only: bool = False) -> AsyncIterator[RepositoriesT]:
+    async def begin(
+        self, *, read_only: bool = False, one_statement: bool = False
+    ) -> AsyncIterator[RepositoriesT]:
+        # `one_statement` changes how a database is spoken to, nothing of what a unit may do.
         async with self._turn:
             working = copy.deepcopy(self.state)
             yield self._repositories_on(working)

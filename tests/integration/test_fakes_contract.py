@@ -214,7 +214,8 @@ MINING_STEPS: list[Step[MiningRepositories]] = [
     lambda r: r.blocks.add(Block(7, "cd", OTHER, 1, LATER, NOW)),
     lambda r: r.blocks.add(Block(5, "ef", OTHER, 1, NOW, NOW)),  # recorded height: refused
     lambda r: r.blocks.highest(),
-    lambda r: r.blocks.found_by(WALLET),
+    lambda r: r.miners.with_blocks_found(WALLET),
+    lambda r: r.miners.with_blocks_found(OTHER),  # never reported: none
     lambda r: r.blocks.listed(None, PageRequest(1)),
     lambda r: r.blocks.listed(None, PageRequest(1, (7,))),
     lambda r: r.blocks.listed(OTHER, PageRequest(5)),

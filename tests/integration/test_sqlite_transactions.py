@@ -1,11 +1,16 @@
-"""Embedded mode: writers are serialized up front, readers never wait for them."""
+"""Embedded mode: writers are serialized up front, readers never wait for them, and a lone read
+runs on the event loop's own thread."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Pool, event, text
 
 from services.core.db import Database
 from services.core.migrate import upgrade
@@ -43,3 +48,35 @@ async def test_a_read_only_transaction_does_not_wait_for_an_open_write_transacti
 
     assert seen == 0, "a reader sees only committed rows"
     assert after == 1
+
+
+@contextmanager
+def thread_id_in_sql() -> Iterator[None]:
+    """`SELECT thread_id()` tells which thread ran the statement, on every new connection."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("thread_id", 0, threading.get_ident)
+
+    event.listen(Pool, "connect", on_connect)
+    try:
+        yield
+    finally:
+        event.remove(Pool, "connect", on_connect)
+
+
+async def test_a_lone_read_runs_on_the_event_loops_thread_and_a_unit_of_work_on_the_drivers(
+    tmp_path: Path,
+) -> None:
+    database = Database.from_settings(Settings(data_dir=tmp_path), "users")
+    await upgrade(database, "users")
+    await database.dispose()  # its pooled connections predate the function
+    with thread_id_in_sql():
+        async with database.transaction(read_only=True, one_statement=True) as connection:
+            await connection.execute(text("SELECT count(*) FROM users"))
+            lone = (await connection.execute(text("SELECT thread_id()"))).scalar()
+        async with database.transaction(read_only=True) as connection:
+            unit = (await connection.execute(text("SELECT thread_id()"))).scalar()
+    await database.dispose()
+
+    assert lone == threading.get_ident(), "no hop to a thread and back"
+    assert unit != threading.get_ident(), "units of several statements keep aiosqlite's thread"

@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from gateway.render import ROOT
+from gateway.paths import ROOT
 
 RULES = ROOT / "deploy" / "prometheus"
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 from bench import noop_server, requestpath
+from gateway.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "performance.md").read_text()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
+from gateway.paths import DESCRIPTOR_SET
 from services.core.registry import NAMES
 from tools import protos
 
@@ -23,7 +24,7 @@ def message_names(files: descriptor_pb2.FileDescriptorSet) -> set[str]:
 
 
 def test_the_descriptor_set_holds_every_file_it_imports_and_the_error_details() -> None:
-    files = descriptor_pb2.FileDescriptorSet.FromString(protos.DESCRIPTOR_SET.read_bytes())
+    files = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_SET.read_bytes())
     names = {file.name for file in files.file}
 
     missing = {dep for file in files.file for dep in file.dependency} - names

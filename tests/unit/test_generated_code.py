@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.paths import ROOT
 from tools import protos
 
 
@@ -52,7 +53,7 @@ def test_the_protos_keep_every_contract_of_the_released_api() -> None:
 
 def test_a_released_field_given_another_type_fails_the_breaking_check(tmp_path: Path) -> None:
     shutil.copytree(protos.PROTO_ROOT, tmp_path / "protos")
-    shutil.copy(protos.ROOT / "buf.yaml", tmp_path)
+    shutil.copy(ROOT / "buf.yaml", tmp_path)
     users = tmp_path / "protos" / "r3mes" / "users" / "v1" / "users.proto"
     users.write_text(
         users.read_text().replace("int64 active_miners = 2;", "int32 active_miners = 2;")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from r3mes.common.v1 import options_pb2
 
-from gateway.openapi_schemas import FORMAT_EXAMPLES
 from services.core.interceptors.validation import STRING_FORMATS
+from tools.openapi_schemas import FORMAT_EXAMPLES
 
 
 def test_every_format_has_an_example_that_its_validator_accepts() -> None:

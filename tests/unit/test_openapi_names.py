@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2
 
-from gateway.openapi_schemas import component_names
-from gateway.proto_index import ProtoIndex
+from tools.openapi_schemas import component_names
+from tools.proto_index import ProtoIndex
 
 
 def file_with(package: str, *messages: str) -> descriptor_pb2.FileDescriptorProto:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pool
 
+from gateway.paths import ROOT
 from services.core.registry import NAMES, SERVICES, selected
 from services.core.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 # Code that is no service's own and must therefore name none (it reads the registry instead).
 SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools"]
 

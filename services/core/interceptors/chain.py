@@ -4,8 +4,9 @@ Stacked interceptors cost, per layer and per call, a handler rebuilt by grpc-int
 coroutine frame and a scan of the metadata; one interceptor calling small steps pays each once
 (docs/performance.md has the figures). The steps, outermost first (ARCHITECTURE section 7):
 
-1. request context (`context`): request id, client address, the access log line; admission
-   (`admission`): refused while the server drains; the deadline check
+1. request context (`context`): request id, trace context and the call's span, client
+   address, the access log line; admission (`admission`): refused while the server drains;
+   the deadline check
 2. error mapping (`errors`): whatever a later step or the handler raises becomes a Status
 3. authentication (`authentication`): the principal; failures counted per client address
 4. validation (`validation`, `parsing`): the message parses and obeys its proto annotations
@@ -244,14 +245,14 @@ class RequestChain(AsyncServerInterceptor):
         """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
         status = self._errors.status_of(error, method_name)
         record.code = status.code
-        request_context.log_access(record)
+        request_context.end_call(record)
         await refuse(context, status, headers_first=TRANSCODED_HEADER in metadata)
 
 
 def _end(record: CallRecord, context: Context, metrics: CallMetrics | None) -> None:
-    """The call's status is known: its access log line and its series."""
+    """The call's status is known: its access log line, its span and its series."""
     if record.code is grpc.StatusCode.OK:
         record.code = context.code() or grpc.StatusCode.OK
-    request_context.log_access(record)
+    request_context.end_call(record)
     if metrics is not None:
         metrics.handled(request_context.code_name(record.code), record.elapsed())

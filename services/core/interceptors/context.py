@@ -1,4 +1,5 @@
-"""Request context, the chain's first step: request id, client address, deadline, access log.
+"""Request context, the chain's first step: request id, trace context (the call's span, see
+services.core.tracing), client address, deadline, access log.
 
 The context variables are set and never reset: grpc runs every call in a task of its own, and a
 task's context is a copy, so what one call sets is gone when its task ends.
@@ -15,7 +16,9 @@ from functools import lru_cache
 from typing import Any
 
 import grpc
+from opentelemetry.trace import Span
 
+from services.core import tracing
 from services.core.errors import DeadlineExceeded
 from services.core.logging import REQUEST_ID_HEADER, request_id_var
 from services.core.network import (
@@ -29,6 +32,19 @@ from services.core.validators import API_KEY_PREFIX
 
 MAX_REQUEST_ID_LENGTH = 128
 INFRASTRUCTURE_PREFIX = "/grpc."
+REQUEST_ID_ATTRIBUTE = "r3mes.request_id"
+# The codes that say the server failed (OpenTelemetry's gRPC conventions): a refusal of the
+# caller's request (INVALID_ARGUMENT, NOT_FOUND, ...) leaves a server span unset, not an error.
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 access_log = logging.getLogger("r3mes.access")
 # Request ids correlate log lines; they guard nothing, so a fast non-cryptographic source will
@@ -37,14 +53,18 @@ _ids = random.Random()  # noqa: S311
 
 
 class CallRecord:
-    """What the access log line of one call says; `code` is set as the call ends."""
+    """What the access log line of one call says, and its span; `code` is set as the call
+    ends."""
 
-    __slots__ = ("client", "code", "logged", "method", "request_id", "started")
+    __slots__ = ("client", "code", "logged", "method", "request_id", "span", "started")
 
-    def __init__(self, method: str, request_id: str, client: str | None) -> None:
+    def __init__(
+        self, method: str, request_id: str, client: str | None, span: Span | None = None
+    ) -> None:
         self.method = method
         self.request_id = request_id
         self.client = client
+        self.span = span
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | int = grpc.StatusCode.OK
         self.logged = False
@@ -86,12 +106,19 @@ class ClientAddresses:
 def begin(
     method: str, metadata: Mapping[str, str], peer: str, clients: ClientAddresses
 ) -> CallRecord:
-    """Open the call's record and make its request id and client address current."""
+    """Open the call's record and make its request id, trace context and client address
+    current."""
     request_id = request_id_for(metadata.get(REQUEST_ID_HEADER))
     client = clients.resolve(peer, clients.forwarded_for(metadata))
     request_id_var.set(request_id)
     client_address_var.set(client)
-    return CallRecord(method, request_id, client)
+    span = None
+    # Health checks come every few seconds from every balancer, each a trace of its own: none.
+    if not method.startswith(INFRASTRUCTURE_PREFIX):
+        span = tracing.begin_server_span(method, metadata)
+        if span is not None:
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+    return CallRecord(method, request_id, client, span)
 
 
 def check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -110,6 +137,16 @@ def cancelled_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCo
     if deadline_passed(context):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
+
+
+def end_call(record: CallRecord) -> None:
+    """The call's status is known: write its access line and end its span, once."""
+    if record.logged:
+        return
+    log_access(record)
+    if record.span is not None:
+        code = _code(record.code)
+        tracing.end_rpc_span(record.span, code.name, code.value[0], code in SERVER_ERRORS)
 
 
 def log_access(record: CallRecord) -> None:
@@ -147,7 +184,11 @@ def request_id_for(offered: str | None) -> str:
 
 
 def code_name(code: grpc.StatusCode | int) -> str:
+    return _code(code).name
+
+
+def _code(code: grpc.StatusCode | int) -> grpc.StatusCode:
     # After abort() grpc reports the code as a plain int on some paths.
     if isinstance(code, grpc.StatusCode):
-        return code.name
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)

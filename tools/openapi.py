@@ -1,6 +1,6 @@
 """OpenAPI 3.1 of the REST API, generated from the protos' google.api.http annotations.
 
-    python -m gateway.openapi [--descriptor build/r3mes.binpb] [--out gateway/openapi.json]
+    python -m tools.openapi [--descriptor build/r3mes.binpb] [--out gateway/openapi.json]
 
 Every route Envoy's transcoder serves is described: path and query parameters, the request body,
 the response, and the error body (google.rpc.Status), with the proto comments as descriptions.
@@ -22,17 +22,17 @@ from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from r3mes.common.v1 import options_pb2
 
-from gateway.openapi_schemas import (
+from gateway.paths import DESCRIPTOR_SET, OPENAPI_DOCUMENT
+from tools.openapi_schemas import (
     WELL_KNOWN,
     Schema,
     SchemaBuilder,
     is_required,
 )
-from gateway.proto_index import MessageInfo, MethodInfo, ProtoIndex
+from tools.proto_index import MessageInfo, MethodInfo, ProtoIndex
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DESCRIPTOR = ROOT / "build" / "r3mes.binpb"
-DEFAULT_OUTPUT = ROOT / "gateway" / "openapi.json"
+DEFAULT_DESCRIPTOR = DESCRIPTOR_SET
+DEFAULT_OUTPUT = OPENAPI_DOCUMENT
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "v1"
 STATUS = "google.rpc.Status"

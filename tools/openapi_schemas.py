@@ -10,7 +10,7 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 from r3mes.common.v1 import options_pb2
 
-from gateway.proto_index import MessageInfo, ProtoIndex
+from tools.proto_index import MessageInfo, ProtoIndex
 
 Schema = dict[str, Any]
 FieldProto = descriptor_pb2.FieldDescriptorProto
