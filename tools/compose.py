@@ -48,9 +48,10 @@ x-environment: &environment
 """
 
 _ENVIRONMENT_TAIL = f"""\
-  # Only the gateway's x-forwarded-for is believed: it has a fixed address on the backend network
-  # and holds the gateway secret.
-  R3MES_TRUSTED_PROXIES: '["172.30.0.10/32"]'
+  # Only the gateway's x-forwarded-for is believed, and the front door's (its OpenAI-compatible
+  # door passes the client's address on): each has a fixed address on the backend network and
+  # holds the gateway secret.
+  R3MES_TRUSTED_PROXIES: '["172.30.0.10/32", "172.30.0.11/32"]'
   R3MES_DB_POOL_SIZE: ${{R3MES_DB_POOL_SIZE:-5}}
   # Rate-limit buckets shared by every replica, and the announcements of revoked and deleted API
   # keys, so every replica refuses them at once.
@@ -142,8 +143,11 @@ _EDGE = """
     <<: *image
     restart: unless-stopped
     command: ["python", "-m", "gateway.frontdoor"]
+    secrets: [gateway_secret]
     environment: *environment
-    networks: [backend]
+    networks:
+      backend:
+        ipv4_address: 172.30.0.11
     deploy:
       resources:
         limits: {cpus: "0.5", memory: 256M}
