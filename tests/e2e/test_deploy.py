@@ -64,14 +64,18 @@ def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:
     assert published == {"gateway"}
 
 
-def test_the_services_trust_forwarded_addresses_from_the_gateway_alone(
+def test_the_services_trust_forwarded_addresses_from_the_gateway_and_the_front_door_alone(
     compose: dict[str, Any],
 ) -> None:
-    gateway_address = compose["services"]["gateway"]["networks"]["backend"]["ipv4_address"]
+    # The front door's OpenAI-compatible door passes its callers' addresses on, as Envoy does.
+    proxies = [
+        compose["services"][name]["networks"]["backend"]["ipv4_address"]
+        for name in ("gateway", "frontdoor")
+    ]
 
     trusted = compose["services"]["users"]["environment"]["R3MES_TRUSTED_PROXIES"]
 
-    assert yaml.safe_load(trusted) == [f"{gateway_address}/32"]
+    assert yaml.safe_load(trusted) == [f"{address}/32" for address in proxies]
 
 
 def test_the_gateway_reaches_a_front_door_of_its_own_on_the_backend_network(
