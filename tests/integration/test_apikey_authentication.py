@@ -25,7 +25,6 @@ STATS = users_pb2.GetNetworkStatsRequest()
 
 
 @pytest.fixture
-@pytest.fixture
 async def suite(
     settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Suite]:

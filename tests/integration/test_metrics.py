@@ -90,6 +90,12 @@ async def test_each_call_is_counted_by_service_method_and_code_and_timed(
 
     for method in ("Echo", "Echo", "Echo", "Fail"):
         await call(probed, method)
+    # A call is counted as its handler's task ends on the server, which on a busy machine can
+    # be just after the client has read its status: wait (boundedly) for the server to finish.
+    for _ in range(100):
+        if metric_value("r3mes_grpc_server_calls_in_flight") == 0:
+            break
+        await asyncio.sleep(0.05)
 
     added = {name: value - before[name] for name, value in counts().items()}
     assert added == {"started Echo": 3, "Echo OK": 3, "Fail Internal": 1, "timed Echo": 3}
