@@ -66,7 +66,7 @@ migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (u
 
 .PHONY: run
 run: $(GEN_STAMP) ## Start every service and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
-	$(BIN)/python -m gateway.run
+	$(BIN)/python -m runner.run
 
 # Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
 # and promtool, which checks and unit-tests the alert rules of deploy/prometheus.

@@ -22,7 +22,7 @@ from typing import Any
 from bench import checks
 from bench.loadgen import Load, LoadResult, h2load_grpc, wrk_get
 from bench.results import RESULTS_DIR, machine, write_results
-from gateway.local_stack import LocalStack, running_stack
+from runner.local_stack import LocalStack, running_stack
 
 RESULTS = RESULTS_DIR / "gateway.json"
 GET_USER = "/r3mes.users.v1.UsersService/GetUser"

@@ -34,7 +34,7 @@ from r3mes.users.v1 import users_pb2
 
 from bench.loadgen import Load, LoadResult, h2load_grpc
 from bench.results import RESULTS_DIR, machine, write_results
-from gateway.local_stack import running_stack
+from runner.local_stack import running_stack
 from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
 from services.core.testing import RedisServer, own_redis_server
 

@@ -35,7 +35,7 @@ from bench.processes import CpuSnapshot, process_tree
 from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.report import Measured, median_rounds, print_report, report
 from bench.results import RESULTS_DIR, write_results
-from gateway.local_stack import ONE_PROCESS, LocalStack, Topology, running_stack
+from runner.local_stack import ONE_PROCESS, LocalStack, Topology, running_stack
 from services.core.registry import NAMES
 
 RESULTS = RESULTS_DIR / "requestpath.json"

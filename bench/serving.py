@@ -32,9 +32,9 @@ from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
 from bench.results import RESULTS_DIR, machine, write_results
 from gateway.frontdoor.openai_door import SERVING
-from gateway.local_stack import LocalStack, running_stack
-from gateway.reference import register_node
-from gateway.run import REFERENCE_NETWORKS
+from runner.local_stack import LocalStack, running_stack
+from runner.reference import register_node
+from runner.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES
 from tools.reference_node import DEFAULT_MODEL

@@ -9,5 +9,5 @@ One small process of the suite, behind Envoy (which cannot aggregate health or s
 - gRPC on R3MES_FRONTDOOR_GRPC_PORT: server reflection (v1 and v1alpha) of every service at
   once, so `grpcurl -plaintext <gateway> list` and `describe` work through the gateway.
 
-Start it with `python -m gateway.frontdoor`; `make run`, gateway/local_stack.py and deploy/ do.
+Start it with `python -m gateway.frontdoor`; `make run`, runner/local_stack.py and deploy/ do.
 """

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from gateway.local_stack import LocalStack, running_stack
+from runner.local_stack import LocalStack, running_stack
 
 INTERNAL_TOKEN = "e2e-internal-token"
 ALLOWED_ORIGIN = "https://app.r3mes.example"

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.local_stack import LOOPBACK, free_port
 from gateway.paths import ROOT
+from runner.local_stack import LOOPBACK, free_port
 
 ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "1s"

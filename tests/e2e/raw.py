@@ -16,7 +16,7 @@ import h2.connection
 import h2.events
 import h11
 
-from gateway.local_stack import LOOPBACK
+from runner.local_stack import LOOPBACK
 
 GRPC_PATH = "/r3mes.users.v1.UsersService/GetUser"
 

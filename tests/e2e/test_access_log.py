@@ -13,7 +13,7 @@ import pytest
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from gateway.limits import REQUEST_TIMEOUT_SECONDS
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import MAX_REQUEST_BYTES
 from tests.e2e.raw import GRPC_PATH, incomplete_http1_post, read_http1_reply

@@ -16,7 +16,7 @@ import pytest
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-from gateway.local_stack import LocalStack, running_stack
+from runner.local_stack import LocalStack, running_stack
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 from services.credits.domain import BALANCE_LIMIT, INT64_MAX

@@ -15,7 +15,7 @@ from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
 from gateway.admin import admin_request
 from gateway.canary import set_weight
-from gateway.local_stack import CanaryRelease, LocalStack, running_stack
+from runner.local_stack import CanaryRelease, LocalStack, running_stack
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.steady_load import steady_load
 

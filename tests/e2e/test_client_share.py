@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from gateway.limits import ENVOY_WORKERS, MAX_CALLS_PER_CLIENT_PER_WORKER, MAX_UPSTREAM_REQUESTS
-from gateway.local_stack import LOOPBACK, LocalStack
+from runner.local_stack import LOOPBACK, LocalStack
 from tests.e2e.raw import RawCalls
 from tests.e2e.test_grpc_clients import grpc_web_frame
 from tests.e2e.test_malformed_calls import get_user_message

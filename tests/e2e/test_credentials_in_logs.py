@@ -11,7 +11,7 @@ import pytest
 from r3mes.users.v1 import users_pb2
 
 from gateway.credentials import CREDENTIAL_IN_REQUEST_MESSAGE, REDACTED
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from services.core.validators import API_KEY_PREFIX, new_api_key
 from tests.e2e.raw import GRPC_PATH

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from gateway.frontdoor.openai_door import SERVING
-from gateway.local_stack import LocalStack, running_stack
 from gateway.paths import ROOT
-from gateway.reference import register_node
-from gateway.run import REFERENCE_NETWORKS, development_environment
+from runner.local_stack import LocalStack, running_stack
+from runner.reference import register_node
+from runner.run import REFERENCE_NETWORKS, development_environment
 from services.core.registry import SERVICES
 from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin import admin_socket, envoy_ready
-from gateway.local_stack import LocalStack
 from gateway.render import DEFAULT_DESCRIPTOR, build_config
+from runner.local_stack import LocalStack
 from services.core.settings import Settings
 
 LISTEN = "0A"  # the TCP state of a listening socket in /proc/net/tcp

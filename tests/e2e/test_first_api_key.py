@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.local_stack import LocalStack
 from gateway.paths import ROOT
+from runner.local_stack import LocalStack
 
 DOCUMENTED_BASE = "http://127.0.0.1:8080"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -25,7 +25,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from gateway.frontdoor.health import HealthChecker
 from gateway.frontdoor.pages import FAVICON_CACHE_CONTROL, Pages, http_server
-from gateway.local_stack import (
+from runner.local_stack import (
     LOOPBACK,
     LocalStack,
     StackPorts,

@@ -11,7 +11,7 @@ import pytest
 from r3mes.users.v1 import users_pb2
 
 from gateway.limits import MAX_REQUEST_HEADERS_KB
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.raw import GRPC_PATH, http1_request
 from tests.e2e.test_grpc_clients import grpc_web_frame, parse_grpc_web

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 
 PACKAGE = "r3mes_generated_client"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import ALLOWED_ORIGIN, MAX_REQUEST_BYTES
 

@@ -9,7 +9,7 @@ import grpc
 import httpx
 
 from gateway.limits import REQUEST_TIMEOUT_SECONDS
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.raw import (
     RawCalls,

@@ -7,7 +7,7 @@ import grpc
 import httpx
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.local_stack import LocalStack, running_stack
 from gateway.render import DEFAULT_DESCRIPTOR, GATEWAY_SECRET_FROM_ENVIRONMENT, render
+from runner.local_stack import LocalStack, running_stack
 from services.core.settings import Settings
 from tests.e2e.test_ratelimit_gateway import POLICIES
 

@@ -1,4 +1,4 @@
-"""`make run` (gateway/run.py) as a user meets it: one runner per data folder and per port, the
+"""`make run` (runner/run.py) as a user meets it: one runner per data folder and per port, the
 banner only once the gateway says every service serves, and nothing left behind when the runner
 is killed outright."""
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.local_stack import LOOPBACK, StackPorts, free_port, stack_environment
 from gateway.paths import ROOT
-from gateway.run import REFERENCE_NODE
+from runner.local_stack import LOOPBACK, StackPorts, free_port, stack_environment
+from runner.run import REFERENCE_NODE
 from services.core.registry import NAMES
 from tools.reference_node import DEFAULT_MODEL
 
@@ -50,7 +50,7 @@ def run_environment(ports: StackPorts, data_dir: Path) -> dict[str, str]:
 
 def start_runner(environment: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.run"],
+        [sys.executable, "-m", "runner.run"],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -128,7 +128,7 @@ def test_a_second_run_on_the_same_data_folder_names_the_first_and_starts_nothing
     runner: Runner,
 ) -> None:
     second = subprocess.run(
-        [sys.executable, "-m", "gateway.run"],
+        [sys.executable, "-m", "runner.run"],
         cwd=ROOT,
         env=runner.environment,
         capture_output=True,
@@ -147,7 +147,7 @@ def test_a_second_run_on_other_data_names_each_taken_port_and_its_setting(
     environment = run_environment(runner.ports, tmp_path / "data")
 
     second = subprocess.run(
-        [sys.executable, "-m", "gateway.run"],
+        [sys.executable, "-m", "runner.run"],
         cwd=ROOT,
         env=environment,
         capture_output=True,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from r3mes.users.v1 import users_pb2
 
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.raw import GRPC_PATH, RawCalls, http1_request, truncated_grpc_frame
 from tests.e2e.test_grpc_clients import grpc_web_frame, parse_grpc_web

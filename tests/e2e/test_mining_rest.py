@@ -8,7 +8,7 @@ import grpc
 import httpx
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-from gateway.local_stack import LocalStack
+from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.integration.mining_support import block, stats

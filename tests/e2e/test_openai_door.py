@@ -26,9 +26,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
-from gateway.local_stack import LocalStack, running_stack
-from gateway.reference import ReferenceNode, register_node
-from gateway.run import REFERENCE_NETWORKS
+from runner.local_stack import LocalStack, running_stack
+from runner.reference import ReferenceNode, register_node
+from runner.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES
 from services.core.settings import Settings

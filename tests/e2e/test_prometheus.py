@@ -12,7 +12,7 @@ import httpx
 import pytest
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
-from gateway.local_stack import LOOPBACK, LocalStack, running_stack
+from runner.local_stack import LOOPBACK, LocalStack, running_stack
 from services.core.registry import NAMES
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN

@@ -18,9 +18,9 @@ import pytest
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
-from gateway.local_stack import LocalStack, free_port, grpc_serving, running_stack
 from gateway.paths import ROOT
-from gateway.run import development_environment
+from runner.local_stack import LocalStack, free_port, grpc_serving, running_stack
+from runner.run import development_environment
 from services.core import validators
 from services.core.settings import Settings
 from services.core.testing import RedisServer

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gateway.canary import set_weight
-from gateway.local_stack import CanaryRelease, LocalStack, running_stack
+from runner.local_stack import CanaryRelease, LocalStack, running_stack
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.prometheus import ALERT_RULES, Prometheus, running_prometheus
 from tests.e2e.steady_load import steady_load

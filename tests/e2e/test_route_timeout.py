@@ -14,7 +14,7 @@ import httpx
 import pytest
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
-from gateway.local_stack import LocalStack, running_stack
+from runner.local_stack import LocalStack, running_stack
 from services.core.testing import new_wallet_address
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.test_grpc_clients import grpc_web_frame, parse_grpc_web

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.local_stack import LocalStack, Topology, running_stack
+from runner.local_stack import LocalStack, Topology, running_stack
 from services.core.registry import NAMES
 from services.core.testing import new_wallet_address
 from services.core.trace_collector import CollectedSpan, TraceCollector, running_collector

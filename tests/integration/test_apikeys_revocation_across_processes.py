@@ -2,7 +2,7 @@
 validation cache TTL without Redis, at once (well inside a long TTL) with Redis pub/sub, in
 every service alike.
 
-The suite runs as separate processes (gateway.local_stack, without Envoy): the key is revoked
+The suite runs as separate processes (runner.local_stack, without Envoy): the key is revoked
 through the apikeys process and refused by the others."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
-from gateway.local_stack import LocalStack, running_stack
+from runner.local_stack import LocalStack, running_stack
 from services.core.registry import NAMES
 from services.core.testing import new_wallet_address
 from tests.integration.apikeys_support import as_key

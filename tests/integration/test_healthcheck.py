@@ -7,7 +7,7 @@ import os
 import sys
 from asyncio.subprocess import PIPE
 
-from gateway.local_stack import LOOPBACK, free_port
+from runner.local_stack import LOOPBACK, free_port
 from services.core.hosting import host
 from services.core.registry import selected
 from services.core.settings import Settings

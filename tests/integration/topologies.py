@@ -14,7 +14,7 @@ from r3mes.mining.v1 import mining_pb2_grpc
 from r3mes.serving.v1 import serving_pb2_grpc
 from r3mes.users.v1 import users_pb2_grpc
 
-from gateway.local_stack import LOOPBACK, free_port
+from runner.local_stack import LOOPBACK, free_port
 from services.core.clock import Clock
 from services.core.hosting import host
 from services.core.registry import NAMES, SERVICES

@@ -105,7 +105,7 @@ PLANTS = {
 
 @pytest.mark.parametrize("plant", PLANTS, ids=str)
 def test_a_violation_planted_in_a_copy_makes_lint_imports_fail(plant: str, tmp_path: Path) -> None:
-    for part in ("services", "gateway", "tools", "pyproject.toml"):
+    for part in ("services", "gateway", "runner", "tools", "pyproject.toml"):
         source = ROOT / part
         if source.is_dir():
             shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.run import banner, development_environment, port_problems, process_environment
-from gateway.runlock import AlreadyRunning, RunLock
+from runner.run import banner, development_environment, port_problems, process_environment
+from runner.runlock import AlreadyRunning, RunLock
 from services.core.ratelimit.policies import LOCAL_POLICIES_FILE
 from services.core.settings import Settings
 
@@ -59,7 +59,7 @@ def test_two_settings_on_one_port_are_refused_before_anything_listens() -> None:
 
 
 def test_the_runner_imports_no_grpc_before_it_starts_its_children() -> None:
-    check = "import sys, gateway.run; assert 'grpc' not in sys.modules, 'grpc loaded'"
+    check = "import sys, runner.run; assert 'grpc' not in sys.modules, 'grpc loaded'"
 
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
 

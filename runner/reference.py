@@ -1,4 +1,4 @@
-"""`make run`'s reference serving node, registered once the suite is healthy (gateway/run.py)."""
+"""`make run`'s reference serving node, registered once the suite is healthy (runner/run.py)."""
 
 from __future__ import annotations
 

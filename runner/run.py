@@ -6,7 +6,7 @@ R3MES_WORKERS processes on that port) or split (one process per service, each on
 Before anything starts, every port the suite needs is checked: one already taken is named with
 the setting that moves it, and nothing claims to run. The banner is printed only once the
 gateway's /healthz says every service serves. This module imports no gRPC: it forks its children
-(gateway/supervisor.py), which is unsafe once gRPC's threads exist.
+(runner/supervisor.py), which is unsafe once gRPC's threads exist.
 
 Services migrate their SQLite files under R3MES_DATA_DIR (default data/) as they start.
 """
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG, GEN, ROOT
-from gateway.runlock import AlreadyRunning, RunLock
-from gateway.supervisor import Supervisor
+from runner.runlock import AlreadyRunning, RunLock
+from runner.supervisor import Supervisor
 from services.core.registry import SERVICES, shared_port
 from services.core.settings import Settings
 
 if TYPE_CHECKING:  # imported for real only once the children run (gRPC)
-    from gateway.reference import ReferenceNode
+    from runner.reference import ReferenceNode
 
 DESCRIPTOR = DESCRIPTOR_SET
 READY_TIMEOUT_SECONDS = 60.0
@@ -57,7 +57,7 @@ REFERENCE_NETWORKS = ["127.0.0.0/8"]
 
 
 def ensure_generated() -> None:
-    """`make run` has generated the code already; `python -m gateway.run` alone may not have."""
+    """`make run` has generated the code already; `python -m runner.run` alone may not have."""
     if not (GEN / "r3mes").is_dir() or not DESCRIPTOR.is_file():
         subprocess.run([sys.executable, str(ROOT / "tools" / "protos.py")], cwd=ROOT, check=True)
 
@@ -311,7 +311,7 @@ def reference_node(settings: Settings) -> ReferenceNode | None:
     if not settings.reference_node_port:
         return None
     # Imported only now, as in banner(): gRPC's threads must not exist before the children.
-    from gateway.reference import ReferenceNode
+    from runner.reference import ReferenceNode
 
     # The children's internal token: the configured one, or the data folder's.
     token_file = internal_token_file(settings)

@@ -3,7 +3,7 @@ front door and Envoy, on free loopback ports, with a private data folder. The se
 R3MES_TOPOLOGY says (`topology=` or the extra environment): one-process by default (one
 `python -m services` hosting them all on one port), or split (one process per service).
 
-`make run` (gateway/run.py) prints their output live instead; this module keeps each process's
+`make run` (runner/run.py) prints their output live instead; this module keeps each process's
 output in a file and stops exactly the processes it started.
 """
 
