@@ -148,7 +148,8 @@ class Database:
         return {"postgresql_readonly": True}
 
     async def ping(self) -> None:
-        async with self.transaction() as connection:
+        # Read-only: on SQLite a probe must not take the write lock.
+        async with self.transaction(read_only=True) as connection:
             await connection.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:

@@ -34,6 +34,7 @@ from gateway.local_stack import (
     stack_environment,
 )
 from gateway.openapi import DEFAULT_OUTPUT
+from services.core.registry import NAMES
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 
@@ -105,12 +106,8 @@ async def test_healthz_reports_every_service_serving(rest: httpx.AsyncClient) ->
     assert reply.status_code == 200
     assert reply.json() == {
         "status": "SERVING",
-        "services": {
-            "users": "SERVING",
-            "apikeys": "SERVING",
-            "mining": "SERVING",
-            "credits": "SERVING",
-        },
+        "services": dict.fromkeys(NAMES, "SERVING"),
+        "components": {f"{name}.database": "SERVING" for name in NAMES},
         "not_serving": [],
     }
 
