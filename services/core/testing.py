@@ -224,10 +224,12 @@ class PostgresServer:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
     def run(self, program: str, *arguments: str) -> None:
+        # runuser rather than subprocess's `user=`: changing user in a child forked from a
+        # process with threads (grpc's) crashed it now and then.
+        as_user = [] if self.user is None else ["runuser", "-u", self.user, "--"]
         subprocess.run(
-            [str(self.binaries / program), *arguments],
+            [*as_user, str(self.binaries / program), *arguments],
             check=True,
-            user=self.user,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
