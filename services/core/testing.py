@@ -95,7 +95,7 @@ def own_redis_server(work_dir: Path) -> Iterator[RedisServer]:
     by its pid on exit: tests and benchmarks never touch the machine's shared Redis."""
     executable = shutil.which("redis-server")
     if executable is None:
-        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+        raise RuntimeError("redis-server is not installed: `make fault-tools` installs it")
     server = RedisServer.started(executable, _free_port(), work_dir)
     try:
         yield server
@@ -208,7 +208,7 @@ def _postgres_binaries() -> Path:
         return Path(found).parent
     installed = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if not installed:
-        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+        raise RuntimeError("PostgreSQL is not installed: `make fault-tools` installs it")
     return Path(installed[-1]).parent
 
 
