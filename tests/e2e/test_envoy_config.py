@@ -124,6 +124,24 @@ def test_an_upstream_named_by_dns_becomes_a_dns_cluster_of_all_its_addresses() -
         assert "http2_protocol_options" in next(iter(protocol.values()))["explicit_http_config"]
 
 
+def test_a_target_listing_several_addresses_becomes_one_cluster_with_a_host_each() -> None:
+    replicas = "ipv4:127.0.0.1:50054,10.0.0.8:50064"
+    config = build_config(settings(credits_target=replicas), DEFAULT_DESCRIPTOR)
+    credits = next(c for c in config["static_resources"]["clusters"] if c["name"] == "credits")
+
+    hosts = [
+        e["endpoint"]["address"]["socket_address"]
+        for e in credits["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert credits["type"] == "STATIC"
+    assert hosts == [
+        {"address": "127.0.0.1", "port_value": 50054},
+        {"address": "10.0.0.8", "port_value": 50064},
+    ]
+    with pytest.raises(ValueError, match="lists IP addresses"):
+        build_config(settings(credits_target="ipv4:credits:50054"), DEFAULT_DESCRIPTOR)
+
+
 def cluster_addresses(config: dict[str, Any]) -> dict[str, tuple[str, int]]:
     addresses = {}
     for cluster in config["static_resources"]["clusters"]:
