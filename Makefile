@@ -14,7 +14,7 @@ NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## Show this list
-	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # The install takes minutes the first time: pip says what it fetches (one line per package) rather
 # than nothing at all, and leaves out the lines about what was already there.
@@ -56,12 +56,16 @@ openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annota
 k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
 	$(BIN)/python -m tools.k8s
 
+.PHONY: deploy-files
+deploy-files: k8s ## Write deploy/ (compose.yaml, its Prometheus config, k8s/) from the service registry
+	$(BIN)/python -m tools.compose
+
 .PHONY: migrate
 migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (uses R3MES_* settings)
 	$(BIN)/python -m services.core.migrate
 
 .PHONY: run
-run: $(GEN_STAMP) ## Start the four services and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
+run: $(GEN_STAMP) ## Start every service and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m gateway.run
 
 # Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
@@ -80,9 +84,14 @@ fault-tools: ## Install PostgreSQL's server binaries and redis-server from Debia
 		apt-get update && apt-get install -y --no-install-recommends postgresql redis-server; \
 	fi
 
+# Workers of pytest-xdist: most tests wait on timers, processes and I/O, so more workers than
+# cores pay. Each file runs whole on one worker, the e2e tests all on one (tests/conftest.py's
+# scheduler). TEST_WORKERS=0 runs everything in this one process, in order.
+TEST_WORKERS ?= 4
+
 .PHONY: test
 test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint
 lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos

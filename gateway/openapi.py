@@ -186,7 +186,7 @@ class OperationBuilder:
         parameters = []
         for field_path, pattern in route.path_variables():
             field, comment = self._field_at(request, field_path)
-            schema = self.schemas.field_schema(field)
+            schema = self.schemas.with_request_example(field, self.schemas.field_schema(field))
             schema.pop("description", None)
             schema.pop("readOnly", None)
             description = comment
@@ -223,7 +223,7 @@ class OperationBuilder:
                 if depth > 1:
                     yield from self._query_fields(nested, name + ".", bound, depth - 1)
                 continue
-            schema = self.schemas.field_schema(field)
+            schema = self.schemas.with_request_example(field, self.schemas.field_schema(field))
             schema.pop("description", None)
             if schema.pop("readOnly", False):
                 continue
@@ -255,11 +255,17 @@ class OperationBuilder:
             top_level_bound = frozenset(p for p, _ in route.path_variables() if "." not in p)
             if top_level_bound:
                 schema = self.schemas.message_schema(request, omit=top_level_bound)
+                self.schemas.with_request_examples(request, schema)
             else:
                 schema = self.schemas.ref(request.full_name)
+                self.schemas.with_request_examples(
+                    request, self.schemas.component(request.full_name)
+                )
         else:
             field, comment = self._field_at(request, route.body)
-            schema = self.schemas.field_schema(field, comment)
+            schema = self.schemas.with_request_example(
+                field, self.schemas.field_schema(field, comment)
+            )
         return {"required": True, "content": {"application/json": {"schema": schema}}}
 
     def _response_schema(self, route: Route) -> Schema:

@@ -161,6 +161,7 @@ class SchemaBuilder:
         self.index = index
         self.names = component_names(index)
         self.components: dict[str, Schema] = {}
+        self._building_examples: set[str] = set()
 
     def component(self, type_name: str) -> Schema:
         """The component schema of a message or enum already referred to."""
@@ -214,6 +215,69 @@ class SchemaBuilder:
         if field_behavior_pb2.OUTPUT_ONLY in field_behaviors(field):
             schema["readOnly"] = True
         return schema
+
+    def with_request_example(self, field: FieldProto, schema: Schema) -> Schema:
+        """`schema`, the field's, with an example where its rules give none (see `_example`):
+        Swagger UI's "Try it out" sends a request field's example as it is. Only requests get
+        these; a response's sample is better left to Swagger UI (an item, not an empty list)."""
+        if "examples" not in schema and self._map_entry(field) is None:
+            example = self._derived_example(field, schema)
+            if example is not None:
+                schema["examples"] = [example]
+        return schema
+
+    def with_request_examples(self, info: MessageInfo, schema: Schema) -> Schema:
+        """The object schema of request message `info` with an example in each field's."""
+        properties = schema.get("properties", {})
+        for field in info.proto.field:
+            if field.name in properties:
+                self.with_request_example(field, properties[field.name])
+        return schema
+
+    def _derived_example(self, field: FieldProto, schema: Schema) -> Any:
+        """From the field's type: a list holds its element's example (an optional list with none
+        is empty), a bool is false, an enum takes its rule's example, and a message its fields'."""
+        if schema.get("type") == "array":
+            element = self._value_example(field, schema["items"])
+            if element is not None:
+                return [element]
+            return None if is_required(field) else []
+        return self._value_example(field, schema)
+
+    def _value_example(self, field: FieldProto, schema: Schema) -> Any:
+        if "examples" in schema:
+            return schema["examples"][0]
+        if field.type == FieldProto.TYPE_BOOL:
+            return False
+        rules = field.options.Extensions[options_pb2.rules]
+        if field.type == FieldProto.TYPE_ENUM and rules.HasField("example"):
+            return rules.example
+        name = field.type_name.lstrip(".")
+        if field.type == FieldProto.TYPE_MESSAGE and name not in WELL_KNOWN:
+            return self._message_example(name)
+        return None
+
+    def _message_example(self, name: str) -> dict[str, Any] | None:
+        """The examples of the message's settable fields; none while it is being built (a
+        recursive message), or when a required field has none or no field has one."""
+        if name in self._building_examples:
+            return None
+        self._building_examples.add(name)
+        try:
+            example = {}
+            for field in self.index.message(name).proto.field:
+                if field_behavior_pb2.OUTPUT_ONLY in field_behaviors(field):
+                    continue
+                examples = self.with_request_example(field, self.field_schema(field)).get(
+                    "examples"
+                )
+                if examples:
+                    example[field.name] = examples[0]
+                elif is_required(field):
+                    return None
+            return example or None
+        finally:
+            self._building_examples.discard(name)
 
     def _map_entry(self, field: FieldProto) -> MessageInfo | None:
         if field.type != FieldProto.TYPE_MESSAGE or field.label != FieldProto.LABEL_REPEATED:

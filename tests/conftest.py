@@ -12,19 +12,23 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
+from xdist.scheduler import LoadScopeScheduling
 
 from services.core.settings import Settings
+from services.core.testing import FakeClock, RedisServer, own_redis_server
 
 POSTGRES_URL = os.environ.get(
     "R3MES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 INTERNAL_TOKEN = "test-internal-token"
 UNREACHABLE = "127.0.0.1:1"
+START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 RUN_SUFFIX = f"_t{uuid.uuid4().hex[:10]}"
 POSTGRES_OPTED_OUT = os.environ.get("R3MES_REQUIRE_POSTGRES", "1") in ("0", "false")
 ENGINES = ["sqlite"] if POSTGRES_OPTED_OUT else ["sqlite", "postgres"]
@@ -41,6 +45,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = [item for item in items if item.get_closest_marker("postgres") is None]
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+def worker_group(nodeid: str) -> str:
+    """The tests that one worker of `pytest -n N` (`make test`) runs one after another. A file
+    stays whole, so its module fixtures start once and its tests keep their order. The
+    end-to-end tests share one worker: each worker would start its own suite of service
+    processes and Envoy, and on two cores four suites at once ran slower than one, with the
+    rate-limit tests' windows stretched past what they assert. So do the files hungriest for
+    PostgreSQL connections (MANY_CONNECTIONS)."""
+    path = nodeid.split("::")[0]
+    if path.startswith("tests/e2e/"):
+        return "tests/e2e"
+    return "many connections" if path in MANY_CONNECTIONS else path
+
+
+# Several service processes, or tens of concurrent writers, each process with its own pool: one
+# of these files at a time keeps a run further under the server's max_connections (100 by
+# default; a run on four workers, beside other runs on the same server, met "too many clients").
+MANY_CONNECTIONS = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_apikeys_revocation_across_processes",
+        "test_credits_concurrency",
+        "test_credits_processes",
+        "test_workers",
+    )
+)
+
+
+# pytest-xdist has no types; its `--dist loadgroup` markers are lost on pytest 9 (xdist 3.8
+# renames `item._nodeid`, which pytest 9 no longer reads), so the groups are its scheduler's
+# scopes instead.
+class GroupedScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    def _split_scope(self, nodeid: str) -> str:
+        return worker_group(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> GroupedScheduling:
+    return GroupedScheduling(config, log)
 
 
 def _postgres_dsn() -> str:
@@ -118,3 +162,16 @@ def serving_nodes_on_loopback() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("R3MES_SERVING_PRIVATE_NETWORKS", '["127.0.0.0/8"]')
         yield
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Wall-clock time standing at START until the test moves it."""
+    return FakeClock(START)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the module's own on a free port: tests never touch a shared Redis."""
+    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -61,7 +61,7 @@ def _v1_handler(servicer: _Reflection) -> grpc.GenericRpcHandler:
 def add_reflection(
     server: grpc.Server, descriptor_set: Path, extra_services: Iterable[str] = ()
 ) -> None:
-    """Serve reflection v1alpha and v1 of the four services (and of itself) on `server`."""
+    """Serve reflection v1alpha and v1 of every registered service (and of itself) on `server`."""
     names = [*(u.proto_service for u in UPSTREAMS), *extra_services, V1, V1ALPHA]
     servicer = _Reflection(names, pool=pool_of(descriptor_set))
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)

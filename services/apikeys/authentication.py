@@ -41,6 +41,7 @@ from services.core.auth import (
 from services.core.clients import API_KEY_HEADER, ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
+from services.core.hosting import HostContext
 from services.core.settings import Settings
 from services.core.wire import utc_datetime
 
@@ -186,3 +187,10 @@ def authenticators_for(
         RemoteKeyValidator(clients.channel("apikeys")), invalidations, clock
     )
     return [InternalTokenAuthenticator(settings.internal_token_value()), authenticator]
+
+
+def checks_elsewhere(context: HostContext) -> list[Authenticator]:
+    """The apikeys spec's `authenticators_elsewhere`: a process without apikeys checks keys
+    over gRPC, with apikeys' own settings."""
+    own = context.own(APIKeysSettings)
+    return authenticators_for(context.settings, own, context.clients, context.clock)

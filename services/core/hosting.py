@@ -130,7 +130,7 @@ async def host(
     )
     try:
         for spec in build_order(specs):
-            context.built[spec.name] = (spec, await spec.build(context))
+            context.built[spec.name] = (spec, await spec.parts(context))
     except BaseException:
         await _close_all(context)
         raise
@@ -175,8 +175,9 @@ def _authenticators(
         if parts.authenticators is not None:
             return parts.authenticators
     for spec in SERVICES:
-        if spec.authenticators_elsewhere is not None:
-            return spec.authenticators_elsewhere(context)
+        checks = spec.authenticators_from(context)
+        if checks is not None:
+            return checks
     return [InternalTokenAuthenticator(context.settings.internal_token_value())]
 
 

@@ -1,13 +1,16 @@
 """How a service declares itself once (see services.core.hosting and services.core.registry).
 
-Light on purpose: processes that load no gRPC (`make run` forks its children) read the specs.
+Light on purpose: processes that load no gRPC (`make run` forks its children) read the specs,
+so what needs gRPC is named as `"module:function"` and imported only when a process hosts the
+service (or checks its credentials).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from services.core.auth import Authenticator
@@ -29,14 +32,34 @@ class ServiceSpec:
     name: str
     proto_service: str  # full name, e.g. r3mes.users.v1.UsersService
     default_port: int  # also the services' order: a process of several listens on its first's
-    build: Callable[[HostContext], Awaitable[ServiceParts]]
+    # An async function of a HostContext giving the ServiceParts, or its "module:function" name
+    # (what a spec declares: nothing is imported until a process hosts the service).
+    build: str | Callable[[HostContext], Awaitable[ServiceParts]]
     peers: tuple[str, ...] = ()  # the services it calls
-    # A service that issues credentials (apikeys: API keys) says how a process that does not
-    # host it checks them; a process that hosts it uses its parts' own authenticators.
-    authenticators_elsewhere: Callable[[HostContext], Sequence[Authenticator]] | None = None
+    # A service that issues credentials (apikeys: API keys) names how a process that does not
+    # host it checks them ("module:function" of a HostContext giving Authenticators); a process
+    # that hosts it uses its parts' own authenticators.
+    authenticators_elsewhere: str | None = None
     # Its own settings (`services/<name>/settings.py`), read through `HostContext.own`; listed
     # in docs/configuration.md with the kernel's.
     settings: type[SettingsBase] | None = None
+
+    async def parts(self, context: HostContext) -> ServiceParts:
+        build = self.build
+        if isinstance(build, str):
+            build = cast("Callable[[HostContext], Awaitable[ServiceParts]]", _named(build))
+        return await build(context)
+
+    def authenticators_from(self, context: HostContext) -> Sequence[Authenticator] | None:
+        """How a process that does not host this service checks its credentials; None when
+        it issues none."""
+        if self.authenticators_elsewhere is None:
+            return None
+        check = cast(
+            "Callable[[HostContext], Sequence[Authenticator]]",
+            _named(self.authenticators_elsewhere),
+        )
+        return check(context)
 
     @property
     def error_domain(self) -> str:
@@ -53,3 +76,8 @@ class ServiceSpec:
     @property
     def target_setting(self) -> str:
         return f"R3MES_{self.name.upper()}_TARGET"
+
+
+def _named(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from services.core.servicespec import ServiceSpec
-
-if TYPE_CHECKING:
-    from services.core.hosting import HostContext, ServiceParts
-
-
-async def _build(context: HostContext) -> ServiceParts:
-    # Imported when hosted: the registry is read by processes that load no gRPC (make run).
-    from services.credits.server import build
-
-    return await build(context)
-
 
 SPEC = ServiceSpec(
     name="credits",
     proto_service="r3mes.credits.v1.CreditsService",
     default_port=50054,
-    build=_build,
+    build="services.credits.server:build",
 )

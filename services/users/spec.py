@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from services.core.servicespec import ServiceSpec
-
-if TYPE_CHECKING:
-    from services.core.hosting import HostContext, ServiceParts
-
-
-async def _build(context: HostContext) -> ServiceParts:
-    # Imported when hosted: the registry is read by processes that load no gRPC (make run).
-    from services.users.server import build
-
-    return await build(context)
-
 
 SPEC = ServiceSpec(
     name="users",
     proto_service="r3mes.users.v1.UsersService",
     default_port=50051,
-    build=_build,
+    build="services.users.server:build",
     peers=("credits", "mining"),
 )

@@ -1,5 +1,6 @@
-"""One running suite for every end-to-end test: the four services and Envoy as real processes on
-free loopback ports, with a private data folder, stopped (by pid) when the session ends."""
+"""One running suite for every end-to-end test: every registered service and Envoy as real
+processes on free loopback ports, with a private data folder, stopped (by pid) when the session
+ends."""
 
 from __future__ import annotations
 

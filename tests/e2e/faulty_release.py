@@ -28,7 +28,7 @@ async def _refuse(request: object, context: object) -> object:
 
 def faulty(spec: ServiceSpec) -> ServiceSpec:
     async def build(context: HostContext) -> ServiceParts:
-        parts = await spec.build(context)
+        parts = await spec.parts(context)
         # The generated registration reads each handler off the servicer object, so shadowing
         # the methods on the instance replaces them all, whatever the servicer's class.
         for method in parts.descriptor.methods:

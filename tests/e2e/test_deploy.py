@@ -1,16 +1,17 @@
-"""deploy/compose.yaml keeps the shape deploy/README.md promises."""
+"""deploy/compose.yaml keeps the shape deploy/README.md promises, and is what the registry
+generates (python -m tools.compose)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from services.core.registry import NAMES
+from tools.compose import COMPOSE_FILE, DEFAULT_OUTPUT, files
 
-COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
+COMPOSE = DEFAULT_OUTPUT / COMPOSE_FILE
 SERVICES = NAMES
 
 
@@ -18,6 +19,12 @@ SERVICES = NAMES
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     return loaded
+
+
+def test_the_committed_compose_files_are_the_ones_the_registry_generates() -> None:
+    stale = [path for path, text in files().items() if (DEFAULT_OUTPUT / path).read_text() != text]
+
+    assert stale == [], "run: python -m tools.compose"
 
 
 def test_the_compose_file_runs_the_databases_the_services_and_the_gateway(
@@ -79,7 +86,7 @@ def test_the_gateway_reaches_a_front_door_of_its_own_on_the_backend_network(
 
 
 def test_every_service_hears_revoked_keys_on_the_compose_redis(compose: dict[str, Any]) -> None:
-    for name in ("users", "apikeys", "mining", "credits"):
+    for name in SERVICES:
         environment = compose["services"][name]["environment"]
         assert environment["R3MES_REDIS_URL"] == "redis://redis:6379/0"
 

@@ -13,7 +13,7 @@ from gateway.call_checks import NAME as CALL_CHECKS
 from gateway.catalog import UPSTREAMS
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
-from services.core.registry import NAMES
+from services.core.registry import NAMES, SERVICES
 from services.core.settings import Canary, Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -54,19 +54,14 @@ def test_envoy_accepts_the_rendered_configuration(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_the_transcoder_serves_all_four_services_with_the_agreed_options() -> None:
+def test_the_transcoder_serves_every_registered_service_with_the_agreed_options() -> None:
     config = build_config(settings(), DEFAULT_DESCRIPTOR)
 
     transcoder = next(
         f for f in connection_manager(config)["http_filters"] if f["name"] == TRANSCODER
     )["typed_config"]
 
-    assert transcoder["services"] == [
-        "r3mes.users.v1.UsersService",
-        "r3mes.apikeys.v1.APIKeysService",
-        "r3mes.mining.v1.MiningService",
-        "r3mes.credits.v1.CreditsService",
-    ]
+    assert transcoder["services"] == [spec.proto_service for spec in SERVICES]
     assert transcoder["convert_grpc_status"] is True
     assert transcoder["ignore_unknown_query_parameters"] is True
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
@@ -166,10 +161,8 @@ def test_in_one_process_every_cluster_reaches_the_one_port_and_a_set_target_wins
     addresses = cluster_addresses(build_config(one, DEFAULT_DESCRIPTOR))
 
     assert {name: addresses[name] for name in NAMES} == {
-        "users": ("127.0.0.1", 62051),
-        "apikeys": ("127.0.0.1", 62051),
+        **dict.fromkeys(NAMES, ("127.0.0.1", 62051)),
         "mining": ("10.0.0.7", 50053),
-        "credits": ("127.0.0.1", 62051),
     }
 
 
@@ -195,10 +188,10 @@ def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envo
     service_routes = [
         route
         for route in routes["virtual_hosts"][0]["routes"]
-        if route.get("route", {}).get("cluster") in {"users", "apikeys", "mining", "credits"}
+        if route.get("route", {}).get("cluster") in NAMES
     ]
 
-    assert len(service_routes) == 4
+    assert len(service_routes) == len(NAMES)
     for route in service_routes:
         [added] = route["request_headers_to_add"]
         assert added["header"] == {"key": "x-r3mes-gateway-secret", "value": secret}

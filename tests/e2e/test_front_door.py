@@ -34,18 +34,14 @@ from gateway.local_stack import (
     stack_environment,
 )
 from gateway.openapi import DEFAULT_OUTPUT
-from services.core.registry import NAMES
+from services.core.registry import NAMES, SERVICES
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 START_TIMEOUT_SECONDS = 30.0
-PUBLIC_SERVICES = [
-    "r3mes.apikeys.v1.APIKeysService",
-    "r3mes.credits.v1.CreditsService",
-    "r3mes.mining.v1.MiningService",
-    "r3mes.users.v1.UsersService",
-]
+# Every registered service is public: reflection lists them by name, as grpcurl sorts them.
+PUBLIC_SERVICES = sorted(spec.proto_service for spec in SERVICES)
 
 
 def grpcurl(stack: LocalStack, *verb: str, data: object = None) -> subprocess.CompletedProcess[str]:
@@ -113,14 +109,10 @@ async def test_healthz_reports_every_service_serving(rest: httpx.AsyncClient) ->
 
 
 @pytest.fixture
-def front_door_with_three_services_down(stack: LocalStack) -> Iterator[str]:
+def front_door_with_all_but_users_down(stack: LocalStack) -> Iterator[str]:
     """A front door whose users target is the running one and the others ports nobody serves."""
-    settings = Settings(
-        users_target=stack.grpc_target("users"),
-        apikeys_target=f"{LOOPBACK}:{free_port()}",
-        mining_target=f"{LOOPBACK}:{free_port()}",
-        credits_target=f"{LOOPBACK}:{free_port()}",
-    )
+    down = {f"{name}_target": f"{LOOPBACK}:{free_port()}" for name in NAMES if name != "users"}
+    settings = Settings().model_copy(update={**down, "users_target": stack.grpc_target("users")})
     checker = HealthChecker(settings)
     server = http_server(LOOPBACK, 0, Pages.load(DEFAULT_OUTPUT, checker.check))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -133,12 +125,12 @@ def front_door_with_three_services_down(stack: LocalStack) -> Iterator[str]:
 
 
 def test_healthz_is_503_and_names_the_services_not_serving(
-    front_door_with_three_services_down: str,
+    front_door_with_all_but_users_down: str,
 ) -> None:
-    reply = httpx.get(f"{front_door_with_three_services_down}/healthz", timeout=10)
+    reply = httpx.get(f"{front_door_with_all_but_users_down}/healthz", timeout=10)
 
     assert reply.status_code == 503
-    assert reply.json()["not_serving"] == ["apikeys", "mining", "credits"]
+    assert reply.json()["not_serving"] == [name for name in NAMES if name != "users"]
     assert reply.json()["services"]["users"] == "SERVING"
     assert reply.json()["services"]["mining"] == "UNREACHABLE"
 
@@ -260,7 +252,7 @@ def test_a_health_poll_that_hangs_up_early_leaves_no_traceback(
     front_door_of_silent_services.stop()
 
     assert patient.status_code == 503
-    assert patient.json()["not_serving"] == ["users", "apikeys", "mining", "credits"]
+    assert patient.json()["not_serving"] == list(NAMES)
     output = (front_door_of_silent_services.work_dir / "frontdoor.log").read_text()
     assert "Traceback" not in output
     assert "Error" not in output

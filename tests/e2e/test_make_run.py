@@ -18,8 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.local_stack import LOOPBACK, StackPorts, stack_environment
+from gateway.local_stack import LOOPBACK, StackPorts, free_port, stack_environment
 from gateway.render import ROOT
+from gateway.run import REFERENCE_NODE
+from services.core.registry import NAMES
+from tools.reference_node import DEFAULT_MODEL
 
 READY_TIMEOUT_SECONDS = 90.0
 BANNER = "R3MES is running"
@@ -40,6 +43,8 @@ class Runner:
 def run_environment(ports: StackPorts, data_dir: Path) -> dict[str, str]:
     environment = stack_environment(ports, data_dir, internal_token="make-run-token")
     del environment["R3MES_LOG_JSON"]  # the runner's own default (plain text) applies
+    # The reference node too on a free port, not its fixed default (a developer's make run).
+    environment["R3MES_REFERENCE_NODE_PORT"] = str(free_port())
     return environment
 
 
@@ -99,15 +104,24 @@ def test_the_banner_comes_once_the_gateway_reports_every_service_serving(runner:
     reply = httpx.get(f"http://{LOOPBACK}:{runner.ports.gateway}/healthz", timeout=5)
 
     assert reply.status_code == 200
-    assert reply.json()["services"] == {
-        "users": "SERVING",
-        "apikeys": "SERVING",
-        "mining": "SERVING",
-        "credits": "SERVING",
-    }
+    assert reply.json()["services"] == dict.fromkeys(NAMES, "SERVING")
     banner = "".join(runner.lines)
     assert f"http://{LOOPBACK}:{runner.ports.gateway}/docs" in banner
     assert "fork" not in banner  # gRPC's fork warnings: the runner never forks with gRPC loaded
+
+
+def test_make_run_registers_its_reference_node_which_the_gateway_then_lists(
+    runner: Runner,
+) -> None:
+    endpoint = f"http://127.0.0.1:{runner.environment['R3MES_REFERENCE_NODE_PORT']}/v1"
+
+    reply = httpx.get(f"http://{LOOPBACK}:{runner.ports.gateway}/v1/servingNodes", timeout=5)
+
+    assert reply.status_code == 200
+    [node] = reply.json()["nodes"]
+    assert (node["endpoint_url"], node["models"]) == (endpoint, [DEFAULT_MODEL])
+    assert (node["status"], node["fresh"]) == ("NODE_STATUS_ONLINE", True)
+    assert f"Reference serving node: {endpoint} serves {DEFAULT_MODEL}" in "".join(runner.lines)
 
 
 def test_a_second_run_on_the_same_data_folder_names_the_first_and_starts_nothing(
@@ -158,7 +172,8 @@ def test_a_runner_killed_with_sigkill_takes_every_process_it_started_with_it(
 ) -> None:
     recorded = json.loads((runner.data_dir / "run.lock").read_text())
     children = {name: pid for name, (pid, _) in recorded["children"].items()}
-    assert set(children) == {"services", "frontdoor", "envoy"}  # one process hosts them all
+    # One process hosts every service; the reference serving node is a child of its own.
+    assert set(children) == {"services", "frontdoor", "envoy", REFERENCE_NODE}
     assert all(alive(pid) for pid in children.values())
 
     os.kill(runner.process.pid, signal.SIGKILL)
@@ -184,4 +199,4 @@ def test_ctrl_c_stops_every_process_and_the_runner_exits_0(tmp_path: Path) -> No
     reader.join(timeout=10)
     assert [pid for pid in children if alive(pid)] == []
     stopped = "".join(started.lines)
-    assert "stopped service=users+apikeys+mining+credits" in stopped
+    assert f"stopped service={'+'.join(NAMES)}" in stopped

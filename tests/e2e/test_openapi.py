@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 from gateway.openapi import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, read_descriptor_set, render, routes
 from gateway.proto_index import ProtoIndex
+from services.core.registry import SERVICES
 
 HTTP_VERBS = {"get", "put", "post", "delete", "patch"}
 
@@ -50,12 +51,7 @@ def test_every_http_annotation_of_every_service_is_an_operation(document: dict[s
     assert described == annotated
     assert ("post", "/v1/users") in described
     services = {r.method.service for r in routes(index)}
-    assert services == {
-        "r3mes.users.v1.UsersService",
-        "r3mes.apikeys.v1.APIKeysService",
-        "r3mes.mining.v1.MiningService",
-        "r3mes.credits.v1.CreditsService",
-    }
+    assert services == {spec.proto_service for spec in SERVICES}
 
 
 def test_every_operation_declares_its_path_parameters_and_the_error_body(

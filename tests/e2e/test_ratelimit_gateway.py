@@ -23,17 +23,19 @@ from gateway.render import ROOT
 from gateway.run import development_environment
 from services.core import validators
 from services.core.settings import Settings
-from services.core.testing import RedisServer, own_redis_server
+from services.core.testing import RedisServer
 from tests.e2e.test_apikeys_rest import first_key
 from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
 from tests.integration.ratelimited import quota_subjects
 
-# Per hour: no call is refilled while a slow machine runs the test.
+# Per hour: no call is refilled while a slow machine runs the test. Every policy a hosted
+# service's proto declares is defined (chat: serving's), or the services refuse to start.
 POLICIES = """
 policies:
   credentials: 5/hour
   read: 4/hour
   write: 20/minute
+  chat: 20/minute
   auth_failures: 3/hour
 default: write
 failed_authentication: auth_failures
@@ -51,12 +53,6 @@ HTTP_OF = {grpc.StatusCode.OK: 200, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
 class Stack:
     gateway: LocalStack
     second_apikeys: str  # a second replica of apikeys, sharing the stack's Redis
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

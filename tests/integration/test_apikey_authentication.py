@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from functools import partial
 
 import grpc
@@ -22,15 +21,10 @@ from tests.integration.apikeys_support import INTERNAL, as_bearer, as_key, issue
 from tests.integration.keyed_services import Suite, keyed_suite
 from tests.integration.rpc import failure_of
 
-START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 STATS = users_pb2.GetNetworkStatsRequest()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
 @pytest.fixture
 async def suite(
     settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -16,18 +16,12 @@ from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 from services.apikeys.server import create_server
 from services.core.settings import Settings
 from services.core.testing import FakeClock, running_server
+from tests.conftest import START
 from tests.integration.apikeys_support import SigningWallet, high_s, issue_key, validate
 from tests.integration.rpc import failure_of
 
 if TYPE_CHECKING:
     from tests.integration.apikeys_support import Stub
-
-START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import redis.asyncio
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
+from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from gateway.local_stack import LocalStack, running_stack
@@ -183,6 +184,10 @@ def keyed_call(
             credits = credits_pb2_grpc.CreditsServiceStub(channel)
             balance = credits_pb2.GetBalanceRequest(wallet_address=wallet)
             return partial(credits.GetBalance, balance, metadata=key)
+        case "serving":
+            serving = serving_pb2_grpc.ServingServiceStub(channel)
+            nodes = serving_pb2.ListServingNodesRequest()
+            return partial(serving.ListServingNodes, nodes, metadata=key)
         case _:
             raise ValueError(f"no keyed read of {service} here")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -23,12 +22,10 @@ from tests.integration.apikeys_support import INTERNAL, SigningWallet, as_key, i
 from tests.integration.keyed_services import Suite, keyed_suite
 from tests.integration.rpc import failure_of
 
-START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-
 
 @pytest.fixture
-async def suite(settings: Settings) -> AsyncIterator[Suite]:
-    async with keyed_suite(settings, FakeClock(START)) as suite:
+async def suite(settings: Settings, clock: FakeClock) -> AsyncIterator[Suite]:
+    async with keyed_suite(settings, clock) as suite:
         yield suite
 
 

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -24,18 +24,12 @@ from services.core import validators
 from services.core.db import Database
 from services.core.settings import Settings
 from services.core.testing import FakeClock, new_wallet_address, running_server
+from tests.conftest import START
 from tests.integration.apikeys_support import INTERNAL, as_bearer, as_key, issue_key, validate
 from tests.integration.rpc import failure_of
 
 if TYPE_CHECKING:
     from tests.integration.apikeys_support import Stub
-
-START = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
 
 
 @pytest.fixture

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from r3mes.credits.v1 import credits_pb2
 
-from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 from services.credits.domain import BALANCE_LIMIT, INT64_MAX
 from tests.integration.credits_support import (
     Credits,
-    assert_invariants,
-    running_credits,
     seed_grant,
 )
-
-
-@pytest.fixture
-async def credits(settings: Settings) -> AsyncIterator[Credits]:
-    async with running_credits(settings) as running:
-        yield running
-        await assert_invariants(running)
 
 
 async def network_total(credits: Credits) -> credits_pb2.GetCreditsTotalResponse:

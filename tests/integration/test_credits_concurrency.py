@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-import pytest
-
-from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 from tests.integration.credits_support import (
     CREDIT,
     Credits,
-    assert_invariants,
     new_key,
     outcome_of,
-    running_credits,
 )
 
 STORM = 500
-
-
-@pytest.fixture
-async def credits(settings: Settings) -> AsyncIterator[Credits]:
-    async with running_credits(settings) as running:
-        yield running
-        await assert_invariants(running)
 
 
 def kinds(outcomes: list[Any]) -> Counter[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import grpc
@@ -23,13 +22,6 @@ from tests.integration.credits_support import (
 from tests.integration.rpc import failure_of
 
 EXPIRED = credits_pb2.RESERVATION_STATE_EXPIRED
-
-
-@pytest.fixture
-async def credits(settings: Settings) -> AsyncIterator[Credits]:
-    async with running_credits(settings) as running:
-        yield running
-        await assert_invariants(running)
 
 
 async def expired_hold(credits: Credits, wallet: str, amount: int = 4 * CREDIT) -> str:

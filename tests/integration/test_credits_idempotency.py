@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
-from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 from tests.faults import CuttableProxy
 from tests.integration.credits_support import (
@@ -19,17 +17,9 @@ from tests.integration.credits_support import (
     Credits,
     assert_invariants,
     hold_wallet_lock,
-    running_credits,
     stored_rows,
 )
 from tests.integration.rpc import failure_of
-
-
-@pytest.fixture
-async def credits(settings: Settings) -> AsyncIterator[Credits]:
-    async with running_credits(settings) as running:
-        yield running
-        await assert_invariants(running)
 
 
 async def test_a_repeated_grant_returns_the_first_entry_and_grants_once(credits: Credits) -> None:

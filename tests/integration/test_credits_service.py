@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from datetime import UTC, timedelta
 
 import grpc
@@ -11,14 +11,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from r3mes.credits.v1 import credits_pb2
 
-from services.core.settings import Settings
 from services.core.testing import new_wallet_address
 from tests.integration.credits_support import (
     CREDIT,
     INTERNAL,
     Credits,
     assert_invariants,
-    running_credits,
     seed_grant,
 )
 from tests.integration.rpc import failure_of
@@ -26,13 +24,6 @@ from tests.integration.rpc import failure_of
 HELD = credits_pb2.RESERVATION_STATE_HELD
 CONFIRMED = credits_pb2.RESERVATION_STATE_CONFIRMED
 ROLLED_BACK = credits_pb2.RESERVATION_STATE_ROLLED_BACK
-
-
-@pytest.fixture
-async def credits(settings: Settings) -> AsyncIterator[Credits]:
-    async with running_credits(settings) as running:
-        yield running
-        await assert_invariants(running)
 
 
 async def refused(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
 
 from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
-from services.core.testing import RedisServer, own_redis_server
+from services.core.testing import RedisServer
 
 PER_MINUTE_3 = Rate(3, 60.0)
 
@@ -24,12 +24,6 @@ class Seconds:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 def probe(server: RedisServer) -> RedisProbe:

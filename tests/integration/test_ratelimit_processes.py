@@ -6,27 +6,19 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import uuid
-from collections.abc import Iterator
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
-import pytest
 import redis.asyncio
 
 from services.core.ratelimit import RedisLimiter, RedisProbe, load_policies
-from services.core.testing import RedisServer, own_redis_server
+from services.core.testing import RedisServer
 
 PROCESSES = 4
 CALLS_PER_PROCESS = 25  # 100 in all, five times the policy's 20
 # One instant for every process: the window cannot move while they hammer, however slowly
 # this shared machine runs them, so "exactly 20" depends on the script's atomicity alone.
 FROZEN_NOW = 1_700_000_000.0
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 def hammer(url: str, wallet: str, start: Barrier, results: Queue[int]) -> None:

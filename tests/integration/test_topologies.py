@@ -10,9 +10,11 @@ import pytest
 from r3mes.apikeys.v1 import apikeys_pb2
 from r3mes.credits.v1 import credits_pb2
 from r3mes.mining.v1 import mining_pb2
+from r3mes.serving.v1 import serving_pb2
 from r3mes.users.v1 import users_pb2
 
 from services.core.errors import Unavailable
+from services.core.registry import NAMES
 from services.core.settings import Settings
 from services.core.testing import FakeClock, new_wallet_address
 from services.mining.usecases import MiningUseCases
@@ -118,6 +120,9 @@ async def test_an_api_key_works_at_every_service_and_once_revoked_at_none(
             "credits": suite.credits.ListLedgerEntries(
                 credits_pb2.ListLedgerEntriesRequest(wallet_address=wallet), metadata=key
             ),
+            "serving": suite.serving.ListServingNodes(
+                serving_pb2.ListServingNodesRequest(), metadata=key
+            ),
         }
 
     for call in calls().values():
@@ -138,8 +143,7 @@ async def test_an_api_key_works_at_every_service_and_once_revoked_at_none(
 
     assert failure_of(wrong_wallet.value).reason == "WRONG_WALLET"
     assert {name: (f.code, f.reason) for name, f in refusals.items()} == dict.fromkeys(
-        ("users", "apikeys", "mining", "credits"),
-        (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_REVOKED"),
+        NAMES, (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_REVOKED")
     )
 
 

@@ -5,7 +5,7 @@ for by a validator that counts the questions (the integration tests use the real
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -47,11 +47,6 @@ class Ticks:
 @pytest.fixture
 def ticks() -> Ticks:
     return Ticks()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2026, 1, 15, 12, 0, tzinfo=UTC))
 
 
 def authenticator(

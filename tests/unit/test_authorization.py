@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
-from r3mes.apikeys.v1 import apikeys_pb2
 from r3mes.common.v1 import options_pb2
 from r3mes.credits.v1 import credits_pb2
-from r3mes.mining.v1 import mining_pb2
-from r3mes.users.v1 import users_pb2
 
 from services.core.auth import ANONYMOUS, INTERNAL, Principal
 from services.core.errors import PermissionDenied, R3mesError, Unauthenticated
 from services.core.interceptors.authorization import access_rule, authorize
+from services.core.registry import SERVICES as REGISTERED
+from services.core.servicespec import ServiceSpec
 from services.core.testing import new_wallet_address
 
 WALLET_A = new_wallet_address()
@@ -88,11 +90,13 @@ def test_a_wallet_key_on_a_request_without_the_wallet_field_is_wrong_wallet() ->
     assert raised.value.reason == "WRONG_WALLET"
 
 
-SERVICES: list[ServiceDescriptor] = [
-    service
-    for module in (users_pb2, apikeys_pb2, mining_pb2, credits_pb2)
-    for service in module.DESCRIPTOR.services_by_name.values()
-]
+def registered(spec: ServiceSpec) -> ServiceDescriptor:
+    # Its generated module adds its proto file to the default pool (r3mes/<name>/v1/<name>.proto).
+    importlib.import_module(f"r3mes.{spec.name}.v1.{spec.name}_pb2")
+    return descriptor_pool.Default().FindServiceByName(spec.proto_service)
+
+
+SERVICES = [registered(spec) for spec in REGISTERED]
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
