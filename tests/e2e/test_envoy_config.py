@@ -179,6 +179,19 @@ def test_the_gateway_sends_services_one_client_address_of_its_own_choosing() -> 
     assert "x-r3mes-internal-token" in virtual_host["request_headers_to_remove"]
 
 
+def test_a_call_the_gateway_retries_goes_to_a_replica_it_has_not_tried() -> None:
+    # Under load the round robin hands a replica that just died to several attempts of one
+    # call: without the predicate a GetUser ended UNAVAILABLE through all three (test_faults).
+    config = build_config(settings(), DEFAULT_DESCRIPTOR)
+    routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    services = [r["route"] for r in routes if r.get("route", {}).get("cluster") in NAMES]
+
+    assert len(services) == len(NAMES)
+    for route in services:
+        predicates = route["retry_policy"]["retry_host_predicate"]
+        assert [p["name"] for p in predicates] == ["envoy.retry_host_predicates.previous_hosts"]
+
+
 def test_every_call_to_a_service_carries_the_gateway_secret_and_the_file_is_envoys_alone(
     tmp_path: Path,
 ) -> None:
