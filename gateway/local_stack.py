@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,10 +40,22 @@ STOP_TIMEOUT_SECONDS = 10.0
 
 def free_port() -> int:
     """A port nobody listens on right now (another process could still take it before us)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different ports nobody listens on right now: each probe stays bound until all
+    are chosen, so the kernel cannot hand the same one out twice (with a stack's twenty-odd
+    ports, picked one by one, that happened about once in a hundred runs)."""
+    with ExitStack() as probes:
+        sockets = [
+            probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for probe in sockets:
+            probe.bind((LOOPBACK, 0))
+        return [probe.getsockname()[1] for probe in sockets]
 
 
 Topology = Literal["one-process", "split"]
@@ -93,24 +105,26 @@ class StackPorts:
     ) -> StackPorts:
         if replicas > 1 and topology == ONE_PROCESS:
             raise ValueError("replicas are processes of one service each: use topology split")
-        shared = free_port()
-        services = {n: shared if topology == ONE_PROCESS else free_port() for n in NAMES}
+        # More than enough for every port below, all different.
+        ports = iter(free_ports(2 * len(NAMES) * (replicas + 1) + 6))
+        shared = next(ports)
+        services = {n: shared if topology == ONE_PROCESS else next(ports) for n in NAMES}
         replica_ports = {
-            n: {replica_name(n, i): port if i == 1 else free_port() for i in range(1, replicas + 1)}
+            n: {replica_name(n, i): port if i == 1 else next(ports) for i in range(1, replicas + 1)}
             for n, port in services.items()
             if replicas > 1
         }
         processes = [HOST] if topology == ONE_PROCESS else list(NAMES)
-        processes += [p for ports in replica_ports.values() for p in ports if p not in processes]
+        processes += [p for named in replica_ports.values() for p in named if p not in processes]
         if canary is not None:
             processes.append(canary.process)
-        metrics_ports = {p: free_port() for p in [*processes, "gateway"]} if metrics else {}
-        canary_port = None if canary is None else free_port()
+        metrics_ports = {p: next(ports) for p in [*processes, "gateway"]} if metrics else {}
+        canary_port = None if canary is None else next(ports)
         return cls(
             services,
-            free_port(),
-            free_port(),
-            free_port(),
+            next(ports),
+            next(ports),
+            next(ports),
             metrics_ports,
             canary_port,
             replica_ports,
