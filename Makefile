@@ -76,13 +76,21 @@ prometheus-tools: ## Install Prometheus and promtool from Debian when missing (t
 		apt-get update && apt-get install -y --no-install-recommends prometheus; \
 	fi
 
+# Servers the fault tests start, stop and restart themselves (tests/e2e/test_faults.py), never
+# the machine's shared ones: Debian's PostgreSQL binaries (initdb, pg_ctl) and redis-server.
+.PHONY: fault-tools
+fault-tools: ## Install PostgreSQL's server binaries and redis-server from Debian when missing
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends postgresql redis-server; \
+	fi
+
 # Workers of pytest-xdist: most tests wait on timers, processes and I/O, so more workers than
 # cores pay. Each file runs whole on one worker, the e2e tests all on one (tests/conftest.py's
 # scheduler). TEST_WORKERS=0 runs everything in this one process, in order.
 TEST_WORKERS ?= 4
 
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint

@@ -1,5 +1,10 @@
-"""One HTTP/2 upstream cluster per service, health-checked over grpc.health.v1, and the clusters
-of single processes (the front door, a trace collector)."""
+"""One HTTP/2 upstream cluster per service, health-checked over grpc.health.v1.
+
+A service's target is a gRPC target, as its peers' channels read it: `host:port` (a DNS name
+may resolve to several replicas), or several addresses in gRPC's own form,
+`ipv4:10.0.0.7:50054,10.0.0.8:50054` (replicas on fixed addresses, or on several ports of one
+host as the tests' stacks run them), each a host of the cluster. Also the clusters of single
+processes (the front door, a trace collector)."""
 
 from __future__ import annotations
 
@@ -15,12 +20,27 @@ HEALTH_CHECK_INTERVAL = "5s"
 DNS_REFRESH_RATE = "5s"
 
 
+# gRPC's naming scheme for a list of literal addresses (grpc/doc/naming.md).
+ADDRESS_LIST_SCHEME = "ipv4:"
+
+
 def split_target(target: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port)."""
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"upstream target {target!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def endpoints(target: str) -> list[tuple[str, int]]:
+    """Every (host, port) a target names: one, or each of an `ipv4:` list."""
+    if not target.startswith(ADDRESS_LIST_SCHEME):
+        return [split_target(target)]
+    listed = [split_target(a) for a in target.removeprefix(ADDRESS_LIST_SCHEME).split(",")]
+    names = [host for host, _ in listed if not _is_ip(host)]
+    if names:
+        raise ValueError(f"an {ADDRESS_LIST_SCHEME} target lists IP addresses, not {names}")
+    return listed
 
 
 def _is_ip(host: str) -> bool:
@@ -87,10 +107,10 @@ def single_host_cluster(name: str, host: str, port: int, http2: bool) -> dict[st
 
 
 def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
-    host, port = split_target(target)
+    addresses = endpoints(target)
     return {
         "name": upstream.name,
-        **_discovery(host),
+        **_discovery(addresses[0][0]),
         "connect_timeout": CONNECT_TIMEOUT,
         "lb_policy": "ROUND_ROBIN",
         "circuit_breakers": circuit_breakers(),
@@ -106,7 +126,8 @@ def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": _socket_address(host, port)}},
+                        {"endpoint": {"address": _socket_address(host, port)}}
+                        for host, port in addresses
                     ]
                 }
             ],

@@ -58,7 +58,22 @@ def _service_routes(settings: Settings, gateway_secret: str | None) -> list[dict
             # the service in grpc-timeout.
             "timeout": f"{settings.gateway_route_timeout_seconds:g}s",
             # Only failures where the request never reached a service: safe for every RPC.
-            "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+            # Each retry goes to a replica not tried yet: a replica that just died is picked by
+            # the round robin until health checks notice (seconds), and a retry to it again
+            # would fail the same way.
+            "retry_policy": {
+                "retry_on": "connect-failure,refused-stream",
+                "num_retries": 2,
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": typed(
+                            "extensions.retry.host.previous_hosts.v3", "PreviousHostsPredicate"
+                        ),
+                    }
+                ],
+                "host_selection_retry_max_attempts": 3,
+            },
         }
         if upstream in shifted:
             routes.append(

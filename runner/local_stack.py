@@ -1,7 +1,9 @@
 """The whole suite on this machine, for the end-to-end tests and the benchmarks: the services, the
 front door and Envoy, on free loopback ports, with a private data folder. The services run as
 R3MES_TOPOLOGY says (`topology=` or the extra environment): one-process by default (one
-`python -m services` hosting them all on one port), or split (one process per service).
+`python -m services` hosting them all on one port), or split (one process per service, or with
+`replicas=N` N processes per service, each on its own port: the service's target lists them all,
+so Envoy and its peers balance over them).
 
 `make run` (runner/run.py) prints their output live instead; this module keeps each process's
 output in a file and stops exactly the processes it started.
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,8 +30,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
+from gateway.clusters import ADDRESS_LIST_SCHEME
 from gateway.paths import ROOT
-from services.core.registry import NAMES
+from services.core.registry import NAMES, spec_of
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0
@@ -37,10 +40,22 @@ STOP_TIMEOUT_SECONDS = 10.0
 
 def free_port() -> int:
     """A port nobody listens on right now (another process could still take it before us)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different ports nobody listens on right now: each probe stays bound until all
+    are chosen, so the kernel cannot hand the same one out twice (with a stack's twenty-odd
+    ports, picked one by one, that happened about once in a hundred runs)."""
+    with ExitStack() as probes:
+        sockets = [
+            probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for probe in sockets:
+            probe.bind((LOOPBACK, 0))
+        return [probe.getsockname()[1] for probe in sockets]
 
 
 Topology = Literal["one-process", "split"]
@@ -76,6 +91,9 @@ class StackPorts:
     # Metrics ports (none: off): each service process's, by its name, and Envoy's as `gateway`.
     metrics: Mapping[str, int] = field(default_factory=dict)
     canary: int | None = None  # the gRPC port of a canary release, when there is one
+    # Split with replicas: every replica's port of each service, by process name (the first
+    # replica is named after its service, the others `<service>-2`, ...); else empty.
+    replicas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @classmethod
     def pick(
@@ -84,15 +102,46 @@ class StackPorts:
         *,
         metrics: bool = False,
         canary: CanaryRelease | None = None,
+        replicas: int = 1,
     ) -> StackPorts:
-        shared = free_port()
-        services = {n: shared if topology == ONE_PROCESS else free_port() for n in NAMES}
+        if replicas > 1 and topology == ONE_PROCESS:
+            raise ValueError("replicas are processes of one service each: use topology split")
+        # More than enough for every port below, all different.
+        ports = iter(free_ports(2 * len(NAMES) * (replicas + 1) + 6))
+        shared = next(ports)
+        services = {n: shared if topology == ONE_PROCESS else next(ports) for n in NAMES}
+        replica_ports = {
+            n: {replica_name(n, i): port if i == 1 else next(ports) for i in range(1, replicas + 1)}
+            for n, port in services.items()
+            if replicas > 1
+        }
         processes = [HOST] if topology == ONE_PROCESS else list(NAMES)
+        processes += [p for named in replica_ports.values() for p in named if p not in processes]
         if canary is not None:
             processes.append(canary.process)
-        metrics_ports = {p: free_port() for p in [*processes, "gateway"]} if metrics else {}
-        canary_port = None if canary is None else free_port()
-        return cls(services, free_port(), free_port(), free_port(), metrics_ports, canary_port)
+        metrics_ports = {p: next(ports) for p in [*processes, "gateway"]} if metrics else {}
+        canary_port = None if canary is None else next(ports)
+        return cls(
+            services,
+            next(ports),
+            next(ports),
+            next(ports),
+            metrics_ports,
+            canary_port,
+            replica_ports,
+        )
+
+    def target_of(self, name: str) -> str:
+        """Where the service is reached: its port, or gRPC's list of its replicas' ports."""
+        ports = self.replicas.get(name)
+        if not ports:
+            return f"{LOOPBACK}:{self.grpc[name]}"
+        return ADDRESS_LIST_SCHEME + ",".join(f"{LOOPBACK}:{port}" for port in ports.values())
+
+
+def replica_name(service: str, number: int) -> str:
+    """The process name of a service's `number`th replica (from 1)."""
+    return service if number == 1 else f"{service}-{number}"
 
 
 def stack_environment(
@@ -128,7 +177,7 @@ def stack_environment(
         environment["R3MES_METRICS_PORT"] = str(next(iter(ports.metrics.values())))
     for name, port in ports.grpc.items():
         environment[f"R3MES_{name.upper()}_PORT"] = str(port)
-        environment[f"R3MES_{name.upper()}_TARGET"] = f"{LOOPBACK}:{port}"
+        environment[f"R3MES_{name.upper()}_TARGET"] = ports.target_of(name)
     environment.update(extra or {})
     return environment
 
@@ -222,13 +271,20 @@ class LocalStack:
             self._spawn(HOST, [sys.executable, "-m", "services", "--services", "all"])
             return
         for name in NAMES:
-            self._spawn(name, [sys.executable, "-m", f"services.{name}"])
+            command = [sys.executable, "-m", f"services.{name}"]
+            for process, port in self.ports.replicas.get(name, {name: 0}).items():
+                own_port = {spec_of(name).port_setting: str(port)} if port else {}
+                self._spawn(process, command, own_port)
+
+    def replicas_of(self, name: str) -> list[str]:
+        """The process names of the service's replicas (just its own name without replicas)."""
+        return list(self.ports.replicas.get(name, {self.process_of(name): 0}))
 
     def start_canary(self) -> None:
         """The canary release: the service's settings but its own port (and metrics port)."""
         if self.canary is None:
             return
-        port = {f"R3MES_{self.canary.service.upper()}_PORT": str(self.ports.canary)}
+        port = {spec_of(self.canary.service).port_setting: str(self.ports.canary)}
         self._spawn(self.canary.process, self.canary.argv(), port)
 
     def start_front_door(self) -> None:
@@ -258,7 +314,9 @@ class LocalStack:
     def wait_until_ready(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
         for name in NAMES:
-            self._wait(partial(grpc_serving, self.grpc_target(name)), name, deadline)
+            replicas = self.ports.replicas.get(name, {name: self.ports.grpc[name]})
+            for process, port in replicas.items():
+                self._wait(partial(grpc_serving, f"{LOOPBACK}:{port}"), process, deadline)
         if self.canary is not None:
             self._wait(partial(grpc_serving, self.canary_target), self.canary.process, deadline)
         if any(s.name == "frontdoor" for s in self.started):
@@ -333,14 +391,16 @@ def running_stack(
     topology: Topology | None = None,
     metrics: bool = False,
     canary: CanaryRelease | None = None,
+    replicas: int = 1,
 ) -> Iterator[LocalStack]:
     """Start the services (and Envoy), wait until all are serving, stop them all on exit;
     `metrics` gives every service process and Envoy a metrics port (`metrics_targets`);
-    `canary` starts a second version of one service, which the gateway sends its weight to."""
+    `canary` starts a second version of one service, which the gateway sends its weight to;
+    `replicas` (split only) starts that many processes of each service."""
     chosen = topology or cast(
         Topology, (extra_environment or {}).get("R3MES_TOPOLOGY", ONE_PROCESS)
     )
-    ports = StackPorts.pick(chosen, metrics=metrics, canary=canary)
+    ports = StackPorts.pick(chosen, metrics=metrics, canary=canary, replicas=replicas)
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)

@@ -59,6 +59,7 @@ async def build(context: HostContext) -> ServiceParts:
         apikeys_pb2_grpc.add_APIKeysServiceServicer_to_server,
         apikeys_pb2.DESCRIPTOR.services_by_name["APIKeysService"],
         # Closed in reverse: the last uses are written before the database goes.
+        database=database,
         closers=[database.dispose, invalidations.close, write_last_uses],
         # Keys presented to this process are checked in-process, whichever service is called
         # (every service it hosts): no RPC, and a revocation here is seen at once.

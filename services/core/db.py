@@ -48,6 +48,10 @@ SQLITE_BUSY_SIGNS = ("database is locked", "database table is locked")
 SQLITE_UNAVAILABLE_SIGNS = ("unable to open", "disk I/O error")
 # A statement PostgreSQL cancelled (statement_timeout): the database is too slow right now.
 QUERY_CANCELED_SQLSTATE = "57014"
+# PostgreSQL cannot serve right now, whatever the statement: a connection failure (class 08),
+# too many connections or other resources short (53), or a server shutting down, crashed or
+# still starting up (57P01-57P05: what every restart answers for a few moments).
+UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 
 
 class ConnectionLost(Unavailable):
@@ -196,7 +200,8 @@ class Database:
         return {"postgresql_readonly": True} if read_only else {}
 
     async def ping(self) -> None:
-        async with self.transaction() as connection:
+        # Read-only: on SQLite a probe must not take the write lock.
+        async with self.transaction(read_only=True) as connection:
             await connection.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
@@ -343,9 +348,10 @@ def _is_sqlite_busy(exc: BaseException) -> bool:
 def _is_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | PoolTimeoutError):
         return True
-    if _sqlstate(exc) == QUERY_CANCELED_SQLSTATE or isinstance(
-        getattr(exc, "orig", None), OSError | TimeoutError
-    ):
+    sqlstate = _sqlstate(exc) or ""
+    if sqlstate == QUERY_CANCELED_SQLSTATE or sqlstate.startswith(UNAVAILABLE_SQLSTATE_PREFIXES):
+        return True
+    if isinstance(getattr(exc, "orig", None), OSError | TimeoutError):
         return True
     if not isinstance(exc, OperationalError):
         return False

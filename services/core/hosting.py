@@ -26,9 +26,10 @@ from services.core.background import PeriodicJob
 from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.colocated import ColocatedStub
+from services.core.db import Database
 from services.core.lifecycle import Closer, ServiceServer, build_server, registration
 from services.core.registry import SERVICES
-from services.core.servicespec import ServiceSpec
+from services.core.servicespec import DATABASE_COMPONENT, ServiceSpec
 from services.core.settings import Settings, SettingsBase
 
 StubT = TypeVar("StubT")
@@ -44,6 +45,8 @@ class ServiceParts:
     descriptor: ServiceDescriptor
     closers: Sequence[Closer] = ()
     jobs: Sequence[PeriodicJob] = ()
+    # Its database, probed in the background so that health says when it does not answer.
+    database: Database | None = None
     # A service that checks callers' credentials itself (apikeys: keys in-process); with it
     # co-hosted, every hosted service accepts credentials that way.
     authenticators: Sequence[Authenticator] | None = None
@@ -136,7 +139,7 @@ async def host(
         authenticators = _authenticators(context, built)
     jobs = []
     for spec, parts in built:
-        for job in parts.jobs:
+        for job in [*parts.jobs, *_database_probe(settings, parts.database)]:
             job.service = spec.name
             jobs.append(job)
     return build_server(
@@ -150,6 +153,16 @@ async def host(
         error_domains={spec.proto_service: spec.error_domain for spec, _ in built},
         label="+".join(spec.name for spec in specs),
     )
+
+
+def _database_probe(settings: Settings, database: Database | None) -> list[PeriodicJob]:
+    """`<service>.database` in health, NOT_SERVING while the database does not answer: calls
+    then end UNAVAILABLE, and an operator (or the front door's /healthz) sees which part is
+    down. The service itself stays SERVING: every replica shares the database, so taking them
+    out of the balancers would turn a retryable refusal into no service at all."""
+    if database is None:
+        return []
+    return [PeriodicJob(DATABASE_COMPONENT, settings.db_probe_seconds, database.ping)]
 
 
 def _authenticators(

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from services.core.settings import SettingsBase
 
 
+# The part of a service that health reports apart, as `<service>.database` (services.core.hosting
+# probes it; the front door's /healthz reads it).
+DATABASE_COMPONENT = "database"
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """A service, declared once: settings, gateway, front door, deploy/ and tests derive from
@@ -59,6 +64,10 @@ class ServiceSpec:
     @property
     def error_domain(self) -> str:
         return f"{self.name}.r3mes.network"
+
+    @property
+    def database_health_name(self) -> str:
+        return f"{self.name}.{DATABASE_COMPONENT}"
 
     @property
     def port_setting(self) -> str:

@@ -56,6 +56,13 @@ class Settings(SettingsBase):
         "database (run `make migrate` there).",
     )
     db_pool_size: int = Field(10, ge=1, description="Connections per service on PostgreSQL.")
+    db_probe_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each service asks its database whether it answers; its health "
+        "`<service>.database` is NOT_SERVING while it does not.",
+    )
     db_connect_timeout_seconds: float = Field(
         3.0,
         gt=0,

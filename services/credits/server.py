@@ -50,6 +50,7 @@ async def build(
         CreditsServicer(use_cases, page_tokens_from_settings(settings)),
         credits_pb2_grpc.add_CreditsServiceServicer_to_server,
         credits_pb2.DESCRIPTOR.services_by_name["CreditsService"],
+        database=database,
         closers=[database.dispose],
         jobs=jobs,
     )

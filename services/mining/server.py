@@ -54,6 +54,7 @@ async def build(context: HostContext) -> ServiceParts:
         servicer,
         mining_pb2_grpc.add_MiningServiceServicer_to_server,
         mining_pb2.DESCRIPTOR.services_by_name["MiningService"],
+        database=database,
         closers=closers,
         jobs=jobs,
     )

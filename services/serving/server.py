@@ -63,6 +63,7 @@ async def build(context: HostContext) -> ServiceParts:
         serving_pb2_grpc.add_ServingServiceServicer_to_server,
         serving_pb2.DESCRIPTOR.services_by_name["ServingService"],
         # Closed in reverse: settlements still running finish before the database goes.
+        database=database,
         closers=[database.dispose, nodes.close, use_cases.drain],
     )
 

@@ -33,6 +33,7 @@ async def build(context: HostContext) -> ServiceParts:
         UsersServicer(UsersUseCases(uow, peers, context.clock, Features.from_settings(settings))),
         users_pb2_grpc.add_UsersServiceServicer_to_server,
         users_pb2.DESCRIPTOR.services_by_name["UsersService"],
+        database=database,
         closers=[database.dispose],
     )
 

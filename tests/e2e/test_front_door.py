@@ -103,6 +103,7 @@ async def test_healthz_reports_every_service_serving(rest: httpx.AsyncClient) ->
     assert reply.json() == {
         "status": "SERVING",
         "services": dict.fromkeys(NAMES, "SERVING"),
+        "components": {f"{name}.database": "SERVING" for name in NAMES},
         "not_serving": [],
     }
 

@@ -3,8 +3,10 @@ a stand-in (the chain is what is under test), callers named by a header of the t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +52,19 @@ class HeaderAuthenticator:
 
 
 class Balances(credits_pb2_grpc.CreditsServiceServicer):
+    """Answers GetBalance at once, or with `answer` given, once it is set (`running` is set
+    meanwhile)."""
+
+    def __init__(self, answer: asyncio.Event | None = None) -> None:
+        self.answer = answer
+        self.running = asyncio.Event()
+
     async def GetBalance(
         self, request: credits_pb2.GetBalanceRequest, context: Any
     ) -> credits_pb2.GetBalanceResponse:
+        self.running.set()
+        if self.answer is not None:
+            await self.answer.wait()
         return credits_pb2.GetBalanceResponse()
 
 
@@ -72,14 +84,16 @@ def limited_settings(directory: Path, **changes: Any) -> Settings:
     )
 
 
-async def create_limited_server(settings: Settings) -> tuple[ServiceServer, int]:
+async def create_limited_server(
+    settings: Settings, balances: Balances | None = None
+) -> tuple[ServiceServer, int]:
     service = credits_pb2.DESCRIPTOR.services_by_name["CreditsService"]
     add = credits_pb2_grpc.add_CreditsServiceServicer_to_server
     return build_server(
         settings,
         "credits",
         # The stubs mark every RPC abstract; the others answer UNIMPLEMENTED.
-        [registration(add, Balances(), service)],  # type: ignore[abstract]
+        [registration(add, balances or Balances(), service)],  # type: ignore[abstract]
         authenticators=[
             InternalTokenAuthenticator(TOKEN),
             HeaderAuthenticator(),
@@ -89,9 +103,10 @@ async def create_limited_server(settings: Settings) -> tuple[ServiceServer, int]
 
 @asynccontextmanager
 async def limited_server(
-    settings: Settings,
+    settings: Settings, balances: Balances | None = None
 ) -> AsyncIterator[tuple[ServiceServer, grpc.aio.Channel]]:
-    async with running_server(create_limited_server, settings, "credits") as running:
+    create = partial(create_limited_server, balances=balances)
+    async with running_server(create, settings, "credits") as running:
         yield running
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.integration.ratelimited import (
     FROM_GATEWAY,
     TOKEN,
     WALLET_HEADER,
+    Balances,
     create_limited_server,
     limited_server,
     limited_settings,
@@ -74,6 +76,37 @@ async def test_an_admitted_call_carries_the_policy_and_what_is_left(tmp_path: Pa
     assert headers["ratelimit-policy"] == '"read";q=3;w=3600'
     # Two calls left of three; the bucket is full again 20 minutes (one interval) from now.
     assert headers["ratelimit"] == '"read";r=2;t=1200'
+
+
+async def test_an_admitted_call_sends_its_headers_with_its_answer_so_a_crash_stays_retryable(
+    tmp_path: Path,
+) -> None:
+    # Headers sent before the handler ran would commit the call: a replica dying meanwhile
+    # would leave a reset stream that no retry policy retries, instead of UNAVAILABLE.
+    answer = asyncio.Event()
+    balances = Balances(answer)  # type: ignore[abstract]
+    async with limited_server(limited_settings(tmp_path), balances) as (_, channel):
+        # As a stream on the client's side, so that the headers are seen when they arrive (a
+        # unary call's arrive with its answer); the same bytes on the wire.
+        get_balance = channel.unary_stream(
+            "/r3mes.credits.v1.CreditsService/GetBalance",
+            request_serializer=credits_pb2.GetBalanceRequest.SerializeToString,
+            response_deserializer=credits_pb2.GetBalanceResponse.FromString,
+        )
+        request = credits_pb2.GetBalanceRequest(wallet_address=new_wallet_address())
+        call = get_balance(request, metadata=((WALLET_HEADER, new_wallet_address()),))
+        headers = asyncio.ensure_future(call.initial_metadata())
+        await balances.running.wait()
+        # Answered after anything the server sent on this connection before it; then a moment
+        # for the client to surface headers that had come.
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        sent_while_running, _ = await asyncio.wait({headers}, timeout=0.5)
+        answer.set()
+        answered = [reply async for reply in call]
+
+    assert not sent_while_running
+    assert len(answered) == 1
+    assert dict(await headers)["ratelimit-policy"] == '"read";q=3;w=3600'
 
 
 async def test_the_call_past_the_quota_is_refused_with_retry_info_and_the_bucket(

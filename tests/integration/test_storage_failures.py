@@ -70,6 +70,31 @@ async def test_a_database_that_goes_down_makes_calls_unavailable_so_callers_retr
     assert failure.reason == "UNAVAILABLE"
 
 
+@pytest.mark.postgres
+@pytest.mark.usefixtures("postgres_available")
+async def test_a_database_that_is_starting_up_makes_calls_unavailable_not_internal(
+    tmp_path: Path,
+) -> None:
+    proxy = CuttableProxy("127.0.0.1", 5432)
+    await proxy.start()
+    url = make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+    settings = settings_for("postgres", tmp_path, suffix=f"{RUN_SUFFIX}_restart").model_copy(
+        update={"database_url": url.render_as_string(hide_password=False)}
+    )
+    async with running_server(create_server, settings, "users") as (_, channel):
+        users = users_pb2_grpc.UsersServiceStub(channel)
+        wallet = new_wallet_address()
+        await users.CreateUser(users_pb2.CreateUserRequest(wallet_address=wallet))
+
+        await proxy.restart_postgres()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))
+
+    failure = failure_of(raised.value)
+    assert failure.code is grpc.StatusCode.UNAVAILABLE
+    assert failure.reason == "UNAVAILABLE"
+
+
 async def test_a_service_whose_database_is_unreachable_refuses_to_start(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/test"

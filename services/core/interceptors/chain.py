@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import suppress
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, TypeAlias
@@ -43,7 +44,7 @@ from services.core.interceptors.errors import (
     refuse,
 )
 from services.core.interceptors.parsing import checked, tolerant
-from services.core.interceptors.ratelimit import RateLimited, RateLimiting
+from services.core.interceptors.ratelimit import Headers, RateLimited, RateLimiting
 from services.core.interceptors.validation import validate
 from services.core.logging import REQUEST_ID_HEADER
 from services.core.metrics import CallMetrics
@@ -134,15 +135,17 @@ class RequestChain(AsyncServerInterceptor):
         """A call with one response: the steps, then the handler, then the access log."""
         record, metadata = self._begin(method_name, context, metrics)
         admitted = False
+        headers: Headers = ()
         try:
             self.admission.enter(method_name)
             admitted = True
-            request = await self._before_handler(
+            request, headers = await self._before_handler(
                 method_name, metadata, request_or_iterator, context
             )
             response = await method(request, context)
             if self._rate_limiting is not None:
                 await self._rate_limiting.charge_tokens(method_name, response)
+            headers = await _send_headers(context, headers)
             return response
         except asyncio.CancelledError:
             record.code = request_context.cancelled_code(context)
@@ -151,6 +154,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
+            await _send_headers(context, headers)
             await self._refuse(context, error, method_name, record, metadata)
             return None
         finally:
@@ -169,20 +173,24 @@ class RequestChain(AsyncServerInterceptor):
         """A call with a stream of responses. It is not counted as running: streams such as
         health Watch stay open until the client leaves, and would hold every shutdown."""
         record, metadata = self._begin(method_name, context, metrics)
+        headers: Headers = ()
         try:
             self.admission.enter(method_name)
             self.admission.leave()
-            request = await self._before_handler(
+            request, headers = await self._before_handler(
                 method_name, metadata, request_or_iterator, context
             )
             responses = method(request, context)
             if inspect.isawaitable(responses):  # the reader/writer API: it writes, returns None
+                headers = await _send_headers(context, headers)
                 await responses
             else:
                 async for response in responses:
+                    headers = await _send_headers(context, headers)
                     yield response
                     if self._rate_limiting is not None:
                         await self._rate_limiting.charge_tokens(method_name, response)
+                headers = await _send_headers(context, headers)
         except asyncio.CancelledError:
             record.code = request_context.cancelled_code(context)
             raise
@@ -190,6 +198,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
+            await _send_headers(context, headers)
             await self._refuse(context, error, method_name, record, metadata)
         finally:
             _end(record, context, metrics)
@@ -210,8 +219,9 @@ class RequestChain(AsyncServerInterceptor):
 
     async def _before_handler(
         self, method_name: str, metadata: Metadata, request: Any, context: Context
-    ) -> Any:
-        """Steps 1 (deadline) and 3 to 6; raises to refuse the call."""
+    ) -> tuple[Any, Headers]:
+        """Steps 1 (deadline) and 3 to 6; raises to refuse the call. With the request, the
+        headers its response carries (the rate limiter's), sent with the answer."""
         request_context.check_deadline(context)
         try:
             principal = await self._authentication.principal(metadata)
@@ -229,10 +239,11 @@ class RequestChain(AsyncServerInterceptor):
             message = request
         # After validation (a malformed call costs no quota), before authorization (a caller
         # probing for forbidden methods is limited too).
+        headers: Headers = ()
         if self._rate_limiting is not None:
-            await self._rate_limiting.check(method_name, principal, context)
+            headers = await self._rate_limiting.check(method_name, principal, context)
         authorize_call(method_name, principal, message)
-        return request
+        return request, headers
 
     async def _refuse(
         self,
@@ -247,6 +258,15 @@ class RequestChain(AsyncServerInterceptor):
         record.code = status.code
         request_context.end_call(record)
         await refuse(context, status, headers_first=TRANSCODED_HEADER in metadata)
+
+
+async def _send_headers(context: Context, headers: Headers) -> Headers:
+    """Send the call's own headers ahead of its first message or its status; what is left to
+    send: nothing. A handler that sent headers of its own keeps them."""
+    if headers:
+        with suppress(grpc.aio.UsageError):
+            await context.send_initial_metadata(headers)
+    return ()
 
 
 def _end(record: CallRecord, context: Context, metrics: CallMetrics | None) -> None:

@@ -77,21 +77,22 @@ class RateLimiting:
 
     async def check(
         self, method_name: str, principal: Principal, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        """Admit the call (adding its headers to the response) or raise ResourceExhausted.
-        `method_name` is grpc's `/package.Service/Method`."""
-        headers: Headers = ()
+    ) -> Headers:
+        """Admit the call, returning the headers its response must carry, or raise
+        ResourceExhausted (its headers sent). `method_name` is grpc's `/package.Service/Method`.
+
+        Initial metadata, not trailers, refusals too: the gateway's transcoder keeps only
+        grpc-status and grpc-message of the trailers of a reply with headers (and the chain
+        sends headers first on a transcoded refusal). An admitted call's are sent with its
+        answer, not now: headers sent before the handler has run commit the call, so a replica
+        dying meanwhile would leave its caller a reset stream (INTERNAL through Envoy) that no
+        retry policy retries, instead of UNAVAILABLE."""
         try:
-            headers = await self._decide(method_name, principal)
+            return await self._decide(method_name, principal)
         except RateLimited as refused:
-            headers = refused.headers
+            if refused.headers:
+                await context.send_initial_metadata(refused.headers)
             raise
-        finally:
-            if headers:
-                # Initial metadata, not trailers, refusals too: the gateway's transcoder keeps
-                # only grpc-status and grpc-message of the trailers of a reply with headers
-                # (and the chain sends headers first on a transcoded refusal).
-                await context.send_initial_metadata(headers)
 
     async def _decide(self, method_name: str, principal: Principal) -> Headers:
         if not method_name.startswith(OUR_PACKAGE_PREFIX):  # health checks, reflection
