@@ -26,6 +26,7 @@ from services.core.clock import Clock
 from services.core.errors import InvalidArgument, R3mesError
 from services.core.pagination import Page, PageRequest
 from services.core.uow import UnitOfWork
+from services.serving import metrics
 from services.serving.domain import (
     DEFAULT_MAX_TOKENS,
     CreditsUnavailable,
@@ -436,6 +437,7 @@ class ServingUseCases:
         expire, which gives the credits back: a failure here never charges the wallet more."""
         charge = charge_of(chat.started.price, usage, chat.started.reserved)
         chat_id, reservation = chat.started.chat_id, chat.reservation_id
+        metrics.TOKENS_SERVED.inc(chat.received_pieces)
         if reservation is None:
             return 0
         if charge == 0:
@@ -448,6 +450,9 @@ class ServingUseCases:
         )
         if not captured:
             return 0
+        metrics.TOKENS_CHARGED.labels("prompt").inc(usage.prompt_tokens)
+        metrics.TOKENS_CHARGED.labels("completion").inc(usage.completion_tokens)
+        metrics.MICRO_CREDITS_CHARGED.inc(charge)
         share = node_share(charge, self._policy.node_share_percent)
         if node is not None and share > 0:
             owner = node.wallet_address

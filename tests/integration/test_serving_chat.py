@@ -12,7 +12,7 @@ import pytest
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
 from services.core.settings import Settings
-from services.core.testing import new_wallet_address, running_server
+from services.core.testing import metric_value, new_wallet_address, running_server
 from services.serving.server import create_server as create_serving_server
 from tests.integration.apikeys_support import INTERNAL
 from tests.integration.rpc import failure_of
@@ -54,6 +54,36 @@ async def test_a_streamed_chat_charges_the_reported_usage_and_credits_the_node_o
     assert (balance.available_micro_credits, balance.reserved_micro_credits) == (10_000 - 12, 0)
     assert (await network.balance(owner)).total_micro_credits == 12 * 70 // 100
     await network.ledger_is_exact()
+
+
+SERVING_SERIES = {
+    "served": ("r3mes_serving_tokens_served_total", {}),
+    "prompt charged": ("r3mes_serving_tokens_charged_total", {"kind": "prompt"}),
+    "completion charged": ("r3mes_serving_tokens_charged_total", {"kind": "completion"}),
+    "micro-credits charged": ("r3mes_serving_micro_credits_charged_total", {}),
+}
+
+
+def serving_counts() -> dict[str, float]:
+    return {what: metric_value(name, **labels) for what, (name, labels) in SERVING_SERIES.items()}
+
+
+async def test_a_chat_adds_what_it_served_and_charged_to_the_services_series(
+    network: Network,
+) -> None:
+    owner, client = await network.wallet(), await network.wallet(credits=10_000)
+    await network.node(owner, tokens=5)
+    before = serving_counts()
+
+    await chat(network, client)
+
+    added = {what: value - before[what] for what, value in serving_counts().items()}
+    assert added == {
+        "served": 5,
+        "prompt charged": 2,
+        "completion charged": 5,
+        "micro-credits charged": 2 * 1 + 5 * 2,
+    }
 
 
 async def test_the_unary_form_answers_whole_and_charges_the_same(network: Network) -> None:
