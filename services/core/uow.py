@@ -1,6 +1,7 @@
 """The unit of work: one transaction, the service's repositories on it, commit or roll back.
 
-Use cases (services/<name>/usecases.py) run their operations through `UnitOfWork.run`, so the
+Use cases (services/<name>/usecases.py) run their operations as blocks in `UnitOfWork.attempts`
+(or, for one call, through `UnitOfWork.run`), so the
 check, the write, the ledger entry and the idempotency record of one call commit together or not
 at all. A unit of work that the database refuses because of a concurrent one (serialization
 failure 40001, deadlock 40P01, SQLite busy) is retried from the start a bounded number of times
@@ -18,8 +19,9 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,6 +78,24 @@ class UnitOfWork(Generic[RepositoriesT]):
             ) as connection:
                 yield self._repositories(connection)
 
+    def attempts(
+        self, *, read_only: bool = False, one_statement: bool = False
+    ) -> Attempts[RepositoriesT]:
+        """The tries of one unit of work, each a transaction to run the block in:
+
+            async for attempt in uow.attempts():
+                async with attempt as r:
+                    ...
+
+        An attempt commits when its block ends; one the database refused for a conflict, or
+        whose connection was lost, is rolled back and the loop runs the block again after a
+        jittered backoff; after the last attempt the error reaches the caller. The block must be
+        safe to run again: it may read and write only through the repositories it is given (a
+        retried transaction has left no trace), never call other services. `one_statement`: the
+        block sends one statement on PostgreSQL, which then runs without BEGIN and COMMIT (see
+        `Database.transaction`)."""
+        return Attempts(self, read_only=read_only, one_statement=one_statement)
+
     async def run(
         self,
         work: Callable[[RepositoriesT], Awaitable[ResultT]],
@@ -83,24 +103,92 @@ class UnitOfWork(Generic[RepositoriesT]):
         read_only: bool = False,
         one_statement: bool = False,
     ) -> ResultT:
-        """Run `work` in one transaction, again from the start after a conflict.
-
-        `work` must be safe to run again: it may read and write only through the repositories it
-        is given (a retried transaction has left no trace), never call other services.
-        `one_statement`: `work` sends one statement on PostgreSQL, which then runs without BEGIN
-        and COMMIT (see `Database.transaction`).
-        """
-        for attempt in range(1, self._attempts + 1):
-            try:
-                async with self.begin(
-                    read_only=read_only, one_statement=one_statement
-                ) as repositories:
-                    return await work(repositories)
-            except (TransactionConflict, ConnectionLost):
-                if attempt == self._attempts:
-                    logger.warning("unit of work aborted", extra={"attempts": attempt})
-                    raise
-                UNIT_OF_WORK_RETRIES.labels(self._database.service).inc()
-            # Full jitter: concurrent losers spread out instead of colliding again in step.
-            await asyncio.sleep(random.uniform(0, FIRST_BACKOFF_SECONDS * 2**attempt))  # noqa: S311
+        """`attempts` for a block that is one call: `await uow.run(lambda r: r.users.get(id))`."""
+        async for attempt in self.attempts(read_only=read_only, one_statement=one_statement):
+            async with attempt as repositories:
+                return await work(repositories)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class Attempts(Generic[RepositoriesT]):
+    """See `UnitOfWork.attempts`. A class rather than an async generator: a block that raises
+    leaves the loop at once, and no half-run generator is left for the event loop to close."""
+
+    def __init__(
+        self, uow: UnitOfWork[RepositoriesT], *, read_only: bool, one_statement: bool
+    ) -> None:
+        self._uow = uow
+        self._read_only = read_only
+        self._one_statement = one_statement
+        self._current: Attempt[RepositoriesT] | None = None
+
+    def __aiter__(self) -> Attempts[RepositoriesT]:
+        return self
+
+    async def __anext__(self) -> Attempt[RepositoriesT]:
+        current = self._current
+        if current is None:
+            number = 1
+        elif current.committed:
+            raise StopAsyncIteration
+        elif not current.retry:
+            raise RuntimeError("each attempt of a unit of work must be entered (async with)")
+        else:
+            number = current.number + 1
+            UNIT_OF_WORK_RETRIES.labels(self._uow._database.service).inc()
+            # Full jitter: concurrent losers spread out instead of colliding again in step.
+            await asyncio.sleep(random.uniform(0, FIRST_BACKOFF_SECONDS * 2**current.number))  # noqa: S311
+        self._current = Attempt(
+            self._uow.begin(read_only=self._read_only, one_statement=self._one_statement),
+            number,
+            last=number == self._uow._attempts,
+        )
+        return self._current
+
+
+class Attempt(Generic[RepositoriesT]):
+    """One transaction of a unit of work: `async with attempt as repositories`. A conflict or a
+    lost connection (from the block or its commit) ends it without an error unless it is the
+    last attempt."""
+
+    def __init__(
+        self,
+        transaction: AbstractAsyncContextManager[RepositoriesT],
+        number: int,
+        *,
+        last: bool,
+    ) -> None:
+        self._transaction = transaction
+        self.number = number
+        self._last = last
+        self.committed = False
+        self.retry = False
+
+    async def __aenter__(self) -> RepositoriesT:
+        return await self._transaction.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            await self._transaction.__aexit__(exc_type, exc, traceback)
+        except (TransactionConflict, ConnectionLost):  # at commit or rollback
+            if not self._again():
+                raise
+            return True
+        if exc is None:
+            self.committed = True
+            return False
+        # True swallows the error, so that the loop of `Attempts` runs the block again.
+        return isinstance(exc, TransactionConflict | ConnectionLost) and self._again()
+
+    def _again(self) -> bool:
+        """Whether another attempt follows the one that just failed."""
+        if self._last:
+            logger.warning("unit of work aborted", extra={"attempts": self.number})
+            return False
+        self.retry = True
+        return True
