@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -37,7 +37,6 @@ from services.core.errors import (
 from services.core.repository import BaseRepository
 from services.core.uow import UnitOfWork
 
-ResultT = TypeVar("ResultT")
 RepositoriesT = TypeVar("RepositoriesT")
 
 TABLE_NAME = "idempotency_keys"
@@ -113,48 +112,51 @@ class IdempotencyRepository(BaseRepository[StoredKey]):
     def to_domain(self, row: Row[Any]) -> StoredKey:
         return StoredKey(row.scope, row.key, row.fingerprint, row.response, row.create_time)
 
-    async def remembered(
-        self,
-        scope: str,
-        key: str,
-        parameters: Mapping[str, object],
-        now: datetime,
-        work: Callable[[], Awaitable[ResultT]],
-        encode: Callable[[ResultT], str],
-        replay: Callable[[str], Awaitable[ResultT]],
-    ) -> ResultT:
-        """Run `work` once per (scope, key) in this unit of work, or replay the first result.
+    async def claim(
+        self, scope: str, key: str, parameters: Mapping[str, object], now: datetime
+    ) -> str | None:
+        """Claim (scope, key) in this unit of work: None when this call is the first, whose
+        effect the caller then makes in this same unit and ends with `record`; otherwise what
+        the first call recorded, to replay (it may read the current state, such as a
+        reservation's). A repeat waits here for a first call still running; a key used with
+        other parameters raises IdempotencyKeyReused; a failed first call rolls its claim back
+        with its effect, so nothing of it is remembered.
 
-        `encode` turns the result into text to store; `replay` turns that text back into the
-        result for a repeat (it may read the current state, such as a reservation's).
+            replay = await r.idempotency.claim(SCOPE, key, parameters, now)
+            if replay is not None:
+                return decoded(replay)
+            result = ...  # the effect
+            await r.idempotency.record(SCOPE, key, encoded(result))
         """
         fingerprint = fingerprint_of(scope, parameters)
         claim = {"scope": scope, "key": key, "fingerprint": fingerprint, "create_time": now}
-        if await self.insert_or_ignore(claim) is None:
-            stored = await self.find(scope=scope, key=key)
-            if stored is None or stored.response is None:
-                # Swept or rolled back between our insert and our read: try the unit again.
-                raise TransactionConflict("a concurrent repeat of this call; retry it")
-            if stored.fingerprint != fingerprint:
-                raise IdempotencyKeyReused(scope, key)
-            return await replay(stored.response)
-        result = await work()
-        await self.update_where({"scope": scope, "key": key}, {"response": encode(result)})
-        return result
+        if await self.insert_or_ignore(claim) is not None:
+            return None
+        stored = await self.find(scope=scope, key=key)
+        if stored is None or stored.response is None:
+            # Swept or rolled back between our insert and our read: try the unit again.
+            raise TransactionConflict("a concurrent repeat of this call; retry it")
+        if stored.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(scope, key)
+        return stored.response
+
+    async def record(self, scope: str, key: str, response: str) -> None:
+        """What the first call of a key answers, stored with the key `claim` took for it."""
+        await self.update_where({"scope": scope, "key": key}, {"response": response})
 
     async def remembered_many(
         self, scope: str, claims: Sequence[KeyClaim], now: datetime, *, batch: bool
     ) -> list[str | None]:
-        """The batch form of `remembered`, for calls whose results are known before any
+        """The batch form of `claim` and `record`, for calls whose results are known before any
         effect: claims every new key with its response in this unit of work and answers, per
         claim, None (claimed now: its effect is the caller's to make in this same unit) or the
         response stored by the first call. A key used with other parameters raises
         IdempotencyKeyReused, naming the entry when `batch`.
 
-        Two statements for the whole batch, where `remembered` costs two per key. A concurrent
-        first claim of one of the keys makes the INSERT wait for it (PostgreSQL's unique index;
-        SQLite's write lock serializes whole units) and then fail: the unit is retried, and the
-        retry finds the key taken and replays it."""
+        Two statements for the whole batch, where `claim` and `record` cost two per key. A
+        concurrent first claim of one of the keys makes the INSERT wait for it (PostgreSQL's
+        unique index; SQLite's write lock serializes whole units) and then fail: the unit is
+        retried, and the retry finds the key taken and replays it."""
         c = self.table.c
         keys = [claim.key for claim in claims]
         earlier = {

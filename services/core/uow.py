@@ -1,10 +1,10 @@
 """The unit of work: one transaction, the service's repositories on it, commit or roll back.
 
-Use cases (services/<name>/usecases.py) run their operations as blocks in `UnitOfWork.attempts`
-(or, for one call, through `UnitOfWork.run`), so the
-check, the write, the ledger entry and the idempotency record of one call commit together or not
-at all. A unit of work that the database refuses because of a concurrent one (serialization
-failure 40001, deadlock 40P01, SQLite busy) is retried from the start a bounded number of times
+Use cases (services/<name>/usecases.py) run each operation as one block of `UnitOfWork.attempts`
+(a one-call operation through `UnitOfWork.run`), so the check, the write, the ledger entry and
+the idempotency record of one call commit together or not at all. A unit of work that the
+database refuses because of a concurrent one (serialization failure 40001, deadlock 40P01,
+SQLite busy), at BEGIN or at a statement, is retried from the start a bounded number of times
 with jittered backoff; after the last try the caller gets ABORTED (retryable). So is one that
 found its pooled connection closed before it committed (the database restarted): it runs again
 on a fresh connection, and only a database still down reaches the caller, as UNAVAILABLE.
@@ -53,7 +53,8 @@ class UnitOfWork(Generic[RepositoriesT]):
             raise ValueError("a unit of work needs at least one attempt")
         self._database = database
         self._repositories = repositories
-        self._attempts = attempts
+        self.attempt_count = attempts
+        self.service = database.service
         engine = database.engine
         # The service's schema, or on SQLite its file (one per service).
         namespace = database.schema or Path(engine.url.database or "").stem
@@ -107,12 +108,15 @@ class UnitOfWork(Generic[RepositoriesT]):
         async for attempt in self.attempts(read_only=read_only, one_statement=one_statement):
             async with attempt as repositories:
                 return await work(repositories)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        raise AssertionError("unreachable: an attempt returns, or the last one raises")
 
 
 class Attempts(Generic[RepositoriesT]):
     """See `UnitOfWork.attempts`. A class rather than an async generator: a block that raises
-    leaves the loop at once, and no half-run generator is left for the event loop to close."""
+    leaves the loop at once, and no half-run generator is left for the event loop to close.
+
+    The transaction of an attempt is opened here, so that a refused BEGIN (SQLite's write lock
+    held too long, a connection found closed) is retried as a conflict in the block is."""
 
     def __init__(
         self, uow: UnitOfWork[RepositoriesT], *, read_only: bool, one_statement: bool
@@ -120,6 +124,7 @@ class Attempts(Generic[RepositoriesT]):
         self._uow = uow
         self._read_only = read_only
         self._one_statement = one_statement
+        self._failed = 0
         self._current: Attempt[RepositoriesT] | None = None
 
     def __aiter__(self) -> Attempts[RepositoriesT]:
@@ -127,45 +132,60 @@ class Attempts(Generic[RepositoriesT]):
 
     async def __anext__(self) -> Attempt[RepositoriesT]:
         current = self._current
-        if current is None:
-            number = 1
-        elif current.committed:
-            raise StopAsyncIteration
-        elif not current.retry:
-            raise RuntimeError("each attempt of a unit of work must be entered (async with)")
-        else:
-            number = current.number + 1
-            UNIT_OF_WORK_RETRIES.labels(self._uow._database.service).inc()
-            # Full jitter: concurrent losers spread out instead of colliding again in step.
-            await asyncio.sleep(random.uniform(0, FIRST_BACKOFF_SECONDS * 2**current.number))  # noqa: S311
-        self._current = Attempt(
-            self._uow.begin(read_only=self._read_only, one_statement=self._one_statement),
-            number,
-            last=number == self._uow._attempts,
-        )
-        return self._current
+        if current is not None:
+            if not current.ended:
+                raise RuntimeError("each attempt of a unit of work must be entered (async with)")
+            if not current.retry:
+                raise StopAsyncIteration
+            self._failed += 1
+        while True:
+            if self._failed:
+                UNIT_OF_WORK_RETRIES.labels(self._uow.service).inc()
+                # Full jitter: concurrent losers spread out instead of colliding again in step.
+                await asyncio.sleep(random.uniform(0, FIRST_BACKOFF_SECONDS * 2**self._failed))  # noqa: S311
+            number = self._failed + 1
+            last = number == self._uow.attempt_count
+            transaction = self._uow.begin(
+                read_only=self._read_only, one_statement=self._one_statement
+            )
+            try:
+                repositories = await transaction.__aenter__()
+            except (TransactionConflict, ConnectionLost):
+                if last:
+                    logger.warning("unit of work aborted", extra={"attempts": number})
+                    raise
+                self._failed += 1
+                continue
+            self._current = Attempt(transaction, repositories, number, last=last)
+            return self._current
 
 
 class Attempt(Generic[RepositoriesT]):
     """One transaction of a unit of work: `async with attempt as repositories`. A conflict or a
-    lost connection (from the block or its commit) ends it without an error unless it is the
-    last attempt."""
+    lost connection met by the block ends it without an error unless it is the last attempt.
+
+    One met by the COMMIT itself is raised (ABORTED, UNAVAILABLE), never retried: a block may
+    `return` from inside, and its result must not leave a transaction that did not commit. On
+    PostgreSQL (READ COMMITTED) and SQLite (BEGIN IMMEDIATE) conflicts arise at statements and
+    at BEGIN, which are retried."""
 
     def __init__(
         self,
         transaction: AbstractAsyncContextManager[RepositoriesT],
+        repositories: RepositoriesT,
         number: int,
         *,
         last: bool,
     ) -> None:
         self._transaction = transaction
-        self.number = number
+        self._repositories = repositories
+        self._number = number
         self._last = last
-        self.committed = False
+        self.ended = False
         self.retry = False
 
     async def __aenter__(self) -> RepositoriesT:
-        return await self._transaction.__aenter__()
+        return self._repositories
 
     async def __aexit__(
         self,
@@ -173,22 +193,13 @@ class Attempt(Generic[RepositoriesT]):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        try:
-            await self._transaction.__aexit__(exc_type, exc, traceback)
-        except (TransactionConflict, ConnectionLost):  # at commit or rollback
-            if not self._again():
-                raise
-            return True
-        if exc is None:
-            self.committed = True
+        self.ended = True
+        # Commits, or rolls back and raises again what the block raised.
+        await self._transaction.__aexit__(exc_type, exc, traceback)
+        if not isinstance(exc, TransactionConflict | ConnectionLost):
             return False
-        # True swallows the error, so that the loop of `Attempts` runs the block again.
-        return isinstance(exc, TransactionConflict | ConnectionLost) and self._again()
-
-    def _again(self) -> bool:
-        """Whether another attempt follows the one that just failed."""
         if self._last:
-            logger.warning("unit of work aborted", extra={"attempts": self.number})
+            logger.warning("unit of work aborted", extra={"attempts": self._number})
             return False
         self.retry = True
-        return True
+        return True  # swallowed: the loop of `Attempts` runs the block again

@@ -45,12 +45,12 @@ from services.credits.domain import (
     new_identifier,
 )
 from services.credits.replays import (
-    capture_replay,
     encode_capture,
     encode_hold,
     encode_movement,
-    hold_replay,
-    movement_replay,
+    replayed_capture,
+    replayed_hold,
+    replayed_movement,
 )
 from services.credits.repository import CreditsRepositories, LedgerInconsistent
 
@@ -355,42 +355,40 @@ class SequencedMoves:
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
     ) -> Movement:
         r = self._r
-
-        async def work() -> Movement:
-            account = await r.accounts.add(wallet_address, amount, now)
-            if account is None:
-                raise BalanceLimitExceeded(wallet_address, amount)
-            entry = await r.ledger.append(
-                new_identifier(), account, LedgerEntryKind.GRANT, amount, description, now
-            )
-            return Movement(entry, await r.accounts.balance(wallet_address, now))
-
         parameters = _movement_parameters(wallet_address, amount, description)
-        return await r.idempotency.remembered(
-            GRANT, key, parameters, now, work, encode_movement, movement_replay(r)
+        replay = await r.idempotency.claim(GRANT, key, parameters, now)
+        if replay is not None:
+            return await replayed_movement(r, replay)
+        account = await r.accounts.add(wallet_address, amount, now)
+        if account is None:
+            raise BalanceLimitExceeded(wallet_address, amount)
+        entry = await r.ledger.append(
+            new_identifier(), account, LedgerEntryKind.GRANT, amount, description, now
         )
+        movement = Movement(entry, await r.accounts.balance(wallet_address, now))
+        await r.idempotency.record(GRANT, key, encode_movement(movement))
+        return movement
 
     async def deduct(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
     ) -> Movement:
         r = self._r
-
-        async def work() -> Movement:
-            account = await r.accounts.take(wallet_address, amount, now)
-            if account is None and await self._release_expired(wallet_address, now):
-                account = await r.accounts.take(wallet_address, amount, now)
-            if account is None:
-                available = (await r.accounts.balance(wallet_address, now)).available
-                raise InsufficientCredits(wallet_address, amount, available)
-            entry = await r.ledger.append(
-                new_identifier(), account, LedgerEntryKind.DEDUCTION, -amount, description, now
-            )
-            return Movement(entry, await r.accounts.balance(wallet_address, now))
-
         parameters = _movement_parameters(wallet_address, amount, description)
-        return await r.idempotency.remembered(
-            DEDUCT, key, parameters, now, work, encode_movement, movement_replay(r)
+        replay = await r.idempotency.claim(DEDUCT, key, parameters, now)
+        if replay is not None:
+            return await replayed_movement(r, replay)
+        account = await r.accounts.take(wallet_address, amount, now)
+        if account is None and await self._release_expired(wallet_address, now):
+            account = await r.accounts.take(wallet_address, amount, now)
+        if account is None:
+            available = (await r.accounts.balance(wallet_address, now)).available
+            raise InsufficientCredits(wallet_address, amount, available)
+        entry = await r.ledger.append(
+            new_identifier(), account, LedgerEntryKind.DEDUCTION, -amount, description, now
         )
+        movement = Movement(entry, await r.accounts.balance(wallet_address, now))
+        await r.idempotency.record(DEDUCT, key, encode_movement(movement))
+        return movement
 
     async def reserve(
         self,
@@ -402,80 +400,77 @@ class SequencedMoves:
         now: datetime,
     ) -> Hold:
         r = self._r
-
-        async def work() -> Hold:
-            # The hold is written first, so the wallet's row stays locked (from the conditional
-            # write to the commit) as briefly as possible; a refusal rolls it back with the rest.
-            reservation = await r.reservations.add(
-                Reservation(
-                    reservation_id=new_identifier(),
-                    wallet_address=wallet_address,
-                    amount=amount,
-                    captured=0,
-                    state=ReservationState.HELD,
-                    description=description,
-                    create_time=now,
-                    expire_time=expire_time_of(now, ttl_seconds),
-                )
-            )
-            # The one conditional write; only when it fails is it worth releasing holds that
-            # expired unswept (every read counts them as available already) and trying again.
-            held = await r.accounts.hold(wallet_address, amount, now)
-            if held is None and await self._release_expired(wallet_address, now):
-                held = await r.accounts.hold(wallet_address, amount, now)
-            if held is None:
-                available = (await r.accounts.balance(wallet_address, now)).available
-                raise InsufficientCredits(wallet_address, amount, available)
-            return Hold(reservation, await r.accounts.balance(wallet_address, now))
-
         parameters = _hold_parameters(wallet_address, amount, ttl_seconds, description)
-        return await r.idempotency.remembered(
-            RESERVE, key, parameters, now, work, encode_hold, hold_replay(r, now)
+        replay = await r.idempotency.claim(RESERVE, key, parameters, now)
+        if replay is not None:
+            return await replayed_hold(r, replay, now)
+        # The hold is written first, so the wallet's row stays locked (from the conditional
+        # write to the commit) as briefly as possible; a refusal rolls it back with the rest.
+        reservation = await r.reservations.add(
+            Reservation(
+                reservation_id=new_identifier(),
+                wallet_address=wallet_address,
+                amount=amount,
+                captured=0,
+                state=ReservationState.HELD,
+                description=description,
+                create_time=now,
+                expire_time=expire_time_of(now, ttl_seconds),
+            )
         )
+        # The one conditional write; only when it fails is it worth releasing holds that
+        # expired unswept (every read counts them as available already) and trying again.
+        held = await r.accounts.hold(wallet_address, amount, now)
+        if held is None and await self._release_expired(wallet_address, now):
+            held = await r.accounts.hold(wallet_address, amount, now)
+        if held is None:
+            available = (await r.accounts.balance(wallet_address, now)).available
+            raise InsufficientCredits(wallet_address, amount, available)
+        hold = Hold(reservation, await r.accounts.balance(wallet_address, now))
+        await r.idempotency.record(RESERVE, key, encode_hold(hold))
+        return hold
 
     async def confirm(
         self, reservation_id: str, amount: int | None, key: str, now: datetime
     ) -> Capture:
         r = self._r
-
-        async def work() -> Capture:
-            reservation = await r.reservations.confirm(reservation_id, amount, now)
-            if reservation is None:
-                raise await self._refusal_to_confirm(reservation_id, amount, now)
-            wallet = reservation.wallet_address
-            captured = capture_amount(reservation.amount, amount)
-            account = await r.accounts.release(wallet, reservation.amount, captured, now)
-            entry = await r.ledger.append(
-                new_identifier(),
-                account,
-                LedgerEntryKind.CAPTURE,
-                -captured,
-                reservation.description,
-                now,
-                reservation_id=reservation_id,
-            )
-            return Capture(reservation, entry, await r.accounts.balance(wallet, now))
-
         parameters = {"reservation_id": reservation_id, "amount": amount}
-        return await r.idempotency.remembered(
-            CONFIRM, key, parameters, now, work, encode_capture, capture_replay(r, now)
+        replay = await r.idempotency.claim(CONFIRM, key, parameters, now)
+        if replay is not None:
+            return await replayed_capture(r, replay, now)
+        reservation = await r.reservations.confirm(reservation_id, amount, now)
+        if reservation is None:
+            raise await self._refusal_to_confirm(reservation_id, amount, now)
+        wallet = reservation.wallet_address
+        captured = capture_amount(reservation.amount, amount)
+        account = await r.accounts.release(wallet, reservation.amount, captured, now)
+        entry = await r.ledger.append(
+            new_identifier(),
+            account,
+            LedgerEntryKind.CAPTURE,
+            -captured,
+            reservation.description,
+            now,
+            reservation_id=reservation_id,
         )
+        capture = Capture(reservation, entry, await r.accounts.balance(wallet, now))
+        await r.idempotency.record(CONFIRM, key, encode_capture(capture))
+        return capture
 
     async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Hold:
         r = self._r
-
-        async def work() -> Hold:
-            reservation = await r.reservations.roll_back(reservation_id, now)
-            if reservation is None:
-                reservation = await self._already_released(reservation_id, now)
-            else:
-                await r.accounts.release(reservation.wallet_address, reservation.amount, 0, now)
-            return Hold(reservation, await r.accounts.balance(reservation.wallet_address, now))
-
         parameters = {"reservation_id": reservation_id}
-        return await r.idempotency.remembered(
-            ROLL_BACK, key, parameters, now, work, encode_hold, hold_replay(r, now)
-        )
+        replay = await r.idempotency.claim(ROLL_BACK, key, parameters, now)
+        if replay is not None:
+            return await replayed_hold(r, replay, now)
+        reservation = await r.reservations.roll_back(reservation_id, now)
+        if reservation is None:
+            reservation = await self._already_released(reservation_id, now)
+        else:
+            await r.accounts.release(reservation.wallet_address, reservation.amount, 0, now)
+        hold = Hold(reservation, await r.accounts.balance(reservation.wallet_address, now))
+        await r.idempotency.record(ROLL_BACK, key, encode_hold(hold))
+        return hold
 
     async def expire_due(self, now: datetime, limit: int) -> int:
         due = await self._r.reservations.due_for_expiry(now, limit)
@@ -504,8 +499,6 @@ class SequencedMoves:
         self, reservation_id: str, amount: int | None, now: datetime
     ) -> R3mesError:
         stored = await self._r.reservations.get(reservation_id)
-        if stored is None:
-            return ReservationNotFound(reservation_id)
         refusal = stored.refusal_to_confirm(now, amount)
         # None: it changed between the write and this read; the kernel runs the unit again.
         return refusal or TransactionConflict("the reservation changed meanwhile; retry")
@@ -514,8 +507,6 @@ class SequencedMoves:
         """A rollback of a hold that is no longer live: rolled back or expired ones come back as
         they are; one that expired unswept is resolved as EXPIRED now, releasing its credits."""
         stored = await self._r.reservations.get(reservation_id)
-        if stored is None:
-            raise ReservationNotFound(reservation_id)
         refusal = stored.refusal_to_roll_back()
         if refusal is not None:
             raise refusal

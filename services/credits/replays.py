@@ -8,15 +8,10 @@ hold confirmed since shows it CONFIRMED), with the balance the first call return
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
 
 from services.credits.domain import Balance, Capture, Hold, LedgerEntry, Movement, Reservation
 from services.credits.repository import CreditsRepositories
-
-ResultT = TypeVar("ResultT")
-Replay = Callable[[str], Awaitable[ResultT]]
 
 
 def encode(
@@ -51,31 +46,24 @@ def encode_capture(capture: Capture) -> str:
     return encode(capture.balance, capture.reservation, capture.entry)
 
 
-def movement_replay(r: CreditsRepositories) -> Replay[Movement]:
-    async def replay(stored: str) -> Movement:
-        entry = await r.ledger.get(json.loads(stored)["entry"])
-        assert entry is not None, "a remembered grant or deduction has its ledger entry"
-        return Movement(entry, _balance_of(entry.wallet_address, stored))
-
-    return replay
+async def replayed_movement(r: CreditsRepositories, stored: str) -> Movement:
+    entry = await _entry_of(r, stored)
+    return Movement(entry, _balance_of(entry.wallet_address, stored))
 
 
-def hold_replay(r: CreditsRepositories, now: datetime) -> Replay[Hold]:
+async def replayed_hold(r: CreditsRepositories, stored: str, now: datetime) -> Hold:
     """The same reservation in its current state, with the balance the first call returned."""
-
-    async def replay(stored: str) -> Hold:
-        reservation = await r.reservations.get(json.loads(stored)["reservation"])
-        assert reservation is not None, "a remembered reservation is never deleted"
-        return Hold(reservation.seen_at(now), _balance_of(reservation.wallet_address, stored))
-
-    return replay
+    # Never deleted, so never ReservationNotFound.
+    reservation = await r.reservations.get(json.loads(stored)["reservation"])
+    return Hold(reservation.seen_at(now), _balance_of(reservation.wallet_address, stored))
 
 
-def capture_replay(r: CreditsRepositories, now: datetime) -> Replay[Capture]:
-    async def replay(stored: str) -> Capture:
-        hold = await hold_replay(r, now)(stored)
-        entry = await r.ledger.get(json.loads(stored)["entry"])
-        assert entry is not None, "a remembered capture has its ledger entry"
-        return Capture(hold.reservation, entry, hold.balance)
+async def replayed_capture(r: CreditsRepositories, stored: str, now: datetime) -> Capture:
+    hold = await replayed_hold(r, stored, now)
+    return Capture(hold.reservation, await _entry_of(r, stored), hold.balance)
 
-    return replay
+
+async def _entry_of(r: CreditsRepositories, stored: str) -> LedgerEntry:
+    entry = await r.ledger.find(entry_id=json.loads(stored)["entry"])
+    assert entry is not None, "a remembered move has its ledger entry"
+    return entry

@@ -40,6 +40,7 @@ from services.credits.domain import (
     LedgerEntryKind,
     NetworkTotal,
     Reservation,
+    ReservationNotFound,
     ReservationState,
 )
 
@@ -235,8 +236,11 @@ class ReservationRepository(BaseRepository[Reservation]):
             }
         )
 
-    async def get(self, reservation_id: str) -> Reservation | None:
-        return await self.find(reservation_id=reservation_id)
+    async def get(self, reservation_id: str) -> Reservation:
+        reservation = await self.find(reservation_id=reservation_id)
+        if reservation is None:
+            raise ReservationNotFound(reservation_id)
+        return reservation
 
     async def confirm(
         self, reservation_id: str, capture: int | None, now: datetime
@@ -339,9 +343,6 @@ class LedgerRepository(BaseRepository[LedgerEntry]):
                 "create_time": now,
             }
         )
-
-    async def get(self, entry_id: str) -> LedgerEntry | None:
-        return await self.find(entry_id=entry_id)
 
     async def of_wallet(self, wallet_address: str, page: PageRequest) -> Page[LedgerEntry]:
         """Newest first; `sequence` is unique and grows with every entry."""

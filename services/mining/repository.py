@@ -26,6 +26,7 @@ from services.mining.domain import (
     Block,
     BlockAlreadyExists,
     DayRollup,
+    MinerNotFound,
     MinerTotals,
     StatsReport,
 )
@@ -198,8 +199,11 @@ class MinerRepository(BaseRepository[MinerTotals]):
         )
         return (await self.execute(statement)).scalar_one_or_none()
 
-    async def get(self, wallet_address: str) -> MinerTotals | None:
-        return await self.find(wallet_address=wallet_address)
+    async def get(self, wallet_address: str) -> MinerTotals:
+        totals = await self.find(wallet_address=wallet_address)
+        if totals is None:
+            raise MinerNotFound(wallet_address)
+        return totals
 
     async def with_blocks_found(self, wallet_address: str) -> tuple[MinerTotals, int] | None:
         """The miner's totals and the number of blocks it found; None for a wallet that never
@@ -246,9 +250,6 @@ class BlockRepository(BaseRepository[Block]):
         if added is None:
             raise BlockAlreadyExists(block.height)
         return added
-
-    async def get(self, height: int) -> Block | None:
-        return await self.find(height=height)
 
     async def highest(self) -> Block | None:
         found = await self.find_many(order_by=[self.table.c.height.desc()], limit=1)

@@ -94,39 +94,36 @@ class MiningUseCases:
             for report, recorded in zip(reports, new, strict=True)
         ]
 
-        async def in_unit(repositories: MiningRepositories) -> list[StatsReport]:
-            stored = await repositories.idempotency.remembered_many(
-                RECORD_STATS_SCOPE, claims, now, batch=batch
-            )
-            answers: list[StatsReport] = []
-            fresh: list[StatsReport] = []
-            for recorded, earlier in zip(new, stored, strict=True):
-                if earlier is None:
-                    fresh.append(recorded)
-                    answers.append(recorded)
-                else:
-                    answers.append(_replay_report(earlier))
-            # The effects of the new entries together: the raw rows in one statement, each
-            # day's rollup and each miner's totals added to in one statement each.
-            await repositories.reports.add_many(fresh)
-            await repositories.rollups.add_many(day_rollups(fresh))
-            await repositories.miners.add_many(miner_totals(fresh))
-            # Checked after the additions, on rows this unit now holds locked, so concurrent
-            # batches cannot both pass it; a refusal rolls everything back. The additions
-            # themselves cannot overflow: a batch adds at most 10^18 to a total of at most 10^18.
-            earning = sorted(
-                {report.wallet_address for report in fresh if report.earned_micro_credits}
-            )
-            if earning:
-                over = await repositories.miners.first_past_earnings_limit(earning)
-                if over is not None:
-                    raise EarningsLimitExceeded(over)
-            recorded_now[0] = len(fresh)  # of the attempt that commits
-            return answers
-
-        recorded_now = [0]
-        answers = await self._uow.run(in_unit)
-        metrics.REPORTS_RECORDED.inc(recorded_now[0])
+        async for attempt in self._uow.attempts():
+            async with attempt as r:
+                stored = await r.idempotency.remembered_many(
+                    RECORD_STATS_SCOPE, claims, now, batch=batch
+                )
+                answers: list[StatsReport] = []
+                fresh: list[StatsReport] = []
+                for recorded, earlier in zip(new, stored, strict=True):
+                    if earlier is None:
+                        fresh.append(recorded)
+                        answers.append(recorded)
+                    else:
+                        answers.append(_replay_report(earlier))
+                # The effects of the new entries together: the raw rows in one statement, each
+                # day's rollup and each miner's totals added to in one statement each.
+                await r.reports.add_many(fresh)
+                await r.rollups.add_many(day_rollups(fresh))
+                await r.miners.add_many(miner_totals(fresh))
+                # Checked after the additions, on rows this unit now holds locked, so concurrent
+                # batches cannot both pass it; a refusal rolls everything back. The additions
+                # cannot overflow: a batch adds at most 10^18 to a total of at most 10^18.
+                earning = sorted(
+                    {report.wallet_address for report in fresh if report.earned_micro_credits}
+                )
+                if earning:
+                    over = await r.miners.first_past_earnings_limit(earning)
+                    if over is not None:
+                        raise EarningsLimitExceeded(over)
+        # The loop ends only after an attempt committed: `fresh` and `answers` are its own.
+        metrics.REPORTS_RECORDED.inc(len(fresh))
         return answers
 
     async def record_block(self, block: NewBlock) -> Block:
@@ -149,24 +146,21 @@ class MiningUseCases:
             "block_time": new.block_time.isoformat(),
         }
 
-        async def in_unit(repositories: MiningRepositories) -> Block:
-            async def replay(stored: str) -> Block:
-                found = await repositories.blocks.get(int(stored))
-                if found is None:
-                    raise AssertionError("a remembered block is gone")
-                return found
-
-            return await repositories.idempotency.remembered(
-                RECORD_BLOCK_SCOPE,
-                block.idempotency_key,
-                parameters,
-                now,
-                lambda: repositories.blocks.add(new),
-                encode=lambda recorded: str(recorded.height),
-                replay=replay,
-            )
-
-        return await self._uow.run(in_unit)
+        async for attempt in self._uow.attempts():
+            async with attempt as r:
+                replay = await r.idempotency.claim(
+                    RECORD_BLOCK_SCOPE, block.idempotency_key, parameters, now
+                )
+                if replay is not None:
+                    found = await r.blocks.find(height=int(replay))
+                    assert found is not None, "a remembered block is never deleted"
+                    return found
+                recorded = await r.blocks.add(new)
+                await r.idempotency.record(
+                    RECORD_BLOCK_SCOPE, block.idempotency_key, str(recorded.height)
+                )
+                return recorded
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def miner_stats(self, wallet_address: str) -> MinerStats:
         now = self._clock()
@@ -215,19 +209,17 @@ class MiningUseCases:
     async def network_summary(self) -> NetworkSummary:
         now = self._clock()
 
-        async def in_unit(repositories: MiningRepositories) -> NetworkSummary:
-            highest = await repositories.blocks.highest()
-            return NetworkSummary(
-                active_miners=await repositories.miners.active_since(now - ACTIVE_WINDOW),
-                total_miners=await repositories.miners.count(),
-                block_height=0 if highest is None else highest.height,
-                network_hashrate=await repositories.miners.hashrate_since(
-                    now - CURRENT_HASHRATE_WINDOW
-                ),
-                latest_block_time=None if highest is None else highest.block_time,
-            )
-
-        return await self._uow.run(in_unit, read_only=True)
+        async for attempt in self._uow.attempts(read_only=True):
+            async with attempt as r:
+                highest = await r.blocks.highest()
+                return NetworkSummary(
+                    active_miners=await r.miners.active_since(now - ACTIVE_WINDOW),
+                    total_miners=await r.miners.count(),
+                    block_height=0 if highest is None else highest.height,
+                    network_hashrate=await r.miners.hashrate_since(now - CURRENT_HASHRATE_WINDOW),
+                    latest_block_time=None if highest is None else highest.block_time,
+                )
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def highest_block(self) -> int:
         """Height of the highest recorded block, 0 when none is (where the indexer resumes)."""

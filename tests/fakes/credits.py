@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from services.core.errors import AlreadyExists
 from services.core.idempotency import StoredKey
@@ -28,7 +29,7 @@ from services.credits.repository import (
     ReservationRepository,
 )
 from tests.fakes.idempotency import KeysInMemory
-from tests.fakes.uow import FakeUnitOfWork, keyset_page
+from tests.fakes.uow import FakeUnitOfWork, found_by, keyset_page
 
 HELD = ReservationState.HELD
 
@@ -122,7 +123,9 @@ class FakeReservations(ReservationRepository):
         self._holds[reservation.reservation_id] = reservation
         return reservation
 
-    async def get(self, reservation_id: str) -> Reservation | None:
+    async def find(self, *, for_update: bool = False, **equal_to: Any) -> Reservation | None:
+        """By id only, the one lookup the repository's `get` makes."""
+        (reservation_id,) = found_by(equal_to, "reservation_id")
         return self._holds.get(reservation_id)
 
     def _live(self, reservation_id: str, now: datetime) -> Reservation | None:
@@ -201,7 +204,8 @@ class FakeLedger(LedgerRepository):
         self._entries.append(entry)
         return entry
 
-    async def get(self, entry_id: str) -> LedgerEntry | None:
+    async def find(self, *, for_update: bool = False, **equal_to: Any) -> LedgerEntry | None:
+        (entry_id,) = found_by(equal_to, "entry_id")
         return next((entry for entry in self._entries if entry.entry_id == entry_id), None)
 
     async def of_wallet(self, wallet_address: str, page: PageRequest) -> Page[LedgerEntry]:

@@ -17,7 +17,7 @@ Keys = dict[tuple[str, str], StoredKey]
 
 
 class KeysInMemory(IdempotencyRepository):
-    """`remembered`, `remembered_many` and their rules (replay, IDEMPOTENCY_KEY_REUSED, nothing
+    """`claim`, `record`, `remembered_many` and their rules (replay, IDEMPOTENCY_KEY_REUSED, nothing
     kept by a failed call) are the kernel's own; only the statements they run are answered from
     `keys`, by (scope, key) as the table's primary key."""
 

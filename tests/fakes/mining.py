@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement
 
@@ -28,7 +29,7 @@ from services.mining.repository import (
     RollupRepository,
 )
 from tests.fakes.idempotency import KeysInMemory
-from tests.fakes.uow import FakeUnitOfWork, keyset_page
+from tests.fakes.uow import FakeUnitOfWork, found_by, keyset_page
 
 
 @dataclass
@@ -113,7 +114,8 @@ class FakeMiners(MinerRepository):
         ]
         return min(past, default=None)
 
-    async def get(self, wallet_address: str) -> MinerTotals | None:
+    async def find(self, *, for_update: bool = False, **equal_to: Any) -> MinerTotals | None:
+        (wallet_address,) = found_by(equal_to, "wallet_address")
         return self._miners.get(wallet_address)
 
     async def with_blocks_found(self, wallet_address: str) -> tuple[MinerTotals, int] | None:
@@ -147,7 +149,8 @@ class FakeBlocks(BlockRepository):
         self._blocks[block.height] = block
         return block
 
-    async def get(self, height: int) -> Block | None:
+    async def find(self, *, for_update: bool = False, **equal_to: Any) -> Block | None:
+        (height,) = found_by(equal_to, "height")
         return self._blocks.get(height)
 
     async def highest(self) -> Block | None:

@@ -1,12 +1,13 @@
-"""The kernel's unit of work over state held in memory, and keyset pages of in-memory rows."""
+"""The kernel's unit of work over state held in memory, and the kernel's reads (keyset pages,
+lookups by columns) of in-memory rows."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
@@ -28,7 +29,8 @@ class ReadOnlyUnitWrote(AssertionError):
 class FakeUnitOfWork(UnitOfWork[RepositoriesT], Generic[StateT, RepositoriesT]):
     """`state` is what is committed. Each unit works on a copy of it that replaces it only when
     the unit ends without raising, so a failed unit leaves no trace; units take turns, as
-    writers do on SQLite. `run`, with its retries after a conflict, is the kernel's own."""
+    writers do on SQLite. `attempts` and `run`, with their retries after a conflict, are the
+    kernel's own."""
 
     def __init__(
         self,
@@ -47,9 +49,9 @@ class FakeUnitOfWork(UnitOfWork[RepositoriesT], Generic[StateT, RepositoriesT]):
         self._turn = asyncio.Lock()
         self._conflicts = 0
 
-    def conflict_on_next_commits(self, times: int) -> None:
-        """The next `times` units that would commit meet a concurrent one instead (as a
-        serialization failure or deadlock would): they roll back and raise TransactionConflict."""
+    def conflict_on_next_units(self, times: int) -> None:
+        """The next `times` units that may write meet a concurrent one as they begin (as
+        SQLite's BEGIN IMMEDIATE does behind a long writer): they raise TransactionConflict."""
         self._conflicts = times
 
     @asynccontextmanager
@@ -58,15 +60,15 @@ class FakeUnitOfWork(UnitOfWork[RepositoriesT], Generic[StateT, RepositoriesT]):
     ) -> AsyncIterator[RepositoriesT]:
         # `one_statement` changes how a database is spoken to, nothing of what a unit may do.
         async with self._turn:
+            if self._conflicts and not read_only:
+                self._conflicts -= 1
+                raise TransactionConflict("a concurrent unit of work (fake)")
             working = copy.deepcopy(self.state)
             yield self._repositories_on(working)
             if read_only:
                 if working != self.state:
                     raise ReadOnlyUnitWrote("a read-only unit of work changed the state")
                 return
-            if self._conflicts:
-                self._conflicts -= 1
-                raise TransactionConflict("a concurrent unit of work (fake)")
             self.state = working
 
 
@@ -89,3 +91,11 @@ def keyset_page(
         ordered = [row for row in ordered if (key(row) < after if descending else key(row) > after)]
     items = ordered[:size]
     return Page(items, key(items[-1]) if len(ordered) > size else None)
+
+
+def found_by(equal_to: Mapping[str, Any], *names: str) -> list[Any]:
+    """The values of a `find` by exactly these columns, the lookups a fake answers; any other
+    fails the test that makes it."""
+    if set(equal_to) != set(names):
+        raise NotImplementedError(f"the fake finds by {names} only, not by {sorted(equal_to)}")
+    return [equal_to[name] for name in names]

@@ -102,6 +102,7 @@ CREDITS_STEPS: list[Step[CreditsRepositories]] = [
     lambda r: r.reservations.expire_these(["r2"], LATER),  # expired already: []
     lambda r: r.accounts.release(WALLET, 4, 2, LATER),
     lambda r: r.reservations.get("r2"),
+    lambda r: r.reservations.get("r9"),  # none: ReservationNotFound
     lambda r: r.ledger.append(
         "e1", Account(WALLET, 7, 0, NOW), LedgerEntryKind.GRANT, 10, "grant", NOW
     ),
@@ -110,7 +111,7 @@ CREDITS_STEPS: list[Step[CreditsRepositories]] = [
     ),
     lambda r: r.ledger.of_wallet(WALLET, PageRequest(1)),
     lambda r: r.ledger.of_wallet(WALLET, PageRequest(1, (2,))),
-    lambda r: r.ledger.get("e2"),
+    lambda r: r.ledger.find(entry_id="e2"),
     lambda r: r.idempotency.insert_or_ignore(
         {"scope": "S", "key": "k", "fingerprint": "f", "create_time": NOW}
     ),
@@ -206,6 +207,7 @@ MINING_STEPS: list[Step[MiningRepositories]] = [
     lambda r: r.miners.add_many([totals(40, 20, 9.0, 1, 1)]),  # older: the last hashrate stays
     lambda r: r.miners.add_many([totals(3, 2, 4.0, 1, 1)]),  # newer: it replaces it
     lambda r: r.miners.get(WALLET),
+    lambda r: r.miners.get(OTHER),  # never reported: MinerNotFound
     lambda r: r.miners.active_since(NOW - timedelta(minutes=3)),
     lambda r: r.miners.hashrate_since(NOW - timedelta(minutes=3)),
     lambda r: r.miners.hashrate_since(NOW),
@@ -214,6 +216,8 @@ MINING_STEPS: list[Step[MiningRepositories]] = [
     lambda r: r.blocks.add(Block(7, "cd", OTHER, 1, LATER, NOW)),
     lambda r: r.blocks.add(Block(5, "ef", OTHER, 1, NOW, NOW)),  # recorded height: refused
     lambda r: r.blocks.highest(),
+    lambda r: r.blocks.find(height=7),
+    lambda r: r.blocks.find(height=6),  # none
     lambda r: r.miners.with_blocks_found(WALLET),
     lambda r: r.miners.with_blocks_found(OTHER),  # never reported: none
     lambda r: r.blocks.listed(None, PageRequest(1)),

@@ -18,7 +18,7 @@ from services.core.idempotency import (
 )
 from services.core.settings import Settings
 from services.core.testing import FakeClock
-from tests.integration.kernel_tables import Account, Repositories, kernel_database, unit_of_work
+from tests.integration.kernel_tables import Account, kernel_database, unit_of_work
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -37,28 +37,18 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
 
 
 async def _hold(database: Database, key: str, amount: int, now: datetime = NOW) -> Account:
-    async def in_unit(r: Repositories) -> Account:
-        async def work() -> Account:
+    async for attempt in unit_of_work(database, attempts=20).attempts():
+        async with attempt as r:
+            replay = await r.idempotency.claim("Hold", key, {"account": 1, "amount": amount}, now)
+            if replay is not None:
+                available, reserved = map(int, replay.split("/"))
+                return Account(1, available, reserved)
             held = await r.accounts.hold(1, amount)
             if held is None:
                 raise InsufficientFundsError
+            await r.idempotency.record("Hold", key, f"{held.available}/{held.reserved}")
             return held
-
-        async def replay(stored: str) -> Account:
-            available, reserved = map(int, stored.split("/"))
-            return Account(1, available, reserved)
-
-        return await r.idempotency.remembered(
-            "Hold",
-            key,
-            {"account": 1, "amount": amount},
-            now,
-            work,
-            encode=lambda account: f"{account.available}/{account.reserved}",
-            replay=replay,
-        )
-
-    return await unit_of_work(database, attempts=20).run(in_unit)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _account(database: Database) -> Account | None:

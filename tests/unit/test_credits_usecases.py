@@ -405,7 +405,7 @@ async def test_a_reserve_that_met_a_concurrent_unit_runs_again_and_holds_once(
     use_cases: CreditsUseCases, uow: Unit
 ) -> None:
     await use_cases.grant(WALLET, 10 * CREDIT, "", "g")
-    uow.conflict_on_next_commits(2)
+    uow.conflict_on_next_units(2)
 
     hold = await use_cases.reserve(WALLET, 4 * CREDIT, 60, "", "r")
 
