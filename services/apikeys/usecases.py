@@ -205,13 +205,13 @@ class APIKeysUseCases:
         )
         limit = self._policy.max_active_per_wallet
 
-        async def in_unit(repositories: APIKeysRepositories) -> APIKey:
-            await repositories.keys.lock_wallet(wallet)
-            if await repositories.keys.count_active(wallet, now) >= limit:
-                raise APIKeyLimitReached(wallet, limit)
-            return await repositories.keys.add(key, secret_digest(secret))
-
-        return IssuedKey(await self._uow.run(in_unit), secret)
+        async for attempt in self._uow.attempts():
+            async with attempt as r:
+                await r.keys.lock_wallet(wallet)
+                if await r.keys.count_active(wallet, now) >= limit:
+                    raise APIKeyLimitReached(wallet, limit)
+                stored = await r.keys.add(key, secret_digest(secret))
+        return IssuedKey(stored, secret)
 
 
 async def _consume(

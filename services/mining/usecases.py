@@ -151,16 +151,15 @@ class MiningUseCases:
                 replay = await r.idempotency.claim(
                     RECORD_BLOCK_SCOPE, block.idempotency_key, parameters, now
                 )
-                if replay is not None:
-                    found = await r.blocks.find(height=int(replay))
-                    assert found is not None, "a remembered block is never deleted"
-                    return found
-                recorded = await r.blocks.add(new)
-                await r.idempotency.record(
-                    RECORD_BLOCK_SCOPE, block.idempotency_key, str(recorded.height)
-                )
-                return recorded
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                if replay is None:
+                    recorded: Block | None = await r.blocks.add(new)
+                    await r.idempotency.record(
+                        RECORD_BLOCK_SCOPE, block.idempotency_key, str(new.height)
+                    )
+                else:
+                    recorded = await r.blocks.find(height=int(replay))
+        assert recorded is not None, "a remembered block is never deleted"
+        return recorded
 
     async def miner_stats(self, wallet_address: str) -> MinerStats:
         now = self._clock()
@@ -212,14 +211,14 @@ class MiningUseCases:
         async for attempt in self._uow.attempts(read_only=True):
             async with attempt as r:
                 highest = await r.blocks.highest()
-                return NetworkSummary(
+                summary = NetworkSummary(
                     active_miners=await r.miners.active_since(now - ACTIVE_WINDOW),
                     total_miners=await r.miners.count(),
                     block_height=0 if highest is None else highest.height,
                     network_hashrate=await r.miners.hashrate_since(now - CURRENT_HASHRATE_WINDOW),
                     latest_block_time=None if highest is None else highest.block_time,
                 )
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return summary
 
     async def highest_block(self) -> int:
         """Height of the highest recorded block, 0 when none is (where the indexer resumes)."""

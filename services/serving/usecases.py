@@ -216,11 +216,11 @@ class ServingUseCases:
             heartbeat_time=now,
         )
 
-        async def work(repos: ServingRepositories) -> ServingNode:
-            check_adapters_fit(offered, await repos.loras.named(claimed), claimed)
-            return await repos.nodes.add(node)
-
-        return await self._uow.run(work)
+        async for attempt in self._uow.attempts():
+            async with attempt as r:
+                check_adapters_fit(offered, await r.loras.named(claimed), claimed)
+                added = await r.nodes.add(node)
+        return added
 
     async def heartbeat(
         self,
@@ -236,31 +236,27 @@ class ServingUseCases:
         claimed = check_adapter_names("lora_adapters", adapters)
         now = self._clock()
 
-        async def work(repos: ServingRepositories) -> ServingNode:
-            node = await repos.nodes.owned(wallet, node_id)
-            offers = None
-            if changed:
-                check_adapters_fit(offered, await repos.loras.named(claimed), claimed)
-                offers = (offered, claimed)
-            return await repos.nodes.beat(node, status=status, load=load, now=now, offers=offers)
-
-        return await self._uow.run(work)
+        async for attempt in self._uow.attempts():
+            async with attempt as r:
+                node = await r.nodes.owned(wallet, node_id)
+                offers = None
+                if changed:
+                    check_adapters_fit(offered, await r.loras.named(claimed), claimed)
+                    offers = (offered, claimed)
+                beaten = await r.nodes.beat(node, status=status, load=load, now=now, offers=offers)
+        return beaten
 
     async def deregister_node(self, wallet: str, node_id: str) -> None:
-        async def work(repos: ServingRepositories) -> None:
-            await repos.nodes.remove(wallet, node_id)
-
-        await self._uow.run(work)
+        await self._uow.run(lambda r: r.nodes.remove(wallet, node_id))
 
     async def list_nodes(
         self, model: str, adapter: str, fresh_only: bool, page_request: PageRequest
     ) -> Page[ServingNode]:
         fresh_since = self._clock() - self._policy.offline_after if fresh_only else None
 
-        async def work(repos: ServingRepositories) -> Page[ServingNode]:
-            return await repos.nodes.page_of(model, adapter, fresh_since, page_request)
-
-        return await self._uow.run(work, read_only=True)
+        return await self._uow.run(
+            lambda r: r.nodes.page_of(model, adapter, fresh_since, page_request), read_only=True
+        )
 
     def is_fresh(self, node: ServingNode) -> bool:
         return node.fresh_at(self._clock(), self._policy.offline_after)
@@ -284,19 +280,17 @@ class ServingUseCases:
             raise InvalidArgument.for_field("content_id", str(problem)) from None
         lora = LoRA(name, base_model, content_id, description, True, self._clock())
 
-        async def work(repos: ServingRepositories) -> LoRA:
-            added = await repos.loras.add(lora)
-            if added is None:
-                raise LoRAAlreadyExists(name)
-            return added
-
-        return await self._uow.run(work)
+        async for attempt in self._uow.attempts():
+            async with attempt as r:
+                added = await r.loras.add(lora)
+        if added is None:
+            raise LoRAAlreadyExists(name)
+        return added
 
     async def list_loras(self, include_inactive: bool, page_request: PageRequest) -> Page[LoRA]:
-        async def work(repos: ServingRepositories) -> Page[LoRA]:
-            return await repos.loras.page_of(include_inactive, page_request)
-
-        return await self._uow.run(work, read_only=True)
+        return await self._uow.run(
+            lambda r: r.loras.page_of(include_inactive, page_request), read_only=True
+        )
 
     # --- chats ------------------------------------------------------------------------------
 
@@ -344,13 +338,12 @@ class ServingUseCases:
     async def _candidates(self, request: ChatRequest, label: str) -> list[ServingNode]:
         fresh_since = self._clock() - self._policy.offline_after
 
-        async def work(repos: ServingRepositories) -> tuple[list[ServingNode], bool]:
-            fresh = await repos.nodes.serving(request.model, request.adapter, fresh_since)
-            return fresh, bool(fresh) or await repos.nodes.any_serving(
-                request.model, request.adapter
-            )
-
-        fresh, registered = await self._uow.run(work, read_only=True)
+        async for attempt in self._uow.attempts(read_only=True):
+            async with attempt as r:
+                fresh = await r.nodes.serving(request.model, request.adapter, fresh_since)
+                registered = bool(fresh) or await r.nodes.any_serving(
+                    request.model, request.adapter
+                )
         if not registered:
             raise ModelNotServed(label)
         ordered = self._health.order(fresh)

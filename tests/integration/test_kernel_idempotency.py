@@ -40,15 +40,16 @@ async def _hold(database: Database, key: str, amount: int, now: datetime = NOW) 
     async for attempt in unit_of_work(database, attempts=20).attempts():
         async with attempt as r:
             replay = await r.idempotency.claim("Hold", key, {"account": 1, "amount": amount}, now)
-            if replay is not None:
+            if replay is None:
+                changed = await r.accounts.hold(1, amount)
+                if changed is None:
+                    raise InsufficientFundsError
+                await r.idempotency.record("Hold", key, f"{changed.available}/{changed.reserved}")
+                held = changed
+            else:
                 available, reserved = map(int, replay.split("/"))
-                return Account(1, available, reserved)
-            held = await r.accounts.hold(1, amount)
-            if held is None:
-                raise InsufficientFundsError
-            await r.idempotency.record("Hold", key, f"{held.available}/{held.reserved}")
-            return held
-    raise AssertionError("unreachable: the last attempt returns or raises")
+                held = Account(1, available, reserved)
+    return held
 
 
 async def _account(database: Database) -> Account | None:
