@@ -10,7 +10,7 @@ from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES, target_of
 from services.core.settings import Settings
-from services.core.testing import new_wallet_address
+from services.core.validators import new_wallet_address
 from tools.reference_node import DEFAULT_MODEL
 
 SERVICE = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name

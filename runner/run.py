@@ -271,7 +271,7 @@ def ratelimit_lines(settings: Settings) -> str:
 
 def banner(settings: Settings) -> str:
     # Imported only now: services.core.testing loads gRPC, and every child is running already.
-    from services.core.testing import new_wallet_address
+    from services.core.validators import new_wallet_address
 
     wallet = new_wallet_address()
     url = base_url(settings)

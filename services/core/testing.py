@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import bech32
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.core.lifecycle import ServiceServer
 from services.core.settings import ServiceName, Settings
+from services.core.validators import new_wallet_address as new_wallet_address
 
 CreateServer = Callable[[Settings], Awaitable[tuple[ServiceServer, int]]]
 
@@ -72,14 +72,6 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-def new_wallet_address() -> str:
-    """A fresh, valid `remes` address (a random 20-byte account)."""
-    data = bech32.convertbits(os.urandom(20), 8, 5)
-    assert data is not None
-    address: str = bech32.bech32_encode("remes", data)
-    return address
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ stopped by parametrized queries and markup by the renderer, never by word lists.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 import string
@@ -94,6 +95,15 @@ def _api_key_checksum(body: str) -> str:
         number, digit = divmod(number, 62)
         digits.append(_BASE62[digit])
     return "".join(reversed(digits))
+
+
+def new_wallet_address() -> str:
+    """A fresh, valid `remes` address (a random 20-byte account): a throwaway wallet for
+    examples and tests, whose key nobody holds."""
+    data = bech32.convertbits(os.urandom(20), 8, 5)
+    assert data is not None
+    address: str = bech32.bech32_encode("remes", data)
+    return address
 
 
 def new_api_key() -> str:
