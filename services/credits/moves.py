@@ -157,24 +157,30 @@ class StatementMoves:
     async def grant(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
     ) -> Movement:
-        parameters = _movement_parameters(wallet_address, amount, description)
-        row = await self._one(
-            _GRANT,
-            {**parameters, "key": key, "fp": fingerprint_of(GRANT, parameters)},
-            {"entry": new_identifier(), "now": now},
-            _Refused(GRANT, key, wallet_address=wallet_address, amount=amount),
-        )
-        return _movement(row)
+        return await self._move(_GRANT, GRANT, wallet_address, amount, description, key, now)
 
     async def deduct(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
     ) -> Movement:
+        return await self._move(_DEDUCT, DEDUCT, wallet_address, amount, description, key, now)
+
+    async def _move(
+        self,
+        statement: TextClause,
+        scope: str,
+        wallet_address: str,
+        amount: int,
+        description: str,
+        key: str,
+        now: datetime,
+    ) -> Movement:
+        """A grant or a deduction: the same shape of call, another function and scope."""
         parameters = _movement_parameters(wallet_address, amount, description)
         row = await self._one(
-            _DEDUCT,
-            {**parameters, "key": key, "fp": fingerprint_of(DEDUCT, parameters)},
+            statement,
+            {**parameters, "key": key, "fp": fingerprint_of(scope, parameters)},
             {"entry": new_identifier(), "now": now},
-            _Refused(DEDUCT, key, wallet_address=wallet_address, amount=amount),
+            _Refused(scope, key, wallet_address=wallet_address, amount=amount),
         )
         return _movement(row)
 
