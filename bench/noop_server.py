@@ -57,7 +57,7 @@ async def create_bare_server(settings: Settings) -> tuple[ServiceServer, int]:
     server.add_generic_rpc_handlers((noop_handler(),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(f"{settings.listen_host}:{settings.users_port}")
+    port = server.add_insecure_port(f"{settings.listen_host}:{settings.port_of('users')}")
     return ServiceServer("users", server, health, [SERVICE], []), port
 
 

@@ -20,6 +20,7 @@ import pytest
 from pydantic import SecretStr
 from xdist.scheduler import LoadScopeScheduling
 
+from services.core.registry import NAMES
 from services.core.settings import Settings
 from services.core.testing import FakeClock, RedisServer, own_redis_server
 
@@ -127,11 +128,7 @@ def settings_for(engine: str, data_dir: Path, suffix: str) -> Settings:
         data_dir=data_dir,
         internal_token=SecretStr(INTERNAL_TOKEN),
         # Peers nobody listens on: a test that needs credits or mining starts its own.
-        credits_target=UNREACHABLE,
-        mining_target=UNREACHABLE,
-        apikeys_target=UNREACHABLE,
-        users_target=UNREACHABLE,
-        serving_target=UNREACHABLE,
+        targets=dict.fromkeys(NAMES, UNREACHABLE),
     )
     if engine == "sqlite":
         return settings

@@ -26,7 +26,7 @@ import yaml
 from gateway.limits import ENVOY_WORKERS
 from gateway.paths import ROOT
 from gateway.render import GATEWAY_SECRET_FROM_ENVIRONMENT, render
-from services.core.registry import SERVICES, shared_port
+from services.core.registry import SERVICES, shared_port, spec_of
 from services.core.servicespec import ServiceSpec
 from services.core.settings import Settings
 
@@ -115,10 +115,10 @@ class Topology:
     processes: tuple[Process, ...]
 
     def targets(self, settings: Settings) -> dict[str, str]:
-        """R3MES_<NAME>_TARGET of every service: its process's Service, which resolves to every
+        """Every service's target, by name: its process's Service, which resolves to every
         ready replica (headless), so callers and Envoy balance over them."""
         return {
-            spec.target_setting: f"{process.name}:{shared_port(settings, process.specs)}"
+            spec.name: f"{process.name}:{shared_port(settings, process.specs)}"
             for process in self.processes
             for spec in process.specs
         }
@@ -407,18 +407,13 @@ def shared_settings(settings: Settings) -> dict[str, str]:
 
 def envoy_config(settings: Settings, topology: Topology) -> str:
     """Envoy's config for the topology, rendered by the code `make run` uses."""
-    targets = {
-        key.removeprefix("R3MES_").lower(): value
-        for key, value in topology.targets(settings).items()
-    }
-    placed = settings.model_copy(
+    placed = settings.with_targets(**topology.targets(settings)).model_copy(
         update={
             "listen_host": "0.0.0.0",  # noqa: S104 - the pod's address
             "gateway_admin_port": ENVOY_ADMIN_PORT,
             "gateway_metrics_port": ENVOY_METRICS_PORT,
             "frontdoor_host": FRONTDOOR,
             "log_json": True,
-            **targets,
         }
     )
     return render(placed, IMAGE_DESCRIPTOR, gateway_secret=GATEWAY_SECRET_FROM_ENVIRONMENT)
@@ -460,7 +455,11 @@ def manifests(settings: Settings) -> dict[str, str]:
     files = {f"base/{path}": _text(content) for path, content in base.items()}
     for topology in TOPOLOGIES:
         folder = f"overlays/{topology.name}"
-        overlay_settings = {"R3MES_TOPOLOGY": topology.name, **topology.targets(settings)}
+        targets = topology.targets(settings)
+        overlay_settings = {
+            "R3MES_TOPOLOGY": topology.name,
+            **{spec_of(name).target_setting: target for name, target in targets.items()},
+        }
         kustomization = _kustomization(
             resources=["../../base", *(f"{p.name}.yaml" for p in topology.processes)],
             configMapGenerator=[

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from services.core.registry import settings_classes
+from services.core.registry import SERVICES, settings_classes
 
 HEADER = """# Configuration
 
@@ -35,11 +36,26 @@ def _default(value: object) -> str:
     return f"`{value}`"
 
 
+def _rows(name: str, field: FieldInfo) -> list[str]:
+    """One row per setting; a per-service map (ports, targets) has one row per service."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    suffix, each = extra.get("per_service"), extra.get("each")
+    if not isinstance(suffix, str) or not isinstance(each, str):
+        return [f"| `R3MES_{name.upper()}` | {_default(field.default)} | {field.description} |"]
+    return [
+        f"| `R3MES_{spec.name.upper()}{suffix}` | "
+        f"{_default(spec.default_port if name == 'ports' else None)} | "
+        f"{each.format(service=spec.name)} |"
+        for spec in SERVICES
+    ]
+
+
 def render() -> str:
     rows = [
-        f"| `R3MES_{name.upper()}` | {_default(field.default)} | {field.description} |"
+        row
         for kind in settings_classes()
         for name, field in kind.model_fields.items()
+        for row in _rows(name, field)
     ]
     return HEADER + "\n".join(rows) + "\n"
 

@@ -68,7 +68,7 @@ def shared_port(settings: Settings, specs: Sequence[ServiceSpec] = SERVICES) -> 
 def target_of(settings: Settings, name: str) -> str:
     """Where service `name` is reached under the settings' topology: its target when set;
     otherwise in one process, that process's port; split, its own port."""
-    if getattr(settings, f"{name}_target") is None and settings.topology == "one-process":
+    if not settings.target_set(name) and settings.topology == "one-process":
         return f"{settings.connect_host()}:{shared_port(settings)}"
     return settings.target_of(name)
 
@@ -76,5 +76,4 @@ def target_of(settings: Settings, name: str) -> str:
 def resolved(settings: Settings) -> Settings:
     """The settings with every service's target spelled out for the topology, for processes
     that reach services but host none (Envoy, the front door, `make run`)."""
-    targets = {f"{name}_target": target_of(settings, name) for name in NAMES}
-    return settings.model_copy(update=targets)
+    return settings.with_targets(**{name: target_of(settings, name) for name in NAMES})

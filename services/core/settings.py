@@ -12,7 +12,21 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from services.core.endpoints import (
+    PORT_SUFFIX,
+    TARGET_SUFFIX,
+    Port,
+    ServiceEndpoints,
+    default_port,
+    unknown_services,
+)
 
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
@@ -100,7 +114,7 @@ class Settings(SettingsBase):
         "all",
         pattern=r"^[a-z0-9_, ]+$",
         description="What `python -m services` hosts in its one process, on one gRPC port (that "
-        "of the first, in the order of the ports below): all, or names separated by commas "
+        "of the first, in the order of their declared ports): all, or names separated by commas "
         "(users,credits). Co-hosted services call each other in-process.",
     )
     topology: Literal["one-process", "split"] = Field(
@@ -109,25 +123,24 @@ class Settings(SettingsBase):
         "hosting all, on the users port, and every unset target points there) or split (one "
         "process per service, each on its own port, every unset target at that port).",
     )
-    users_port: int = Field(50051, ge=0, le=65535, description="gRPC port of users (0: any).")
-    apikeys_port: int = Field(50052, ge=0, le=65535, description="gRPC port of apikeys.")
-    mining_port: int = Field(50053, ge=0, le=65535, description="gRPC port of mining.")
-    credits_port: int = Field(50054, ge=0, le=65535, description="gRPC port of credits.")
-    serving_port: int = Field(50055, ge=0, le=65535, description="gRPC port of serving.")
-    users_target: str | None = Field(
-        None, description="Where other services reach users. Unset: its port on this host."
+    ports: dict[ServiceName, Port] = Field(
+        {},
+        description="gRPC port of each service (0: any), set as `R3MES_<SERVICE>_PORT`. Unset: "
+        "the port its registration declares.",
+        json_schema_extra={
+            "per_service": PORT_SUFFIX,
+            "each": "gRPC port of {service} (0: any).",
+        },
     )
-    apikeys_target: str | None = Field(
-        None, description="Where others reach apikeys. Unset: its port on this host."
-    )
-    mining_target: str | None = Field(
-        None, description="Where others reach mining. Unset: its port on this host."
-    )
-    credits_target: str | None = Field(
-        None, description="Where others reach credits. Unset: its port on this host."
-    )
-    serving_target: str | None = Field(
-        None, description="Where others reach serving. Unset: its port on this host."
+    targets: dict[ServiceName, str] = Field(
+        {},
+        description="Where other processes reach each service, set as `R3MES_<SERVICE>_TARGET` "
+        "(host:port, or a list of replicas). Unset: under the topology, the port it listens on.",
+        json_schema_extra={
+            "per_service": TARGET_SUFFIX,
+            "each": "Where other processes reach {service} (host:port, or a list of replicas). "
+            "Unset: where it listens under the topology.",
+        },
     )
     call_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline of a service-to-service call."
@@ -347,17 +360,47 @@ class Settings(SettingsBase):
             ipaddress.ip_network(cidr, strict=False)  # raises ValueError, named by pydantic
         return cidrs
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(env_settings, EnvSettingsSource)
+        assert isinstance(dotenv_settings, EnvSettingsSource)
+        endpoints = ServiceEndpoints(settings_cls, env_settings, dotenv_settings)
+        return init_settings, endpoints, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("ports", "targets")
+    @classmethod
+    def _registered(cls, endpoints: dict[str, object]) -> dict[str, object]:
+        if unknown := unknown_services(endpoints):
+            raise ValueError(f"no service is named {', '.join(unknown)}")
+        return endpoints
+
     def port_of(self, service: str) -> int:
-        port: int = getattr(self, f"{service}_port")
-        return port
+        return self.ports.get(service, default_port(service))
+
+    def target_set(self, service: str) -> bool:
+        return service in self.targets
 
     def target_of(self, service: str) -> str:
         """Where the service is reached: its target when set, else its port on this host, so
         moving a port moves every client of it (Envoy, /healthz, the peers) along."""
-        target: str | None = getattr(self, f"{service}_target")
-        if target is not None:
-            return target
+        if service in self.targets:
+            return self.targets[service]
         return f"{self.connect_host()}:{self.port_of(service)}"
+
+    def with_ports(self, **ports: int) -> Settings:
+        """A copy listening where given (`settings.with_ports(users=0)`), the rest as set."""
+        return self.model_copy(update={"ports": {**self.ports, **ports}})
+
+    def with_targets(self, **targets: str) -> Settings:
+        """A copy reaching services where given, the rest as set."""
+        return self.model_copy(update={"targets": {**self.targets, **targets}})
 
     def connect_host(self) -> str:
         """Where a client on this machine reaches what listens on `listen_host` (a wildcard

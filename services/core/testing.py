@@ -47,7 +47,7 @@ async def serving(
 ) -> AsyncIterator[tuple[ServiceServer, str]]:
     """Start the service on a free port of 127.0.0.1 and yield it with its address, for tests
     in which other services call it."""
-    settings = settings.model_copy(update={f"{name}_port": 0, "listen_host": "127.0.0.1"})
+    settings = settings.with_ports(**{name: 0}).model_copy(update={"listen_host": "127.0.0.1"})
     server, port = await create_server(settings)
     await server.start()
     try:

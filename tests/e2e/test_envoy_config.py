@@ -115,7 +115,7 @@ def test_the_trusted_hops_setting_reaches_envoy() -> None:
 
 def test_an_upstream_named_by_dns_becomes_a_dns_cluster_of_all_its_addresses() -> None:
     config = build_config(
-        settings(users_target="users:50051", mining_target="10.0.0.7:50053"), DEFAULT_DESCRIPTOR
+        settings(targets={"users": "users:50051", "mining": "10.0.0.7:50053"}), DEFAULT_DESCRIPTOR
     )
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
 
@@ -131,7 +131,7 @@ def test_an_upstream_named_by_dns_becomes_a_dns_cluster_of_all_its_addresses() -
 
 def test_a_target_listing_several_addresses_becomes_one_cluster_with_a_host_each() -> None:
     replicas = "ipv4:127.0.0.1:50054,10.0.0.8:50064"
-    config = build_config(settings(credits_target=replicas), DEFAULT_DESCRIPTOR)
+    config = build_config(settings(targets={"credits": replicas}), DEFAULT_DESCRIPTOR)
     credits = next(c for c in config["static_resources"]["clusters"] if c["name"] == "credits")
 
     hosts = [
@@ -144,7 +144,7 @@ def test_a_target_listing_several_addresses_becomes_one_cluster_with_a_host_each
         {"address": "10.0.0.8", "port_value": 50064},
     ]
     with pytest.raises(ValueError, match="lists IP addresses"):
-        build_config(settings(credits_target="ipv4:credits:50054"), DEFAULT_DESCRIPTOR)
+        build_config(settings(targets={"credits": "ipv4:credits:50054"}), DEFAULT_DESCRIPTOR)
 
 
 def cluster_addresses(config: dict[str, Any]) -> dict[str, tuple[str, int]]:
@@ -159,7 +159,7 @@ def cluster_addresses(config: dict[str, Any]) -> dict[str, tuple[str, int]]:
 
 
 def test_a_moved_port_moves_the_cluster_of_its_service_when_no_target_is_set() -> None:
-    split = settings(topology="split", credits_port=62074, listen_host="0.0.0.0")  # noqa: S104
+    split = settings(topology="split", ports={"credits": 62074}, listen_host="0.0.0.0")  # noqa: S104
 
     addresses = cluster_addresses(build_config(split, DEFAULT_DESCRIPTOR))
 
@@ -191,7 +191,9 @@ def test_without_a_collector_envoy_still_starts_traces_but_samples_and_sends_non
 
 
 def test_in_one_process_every_cluster_reaches_the_one_port_and_a_set_target_wins() -> None:
-    one = settings(topology="one-process", users_port=62051, mining_target="10.0.0.7:50053")
+    one = settings(
+        topology="one-process", ports={"users": 62051}, targets={"mining": "10.0.0.7:50053"}
+    )
 
     addresses = cluster_addresses(build_config(one, DEFAULT_DESCRIPTOR))
 

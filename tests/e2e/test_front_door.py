@@ -111,8 +111,8 @@ async def test_healthz_reports_every_service_serving(rest: httpx.AsyncClient) ->
 @pytest.fixture
 def front_door_with_all_but_users_down(stack: LocalStack) -> Iterator[str]:
     """A front door whose users target is the running one and the others ports nobody serves."""
-    down = {f"{name}_target": f"{LOOPBACK}:{free_port()}" for name in NAMES if name != "users"}
-    settings = Settings().model_copy(update={**down, "users_target": stack.grpc_target("users")})
+    down = {name: f"{LOOPBACK}:{free_port()}" for name in NAMES if name != "users"}
+    settings = Settings().with_targets(**down, users=stack.grpc_target("users"))
     checker = HealthChecker(settings)
     server = http_server(LOOPBACK, 0, Pages.load(DEFAULT_OUTPUT, checker.check))
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -501,7 +501,7 @@ def test_make_runs_reference_node_stays_fresh_while_make_run_beats_for_it(
         },
     ) as stack:
         settings = Settings(
-            serving_target=stack.grpc_target(SERVING), internal_token=INTERNAL_TOKEN
+            targets={SERVING: stack.grpc_target(SERVING)}, internal_token=INTERNAL_TOKEN
         )
         node = ReferenceNode(settings, stack.start_reference_node())
         node.register()

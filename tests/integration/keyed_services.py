@@ -42,7 +42,7 @@ async def keyed_suite(settings: Settings, clock: FakeClock) -> AsyncIterator[Sui
         apikeys_server, apikeys_target = await stack.enter_async_context(
             serving(partial(create_apikeys, clock=clock), settings, "apikeys")
         )
-        settings = settings.model_copy(update={"apikeys_target": apikeys_target})
+        settings = settings.with_targets(apikeys=apikeys_target)
         stubs = {}
         for name, create, stub in (
             ("users", partial(create_users, clock=clock), users_pb2_grpc.UsersServiceStub),

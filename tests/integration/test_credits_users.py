@@ -14,7 +14,7 @@ async def test_get_user_and_network_stats_show_the_credits_service_numbers(
     settings: Settings,
 ) -> None:
     async with running_credits(settings) as credits:
-        users_settings = settings.model_copy(update={"credits_target": f"127.0.0.1:{credits.port}"})
+        users_settings = settings.with_targets(credits=f"127.0.0.1:{credits.port}")
         async with running_server(create_users_server, users_settings, "users") as (_, channel):
             users = users_pb2_grpc.UsersServiceStub(channel)
             wallet, other = new_wallet_address(), new_wallet_address()
@@ -42,7 +42,7 @@ async def test_a_new_wallet_known_to_users_but_not_credits_shows_a_zero_balance(
     settings: Settings,
 ) -> None:
     async with running_credits(settings) as credits:
-        users_settings = settings.model_copy(update={"credits_target": f"127.0.0.1:{credits.port}"})
+        users_settings = settings.with_targets(credits=f"127.0.0.1:{credits.port}")
         async with running_server(create_users_server, users_settings, "users") as (_, channel):
             users = users_pb2_grpc.UsersServiceStub(channel)
             wallet = new_wallet_address()

@@ -19,7 +19,7 @@ async def health_check(settings: Settings) -> tuple[int | None, str]:
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("R3MES_")},
         "R3MES_SERVICES": HOSTED,
-        "R3MES_USERS_PORT": str(settings.users_port),
+        "R3MES_USERS_PORT": str(settings.port_of("users")),
         "R3MES_LISTEN_HOST": "0.0.0.0",  # noqa: S104 - what the containers set; checked on loopback
     }
     checker = await asyncio.create_subprocess_exec(
@@ -32,7 +32,7 @@ async def health_check(settings: Settings) -> tuple[int | None, str]:
 async def test_the_health_check_passes_while_the_hosted_services_serve_and_names_them_once_stopped(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"users_port": free_port(), "listen_host": LOOPBACK})
+    settings = settings.with_ports(users=free_port()).model_copy(update={"listen_host": LOOPBACK})
     server, _ = await host(settings, selected(HOSTED))
     await server.start()
     try:

@@ -59,7 +59,7 @@ def _slow_handler() -> grpc.GenericRpcHandler:
 async def test_shutdown_lets_an_in_flight_call_finish_and_refuses_new_ones(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(data_dir=tmp_path, users_port=0)
+    settings = Settings(data_dir=tmp_path, ports={"users": 0})
     server, port = build_server(
         settings, "users", [(lambda s: s.add_generic_rpc_handlers((_slow_handler(),)), "test.Slow")]
     )
@@ -114,7 +114,7 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
 
     handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(wait)
     generic = grpc.method_handlers_generic_handler("test.Slow", {"Wait": handler})
-    settings = Settings(data_dir=tmp_path, users_port=0)
+    settings = Settings(data_dir=tmp_path, ports={"users": 0})
     server, port = build_server(
         settings, "users", [(lambda s: s.add_generic_rpc_handlers((generic,)), "test.Slow")]
     )
@@ -150,11 +150,11 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
 async def test_a_second_server_on_a_taken_port_fails_with_an_error_naming_the_port_and_its_setting(
     tmp_path: Path,
 ) -> None:
-    first, port = build_server(Settings(data_dir=tmp_path, users_port=0), "users", [])
+    first, port = build_server(Settings(data_dir=tmp_path, ports={"users": 0}), "users", [])
     await first.start()
     try:
         with pytest.raises(PortUnavailable) as refusal:
-            build_server(Settings(data_dir=tmp_path, credits_port=port), "credits", [])
+            build_server(Settings(data_dir=tmp_path, ports={"credits": port}), "credits", [])
     finally:
         await first.stop(grace_seconds=0)
 

@@ -24,12 +24,10 @@ async def mining_and_users(
 ) -> AsyncIterator[
     tuple[mining_pb2_grpc.MiningServiceAsyncStub, users_pb2_grpc.UsersServiceAsyncStub]
 ]:
-    mining_server, port = await create_mining(
-        settings.model_copy(update={"mining_port": 0}), clock=clock
-    )
+    mining_server, port = await create_mining(settings.with_ports(mining=0), clock=clock)
     await mining_server.start()
     try:
-        pointed = settings.model_copy(update={"mining_target": f"127.0.0.1:{port}"})
+        pointed = settings.with_targets(mining=f"127.0.0.1:{port}")
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") as mining_channel,
             running_server(create_users, pointed, "users") as (_, users_channel),

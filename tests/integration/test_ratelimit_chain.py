@@ -256,7 +256,7 @@ async def test_a_bad_policy_file_stops_the_service_naming_the_entry(
     tmp_path: Path, text: str, named: str
 ) -> None:
     path = policy_file(tmp_path, text)
-    settings = Settings(data_dir=tmp_path, ratelimit_policies_file=path, credits_port=0)
+    settings = Settings(data_dir=tmp_path, ratelimit_policies_file=path, ports={"credits": 0})
 
     with pytest.raises(PolicyFileError) as refused:
         await create_limited_server(settings)
@@ -288,7 +288,7 @@ async def test_a_first_read_under_the_shipped_policies_gets_the_documented_heade
 
 
 async def test_the_redis_backend_without_a_redis_url_stops_the_service(tmp_path: Path) -> None:
-    settings = limited_settings(tmp_path, ratelimit_backend="redis", credits_port=0)
+    settings = limited_settings(tmp_path, ratelimit_backend="redis", ports={"credits": 0})
 
     with pytest.raises(ValueError, match="ratelimit_backend is redis but redis_url is not set"):
         await create_limited_server(settings)

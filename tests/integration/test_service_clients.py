@@ -49,7 +49,9 @@ def _unary(handler: Any) -> grpc.RpcMethodHandler[bytes, bytes]:
 
 async def _call_as(principal: Principal, target: str, client: str | None = None) -> None:
     settings = Settings(
-        internal_token=SecretStr(TOKEN), gateway_secret=SecretStr(GATEWAY), credits_target=target
+        internal_token=SecretStr(TOKEN),
+        gateway_secret=SecretStr(GATEWAY),
+        targets={"credits": target},
     )
     clients = ServiceClients(settings)
     principal_token = current_principal.set(principal)

@@ -99,7 +99,7 @@ STAND_IN_REGISTRATIONS: dict[str, tuple[Callable[[Any, grpc.aio.Server], None], 
 async def serving(settings: Settings, name: ServiceName, servicer: Any) -> AsyncIterator[str]:
     """Serve a stand-in behind the real server stack; yields its target."""
     add, service = STAND_IN_REGISTRATIONS[name]
-    own_port = settings.model_copy(update={f"{name}_port": 0})
+    own_port = settings.with_ports(**{name: 0})
     server, port = build_server(own_port, name, [registration(add, servicer, service)])
     await server.start()
     try:
@@ -116,13 +116,8 @@ async def users_with_peers(
         serving(settings, "credits", credits) as credits_target,
         serving(settings, "mining", mining) as mining_target,
     ):
-        pointed = settings.model_copy(
-            update={
-                "credits_target": credits_target,
-                "mining_target": mining_target,
-                "call_timeout_seconds": 0.5,
-            }
-        )
+        pointed = settings.with_targets(credits=credits_target, mining=mining_target)
+        pointed = pointed.model_copy(update={"call_timeout_seconds": 0.5})
         users = partial(create_server, clock=clock)
         async with running_server(users, pointed, "users") as (_, channel):
             yield users_pb2_grpc.UsersServiceStub(channel)

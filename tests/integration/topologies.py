@@ -3,7 +3,7 @@ port, peers called in-process) or one server per service (peers over gRPC), on f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -14,10 +14,11 @@ from r3mes.mining.v1 import mining_pb2_grpc
 from r3mes.serving.v1 import serving_pb2_grpc
 from r3mes.users.v1 import users_pb2_grpc
 
-from runner.local_stack import LOOPBACK, free_port
+from runner.local_stack import LOOPBACK
 from services.core.clock import Clock
 from services.core.hosting import host
-from services.core.registry import NAMES, SERVICES
+from services.core.registry import SERVICES
+from services.core.servicespec import ServiceSpec
 from services.core.settings import Settings
 
 TOPOLOGIES = ["one-process", "split"]
@@ -32,30 +33,44 @@ class Suite:
     serving: serving_pb2_grpc.ServingServiceAsyncStub
 
 
+def started_before_their_callers(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
+    """The specs ordered so that each starts after what it calls: whoever issues credentials
+    (every service checks them) first, then each service after its peers."""
+    issuers = [spec for spec in specs if spec.authenticators_elsewhere is not None]
+    order = list(issuers)
+    while len(order) < len(specs):
+        ready = [
+            spec
+            for spec in specs
+            if spec not in order and all(peer in {s.name for s in order} for peer in spec.peers)
+        ]
+        if not ready:
+            raise ValueError(f"the peers of {[s.name for s in specs if s not in order]} loop")
+        order.extend(ready)
+    return order
+
+
 @asynccontextmanager
 async def running_suite(settings: Settings, topology: str, clock: Clock) -> AsyncIterator[Suite]:
     """Every service, as `topology` places them. In one process no target is needed (and the
-    settings' targets point where nobody listens): everything is asked in-process."""
+    settings' targets point where nobody listens): everything is asked in-process. Each server
+    takes a port of its own choosing (port 0), so no other process can take it first; split,
+    each is started after its peers, whose targets are then known."""
     settings = settings.model_copy(update={"listen_host": LOOPBACK})
+    groups = [list(SERVICES)]
+    if topology == "split":
+        groups = [[spec] for spec in started_before_their_callers(SERVICES)]
+    targets: dict[str, str] = {}
     async with AsyncExitStack() as stack:
-        if topology == "one-process":
-            groups = [list(SERVICES)]
-            ports = dict.fromkeys(NAMES, free_port())
-        else:
-            groups = [[spec] for spec in SERVICES]
-            ports = {name: free_port() for name in NAMES}
-            targets = {f"{name}_target": f"{LOOPBACK}:{port}" for name, port in ports.items()}
-            settings = settings.model_copy(update=targets)
-        settings = settings.model_copy(update={f"{n}_port": p for n, p in ports.items()})
         for specs in groups:
-            server, _ = await host(settings, specs, clock)
+            own = settings.with_ports(**{spec.name: 0 for spec in specs}).with_targets(**targets)
+            server, port = await host(own, specs, clock)
             await server.start()
             stack.push_async_callback(server.stop, 1.0)
+            targets.update({spec.name: f"{LOOPBACK}:{port}" for spec in specs})
         channels = {}
-        for name, port in ports.items():
-            channels[name] = await stack.enter_async_context(
-                grpc.aio.insecure_channel(f"{LOOPBACK}:{port}")
-            )
+        for name, target in targets.items():
+            channels[name] = await stack.enter_async_context(grpc.aio.insecure_channel(target))
         yield Suite(
             users_pb2_grpc.UsersServiceStub(channels["users"]),
             apikeys_pb2_grpc.APIKeysServiceStub(channels["apikeys"]),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pool
+from pydantic import ValidationError
 
 from gateway.paths import ROOT
 from services.core.registry import NAMES, SERVICES, selected
@@ -37,12 +38,34 @@ def test_every_service_folder_is_registered_in_the_order_of_its_port() -> None:
         assert descriptor_pool.Default().FindServiceByName(spec.proto_service), spec.name
 
 
-def test_each_service_has_a_port_and_a_target_setting_whose_default_is_its_declared_port() -> None:
+def test_each_service_has_a_port_and_a_target_setting_whose_default_is_its_declared_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     defaults = Settings(_env_file=None)
-
     for spec in SERVICES:
         assert defaults.port_of(spec.name) == spec.default_port
-        assert Settings.model_fields[f"{spec.name}_target"].default is None
+        assert not defaults.target_set(spec.name)
+
+    for number, spec in enumerate(SERVICES):
+        monkeypatch.setenv(spec.port_setting, str(6000 + number))
+        monkeypatch.setenv(spec.target_setting, f"{spec.name}.example:{7000 + number}")
+    chosen = Settings(_env_file=None)
+    for number, spec in enumerate(SERVICES):
+        assert chosen.port_of(spec.name) == 6000 + number
+        assert chosen.target_of(spec.name) == f"{spec.name}.example:{7000 + number}"
+
+
+def test_no_kernel_setting_is_named_after_a_service() -> None:
+    named = [field for field in Settings.model_fields if set(field.split("_")) & set(NAMES)]
+
+    assert named == []
+
+
+def test_a_port_or_target_of_a_service_nobody_registered_is_refused() -> None:
+    with pytest.raises(ValidationError, match="no service is named billing"):
+        Settings(_env_file=None, ports={"billing": 1})
+    with pytest.raises(ValidationError, match="no service is named billing"):
+        Settings(_env_file=None, targets={"billing": "billing:1"})
 
 
 def test_a_process_hosts_all_or_the_named_services_and_refuses_an_unknown_one() -> None:

@@ -28,8 +28,8 @@ def taken_port() -> Iterator[int]:
 
 
 def test_in_one_process_only_the_shared_port_is_checked_and_named(taken_port: int) -> None:
-    unused = Settings(topology="one-process", mining_port=taken_port)
-    taken = Settings(topology="one-process", users_port=taken_port)
+    unused = Settings(topology="one-process", ports={"mining": taken_port})
+    taken = Settings(topology="one-process", ports={"users": taken_port})
 
     assert [p for p in port_problems(unused) if str(taken_port) in p] == []
     assert [p for p in port_problems(taken) if str(taken_port) in p] == [
@@ -39,7 +39,7 @@ def test_in_one_process_only_the_shared_port_is_checked_and_named(taken_port: in
 
 
 def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) -> None:
-    settings = Settings(topology="split", mining_port=taken_port)
+    settings = Settings(topology="split", ports={"mining": taken_port})
 
     problems = [p for p in port_problems(settings) if str(taken_port) in p]
 
@@ -50,7 +50,7 @@ def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) 
 
 
 def test_two_settings_on_one_port_are_refused_before_anything_listens() -> None:
-    settings = Settings(frontdoor_port=18123, users_port=18123)
+    settings = Settings(frontdoor_port=18123, ports={"users": 18123})
 
     assert (
         "R3MES_FRONTDOOR_PORT and R3MES_USERS_PORT are both 18123: give each its own port"
