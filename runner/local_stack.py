@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -44,18 +45,37 @@ def free_port() -> int:
     return port
 
 
+# Where the kernel takes the ports of outgoing connections (and of binds to port 0).
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_CHOSEN_PORT = 10000
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` different ports nobody listens on right now: each probe stays bound until all
-    are chosen, so the kernel cannot hand the same one out twice (with a stack's twenty-odd
-    ports, picked one by one, that happened about once in a hundred runs)."""
+    """`count` different ports nobody listens on right now, below the kernel's ephemeral range:
+    a port chosen there stays free until a process binds it, where one the kernel handed out
+    could be taken meanwhile by any outgoing connection (the tests make thousands). Each probe
+    stays bound until all are chosen, so no port is chosen twice; chosen at random, so that
+    test processes choosing at once seldom meet (and a probe that fails is skipped)."""
+    lowest_ephemeral = _lowest_ephemeral_port()
     with ExitStack() as probes:
-        sockets = [
-            probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            for _ in range(count)
-        ]
-        for probe in sockets:
-            probe.bind((LOOPBACK, 0))
-        return [probe.getsockname()[1] for probe in sockets]
+        chosen: list[int] = []
+        while len(chosen) < count:
+            port = random.randrange(LOWEST_CHOSEN_PORT, lowest_ephemeral)  # noqa: S311
+            probe = probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            chosen.append(port)
+        return chosen
+
+
+def _lowest_ephemeral_port() -> int:
+    try:
+        lowest = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest = 32768  # Linux's default range starts here
+    return max(lowest, LOWEST_CHOSEN_PORT + 1000)
 
 
 Topology = Literal["one-process", "split"]
