@@ -21,6 +21,9 @@ from services.core.metrics import JOB_FAILURES, JOB_HEALTHY, JOB_INTERVAL, JOB_L
 
 logger = logging.getLogger(__name__)
 
+# How long stopping waits for a run under way (a sweep of a few statements) before cancelling it.
+STOP_GRACE_SECONDS = 5.0
+
 StatusListener = Callable[[str, bool], Awaitable[None]]
 
 
@@ -44,6 +47,7 @@ class PeriodicJob:
     # One run at a time: a run started by hand (an operator, a test) and one of the schedule
     # must not overlap, or an earlier run's success could be published after a later failure.
     _running: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def start(self, listener: StatusListener, service: str | None = None) -> None:
         """`service`: the job's service when it has none of its own (for its series)."""
@@ -54,14 +58,23 @@ class PeriodicJob:
         JOB_LAST_SUCCESS.labels(*self._labels).set(time.time())
         JOB_HEALTHY.labels(*self._labels).set(1 if self.healthy else 0)
         JOB_INTERVAL.labels(*self._labels).set(self.interval_seconds)
+        self._stopping.clear()
         self._task = asyncio.create_task(self._loop(), name=f"job:{self.name}")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Let a run under way finish (within `grace_seconds`), then end the schedule. A run
+        cancelled in the middle of a statement would leave its connection to be reclaimed
+        by the garbage collector, which logs the failed rollback as an error."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     async def run_once(self) -> bool:
         """One run; True when it succeeded. Never raises (but for cancellation)."""
@@ -98,6 +111,7 @@ class PeriodicJob:
         return (self.service or "", self.name)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.run_once()
-            await asyncio.sleep(self.interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)

@@ -124,3 +124,42 @@ async def test_a_jobs_failures_health_schedule_and_last_success_are_in_its_serie
     last_success = series("last_success_timestamp_seconds")
     assert last_success is not None
     assert last_success >= started
+
+
+async def test_stopping_lets_a_run_under_way_finish_rather_than_cut_it_off() -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def sweep() -> None:
+        started.set()
+        await asyncio.sleep(0.05)  # a statement under way
+        finished.set()
+
+    job = PeriodicJob("sweeper", 60, sweep)
+    job.start(_ignore)
+    await started.wait()
+    await job.stop()
+
+    assert finished.is_set()
+
+
+async def test_a_run_that_outlasts_the_grace_is_cancelled() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job = PeriodicJob("sweeper", 60, stuck)
+    job.start(_ignore)
+    await started.wait()
+    await job.stop(grace_seconds=0.05)
+
+    assert cancelled.is_set()
+
+
+async def _ignore(_name: str, _healthy: bool) -> None:
+    return None
