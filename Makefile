@@ -114,6 +114,7 @@ bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debia
 
 .PHONY: bench
 bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/results/*.json
+	$(BIN)/python -m bench.makerun
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.mining
