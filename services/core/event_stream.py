@@ -150,8 +150,10 @@ class StreamConsumer:
             )
             if lost:
                 position = last or START
-                logger.warning(
-                    "read model restarted: entries of its stream were never read",
+                # A first start is news; entries lost to a reader that had started are trouble.
+                log = logger.info if stored is None else logger.warning
+                log(
+                    "read model starts afresh at the stream's end: entries before were not read",
                     extra={"stream": stream, "position": stored, "restart_at": position},
                 )
                 await self._sink.restart(stream, position)
