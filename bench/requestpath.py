@@ -37,6 +37,7 @@ from bench.report import Measured, median_rounds, print_report, report
 from bench.results import RESULTS_DIR, write_results
 from runner.local_stack import ONE_PROCESS, LocalStack, Topology, running_stack
 from services.core.registry import NAMES
+from services.core.testing import own_redis_server
 
 RESULTS = RESULTS_DIR / "requestpath.json"
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -190,6 +191,19 @@ def engine_environment(engine: str, postgres_url: str) -> Iterator[dict[str, str
         asyncio.run(checks.drop_schemas(postgres_url, [name + suffix for name in NAMES]))
 
 
+@contextmanager
+def read_model_environment(topology: Topology, work_dir: Path) -> Iterator[dict[str, str]]:
+    """Split, a Redis of the run's own, as deployments have: users then reads its read model
+    (kept from credits' and mining's events) instead of asking them on every GetUser."""
+    if topology == ONE_PROCESS:
+        yield {}
+        return
+    redis_dir = work_dir / "redis"
+    redis_dir.mkdir()
+    with own_redis_server(redis_dir) as server:
+        yield {"R3MES_REDIS_URL": server.url}
+
+
 def run_engine(engine: str, topology: Topology, options: Options, postgres_url: str) -> Run:
     label = engine if topology == ONE_PROCESS else f"{engine}-split"
     work_dir = options.work_dir / label
@@ -197,10 +211,11 @@ def run_engine(engine: str, topology: Topology, options: Options, postgres_url: 
     run = Run(label, replace(options, work_dir=work_dir), [], {})
     with (
         engine_environment(engine, postgres_url) as extra,
+        read_model_environment(topology, work_dir) as events,
         running_stack(
             work_dir,
             internal_token=secrets.token_urlsafe(16),
-            extra_environment={**extra, "R3MES_WORKERS": str(options.workers)},
+            extra_environment={**extra, **events, "R3MES_WORKERS": str(options.workers)},
             ready_timeout_seconds=READY_TIMEOUT_SECONDS,
             topology=topology,
         ) as stack,

@@ -214,6 +214,29 @@ class Settings(SettingsBase):
         "reach other processes only by the expiry of their cached answers, and rate-limit "
         "buckets are per process (docs/ratelimits.md).",
     )
+    # Events of the transactional outbox (services.core.outbox, docs/architecture.md).
+    outbox_relay_interval_seconds: float = Field(
+        0.1,
+        gt=0,
+        le=60,
+        description="How often a service that publishes events (credits, mining) looks for "
+        "unsent ones in its outbox and relays them to Redis (without redis_url: drops them). "
+        "Part of how soon users' read model sees a change.",
+    )
+    outbox_retention_seconds: float = Field(
+        3600.0, gt=0, description="How long relayed events stay in the outbox before pruning."
+    )
+    events_stream_prefix: str = Field(
+        "r3mes:events:",
+        description="Prefix of the Redis streams of events, one per publishing service "
+        "(<prefix>credits): environments sharing one Redis give each its own.",
+    )
+    events_stream_max_length: int = Field(
+        100_000,
+        ge=1000,
+        description="About how many events each stream keeps (XADD MAXLEN ~); a reader that "
+        "falls further behind rebuilds its read model.",
+    )
 
     grace_period_seconds: float = Field(
         5.0, ge=0, description="How long in-flight calls may finish after SIGTERM."

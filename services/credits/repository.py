@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db import UtcDateTime
 from services.core.idempotency import IdempotencyRepository
+from services.core.outbox import OutboxRepository
 from services.core.pagination import Page, PageRequest
 from services.core.repository import BaseRepository
 from services.credits import tables
@@ -360,6 +361,10 @@ class CreditsIdempotency(IdempotencyRepository):
     table = tables.idempotency_keys
 
 
+class CreditsOutbox(OutboxRepository):
+    table = tables.outbox
+
+
 @dataclass(frozen=True)
 class CreditsRepositories:
     """Every repository of the credits schema, on one unit of work's connection."""
@@ -368,6 +373,7 @@ class CreditsRepositories:
     reservations: ReservationRepository
     ledger: LedgerRepository
     idempotency: CreditsIdempotency
+    outbox: CreditsOutbox
     # Whether the money moves' functions (migration 0002, PostgreSQL) can be called on this
     # connection, each move one statement (services/credits/moves.py); if not, the moves run as
     # statements of the repositories above.
@@ -380,5 +386,6 @@ class CreditsRepositories:
             reservations=ReservationRepository(connection),
             ledger=LedgerRepository(connection),
             idempotency=CreditsIdempotency(connection),
+            outbox=CreditsOutbox(connection),
             moves_in_one_statement=connection.dialect.name == "postgresql",
         )

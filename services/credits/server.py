@@ -12,6 +12,7 @@ from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from services.core.auth import Authenticator
 from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
+from services.core.event_stream import publishing_jobs
 from services.core.hosting import HostContext, ServiceParts, host
 from services.core.idempotency import sweeper_job
 from services.core.lifecycle import ServiceServer, open_database, run
@@ -37,7 +38,12 @@ async def build(
     database = await open_database(settings, "credits")
     uow = UnitOfWork(database, CreditsRepositories.on, attempts=settings.db_retry_attempts)
     use_cases = CreditsUseCases(uow, clock)
+    # Balance events (written by a trigger, migration 0003) for users' read model.
+    relaying, relay_closers = publishing_jobs(
+        settings, "credits", uow, lambda repositories: repositories.outbox, clock
+    )
     jobs = [
+        *relaying,
         PeriodicJob(RESERVATION_SWEEPER, sweep_interval_seconds, partial(sweep, use_cases, clock)),
         sweeper_job(
             uow,
@@ -51,7 +57,7 @@ async def build(
         credits_pb2_grpc.add_CreditsServiceServicer_to_server,
         credits_pb2.DESCRIPTOR.services_by_name["CreditsService"],
         database=database,
-        closers=[database.dispose],
+        closers=[database.dispose, *relay_closers],
         jobs=jobs,
     )
 

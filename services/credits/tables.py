@@ -1,4 +1,5 @@
-"""The credits schema: one account per wallet, its reservations, its append-only ledger."""
+"""The credits schema: one account per wallet, its reservations, its append-only ledger, and the
+outbox of balance events (written by a trigger on accounts: migration 0003)."""
 
 from sqlalchemy import (
     BigInteger,
@@ -13,6 +14,7 @@ from sqlalchemy import (
 
 from services.core.db import UtcDateTime
 from services.core.idempotency import idempotency_table
+from services.core.outbox import outbox_table
 
 SCHEMA = "credits"
 metadata = MetaData(schema=SCHEMA)
@@ -81,3 +83,6 @@ Index(
 )
 
 idempotency_keys = idempotency_table(metadata)
+
+# Every change of an account's balance, as events for users' read model (services.core.outbox).
+outbox = outbox_table(metadata)

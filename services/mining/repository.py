@@ -18,6 +18,7 @@ from sqlalchemy import BindParameter, Row, String, bindparam, case, func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.idempotency import IdempotencyRepository
+from services.core.outbox import OutboxRepository
 from services.core.pagination import Page, PageRequest
 from services.core.repository import BaseRepository
 from services.mining import tables
@@ -269,6 +270,10 @@ class MiningIdempotency(IdempotencyRepository):
     table = tables.idempotency_keys
 
 
+class MiningOutbox(OutboxRepository):
+    table = tables.outbox
+
+
 @dataclass(frozen=True)
 class MiningRepositories:
     """Every repository of the mining schema, on one unit of work's connection."""
@@ -278,6 +283,7 @@ class MiningRepositories:
     miners: MinerRepository
     blocks: BlockRepository
     idempotency: MiningIdempotency
+    outbox: MiningOutbox
 
     @classmethod
     def on(cls, connection: AsyncConnection) -> MiningRepositories:
@@ -287,4 +293,5 @@ class MiningRepositories:
             miners=MinerRepository(connection),
             blocks=BlockRepository(connection),
             idempotency=MiningIdempotency(connection),
+            outbox=MiningOutbox(connection),
         )

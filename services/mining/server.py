@@ -9,6 +9,7 @@ from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
 from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
+from services.core.event_stream import publishing_jobs
 from services.core.hosting import HostContext, ServiceParts, host
 from services.core.idempotency import sweeper_job
 from services.core.lifecycle import Closer, ServiceServer, open_database, run
@@ -35,7 +36,12 @@ async def build(context: HostContext) -> ServiceParts:
     async def prune() -> int:
         return await use_cases.prune_reports(retention)
 
+    # Miner events (written by a trigger, migration 0002) for users' read model.
+    relaying, relay_closers = publishing_jobs(
+        settings, "mining", uow, lambda repositories: repositories.outbox, clock
+    )
     jobs = [
+        *relaying,
         sweeper_job(
             uow,
             lambda repositories: repositories.idempotency,
@@ -44,7 +50,7 @@ async def build(context: HostContext) -> ServiceParts:
         ),
         PeriodicJob("report-pruner", own.mining_prune_interval_seconds, prune),
     ]
-    closers: list[Closer] = [database.dispose]
+    closers: list[Closer] = [database.dispose, *relay_closers]
     if own.chain_rpc_url is not None:
         indexer = ChainIndexer.from_settings(own, use_cases)
         jobs.append(indexer.job())

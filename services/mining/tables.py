@@ -1,5 +1,6 @@
 """The mining schema: raw reports (pruned after a retention), per-day rollups and per-miner
-totals (kept for good, updated in the report's own transaction), blocks, idempotency keys."""
+totals (kept for good, updated in the report's own transaction), blocks, idempotency keys, and
+the outbox of miner events (written by a trigger on miners: migration 0002)."""
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +16,7 @@ from sqlalchemy import (
 
 from services.core.db import UtcDateTime
 from services.core.idempotency import idempotency_table
+from services.core.outbox import outbox_table
 
 SCHEMA = "mining"
 metadata = MetaData(schema=SCHEMA)
@@ -76,3 +78,6 @@ blocks = Table(
 Index("ix_blocks_miner_height", blocks.c.miner_wallet_address, blocks.c.height)
 
 idempotency_keys = idempotency_table(metadata)
+
+# Every miner's first and newest report, as events for users' read model (services.core.outbox).
+outbox = outbox_table(metadata)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 from services.core.errors import AlreadyExists, NotFound
 
@@ -53,6 +55,41 @@ class NetworkStats:
     total_users: int
     total_micro_credits: int | None = None
     mining: MiningSummary | None = None
+
+
+StateT = TypeVar("StateT")
+
+
+@dataclass(frozen=True)
+class Known(Generic[StateT]):
+    """What a peer's event told of a wallet (services.core.events): its state and version."""
+
+    wallet_address: str
+    version: int
+    state: StateT
+
+
+def balance_of_event(payload: Mapping[str, Any]) -> Balance:
+    """A balance event of credits: both figures exact integers (JSON numbers, never floats)."""
+    return Balance(_micro_credits(payload, "available"), _micro_credits(payload, "reserved"))
+
+
+def mining_status_of_event(payload: Mapping[str, Any]) -> MiningStatus:
+    """A miner event of mining: the wallet has reported, so it is a miner."""
+    last = datetime.fromisoformat(str(payload["last_report_time"]))
+    return MiningStatus(is_miner=True, last_mining_time=_utc(last))
+
+
+def _micro_credits(payload: Mapping[str, Any], name: str) -> int:
+    value = payload[name]
+    if type(value) is not int or value < 0:
+        raise ValueError(f"a balance event's {name} must be a whole number of micro-credits")
+    return value
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite's trigger writes UTC without a zone; PostgreSQL's has one.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class UserNotFound(NotFound):

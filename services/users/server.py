@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import redis.asyncio
 from r3mes.credits.v1 import credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
+from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
+from services.core.event_stream import (
+    REDIS_TIMEOUT_SECONDS,
+    StreamConsumer,
+    redis_client,
+    stream_name,
+)
 from services.core.features import Features
 from services.core.hosting import HostContext, ServiceParts, host
-from services.core.lifecycle import ServiceServer, open_database, run
+from services.core.lifecycle import Closer, ServiceServer, open_database, run
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
 from services.users.peers import Peers
 from services.users.repository import UsersRepositories
 from services.users.servicer import UsersServicer
+from services.users.settings import UsersSettings
 from services.users.spec import SPEC
-from services.users.usecases import UsersUseCases
+from services.users.usecases import Freshness, ReadModel, UsersUseCases
+
+READ_MODEL = "read-model"
 
 
 async def build(context: HostContext) -> ServiceParts:
@@ -29,13 +40,53 @@ async def build(context: HostContext) -> ServiceParts:
         credits=context.peer("credits", credits_pb2_grpc.CreditsServiceStub),
         mining=context.peer("mining", mining_pb2_grpc.MiningServiceStub),
     )
+    closers: list[Closer] = [database.dispose]
+    jobs: list[PeriodicJob] = []
+    fresh: Freshness | None = None
+    if _reads_model(context):
+        consumer, client = _consumer(settings, context.own(UsersSettings), uow)
+        # No pause between reads: each waits (XREAD BLOCK) for the next events itself.
+        jobs.append(PeriodicJob(READ_MODEL, 0.0, consumer.run_once))
+        closers.append(client.aclose)
+        staleness = context.own(UsersSettings).users_read_model_staleness_seconds
+
+        def fresh() -> bool:
+            return consumer.read_within(staleness)
+
+    use_cases = UsersUseCases(
+        uow, peers, context.clock, Features.from_settings(settings), read_model=fresh
+    )
     return ServiceParts(
-        UsersServicer(UsersUseCases(uow, peers, context.clock, Features.from_settings(settings))),
+        UsersServicer(use_cases),
         users_pb2_grpc.add_UsersServiceServicer_to_server,
         users_pb2.DESCRIPTOR.services_by_name["UsersService"],
         database=database,
-        closers=[database.dispose],
+        closers=closers,
+        jobs=jobs,
     )
+
+
+def _reads_model(context: HostContext) -> bool:
+    """Whether GetUser reads the read model (UsersSettings.users_read_model)."""
+    choice = context.own(UsersSettings).users_read_model
+    if choice == "on" and context.settings.redis_url is None:
+        raise ValueError("R3MES_USERS_READ_MODEL=on needs R3MES_REDIS_URL: events come by Redis")
+    if choice == "auto":
+        remote = any(peer not in context.built for peer in SPEC.peers)
+        return remote and context.settings.redis_url is not None
+    return choice == "on"
+
+
+def _consumer(
+    settings: Settings, own: UsersSettings, uow: UnitOfWork[UsersRepositories]
+) -> tuple[StreamConsumer, redis.asyncio.Redis]:
+    assert settings.redis_url is not None
+    block = own.users_read_model_staleness_seconds / 4
+    client = redis_client(settings.redis_url, REDIS_TIMEOUT_SECONDS + block)
+    balances = stream_name(settings.events_stream_prefix, "credits")
+    mining = stream_name(settings.events_stream_prefix, "mining")
+    model = ReadModel(uow, balances_stream=balances, mining_stream=mining)
+    return StreamConsumer(client, [balances, mining], model, block_seconds=block), client
 
 
 async def create_server(settings: Settings, clock: Clock = utc_now) -> tuple[ServiceServer, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.core.servicespec import ServiceSpec
+from services.users.settings import UsersSettings
 
 SPEC = ServiceSpec(
     name="users",
@@ -10,4 +11,5 @@ SPEC = ServiceSpec(
     default_port=50051,
     build="services.users.server:build",
     peers=("credits", "mining"),
+    settings=UsersSettings,
 )

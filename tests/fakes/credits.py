@@ -23,12 +23,14 @@ from services.credits.domain import (
 from services.credits.repository import (
     AccountRepository,
     CreditsIdempotency,
+    CreditsOutbox,
     CreditsRepositories,
     LedgerInconsistent,
     LedgerRepository,
     ReservationRepository,
 )
 from tests.fakes.idempotency import KeysInMemory
+from tests.fakes.outbox import OutboxInMemory, OutboxRows
 from tests.fakes.uow import FakeUnitOfWork, found_by, keyset_page
 
 HELD = ReservationState.HELD
@@ -40,6 +42,7 @@ class CreditsState:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     ledger: list[LedgerEntry] = field(default_factory=list)
     keys: dict[tuple[str, str], StoredKey] = field(default_factory=dict)
+    outbox: OutboxRows = field(default_factory=OutboxRows)
 
     def expired_holds(self, now: datetime, wallet_address: str | None = None) -> int:
         """Σ of held amounts past their expire time: stored as reserved, released to readers."""
@@ -221,12 +224,17 @@ class FakeCreditsIdempotency(KeysInMemory, CreditsIdempotency):
     pass
 
 
+class FakeCreditsOutbox(OutboxInMemory, CreditsOutbox):
+    pass
+
+
 def credits_repositories(state: CreditsState) -> CreditsRepositories:
     return CreditsRepositories(
         accounts=FakeAccounts(state),
         reservations=FakeReservations(state),
         ledger=FakeLedger(state),
         idempotency=FakeCreditsIdempotency(state.keys),
+        outbox=FakeCreditsOutbox(state.outbox),
     )
 
 

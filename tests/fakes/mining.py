@@ -24,11 +24,13 @@ from services.mining.repository import (
     BlockRepository,
     MinerRepository,
     MiningIdempotency,
+    MiningOutbox,
     MiningRepositories,
     ReportRepository,
     RollupRepository,
 )
 from tests.fakes.idempotency import KeysInMemory
+from tests.fakes.outbox import OutboxInMemory, OutboxRows
 from tests.fakes.uow import FakeUnitOfWork, found_by, keyset_page
 
 
@@ -39,6 +41,7 @@ class MiningState:
     miners: dict[str, MinerTotals] = field(default_factory=dict)
     blocks: dict[int, Block] = field(default_factory=dict)
     keys: dict[tuple[str, str], StoredKey] = field(default_factory=dict)
+    outbox: OutboxRows = field(default_factory=OutboxRows)
 
 
 class FakeReports(ReportRepository):
@@ -173,6 +176,10 @@ class FakeMiningIdempotency(KeysInMemory, MiningIdempotency):
     pass
 
 
+class FakeMiningOutbox(OutboxInMemory, MiningOutbox):
+    pass
+
+
 def mining_repositories(state: MiningState) -> MiningRepositories:
     return MiningRepositories(
         reports=FakeReports(state),
@@ -180,6 +187,7 @@ def mining_repositories(state: MiningState) -> MiningRepositories:
         miners=FakeMiners(state),
         blocks=FakeBlocks(state),
         idempotency=FakeMiningIdempotency(state.keys),
+        outbox=FakeMiningOutbox(state.outbox),
     )
 
 

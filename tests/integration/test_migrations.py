@@ -117,7 +117,7 @@ async def test_make_migrate_brings_every_service_with_migrations_to_head(
 
     database = Database.from_settings(settings, "users")
     try:
-        assert await current_revision(database, "users") == "0001"
+        assert await current_revision(database, "users") == "0002"
     finally:
         await database.dispose()
 
@@ -136,7 +136,7 @@ async def test_replicas_migrating_at_once_take_turns_and_all_end_at_head(
     assert [replica.returncode for replica in replicas] == [0, 0, 0], outputs
     database = Database.from_settings(settings, "users")
     try:
-        assert await current_revision(database, "users") == "0001"
+        assert await current_revision(database, "users") == "0002"
     finally:
         await database.dispose()
 

@@ -11,6 +11,7 @@ from services.core.errors import R3mesError
 from services.core.testing import FakeClock
 from services.users.domain import (
     Balance,
+    Known,
     MiningStatus,
     MiningSummary,
     NetworkStats,
@@ -136,3 +137,89 @@ async def test_network_stats_count_users_and_leave_out_what_a_failing_peer_could
 
     assert whole == NetworkStats(3, 1_000, peers.summary)
     assert without_credits == NetworkStats(3, None, peers.summary)
+
+
+class Freshness:
+    """Whether the read model's consumer has read lately, as a test sets it."""
+
+    def __init__(self) -> None:
+        self.fresh = True
+
+    def __call__(self) -> bool:
+        return self.fresh
+
+
+@pytest.fixture
+def freshness() -> Freshness:
+    return Freshness()
+
+
+@pytest.fixture
+def reading_model(uow: Unit, peers: Peers, clock: FakeClock, freshness: Freshness) -> UsersUseCases:
+    return UsersUseCases(uow, peers, clock, read_model=freshness)
+
+
+async def test_with_a_fresh_read_model_a_user_known_to_it_is_shown_without_asking_its_peers(
+    reading_model: UsersUseCases, uow: Unit, peers: Peers, clock: FakeClock
+) -> None:
+    await reading_model.create_user(WALLET)
+    last = datetime(2026, 1, 10, tzinfo=UTC)
+    uow.state.balances[WALLET] = Known(WALLET, 4, Balance(11, 2))
+    uow.state.mining_statuses[WALLET] = Known(WALLET, 9, MiningStatus(True, last))
+
+    profile = await reading_model.get_user(WALLET)
+
+    assert profile == UserProfile(User(WALLET, clock.now), Balance(11, 2), MiningStatus(True, last))
+    assert peers.asked == []
+
+
+async def test_what_the_read_model_does_not_know_is_asked_once_and_kept_at_version_zero(
+    reading_model: UsersUseCases, uow: Unit, peers: Peers
+) -> None:
+    await reading_model.create_user(WALLET)
+    uow.state.balances[WALLET] = Known(WALLET, 4, Balance(11, 2))
+
+    first = await reading_model.get_user(WALLET)
+    second = await reading_model.get_user(WALLET)
+
+    assert first == second
+    assert first.balance == Balance(11, 2)
+    assert first.mining == peers.status
+    assert peers.asked == [f"mining {WALLET}"]
+    assert uow.state.mining_statuses[WALLET].version == 0
+
+
+async def test_a_peer_that_fails_for_a_wallet_the_model_does_not_know_leaves_out_its_part(
+    reading_model: UsersUseCases, uow: Unit, peers: Peers
+) -> None:
+    await reading_model.create_user(WALLET)
+    peers.status = None
+
+    profile = await reading_model.get_user(WALLET)
+
+    assert profile.balance == Balance(7, 3)
+    assert profile.mining is None
+    assert WALLET not in uow.state.mining_statuses
+
+
+async def test_a_read_model_that_is_not_fresh_is_not_read_the_peers_are_asked(
+    reading_model: UsersUseCases, uow: Unit, peers: Peers, freshness: Freshness
+) -> None:
+    await reading_model.create_user(WALLET)
+    uow.state.balances[WALLET] = Known(WALLET, 4, Balance(11, 2))
+    freshness.fresh = False
+
+    profile = await reading_model.get_user(WALLET)
+
+    assert profile.balance == Balance(7, 3)
+    assert sorted(peers.asked) == [f"balance {WALLET}", f"mining {WALLET}"]
+
+
+async def test_an_unknown_wallet_is_not_found_from_the_read_model_either(
+    reading_model: UsersUseCases, peers: Peers
+) -> None:
+    with pytest.raises(R3mesError) as refused:
+        await reading_model.get_user(WALLET)
+
+    assert refused.value.reason == "USER_NOT_FOUND"
+    assert peers.asked == []
