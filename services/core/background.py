@@ -40,6 +40,7 @@ class PeriodicJob:
     run: Callable[[], Awaitable[object]]
     healthy: bool = True
     failures: int = 0
+    runs: int = 0  # finished, failed or not: a caller can wait for the first after start
     # The service whose health shows the job, when a server hosts several (else the server's).
     service: str | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -79,7 +80,10 @@ class PeriodicJob:
     async def run_once(self) -> bool:
         """One run; True when it succeeded. Never raises (but for cancellation)."""
         async with self._running:
-            return await self._run_and_publish()
+            try:
+                return await self._run_and_publish()
+            finally:
+                self.runs += 1
 
     async def _run_and_publish(self) -> bool:
         try:

@@ -29,7 +29,14 @@ from redis.exceptions import RedisError, ResponseError
 from services.core.background import PeriodicJob
 from services.core.clock import Clock
 from services.core.events import Event, EventSink
-from services.core.outbox import Discard, OutboxRepository, Publisher, pruner_job, relay_job
+from services.core.outbox import (
+    PRUNE_INTERVAL_SECONDS,
+    Discard,
+    OutboxRepository,
+    Publisher,
+    pruner_job,
+    relay_job,
+)
 from services.core.settings import Settings
 from services.core.uow import UnitOfWork
 
@@ -183,14 +190,18 @@ def publishing_jobs(
     """The background jobs of a service whose outbox others read (its relay to its stream when
     Redis is set, else a relay that drops; the pruner), and what closes them."""
     publisher: Publisher = Discard()
+    # With nowhere to publish, no reader waits: the relay only keeps the table small, as
+    # seldom as the pruner, rather than a transaction every tenth of a second for nothing.
+    interval = PRUNE_INTERVAL_SECONDS
     closers: list[Closer] = []
     if settings.redis_url is not None:
         client = redis_client(settings.redis_url, REDIS_TIMEOUT_SECONDS)
         stream = stream_name(settings.events_stream_prefix, service)
         publisher = StreamPublisher(client, stream, settings.events_stream_max_length)
+        interval = settings.outbox_relay_interval_seconds
         closers.append(client.aclose)
     jobs = [
-        relay_job(uow, store, publisher, clock, settings.outbox_relay_interval_seconds),
+        relay_job(uow, store, publisher, clock, interval),
         pruner_job(uow, store, clock, timedelta(seconds=settings.outbox_retention_seconds)),
     ]
     return jobs, closers

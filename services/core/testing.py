@@ -260,3 +260,12 @@ async def until_serving(
                 pass
             await asyncio.sleep(0.1)
     return False
+
+
+async def eventually(condition: Callable[[], bool], timeout_seconds: float = 10.0) -> None:
+    """Wait until `condition()` holds; fails the test (AssertionError) past the timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    while not condition():
+        assert loop.time() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.01)

@@ -21,9 +21,9 @@ from services.core.background import PeriodicJob
 from services.core.db import Database
 from services.core.lifecycle import ServiceServer
 from services.core.settings import Settings
-from services.core.testing import FakeClock, serving
+from services.core.testing import FakeClock, eventually, serving
 from services.credits import tables
-from services.credits.server import create_server
+from services.credits.server import RESERVATION_SWEEPER, create_server
 from tests.conftest import INTERNAL_TOKEN
 from tests.integration.rpc import failure_of
 
@@ -156,6 +156,10 @@ async def running_credits(
     ):
         stub = credits_pb2_grpc.CreditsServiceStub(channel)
         port = int(target.rsplit(":", 1)[1])
+        # Its first run at start, done before the test moves the clock: else a hold the test
+        # expires could be swept by it on a busy machine.
+        (sweeper,) = [job for job in server.jobs if job.name == RESERVATION_SWEEPER]
+        await eventually(lambda: sweeper.runs >= 1)
         yield Credits(server, stub, channel, clock, settings, port)
 
 
