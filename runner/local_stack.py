@@ -108,7 +108,8 @@ class StackPorts:
     gateway: int
     frontdoor: int
     frontdoor_grpc: int
-    # Metrics ports (none: off): each service process's, by its name, and Envoy's as `gateway`.
+    # Metrics ports (none: off): each service process's, by its name, Envoy's as `gateway`, and
+    # the front door's as `frontdoor`.
     metrics: Mapping[str, int] = field(default_factory=dict)
     canary: int | None = None  # the gRPC port of a canary release, when there is one
     # Split with replicas: every replica's port of each service, by process name (the first
@@ -139,7 +140,8 @@ class StackPorts:
         processes += [p for named in replica_ports.values() for p in named if p not in processes]
         if canary is not None:
             processes.append(canary.process)
-        metrics_ports = {p: next(ports) for p in [*processes, "gateway"]} if metrics else {}
+        edge = ["gateway", "frontdoor"]
+        metrics_ports = {p: next(ports) for p in [*processes, *edge]} if metrics else {}
         canary_port = None if canary is None else next(ports)
         return cls(
             services,
@@ -191,9 +193,10 @@ def stack_environment(
         }
     )
     if ports.metrics:
-        # Envoy's; each service process gets its own R3MES_METRICS_PORT when it is started
-        # (this one is the first's: `make run` numbers the others from it).
+        # Envoy's and the front door's; each service process gets its own R3MES_METRICS_PORT
+        # when it is started (this one is the first's: `make run` numbers the others from it).
         environment["R3MES_GATEWAY_METRICS_PORT"] = str(ports.metrics["gateway"])
+        environment["R3MES_FRONTDOOR_METRICS_PORT"] = str(ports.metrics["frontdoor"])
         environment["R3MES_METRICS_PORT"] = str(next(iter(ports.metrics.values())))
     for name, port in ports.grpc.items():
         environment[f"R3MES_{name.upper()}_PORT"] = str(port)
@@ -282,7 +285,7 @@ class LocalStack:
 
     def _environment_of(self, name: str) -> dict[str, str]:
         port = self.ports.metrics.get(name)
-        if port is None or name == "gateway":
+        if port is None or name in ("gateway", "frontdoor"):
             return self.environment
         return {**self.environment, "R3MES_METRICS_PORT": str(port)}
 
@@ -414,7 +417,8 @@ def running_stack(
     replicas: int = 1,
 ) -> Iterator[LocalStack]:
     """Start the services (and Envoy), wait until all are serving, stop them all on exit;
-    `metrics` gives every service process and Envoy a metrics port (`metrics_targets`);
+    `metrics` gives every service process, Envoy and the front door a metrics port
+    (`metrics_targets`);
     `canary` starts a second version of one service, which the gateway sends its weight to;
     `replicas` (split only) starts that many processes of each service."""
     chosen = topology or cast(

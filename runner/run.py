@@ -51,6 +51,12 @@ STOP_TIMEOUT_SECONDS = 10.0
 # processes after the first on the next ones (each worker of a process on one of its own).
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_GATEWAY_METRICS_PORT = 9463
+DEFAULT_FRONTDOOR_METRICS_PORT = 9462
+# The processes whose metrics port has a setting of its own (one process each, no workers).
+OWN_METRICS_SETTINGS = {
+    "gateway": "R3MES_GATEWAY_METRICS_PORT",
+    "frontdoor": "R3MES_FRONTDOOR_METRICS_PORT",
+}
 REFERENCE_NODE = "node"  # the reference serving node's name among the children
 REFERENCE_NODE_HOST = "127.0.0.1"
 REFERENCE_NETWORKS = ["127.0.0.0/8"]
@@ -124,23 +130,33 @@ def service_processes(settings: Settings) -> list[str]:
 
 def metrics_ports(settings: Settings) -> dict[str, int]:
     """Each service process's metrics port (its first worker's; worker i serves on it + i),
-    and Envoy's, as `gateway`. `make run` always serves metrics."""
+    Envoy's, as `gateway`, and the front door's. `make run` always serves metrics."""
     first = DEFAULT_METRICS_PORT if settings.metrics_port is None else settings.metrics_port
     ports = {
         name: first + index * settings.workers
         for index, name in enumerate(service_processes(settings))
     }
     ports["gateway"] = settings.gateway_metrics_port or DEFAULT_GATEWAY_METRICS_PORT
+    ports["frontdoor"] = settings.frontdoor_metrics_port or DEFAULT_FRONTDOOR_METRICS_PORT
     return ports
+
+
+def service_metrics_ports(settings: Settings) -> dict[str, int]:
+    """The service processes' metrics ports alone (R3MES_METRICS_PORT, a port per worker)."""
+    ports = metrics_ports(settings)
+    return {name: port for name, port in ports.items() if name not in OWN_METRICS_SETTINGS}
 
 
 def metrics_environments(settings: Settings) -> dict[str, dict[str, str]]:
     """What each child's environment gets on top of the common one: its metrics port."""
     ports = metrics_ports(settings)
-    envoy = {"R3MES_GATEWAY_METRICS_PORT": str(ports.pop("gateway"))}
     return {
-        **{name: {"R3MES_METRICS_PORT": str(port)} for name, port in ports.items()},
-        "envoy": envoy,
+        **{
+            name: {"R3MES_METRICS_PORT": str(port)}
+            for name, port in service_metrics_ports(settings).items()
+        },
+        "envoy": {OWN_METRICS_SETTINGS["gateway"]: str(ports["gateway"])},
+        "frontdoor": {OWN_METRICS_SETTINGS["frontdoor"]: str(ports["frontdoor"])},
     }
 
 
@@ -158,8 +174,8 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
         ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
     ]
     metrics = metrics_ports(settings)
-    ports.append(("R3MES_GATEWAY_METRICS_PORT", host, metrics.pop("gateway")))
-    for first in metrics.values():
+    ports += [(setting, host, metrics[name]) for name, setting in OWN_METRICS_SETTINGS.items()]
+    for first in service_metrics_ports(settings).values():
         ports += [("R3MES_METRICS_PORT", host, first + w) for w in range(settings.workers)]
     if settings.gateway_admin_port is not None:  # unset: admin is a unix socket in data_dir
         ports.append(("R3MES_GATEWAY_ADMIN_PORT", ADMIN_HOST, settings.gateway_admin_port))

@@ -14,7 +14,8 @@ _STARTING_UP = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target until `cut()`; then refuses and drops everything.
+    """Forwards 127.0.0.1:<port> to a target until `cut()`; then refuses and drops everything
+    until `resume()`.
     `drop_connections()` drops the open connections only, as a database restart does;
     `restart_postgres()` drops them and answers every new one as a PostgreSQL starting up."""
 
@@ -35,6 +36,10 @@ class CuttableProxy:
             self._server.close()
             await self._server.wait_closed()
         await self.drop_connections()
+
+    async def resume(self) -> None:
+        """Listen again on the same port after `cut()`: the server is back."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
     async def drop_connections(self) -> None:
         """Close every open connection but keep accepting new ones."""

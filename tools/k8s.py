@@ -60,6 +60,8 @@ METRICS_PORT = 9464
 METRICS_SETTING = "metrics_port"
 # Envoy's statistics, on a listener of their own (gateway/metrics.py: GET /metrics only).
 ENVOY_METRICS_PORT = 9463
+# The front door's (R3MES_FRONTDOOR_METRICS_PORT): a pod of its own, so the services' port.
+FRONTDOOR_METRICS_PORT = METRICS_PORT
 # The pod network, whose addresses include the gateway's: the gateway secret, not the address,
 # is what makes a forwarded address believed. Set it to the cluster's pod CIDR.
 TRUSTED_PROXIES = '["10.0.0.0/8"]'
@@ -301,20 +303,25 @@ def process_manifests(process: Process, settings: Settings) -> list[Manifest]:
         volumes=[volume],
         terminationGracePeriodSeconds=grace,
     )
-    scrape = {
-        "annotations": {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(METRICS_PORT),
-            "prometheus.io/path": "/metrics",
-        }
-    }
     grpc_port = {"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "grpc"}
     return [
-        _deployment(process.name, "service", pod, scrape),
+        _deployment(process.name, "service", pod, _scraped(METRICS_PORT)),
         _service(process.name, "service", [grpc_port], headless=True),
         _disruption_budget(process.name, "service"),
         _autoscaler(process.name, "service"),
     ]
+
+
+def _scraped(port: int) -> Manifest:
+    """The pod template's annotations that have Prometheus scrape `port`'s /metrics (the
+    prometheus.io convention its Kubernetes service discovery is configured by)."""
+    return {
+        "annotations": {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }
+    }
 
 
 def gateway_manifests(settings: Settings) -> list[Manifest]:
@@ -322,7 +329,11 @@ def gateway_manifests(settings: Settings) -> list[Manifest]:
         "envoy",
         ["python", "-m", "gateway.serve", "--config", f"{ENVOY_DIR}/{ENVOY_FILE}"],
         GATEWAY_RESOURCES,
-        ports=[{"name": "http", "containerPort": settings.gateway_port}],
+        ports=[
+            {"name": "http", "containerPort": settings.gateway_port},
+            # Envoy's statistics listener (GET /metrics only; admin stays on the loopback).
+            {"name": "metrics", "containerPort": ENVOY_METRICS_PORT},
+        ],
         # Read by Envoy itself: the ConfigMap names the variable, not the secret.
         env=[_secret_env("R3MES_GATEWAY_SECRET", "gateway_secret")],
         volumeMounts=[{"name": "envoy", "mountPath": ENVOY_DIR, "readOnly": True}],
@@ -333,7 +344,7 @@ def gateway_manifests(settings: Settings) -> list[Manifest]:
     pod = _pod_spec([envoy], volumes=[{"name": "envoy", "configMap": {"name": ENVOY_CONFIG}}])
     http = {"name": "http", "port": settings.gateway_port, "targetPort": "http"}
     return [
-        _deployment(GATEWAY, "gateway", pod, {}),
+        _deployment(GATEWAY, "gateway", pod, _scraped(ENVOY_METRICS_PORT)),
         _service(GATEWAY, "gateway", [http], headless=False),
         _disruption_budget(GATEWAY, "gateway"),
         _autoscaler(GATEWAY, "gateway"),
@@ -343,12 +354,14 @@ def gateway_manifests(settings: Settings) -> list[Manifest]:
 def frontdoor_manifests(settings: Settings) -> list[Manifest]:
     pages = {"name": "http", "containerPort": settings.frontdoor_port}
     reflection = {"name": "grpc", "containerPort": settings.frontdoor_grpc_port}
+    metrics = {"name": "metrics", "containerPort": FRONTDOOR_METRICS_PORT}
     frontdoor = _container(
         "frontdoor",
         ["python", "-m", "gateway.frontdoor"],
         FRONTDOOR_RESOURCES,
-        ports=[pages, reflection],
+        ports=[pages, reflection, metrics],
         envFrom=_settings_env(),
+        env=[{"name": "R3MES_FRONTDOOR_METRICS_PORT", "value": str(FRONTDOOR_METRICS_PORT)}],
         readinessProbe=_grpc_probe(settings.frontdoor_grpc_port, "", 5, 2),
         livenessProbe=_grpc_probe(settings.frontdoor_grpc_port, "", 10, 3),
     )
@@ -356,7 +369,9 @@ def frontdoor_manifests(settings: Settings) -> list[Manifest]:
         {"name": "http", "port": settings.frontdoor_port, "targetPort": "http"},
         {"name": "grpc", "port": settings.frontdoor_grpc_port, "targetPort": "grpc"},
     ]
-    deployment = _deployment(FRONTDOOR, "frontdoor", _pod_spec([frontdoor]), {})
+    deployment = _deployment(
+        FRONTDOOR, "frontdoor", _pod_spec([frontdoor]), _scraped(FRONTDOOR_METRICS_PORT)
+    )
     # One replica is enough for pages and reflection: no budget, no autoscaler.
     deployment["spec"]["replicas"] = 1
     return [deployment, _service(FRONTDOOR, "frontdoor", ports, headless=False)]

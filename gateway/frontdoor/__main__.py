@@ -19,6 +19,7 @@ from gateway.frontdoor.reflection import add_reflection
 from gateway.paths import OPENAPI_DOCUMENT
 from gateway.render import DEFAULT_DESCRIPTOR
 from services.core.logging import configure_logging
+from services.core.metrics import serve_metrics_on
 from services.core.settings import Settings
 
 logger = logging.getLogger("r3mes.frontdoor")
@@ -59,6 +60,9 @@ def main() -> None:
     # first one's handler holds it deadlocked the process (seen when a killed runner's children
     # got SIGTERM twice).
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    metrics = serve_metrics_on(
+        settings.listen_host, settings.frontdoor_metrics_port, "R3MES_FRONTDOOR_METRICS_PORT"
+    )
     checker = HealthChecker(settings)
     door = OpenAIDoor(settings)
     pages = Pages.load(OPENAPI_DOCUMENT, checker.check, door)
@@ -80,6 +84,8 @@ def main() -> None:
     reflection.stop(STOP_GRACE_SECONDS).wait()
     checker.close()
     door.close()
+    if metrics is not None:
+        metrics.shutdown()
     logger.info("stopped")
 
 

@@ -27,6 +27,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
+from gateway.frontdoor import metrics
 from services.core.network import GATEWAY_SECRET_HEADER
 from services.core.registry import SERVICES, target_of
 from services.core.settings import Settings
@@ -268,6 +269,7 @@ class ChatStream:
                 elif chunk.finish_reason:
                     finish = _FINISH[chunk.finish_reason]
                     choice = {"index": 0, "delta": role, "finish_reason": finish}
+                    metrics.chat_charged(chunk.usage, chunk.charge)
                     yield self._chunk(chunk, choices=[choice])
                     if self._ask.include_usage:
                         usage = _usage(chunk.usage, chunk.charge)
@@ -398,6 +400,7 @@ class OpenAIDoor:
             answer = self._serving.CreateChatCompletion(request, metadata=metadata)
         except grpc.RpcError as error:
             raise error_of_rpc(error) from None
+        metrics.chat_charged(answer.usage, answer.charge)
         message = {"role": "assistant", "content": answer.content}
         choice = {"index": 0, "message": message, "logprobs": None}
         return {

@@ -22,6 +22,7 @@ from typing import Any
 from swagger_ui_bundle import swagger_ui_path
 
 from gateway.catalog import UPSTREAMS
+from gateway.frontdoor import metrics
 from gateway.frontdoor.health import Report
 from gateway.frontdoor.openai_door import (
     DOOR_METHODS,
@@ -42,6 +43,19 @@ FAVICON_CACHE_CONTROL = "public, max-age=86400"
 # A client that hangs up before its answer is sent (`make run`'s health poll gives up after a
 # while) is no error of the front door's.
 CLIENT_GONE = (BrokenPipeError, ConnectionResetError)
+# The paths counted under their own name in the metrics; any other is `other`.
+ROUTES = frozenset(
+    {
+        "/",
+        "/docs",
+        "/docs/",
+        "/openapi.json",
+        "/healthz",
+        FAVICON_PATH,
+        *DOOR_METHODS,
+        *(DOCS_PREFIX + name for name in SWAGGER_ASSETS),
+    }
+)
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en">
@@ -126,12 +140,34 @@ def _asset(name: str) -> Path | None:
     return Path(str(swagger_ui_path)) / name
 
 
+def route_of(path: str) -> str:
+    """The route a request is counted under: a bounded set of labels, whatever the path."""
+    path = path.split("?", 1)[0]
+    return path if path in ROUTES else "other"
+
+
 def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # Headers and each chunk of a stream are separate small writes: with Nagle's algorithm
         # each waited for the previous one's (delayed) ACK, up to 40 ms per chunk.
         disable_nagle_algorithm = True
+        _started: float | None = None
+        _status = 0
+
+        def handle_one_request(self) -> None:
+            self._started, self._status = None, 0
+            try:
+                super().handle_one_request()
+            finally:
+                if self._started is not None:
+                    path = getattr(self, "path", "")  # unset when the request line was bad
+                    metrics.request_ended(route_of(path), self._status, self._started)
+
+        def parse_request(self) -> bool:
+            # Timed from the request's first line: before it, the connection waited idle.
+            self._started = metrics.request_started()
+            return super().parse_request()
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -233,6 +269,7 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
         def send_response(self, code: int, message: str | None = None) -> None:
             # BaseHTTPRequestHandler's own adds `server: <name> Python/3.x`: replies say nothing
             # about what runs behind the gateway (docs/operations.md).
+            self._status = code
             self.send_response_only(code, message)
             self.send_header("date", self.date_time_string())
 

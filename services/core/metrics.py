@@ -219,15 +219,27 @@ def metrics_port(settings: Settings) -> int | None:
 
 def serve_metrics(settings: Settings) -> WSGIServer | None:
     """Serve /metrics (prometheus-client's own HTTP server, on a thread) when metrics are on."""
-    port = metrics_port(settings)
+    return serve_metrics_on(
+        settings.listen_host,
+        metrics_port(settings),
+        "R3MES_METRICS_PORT",
+        " (each worker takes the next one)",
+    )
+
+
+def serve_metrics_on(
+    host: str, port: int | None, setting: str, note: str = ""
+) -> WSGIServer | None:
+    """Serve /metrics on `host`:`port` (None: not at all); `setting` (and `note`) say what sets
+    the port, for the refusal when it is taken."""
     if port is None:
         return None
     try:
-        server, _thread = start_http_server(port, addr=settings.listen_host)
+        server, _thread = start_http_server(port, addr=host)
     except OSError as error:
         raise RuntimeError(
-            f"cannot serve metrics on {settings.listen_host}:{port} ({error.strerror}): set "
-            "R3MES_METRICS_PORT to a free port (each worker takes the next one), or unset it"
+            f"cannot serve metrics on {host}:{port} ({error.strerror}): set {setting} to a "
+            f"free port{note}, or unset it"
         ) from None
     logger.info("metrics", extra={"port": server.server_port, "path": "/metrics"})
     return server

@@ -347,6 +347,15 @@ class Settings(SettingsBase):
         description="Port of the reference serving node (`python -m tools.reference_node`) that "
         "`make run` starts on 127.0.0.1 and registers, so a newcomer can chat at once. 0: none.",
     )
+    frontdoor_metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the front door's Prometheus metrics (/metrics, on listen_host): its "
+        "requests by route and status, their latency, those in flight, and the tokens and "
+        "micro-credits of the chats through its OpenAI-compatible door. Unset: none served. "
+        "`make run` opens one (its banner says where).",
+    )
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
     )

@@ -129,6 +129,19 @@ class HeldReservations:
 
 
 @dataclass(frozen=True)
+class Transitions:
+    """What one money move changed in the holds' states: the state its own reservation entered
+    (None: it changed none, as a repeat answered from its stored reply does), and how many of
+    the wallet's holds past their time it resolved as EXPIRED on the way."""
+
+    entered: ReservationState | None = None
+    expired: int = 0
+
+
+NO_TRANSITION = Transitions()
+
+
+@dataclass(frozen=True)
 class Reservation:
     reservation_id: str
     wallet_address: str

@@ -1,14 +1,19 @@
-"""The credits service's own series: its holds as storage has them, refreshed by the
-reservation sweeper after each sweep (so a scrape costs no query, and every replica reports the
-same figures: read them with max, not sum)."""
+"""The credits service's own series.
+
+The holds as storage has them (gauges), refreshed by the reservation sweeper after each sweep, so
+a scrape costs no query, and every replica reports the same figures: read them with max, not sum.
+
+The holds' changes of state (a counter by the state entered), counted by the replica whose call
+made the change, once: a repeat answered from its stored reply counts nothing. Sum them over
+replicas."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
-from services.credits.domain import HeldReservations
+from services.credits.domain import HeldReservations, ReservationState, Transitions
 
 HELD = Gauge("r3mes_credits_reservations_held", "Reservations in state HELD in storage.")
 OLDEST_HELD_AGE = Gauge(
@@ -19,6 +24,23 @@ HELD_PAST_EXPIRY = Gauge(
     "r3mes_credits_reservations_held_past_expiry",
     "HELD reservations past their expire time: released for readers, not yet swept.",
 )
+
+TRANSITIONS = Counter(
+    "r3mes_credits_reservation_transitions_total",
+    "Reservations that entered a state (held, confirmed, rolled_back, expired), each change "
+    "counted once: a repeated call answered from its stored reply counts nothing.",
+    ["state"],
+)
+# Every state's series from the start: a rate over a series that appears late misses its first
+# increase.
+_ENTERED = {state: TRANSITIONS.labels(state.value.lower()) for state in ReservationState}
+
+
+def count(transitions: Transitions) -> None:
+    if transitions.entered is not None:
+        _ENTERED[transitions.entered].inc()
+    if transitions.expired:
+        _ENTERED[ReservationState.EXPIRED].inc(transitions.expired)
 
 
 def publish(held: HeldReservations, now: datetime) -> None:

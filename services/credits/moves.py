@@ -8,6 +8,9 @@ Two ways to run the same move, behind the same methods (`moves_on` picks one):
 - `SequencedMoves` (SQLite, and any bundle of repositories without a database): the same steps
   as statements of one transaction, through the repositories.
 
+Each move that can change a hold's state answers with what it changed (`Moved`): a repeat answered
+from its stored reply changed nothing, so the service counts each change once.
+
 The contract tests run both (tests/integration/test_credits_*.py on each engine).
 """
 
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Row, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError
@@ -25,6 +29,7 @@ from services.core.db import UtcDateTime
 from services.core.errors import R3mesError, TransactionConflict
 from services.core.idempotency import IdempotencyKeyReused, fingerprint_of
 from services.credits.domain import (
+    NO_TRANSITION,
     AmountExceedsReservation,
     Balance,
     BalanceLimitExceeded,
@@ -40,6 +45,7 @@ from services.credits.domain import (
     ReservationExpired,
     ReservationNotFound,
     ReservationState,
+    Transitions,
     capture_amount,
     expire_time_of,
     new_identifier,
@@ -57,6 +63,16 @@ from services.credits.repository import CreditsRepositories, LedgerInconsistent
 GRANT, DEDUCT, RESERVE = "GrantCredits", "DeductCredits", "ReserveCredits"
 CONFIRM, ROLL_BACK = "ConfirmReservation", "RollbackReservation"
 
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Moved(Generic[ResultT]):
+    """A move's answer, and what it changed in the holds' states."""
+
+    result: ResultT
+    transitions: Transitions = NO_TRANSITION
+
 
 class MoneyMoves(Protocol):
     async def grant(
@@ -65,7 +81,7 @@ class MoneyMoves(Protocol):
 
     async def deduct(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
-    ) -> Movement: ...
+    ) -> Moved[Movement]: ...
 
     async def reserve(
         self,
@@ -75,13 +91,13 @@ class MoneyMoves(Protocol):
         description: str,
         key: str,
         now: datetime,
-    ) -> Hold: ...
+    ) -> Moved[Hold]: ...
 
     async def confirm(
         self, reservation_id: str, amount: int | None, key: str, now: datetime
-    ) -> Capture: ...
+    ) -> Moved[Capture]: ...
 
-    async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Hold: ...
+    async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Moved[Hold]: ...
 
     async def expire_due(self, now: datetime, limit: int) -> int:
         """Resolve up to `limit` holds past their time as EXPIRED and release their credits;
@@ -157,11 +173,12 @@ class StatementMoves:
     async def grant(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
     ) -> Movement:
-        return await self._move(_GRANT, GRANT, wallet_address, amount, description, key, now)
+        moved = await self._move(_GRANT, GRANT, wallet_address, amount, description, key, now)
+        return moved.result
 
     async def deduct(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
-    ) -> Movement:
+    ) -> Moved[Movement]:
         return await self._move(_DEDUCT, DEDUCT, wallet_address, amount, description, key, now)
 
     async def _move(
@@ -173,7 +190,7 @@ class StatementMoves:
         description: str,
         key: str,
         now: datetime,
-    ) -> Movement:
+    ) -> Moved[Movement]:
         """A grant or a deduction: the same shape of call, another function and scope."""
         parameters = _movement_parameters(wallet_address, amount, description)
         row = await self._one(
@@ -182,7 +199,7 @@ class StatementMoves:
             {"entry": new_identifier(), "now": now},
             _Refused(scope, key, wallet_address=wallet_address, amount=amount),
         )
-        return _movement(row)
+        return Moved(_movement(row), _transitions(row))
 
     async def reserve(
         self,
@@ -192,7 +209,7 @@ class StatementMoves:
         description: str,
         key: str,
         now: datetime,
-    ) -> Hold:
+    ) -> Moved[Hold]:
         parameters = _hold_parameters(wallet_address, amount, ttl_seconds, description)
         row = await self._one(
             _RESERVE,
@@ -207,11 +224,11 @@ class StatementMoves:
             {"reservation": new_identifier(), "now": now},
             _Refused(RESERVE, key, wallet_address=wallet_address, amount=amount),
         )
-        return _hold(row, now)
+        return Moved(_hold(row, now), _transitions(row))
 
     async def confirm(
         self, reservation_id: str, amount: int | None, key: str, now: datetime
-    ) -> Capture:
+    ) -> Moved[Capture]:
         parameters = {"reservation_id": reservation_id, "amount": amount}
         row = await self._one(
             _CONFIRM,
@@ -227,9 +244,9 @@ class StatementMoves:
         hold = _hold(row, now)
         entry = _entry(row)
         assert entry is not None, "a confirm answers with its ledger entry"
-        return Capture(hold.reservation, entry, hold.balance)
+        return Moved(Capture(hold.reservation, entry, hold.balance), _transitions(row))
 
-    async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Hold:
+    async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Moved[Hold]:
         parameters = {"reservation_id": reservation_id}
         row = await self._one(
             _ROLL_BACK,
@@ -241,7 +258,7 @@ class StatementMoves:
             {"now": now},
             _Refused(ROLL_BACK, key, reservation_id=reservation_id),
         )
-        return _hold(row, now)
+        return Moved(_hold(row, now), _transitions(row))
 
     async def expire_due(self, now: datetime, limit: int) -> int:
         result = await self._statements.execute(_EXPIRE_DUE, [{"now": now, "limit": limit}])
@@ -332,6 +349,12 @@ def _entry(row: Row[Any]) -> LedgerEntry | None:
     )
 
 
+def _transitions(row: Row[Any]) -> Transitions:
+    """What the call changed (migration 0003's columns): nothing, for a repeat."""
+    entered = None if row.t_state is None else ReservationState(row.t_state)
+    return Transitions(entered, row.t_expired)
+
+
 def _balance(wallet_address: str, row: Row[Any]) -> Balance:
     """The balance the first call returned: a repeat is answered the same."""
     return Balance(wallet_address, row.b_available, row.b_reserved, row.b_update_time)
@@ -377,15 +400,18 @@ class SequencedMoves:
 
     async def deduct(
         self, wallet_address: str, amount: int, description: str, key: str, now: datetime
-    ) -> Movement:
+    ) -> Moved[Movement]:
         r = self._r
         parameters = _movement_parameters(wallet_address, amount, description)
         replay = await r.idempotency.claim(DEDUCT, key, parameters, now)
         if replay is not None:
-            return await replayed_movement(r, replay)
+            return Moved(await replayed_movement(r, replay))
+        expired = 0
         account = await r.accounts.take(wallet_address, amount, now)
-        if account is None and await self._release_expired(wallet_address, now):
-            account = await r.accounts.take(wallet_address, amount, now)
+        if account is None:
+            expired = await self._release_expired(wallet_address, now)
+            if expired:
+                account = await r.accounts.take(wallet_address, amount, now)
         if account is None:
             available = (await r.accounts.balance(wallet_address, now)).available
             raise InsufficientCredits(wallet_address, amount, available)
@@ -394,7 +420,7 @@ class SequencedMoves:
         )
         movement = Movement(entry, await r.accounts.balance(wallet_address, now))
         await r.idempotency.record(DEDUCT, key, encode_movement(movement))
-        return movement
+        return Moved(movement, Transitions(expired=expired))
 
     async def reserve(
         self,
@@ -404,12 +430,12 @@ class SequencedMoves:
         description: str,
         key: str,
         now: datetime,
-    ) -> Hold:
+    ) -> Moved[Hold]:
         r = self._r
         parameters = _hold_parameters(wallet_address, amount, ttl_seconds, description)
         replay = await r.idempotency.claim(RESERVE, key, parameters, now)
         if replay is not None:
-            return await replayed_hold(r, replay, now)
+            return Moved(await replayed_hold(r, replay, now))
         # The hold is written first, so the wallet's row stays locked (from the conditional
         # write to the commit) as briefly as possible; a refusal rolls it back with the rest.
         reservation = await r.reservations.add(
@@ -426,24 +452,27 @@ class SequencedMoves:
         )
         # The one conditional write; only when it fails is it worth releasing holds that
         # expired unswept (every read counts them as available already) and trying again.
+        expired = 0
         held = await r.accounts.hold(wallet_address, amount, now)
-        if held is None and await self._release_expired(wallet_address, now):
-            held = await r.accounts.hold(wallet_address, amount, now)
+        if held is None:
+            expired = await self._release_expired(wallet_address, now)
+            if expired:
+                held = await r.accounts.hold(wallet_address, amount, now)
         if held is None:
             available = (await r.accounts.balance(wallet_address, now)).available
             raise InsufficientCredits(wallet_address, amount, available)
         hold = Hold(reservation, await r.accounts.balance(wallet_address, now))
         await r.idempotency.record(RESERVE, key, encode_hold(hold))
-        return hold
+        return Moved(hold, Transitions(ReservationState.HELD, expired))
 
     async def confirm(
         self, reservation_id: str, amount: int | None, key: str, now: datetime
-    ) -> Capture:
+    ) -> Moved[Capture]:
         r = self._r
         parameters = {"reservation_id": reservation_id, "amount": amount}
         replay = await r.idempotency.claim(CONFIRM, key, parameters, now)
         if replay is not None:
-            return await replayed_capture(r, replay, now)
+            return Moved(await replayed_capture(r, replay, now))
         reservation = await r.reservations.confirm(reservation_id, amount, now)
         if reservation is None:
             raise await self._refusal_to_confirm(reservation_id, amount, now)
@@ -461,22 +490,23 @@ class SequencedMoves:
         )
         capture = Capture(reservation, entry, await r.accounts.balance(wallet, now))
         await r.idempotency.record(CONFIRM, key, encode_capture(capture))
-        return capture
+        return Moved(capture, Transitions(ReservationState.CONFIRMED))
 
-    async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Hold:
+    async def roll_back(self, reservation_id: str, key: str, now: datetime) -> Moved[Hold]:
         r = self._r
         parameters = {"reservation_id": reservation_id}
         replay = await r.idempotency.claim(ROLL_BACK, key, parameters, now)
         if replay is not None:
-            return await replayed_hold(r, replay, now)
+            return Moved(await replayed_hold(r, replay, now))
         reservation = await r.reservations.roll_back(reservation_id, now)
         if reservation is None:
-            reservation = await self._already_released(reservation_id, now)
+            reservation, entered = await self._already_released(reservation_id, now)
         else:
             await r.accounts.release(reservation.wallet_address, reservation.amount, 0, now)
+            entered = ReservationState.ROLLED_BACK
         hold = Hold(reservation, await r.accounts.balance(reservation.wallet_address, now))
         await r.idempotency.record(ROLL_BACK, key, encode_hold(hold))
-        return hold
+        return Moved(hold, Transitions(entered))
 
     async def expire_due(self, now: datetime, limit: int) -> int:
         due = await self._r.reservations.due_for_expiry(now, limit)
@@ -486,11 +516,11 @@ class SequencedMoves:
         await self._release_all(expired, now)
         return len(expired)
 
-    async def _release_expired(self, wallet_address: str, now: datetime) -> bool:
-        """Resolve the wallet's expired holds now, as the sweeper would; True if any were."""
+    async def _release_expired(self, wallet_address: str, now: datetime) -> int:
+        """Resolve the wallet's expired holds now, as the sweeper would; how many were."""
         expired = await self._r.reservations.expire_of_wallet(wallet_address, now)
         await self._release_all(expired, now)
-        return bool(expired)
+        return len(expired)
 
     async def _release_all(self, expired: list[Reservation], now: datetime) -> None:
         held_by: dict[str, int] = defaultdict(int)
@@ -509,17 +539,20 @@ class SequencedMoves:
         # None: it changed between the write and this read; the kernel runs the unit again.
         return refusal or TransactionConflict("the reservation changed meanwhile; retry")
 
-    async def _already_released(self, reservation_id: str, now: datetime) -> Reservation:
+    async def _already_released(
+        self, reservation_id: str, now: datetime
+    ) -> tuple[Reservation, ReservationState | None]:
         """A rollback of a hold that is no longer live: rolled back or expired ones come back as
-        they are; one that expired unswept is resolved as EXPIRED now, releasing its credits."""
+        they are (no change); one that expired unswept is resolved as EXPIRED now, releasing its
+        credits. With the state it entered, if any."""
         stored = await self._r.reservations.get(reservation_id)
         refusal = stored.refusal_to_roll_back()
         if refusal is not None:
             raise refusal
         if stored.state is not ReservationState.HELD:
-            return stored
+            return stored, None
         expired = await self._r.reservations.expire_these([reservation_id], now)
         if not expired:
             raise TransactionConflict("the reservation changed meanwhile; retry")
         await self._release_all(expired, now)
-        return expired[0]
+        return expired[0], ReservationState.EXPIRED

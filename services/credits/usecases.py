@@ -7,9 +7,12 @@ without BEGIN and COMMIT there; reads are one statement each too."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from services.core.clock import Clock
 from services.core.pagination import Page, PageRequest
 from services.core.uow import UnitOfWork
+from services.credits import metrics
 from services.credits.domain import (
     Balance,
     Capture,
@@ -18,9 +21,12 @@ from services.credits.domain import (
     LedgerEntry,
     Movement,
     NetworkTotal,
+    Transitions,
 )
-from services.credits.moves import moves_on
+from services.credits.moves import Moved, moves_on
 from services.credits.repository import CreditsRepositories
+
+ResultT = TypeVar("ResultT")
 
 SWEEP_BATCH = 500
 SWEEP_MAX_BATCHES = 20  # per run: one run stays short; the next run takes the rest
@@ -58,32 +64,41 @@ class CreditsUseCases:
         self, wallet_address: str, amount: int, description: str, key: str
     ) -> Movement:
         now = self._clock()
-        return await self._uow.run(
-            lambda r: moves_on(r).deduct(wallet_address, amount, description, key, now),
-            one_statement=True,
+        return _counted(
+            await self._uow.run(
+                lambda r: moves_on(r).deduct(wallet_address, amount, description, key, now),
+                one_statement=True,
+            )
         )
 
     async def reserve(
         self, wallet_address: str, amount: int, ttl_seconds: int, description: str, key: str
     ) -> Hold:
         now = self._clock()
-        return await self._uow.run(
-            lambda r: moves_on(r).reserve(
-                wallet_address, amount, ttl_seconds, description, key, now
-            ),
-            one_statement=True,
+        return _counted(
+            await self._uow.run(
+                lambda r: moves_on(r).reserve(
+                    wallet_address, amount, ttl_seconds, description, key, now
+                ),
+                one_statement=True,
+            )
         )
 
     async def confirm(self, reservation_id: str, amount: int | None, key: str) -> Capture:
         now = self._clock()
-        return await self._uow.run(
-            lambda r: moves_on(r).confirm(reservation_id, amount, key, now), one_statement=True
+        return _counted(
+            await self._uow.run(
+                lambda r: moves_on(r).confirm(reservation_id, amount, key, now),
+                one_statement=True,
+            )
         )
 
     async def roll_back(self, reservation_id: str, key: str) -> Hold:
         now = self._clock()
-        return await self._uow.run(
-            lambda r: moves_on(r).roll_back(reservation_id, key, now), one_statement=True
+        return _counted(
+            await self._uow.run(
+                lambda r: moves_on(r).roll_back(reservation_id, key, now), one_statement=True
+            )
         )
 
     async def held(self) -> HeldReservations:
@@ -101,7 +116,15 @@ class CreditsUseCases:
             count = await self._uow.run(
                 lambda r: moves_on(r).expire_due(self._clock(), SWEEP_BATCH), one_statement=True
             )
+            metrics.count(Transitions(expired=count))
             swept += count
             if count < SWEEP_BATCH:
                 break
         return swept
+
+
+def _counted(moved: Moved[ResultT]) -> ResultT:
+    """The move's answer, its changes counted once it has committed (a unit of work run again
+    after a conflict counts only the run that stood)."""
+    metrics.count(moved.transitions)
+    return moved.result

@@ -224,6 +224,24 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """A chat's charge that credits could not settle when the chat ended: the capture of
+    `charge` from its hold, then the node owner's `share` (none: no owner to pay). Both steps
+    are asked again under the chat's own idempotency keys, so a step that had in fact gone
+    through is answered as it was, never applied twice."""
+
+    chat_id: str
+    reservation_id: str
+    charge: int
+    usage: Usage
+    owner_wallet: str | None
+    share: int
+    create_time: datetime
+    # The capture went through: only the share is left (so the capture is counted once).
+    confirmed: bool = False
+
+
 def charged_usage(
     reported: Usage | None, received_chunks: int, prompt_bound: int, max_tokens: int
 ) -> Usage:

@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.pagination import Page, PageRequest
 from services.core.repository import BaseRepository
 from services.serving import tables
-from services.serving.domain import LoRA, NodeStatus, ServingNode, ServingNodeNotFound
+from services.serving.domain import (
+    LoRA,
+    NodeStatus,
+    ServingNode,
+    ServingNodeNotFound,
+    Settlement,
+    Usage,
+)
 
 MODEL = "model"
 ADAPTER = "adapter"
@@ -191,13 +198,59 @@ class LoRARepository(BaseRepository[LoRA]):
         )
 
 
+class SettlementRepository(BaseRepository[Settlement]):
+    table = tables.settlements
+
+    def to_domain(self, row: Row[Any]) -> Settlement:
+        return Settlement(
+            chat_id=row.chat_id,
+            reservation_id=row.reservation_id,
+            charge=row.charge,
+            usage=Usage(row.prompt_tokens, row.completion_tokens),
+            owner_wallet=row.owner_wallet,
+            share=row.share,
+            create_time=row.create_time,
+            confirmed=row.confirmed,
+        )
+
+    async def add(self, settlement: Settlement) -> None:
+        """One row per chat: adding it again changes nothing."""
+        await self.insert_or_ignore(
+            {
+                "chat_id": settlement.chat_id,
+                "reservation_id": settlement.reservation_id,
+                "charge": settlement.charge,
+                "prompt_tokens": settlement.usage.prompt_tokens,
+                "completion_tokens": settlement.usage.completion_tokens,
+                "owner_wallet": settlement.owner_wallet,
+                "share": settlement.share,
+                "create_time": settlement.create_time,
+                "confirmed": settlement.confirmed,
+            }
+        )
+
+    async def mark_confirmed(self, chat_id: str) -> None:
+        await self.update_where({"chat_id": chat_id}, {"confirmed": True})
+
+    async def oldest(self, limit: int) -> list[Settlement]:
+        return await self.find_many(order_by=[self.table.c.create_time], limit=limit)
+
+    async def remove(self, chat_id: str) -> None:
+        await self.delete_where(chat_id=chat_id)
+
+
 @dataclass(frozen=True)
 class ServingRepositories:
     """Every repository of the serving schema, on one unit of work's connection."""
 
     nodes: NodeRepository
     loras: LoRARepository
+    settlements: SettlementRepository
 
     @classmethod
     def on(cls, connection: AsyncConnection) -> ServingRepositories:
-        return cls(nodes=NodeRepository(connection), loras=LoRARepository(connection))
+        return cls(
+            nodes=NodeRepository(connection),
+            loras=LoRARepository(connection),
+            settlements=SettlementRepository(connection),
+        )

@@ -8,6 +8,7 @@ from datetime import timedelta
 from r3mes.credits.v1 import credits_pb2_grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
+from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
 from services.core.hosting import HostContext, ServiceParts, host
 from services.core.lifecycle import ServiceServer, open_database, run
@@ -21,7 +22,13 @@ from services.serving.repository import ServingRepositories
 from services.serving.servicer import ServingServicer
 from services.serving.settings import ServingSettings
 from services.serving.spec import SPEC
-from services.serving.usecases import NodeHealth, ServingPolicy, ServingUseCases
+from services.serving.usecases import (
+    SETTLEMENT_INTERVAL_SECONDS,
+    SETTLEMENT_JOB,
+    NodeHealth,
+    ServingPolicy,
+    ServingUseCases,
+)
 
 
 def policy_of(settings: ServingSettings) -> ServingPolicy:
@@ -65,6 +72,8 @@ async def build(context: HostContext) -> ServiceParts:
         # Closed in reverse: settlements still running finish before the database goes.
         database=database,
         closers=[database.dispose, nodes.close, use_cases.drain],
+        # Chats' settlements credits did not answer at the chat's end, asked again.
+        jobs=[PeriodicJob(SETTLEMENT_JOB, SETTLEMENT_INTERVAL_SECONDS, use_cases.settle_deferred)],
     )
 
 

@@ -1,7 +1,8 @@
 """The serving schema: nodes, what each serves (one row per model or adapter, so that nodes are
-found by what they serve through an index), and LoRA adapters."""
+found by what they serve through an index), LoRA adapters, and the chats' settlements that
+credits could not complete when their chat ended."""
 
-from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table
 
 from services.core.db import UtcDateTime
 
@@ -43,3 +44,19 @@ loras = Table(
     Column("active", Boolean, nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
 )
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("chat_id", String(64), primary_key=True),
+    Column("reservation_id", String(64), nullable=False),
+    Column("charge", BigInteger, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("owner_wallet", String(90), nullable=True),
+    Column("share", BigInteger, nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("confirmed", Boolean, nullable=False),
+)
+# The settlement job takes the oldest first.
+Index("ix_settlements_create_time", settlements.c.create_time)

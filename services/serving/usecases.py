@@ -7,6 +7,12 @@ client the answer stays with that node. When the answer ends, however it ends, t
 charged for what it received (services.serving.domain.charged_usage), the rest of the hold is
 released, and the node's owner is credited its share. Every credits call carries an
 idempotency key derived from the chat's id, so a retried call never moves credits twice.
+
+When credits does not answer a capture or a grant even retried, the chat's settlement is kept
+in serving's storage and the settlement job asks again, under the same keys, until credits
+answers: a capture that had gone through is answered as it was, one that had not is made (or,
+past the hold's expiry, refused: the hold went back to the wallet). docs/operations.md,
+"Chats whose settlement failed", tells what an operator sees.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
@@ -38,6 +44,7 @@ from services.serving.domain import (
     NoServingNodes,
     Price,
     ServingNode,
+    Settlement,
     Usage,
     charge_of,
     charged_usage,
@@ -58,6 +65,21 @@ ID_BYTES = 16
 SETTLE_ATTEMPTS = 3
 # A hold outlives the longest answer; one nobody settles (credits unreachable) expires by itself.
 RESERVATION_TTL_SECONDS = 3600
+SETTLEMENT_JOB = "settlements"
+SETTLEMENT_INTERVAL_SECONDS = 10.0
+SETTLEMENT_BATCH = 100
+# A settlement still failing a day on is given up (logged, counted): credits keeps idempotency
+# keys a week at least, so until then a step asked again is answered as it was, never repeated.
+SETTLEMENT_GIVE_UP = timedelta(days=1)
+CONFIRM, GRANT, ROLLBACK = "confirm", "grant", "rollback"
+
+
+class Outcome(Enum):
+    """How a call to credits ended, retries included."""
+
+    DONE = "done"
+    UNAVAILABLE = "unavailable"  # not answered: ask again later, under the same key
+    REFUSED = "refused"  # answered no (logged): asking again would not change it
 
 
 class Credits(Protocol):
@@ -426,53 +448,138 @@ class ServingUseCases:
 
     async def _settle(self, chat: Chat, node: ServingNode | None, usage: Usage) -> int:
         """Capture the charge (or release the hold) and credit the node's owner its share;
-        returns what was captured. A capture that fails even when retried leaves the hold to
-        expire, which gives the credits back: a failure here never charges the wallet more."""
+        returns the chat's charge (0 when credits refused the capture). A capture or grant that
+        credits does not answer even retried is left to the settlement job; a release that
+        fails leaves the hold to expire back to the wallet. Never charges the wallet more."""
         charge = charge_of(chat.started.price, usage, chat.started.reserved)
         chat_id, reservation = chat.started.chat_id, chat.reservation_id
         metrics.TOKENS_SERVED.inc(chat.received_pieces)
         if reservation is None:
             return 0
         if charge == 0:
-            await self._retried(
-                "rollback", lambda: self._credits.rollback(reservation, f"{chat_id}.rollback")
+            released = await self._retried(
+                ROLLBACK,
+                chat_id,
+                lambda: self._credits.rollback(reservation, f"{chat_id}.rollback"),
             )
+            if released is Outcome.UNAVAILABLE:
+                metrics.SETTLEMENT_FAILURES.labels(ROLLBACK).inc()
+                logger.error(
+                    "chat settlement failed: the hold expires back to the wallet",
+                    extra={"step": ROLLBACK, "chat_id": chat_id, "reservation_id": reservation},
+                )
             return 0
-        captured = await self._retried(
-            "confirm", lambda: self._credits.confirm(reservation, charge, f"{chat_id}.confirm")
-        )
-        if not captured:
+        share = node_share(charge, self._policy.node_share_percent) if node else 0
+        owner = node.wallet_address if node is not None and share > 0 else None
+        settlement = Settlement(chat_id, reservation, charge, usage, owner, share, self._clock())
+        outcome, step = await self._settled(settlement, SETTLE_ATTEMPTS)
+        if outcome is Outcome.UNAVAILABLE:
+            metrics.SETTLEMENT_FAILURES.labels(step).inc()
+            await self._defer(replace(settlement, confirmed=step == GRANT), step)
+        if outcome is Outcome.REFUSED and step == CONFIRM:
             return 0
-        metrics.TOKENS_CHARGED.labels("prompt").inc(usage.prompt_tokens)
-        metrics.TOKENS_CHARGED.labels("completion").inc(usage.completion_tokens)
-        metrics.MICRO_CREDITS_CHARGED.inc(charge)
-        share = node_share(charge, self._policy.node_share_percent)
-        if node is not None and share > 0:
-            owner = node.wallet_address
-            await self._retried(
-                "grant",
-                lambda: self._credits.grant(owner, share, f"{chat_id}.share", f"served {chat_id}"),
-            )
         return charge
 
-    async def _retried(self, what: str, call: Callable[[], Awaitable[None]]) -> bool:
-        """Whether `call` succeeded within a few attempts (the same idempotency key each time,
-        so an attempt whose answer was lost is not applied twice)."""
-        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+    async def _settled(self, settlement: Settlement, attempts: int) -> tuple[Outcome, str]:
+        """The capture (unless done before), then the owner's share: DONE, or how the step it
+        stopped at ended, and that step."""
+        s = settlement
+        if not s.confirmed:
+            captured = await self._retried(
+                CONFIRM,
+                s.chat_id,
+                lambda: self._credits.confirm(s.reservation_id, s.charge, f"{s.chat_id}.confirm"),
+                attempts,
+            )
+            if captured is not Outcome.DONE:
+                return captured, CONFIRM
+            metrics.TOKENS_CHARGED.labels("prompt").inc(s.usage.prompt_tokens)
+            metrics.TOKENS_CHARGED.labels("completion").inc(s.usage.completion_tokens)
+            metrics.MICRO_CREDITS_CHARGED.inc(s.charge)
+        owner = s.owner_wallet
+        if owner is None:
+            return Outcome.DONE, GRANT
+        granted = await self._retried(
+            GRANT,
+            s.chat_id,
+            lambda: self._credits.grant(
+                owner, s.share, f"{s.chat_id}.share", f"served {s.chat_id}"
+            ),
+            attempts,
+        )
+        return granted, GRANT
+
+    async def _defer(self, settlement: Settlement, step: str) -> None:
+        """Keep the settlement for the job; should serving's storage fail too, the log line
+        holds everything an operator needs to settle it by hand."""
+        details = {
+            "step": step,
+            "chat_id": settlement.chat_id,
+            "reservation_id": settlement.reservation_id,
+            "charge": settlement.charge,
+            "owner_wallet": settlement.owner_wallet,
+            "share": settlement.share,
+        }
+        try:
+            await self._uow.run(lambda r: r.settlements.add(settlement))
+        except R3mesError:
+            logger.exception("chat settlement failed and could not be kept", extra=details)
+            return
+        logger.error("chat settlement failed: left to the settlement job", extra=details)
+
+    async def _retried(
+        self,
+        step: str,
+        chat_id: str,
+        call: Callable[[], Awaitable[None]],
+        attempts: int = SETTLE_ATTEMPTS,
+    ) -> Outcome:
+        """How `call` ended within `attempts` (the same idempotency key each time, so an
+        attempt whose answer was lost is not applied twice)."""
+        for attempt in range(1, attempts + 1):
             try:
                 await call()
-                return True
+                return Outcome.DONE
             except CreditsUnavailable:
-                if attempt == SETTLE_ATTEMPTS:
-                    logger.error("chat settlement failed", extra={"step": what})
-                    return False
+                if attempt == attempts:
+                    return Outcome.UNAVAILABLE
                 await asyncio.sleep(0.05 * attempt)
             except R3mesError as refused:
                 logger.error(
-                    "chat settlement refused", extra={"step": what, "reason": refused.reason}
+                    "chat settlement refused",
+                    extra={"step": step, "chat_id": chat_id, "reason": refused.reason},
                 )
+                return Outcome.REFUSED
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def settle_deferred(self) -> int:
+        """The settlement job: ask credits again, once each, for the oldest settlements left
+        over; how many it ended. Raises while some still cannot be settled, so the job shows
+        as failing in health and metrics until credits answers."""
+        pending = await self._uow.run(
+            lambda r: r.settlements.oldest(SETTLEMENT_BATCH), read_only=True
+        )
+        ended = [await self._settle_deferred(settlement) for settlement in pending]
+        left = await self._uow.run(lambda r: r.settlements.count(), read_only=True)
+        metrics.SETTLEMENTS_PENDING.set(left)
+        if not all(ended):
+            raise CreditsUnavailable()
+        return len(ended)
+
+    async def _settle_deferred(self, settlement: Settlement) -> bool:
+        """One settlement asked again; whether it ended (else it waits for the next run)."""
+        chat_id = settlement.chat_id
+        outcome, step = await self._settled(settlement, attempts=1)
+        if outcome is Outcome.UNAVAILABLE:
+            if self._clock() - settlement.create_time < SETTLEMENT_GIVE_UP:
+                if step == GRANT and not settlement.confirmed:
+                    await self._uow.run(lambda r: r.settlements.mark_confirmed(chat_id))
                 return False
-        return False
+            logger.error("chat settlement abandoned", extra={"step": step, "chat_id": chat_id})
+        ended = {Outcome.DONE: "settled", Outcome.REFUSED: "refused"}
+        metrics.DEFERRED_SETTLED.labels(ended.get(outcome, "abandoned")).inc()
+        await self._uow.run(lambda r: r.settlements.remove(chat_id))
+        return True
 
     async def drain(self) -> None:
         """Wait for settlements still running (the server is stopping)."""

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from services.core.registry import NAMES
-from tools.compose import COMPOSE_FILE, DEFAULT_OUTPUT, files
+from tools.compose import COMPOSE_FILE, DEFAULT_OUTPUT, PROMETHEUS_FILE, files
 
 COMPOSE = DEFAULT_OUTPUT / COMPOSE_FILE
 SERVICES = NAMES
@@ -48,7 +48,7 @@ def test_the_gateway_config_is_rendered_by_the_same_code_as_make_run(
     assert compose["services"]["gateway"]["command"][:3] == ["python", "-m", "gateway.serve"]
 
 
-def test_every_service_container_and_the_gateway_serve_metrics_for_prometheus(
+def test_every_service_container_the_gateway_and_the_front_door_serve_metrics_for_prometheus(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
@@ -56,6 +56,26 @@ def test_every_service_container_and_the_gateway_serve_metrics_for_prometheus(
     for name in SERVICES:
         assert services[name]["environment"]["R3MES_METRICS_PORT"] == "9464"
     assert services["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"] == "9463"
+    assert services["frontdoor"]["environment"]["R3MES_FRONTDOOR_METRICS_PORT"] == "9464"
+
+
+def test_prometheus_scrapes_every_container_on_the_port_it_serves_metrics_on(
+    compose: dict[str, Any],
+) -> None:
+    config = yaml.safe_load((DEFAULT_OUTPUT / PROMETHEUS_FILE).read_text())
+    services = compose["services"]
+    scraped: dict[str, str] = {}
+    for job in config["scrape_configs"]:
+        for found in job.get("dns_sd_configs", []):
+            scraped.update((name, str(found["port"])) for name in found["names"])
+        for static in job.get("static_configs", []):
+            scraped.update(target.split(":") for target in static["targets"])
+    serving = {name: services[name]["environment"]["R3MES_METRICS_PORT"] for name in SERVICES}
+    serving["gateway"] = services["gateway"]["environment"]["R3MES_GATEWAY_METRICS_PORT"]
+    serving["frontdoor"] = services["frontdoor"]["environment"]["R3MES_FRONTDOOR_METRICS_PORT"]
+
+    assert scraped == serving
+    assert set(services["prometheus"]["depends_on"]) == set(serving)
 
 
 def test_only_the_gateway_is_published(compose: dict[str, Any]) -> None:

@@ -110,6 +110,17 @@ def test_the_banner_comes_once_the_gateway_reports_every_service_serving(runner:
     assert "fork" not in banner  # gRPC's fork warnings: the runner never forks with gRPC loaded
 
 
+def test_the_banner_lists_the_front_doors_metrics_which_count_its_pages(runner: Runner) -> None:
+    front_door = f"http://{LOOPBACK}:{runner.ports.metrics['frontdoor']}/metrics"
+
+    metrics = httpx.get(front_door, timeout=5)
+
+    assert f"frontdoor {front_door}" in "".join(runner.lines)
+    assert metrics.status_code == 200
+    # The runner's own health poll asked /healthz before the banner.
+    assert 'r3mes_frontdoor_requests_total{code="200",route="/healthz"}' in metrics.text
+
+
 def test_make_run_registers_its_reference_node_which_the_gateway_then_lists(
     runner: Runner,
 ) -> None:

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gateway.metrics import METRICS_LISTENER, METRICS_PATH
 from gateway.render import DEFAULT_DESCRIPTOR
 from gateway.serve import envoy_binary
 from services.core.registry import NAMES, SERVICES, settings_classes, shared_port
@@ -166,6 +167,42 @@ def test_every_service_process_is_probed_over_grpc_health_on_its_port_and_scrape
         # Every service it hosts is reached at this Service, on this port.
         for spec in hosted:
             assert targets[spec.target_setting] == f"{name}:{port}"
+
+
+def test_every_deployment_is_scraped_where_its_process_serves_metrics(
+    overlay: tuple[str, list[Resource]],
+) -> None:
+    """The services, the front door and Envoy: each pod's scrape annotation names a container
+    port called metrics, and the setting its process reads (Envoy: its rendered metrics
+    listener) serves there."""
+    _, resources = overlay
+    shared = settings_map(resources)
+    config_map = next(r for r in resources if r["metadata"]["name"].startswith("r3mes-envoy-"))
+    envoy = yaml.safe_load(config_map["data"][ENVOY_FILE])
+    listeners = {
+        listener["name"]: listener["address"]["socket_address"]["port_value"]
+        for listener in envoy["static_resources"]["listeners"]
+    }
+    scraped = set()
+
+    for name, deployment in of_kind(resources, "Deployment").items():
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        (container,) = template["spec"]["containers"]
+        environment = {**shared, **{e["name"]: e.get("value") for e in container.get("env", [])}}
+        component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+        served = {
+            "service": environment.get("R3MES_METRICS_PORT"),
+            "frontdoor": environment.get("R3MES_FRONTDOOR_METRICS_PORT"),
+            "gateway": str(listeners[METRICS_LISTENER]),
+        }[component]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/path"] == METRICS_PATH, name
+        assert annotations["prometheus.io/port"] == served, name
+        assert {"name": "metrics", "containerPort": int(served)} in container["ports"], name
+        scraped.add(component)
+
+    assert scraped == {"service", "frontdoor", "gateway"}
 
 
 def test_every_grpc_probe_asks_a_health_name_the_servers_publish(
