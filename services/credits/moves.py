@@ -350,7 +350,7 @@ def _entry(row: Row[Any]) -> LedgerEntry | None:
 
 
 def _transitions(row: Row[Any]) -> Transitions:
-    """What the call changed (migration 0003's columns): nothing, for a repeat."""
+    """What the call changed (migration 0004's columns): nothing, for a repeat."""
     entered = None if row.t_state is None else ReservationState(row.t_state)
     return Transitions(entered, row.t_expired)
 

@@ -10,16 +10,16 @@ services/credits/moves.py reports the same on SQLite, where this migration does 
 Only the functions whose answer changes are replaced; the rest of 0002 stands. Its downgrade
 puts 0002's functions back as they were.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from importlib import import_module
 
 from alembic import context, op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
