@@ -73,7 +73,7 @@ async def outage(settings: Settings) -> AsyncIterator[Outage]:
     async with running_credits(settings) as credits:
         proxy = CuttableProxy("127.0.0.1", credits.port)
         await proxy.start()
-        serving_settings = settings.model_copy(update={"credits_target": f"127.0.0.1:{proxy.port}"})
+        serving_settings = settings.with_targets(credits=f"127.0.0.1:{proxy.port}")
         create = partial(create_serving_server, clock=credits.clock)
         try:
             async with running_server(create, serving_settings, "serving") as (server, channel):
