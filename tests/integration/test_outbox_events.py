@@ -10,6 +10,7 @@ from typing import cast
 
 import pytest
 import redis.asyncio
+from sqlalchemy import inspect
 
 from services.core.background import PeriodicJob
 from services.core.db import Database
@@ -211,19 +212,32 @@ async def test_sent_events_are_pruned_after_the_retention_and_unsent_ones_never(
     assert [e.payload["available"] for e in await unsent(credits_uow)] == [2]
 
 
-async def test_undone_the_outbox_migration_leaves_money_moves_working(
+async def test_the_outbox_migration_undone_writes_no_event_and_redone_writes_them_again(
     settings: Settings, clock: FakeClock
 ) -> None:
     database = Database.from_settings(settings, "credits")
+    uow = UnitOfWork(database, CreditsRepositories.on)
+    credits = CreditsUseCases(uow, clock)
     try:
         await upgrade(database, "credits")
         await downgrade(database, "credits", "0002")
-        credits = CreditsUseCases(UnitOfWork(database, CreditsRepositories.on), clock)
+        async with database.engine.connect() as connection:
+            tables = await connection.run_sync(
+                lambda sync: inspect(sync).get_table_names(schema=database.schema)
+            )
+        await upgrade(database, "credits")
         wallet = new_wallet_address()
-
         await credits.grant(wallet, 7, "granted", "g")
         moved = await credits.reserve(wallet, 2, 60, "held", "r")
+        events = await unsent(uow)
     finally:
         await database.dispose()
 
+    assert "outbox" not in tables
     assert (moved.balance.available, moved.balance.reserved) == (5, 2)
+    assert {e.key for e in events} == {wallet}
+    assert [(e.payload["available"], e.payload["reserved"]) for e in events] == [
+        (0, 0),
+        (7, 0),
+        (5, 2),
+    ]
