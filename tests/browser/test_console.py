@@ -198,6 +198,19 @@ def test_a_key_is_created_shown_once_copied_and_revoked(page: Page, console: Con
     assert after_revoke.json()["details"][0]["reason"] == "API_KEY_REVOKED"
 
 
+def test_a_field_the_service_refuses_is_named_in_a_sentence(page: Page, console: Console) -> None:
+    sign_in_with_keplr(page, console)
+    open_page(page, console, "keys")
+
+    page.get_by_label("Name").fill("bad/name")
+    page.get_by_role("button", name="Create with the console's key").click()
+
+    expect(page.get_by_role("alert")).to_have_text(
+        "Please check: name may contain only letters, digits, spaces, '-', '_' and '.'."
+    )
+    expect(page.locator("tbody tr", has_text="bad/name")).to_have_count(0)
+
+
 def test_a_chat_streams_its_answer_and_the_balance_drops_by_the_exact_charge(
     page: Page, console: Console
 ) -> None:

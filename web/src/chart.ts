@@ -14,6 +14,13 @@ export const COLORS = { earned: "#1d4ed8", average: "#b45309", peak: "#047857" }
 const HEIGHT = 220;
 const MAX_WIDTH = 760;
 
+const DAY = 86_400;
+const DAY_STEPS = [1, 2, 7, 14, 30, 61, 91, 182, 365].map((days) => days * DAY);
+
+function utcDay(seconds: number): string {
+  return new Date(seconds * 1000).toISOString().slice(5, 10);
+}
+
 /** Midnight UTC of a day, in seconds: uPlot's time axis. */
 export function dayToSeconds(day: Day): number {
   return Date.UTC(day.year, day.month - 1, day.day) / 1000;
@@ -27,7 +34,8 @@ export function dailyChart(container: HTMLElement, unit: string, days: Day[], se
     width,
     height: HEIGHT,
     scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
-    axes: [{}, { label: unit, size: 70 }],
+    // Ticks on whole days (the points are UTC days), labelled month-day in UTC.
+    axes: [{ space: 50, incrs: DAY_STEPS, values: (_u, splits) => splits.map(utcDay) }, { label: unit, size: 70 }],
     series: [
       { label: "Day", value: (_u, v) => (v === null ? "" : new Date(v * 1000).toISOString().slice(0, 10)) },
       ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: days.length <= 31 } })),
