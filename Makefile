@@ -119,13 +119,14 @@ test: $(GEN_STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium prometheus-tools fault-to
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint
-lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos
+lint: $(GEN_STAMP) $(WEB_MODULES) ## ruff, mypy --strict, import-linter, buf lint and breaking, the console's Prettier and tsc
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
 	$(BIN)/python tools/protos.py --breaking
+	cd $(WEB) && npm run --silent lint
 
 .PHONY: release-protos
 release-protos: $(STAMP) ## Record the protos as released (protos/released.binpb, commit it): later changes must not break them

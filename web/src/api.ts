@@ -41,7 +41,9 @@ export class Api {
       await this.read(reply, true);
       return;
     }
-    const events = reply.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    const events = reply.body
+      .pipeThrough(new TextDecoderStream())
+      .pipeThrough(new EventSourceParserStream());
     for await (const event of events) {
       if (event.data === "[DONE]") return;
       yield JSON.parse(event.data) as unknown;

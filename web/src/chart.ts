@@ -27,18 +27,37 @@ export function dayToSeconds(day: Day): number {
 }
 
 /** A line chart of one value per day, in `container` (replacing what was there). */
-export function dailyChart(container: HTMLElement, unit: string, days: Day[], series: Series[]): uPlot {
+export function dailyChart(
+  container: HTMLElement,
+  unit: string,
+  days: Day[],
+  series: Series[],
+): uPlot {
   container.replaceChildren();
   const width = Math.min(MAX_WIDTH, Math.max(320, container.clientWidth));
   const options: uPlot.Options = {
     width,
     height: HEIGHT,
-    scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
+    scales: {
+      x: { time: true },
+      y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] },
+    },
     // Ticks on whole days (the points are UTC days), labelled month-day in UTC.
-    axes: [{ space: 50, incrs: DAY_STEPS, values: (_u, splits) => splits.map(utcDay) }, { label: unit, size: 70 }],
+    axes: [
+      { space: 50, incrs: DAY_STEPS, values: (_u, splits) => splits.map(utcDay) },
+      { label: unit, size: 70 },
+    ],
     series: [
-      { label: "Day", value: (_u, v) => (v === null ? "" : new Date(v * 1000).toISOString().slice(0, 10)) },
-      ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: days.length <= 31 } })),
+      {
+        label: "Day",
+        value: (_u, v) => (v === null ? "" : new Date(v * 1000).toISOString().slice(0, 10)),
+      },
+      ...series.map((s) => ({
+        label: s.label,
+        stroke: s.color,
+        width: 2,
+        points: { show: days.length <= 31 },
+      })),
     ],
   };
   const data: uPlot.AlignedData = [days.map(dayToSeconds), ...series.map((s) => s.values)];

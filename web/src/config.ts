@@ -16,7 +16,8 @@ export interface ConsoleConfig {
 
 export async function loadConfig(): Promise<ConsoleConfig> {
   const reply = await fetch("/config.json", { cache: "no-store" });
-  if (!reply.ok) throw new Error(`The console's configuration could not be read (HTTP ${reply.status}).`);
+  if (!reply.ok)
+    throw new Error(`The console's configuration could not be read (HTTP ${reply.status}).`);
   return (await reply.json()) as ConsoleConfig;
 }
 

@@ -17,14 +17,21 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 }
 
 /** A button that runs `action` when pressed. */
-export function button(label: string, action: () => void, attributes: Record<string, string> = {}): HTMLButtonElement {
+export function button(
+  label: string,
+  action: () => void,
+  attributes: Record<string, string> = {},
+): HTMLButtonElement {
   const element = h("button", { type: "button", ...attributes }, label);
   element.addEventListener("click", action);
   return element;
 }
 
 /** A labelled input: the label names it for screen readers and for the tests. */
-export function field(label: string, input: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement): HTMLElement {
+export function field(
+  label: string,
+  input: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement,
+): HTMLElement {
   const id = `field-${label.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
   input.id = id;
   return h("p", { class: "field" }, h("label", { for: id }, label), input);

@@ -70,8 +70,7 @@ export function errorOf(httpStatus: number, body: unknown, retryAfter: string | 
   const status = (typeof body === "object" && body !== null ? body : {}) as Status;
   const details = status.details ?? [];
   const doorCode = status.error?.code?.toUpperCase() ?? "";
-  const reason =
-    details.find((d) => d.reason)?.reason ?? DOOR_REASONS[doorCode] ?? doorCode;
+  const reason = details.find((d) => d.reason)?.reason ?? DOOR_REASONS[doorCode] ?? doorCode;
   const message = status.message ?? status.error?.message ?? "";
   if (SIGNED_OUT[reason] !== undefined) {
     return new ApiError(httpStatus, reason, SIGNED_OUT[reason]!, true);
@@ -82,7 +81,9 @@ export function errorOf(httpStatus: number, body: unknown, retryAfter: string | 
   }
   const violations = details.flatMap((d) => d.field_violations ?? []);
   if (violations.length > 0) {
-    const parts = violations.map((v) => `${v.field ?? "a field"} ${v.description ?? "is not valid"}`);
+    const parts = violations.map(
+      (v) => `${v.field ?? "a field"} ${v.description ?? "is not valid"}`,
+    );
     return new ApiError(httpStatus, reason, sentence(`Please check: ${parts.join("; ")}`), false);
   }
   return new ApiError(httpStatus, reason, describe(httpStatus, reason, message), false);

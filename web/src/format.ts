@@ -29,5 +29,7 @@ export function count(value: string | undefined): string {
 
 /** An RFC 3339 time as the reader's local date and time; "" for none. */
 export function when(time: string | undefined): string {
-  return time ? new Date(time).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" }) : "";
+  return time
+    ? new Date(time).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" })
+    : "";
 }

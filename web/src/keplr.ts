@@ -25,7 +25,11 @@ export function keplr(): Keplr | null {
 }
 
 /** The wallet Keplr holds for the chain, and a new API key of it made from its signature. */
-export async function keyFromSignature(api: Api, chainId: string, name: string): Promise<CreatedKey> {
+export async function keyFromSignature(
+  api: Api,
+  chainId: string,
+  name: string,
+): Promise<CreatedKey> {
   const wallet = keplr();
   if (wallet === null) throw new Error("Keplr is not installed in this browser.");
   try {

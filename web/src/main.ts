@@ -84,7 +84,11 @@ function start(config: ConsoleConfig): void {
   let session: Session | null = loadSession();
   const app: App = {
     config,
-    api: new Api(config.gateway_url, () => session?.key ?? null, (error) => app.signOut(error.message)),
+    api: new Api(
+      config.gateway_url,
+      () => session?.key ?? null,
+      (error) => app.signOut(error.message),
+    ),
     session: () => session,
     signIn(next) {
       session = next;

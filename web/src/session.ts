@@ -32,5 +32,7 @@ export function clearSession(): void {
 /** Whether a key's hint (`r3mes_AbCd...WxYz`, as ListAPIKeys shows it) is this secret's. */
 export function isHintOf(hint: string, secret: string): boolean {
   const [head, tail] = hint.split("...");
-  return head !== undefined && tail !== undefined && secret.startsWith(head) && secret.endsWith(tail);
+  return (
+    head !== undefined && tail !== undefined && secret.startsWith(head) && secret.endsWith(tail)
+  );
 }

@@ -14,7 +14,11 @@ interface Message {
 
 interface Chunk {
   choices?: { delta?: { content?: string } }[];
-  usage?: { prompt_tokens: number; completion_tokens: number; charged_micro_credits: number } | null;
+  usage?: {
+    prompt_tokens: number;
+    completion_tokens: number;
+    charged_micro_credits: number;
+  } | null;
   error?: unknown;
 }
 
@@ -36,18 +40,44 @@ export const chatPage: Page = async (app, root) => {
     return;
   }
   const history: Message[] = [];
-  const model = h("select", { name: "model" }, ...models.map((m) => h("option", { value: m.id }, m.id)));
-  const maxTokens = h("input", { name: "max_tokens", type: "number", min: "1", max: "4096", value: String(DEFAULT_MAX_TOKENS) });
+  const model = h(
+    "select",
+    { name: "model" },
+    ...models.map((m) => h("option", { value: m.id }, m.id)),
+  );
+  const maxTokens = h("input", {
+    name: "max_tokens",
+    type: "number",
+    min: "1",
+    max: "4096",
+    value: String(DEFAULT_MAX_TOKENS),
+  });
   const text = h("textarea", { name: "message", rows: "3", required: "" });
   const price = h("p", { class: "price", id: "chat-price", "aria-live": "polite" });
   const send = h("button", { type: "submit" }, "Send");
-  const log = h("ol", { class: "conversation", "aria-label": "Conversation", "aria-live": "polite" });
+  const log = h("ol", {
+    class: "conversation",
+    "aria-label": "Conversation",
+    "aria-live": "polite",
+  });
   const outcome = h("div", { class: "outcome" });
-  const form = h("form", { "aria-label": "New message" }, field("Model", model), field("Longest answer (tokens)", maxTokens), field("Message", text), price, send);
+  const form = h(
+    "form",
+    { "aria-label": "New message" },
+    field("Model", model),
+    field("Longest answer (tokens)", maxTokens),
+    field("Message", text),
+    price,
+    send,
+  );
 
   const drawPrice = () => {
     const unit = priceOf(app.config, model.value);
-    const most = mostItCosts(unit, [...history.map((m) => m.content), text.value], Number(maxTokens.value) || 0);
+    const most = mostItCosts(
+      unit,
+      [...history.map((m) => m.content), text.value],
+      Number(maxTokens.value) || 0,
+    );
     price.replaceChildren(
       `Price: ${unit.prompt} micro-credits per prompt token, ${unit.completion} per answer token. This message costs at most `,
       amount(most),
@@ -79,9 +109,19 @@ export const chatPage: Page = async (app, root) => {
           if (chunk.error !== undefined) throw errorOf(502, chunk, null);
           answer.append(chunk.choices?.[0]?.delta?.content ?? "");
           if (chunk.usage) {
-            const { prompt_tokens: p, completion_tokens: c, charged_micro_credits: charged } = chunk.usage;
+            const {
+              prompt_tokens: p,
+              completion_tokens: c,
+              charged_micro_credits: charged,
+            } = chunk.usage;
             outcome.replaceChildren(
-              h("p", { class: "charge", id: "chat-charge" }, "Charged exactly ", amount(BigInt(charged)), ` for ${p} prompt and ${c} answer tokens.`),
+              h(
+                "p",
+                { class: "charge", id: "chat-charge" },
+                "Charged exactly ",
+                amount(BigInt(charged)),
+                ` for ${p} prompt and ${c} answer tokens.`,
+              ),
             );
           }
         }

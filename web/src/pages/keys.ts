@@ -32,13 +32,17 @@ function secretBox(created: CreatedKey): HTMLElement {
 
 async function drawList(app: App, place: HTMLElement, message: HTMLElement): Promise<void> {
   const { wallet, key } = app.session()!;
-  const { api_keys: keys } = await app.api.get<{ api_keys: APIKey[] }>(`/v1/wallets/${wallet}/apikeys`, { page_size: 100 });
+  const { api_keys: keys } = await app.api.get<{ api_keys: APIKey[] }>(
+    `/v1/wallets/${wallet}/apikeys`,
+    { page_size: 100 },
+  );
   const act = (label: string, run: () => Promise<unknown>) =>
     button(label, () => {
       message.replaceChildren();
       run().then(
         () => drawList(app, place, message),
-        (error: unknown) => message.replaceChildren(alert(error instanceof Error ? error.message : String(error))),
+        (error: unknown) =>
+          message.replaceChildren(alert(error instanceof Error ? error.message : String(error))),
       );
     });
   const rows = keys.map((k) => {
@@ -46,27 +50,71 @@ async function drawList(app: App, place: HTMLElement, message: HTMLElement): Pro
     const mine = isHintOf(k.key_prefix, key);
     const actions = h("span", { class: "actions" });
     if (k.state === "API_KEY_STATE_ACTIVE") {
-      actions.append(act(`Revoke ${k.name}`, () => (confirm(`Revoke the key “${k.name}”? It stops working at once.`) ? app.api.post(`${path}:revoke`, {}) : Promise.resolve())));
+      actions.append(
+        act(`Revoke ${k.name}`, () =>
+          confirm(`Revoke the key “${k.name}”? It stops working at once.`)
+            ? app.api.post(`${path}:revoke`, {})
+            : Promise.resolve(),
+        ),
+      );
     }
-    actions.append(act(`Delete ${k.name}`, () => (confirm(`Delete the key “${k.name}”?`) ? app.api.delete(path) : Promise.resolve())));
-    return [h("span", { class: "key-name" }, k.name), h("code", {}, k.key_prefix), mine ? "in use here" : "", STATES[k.state] ?? k.state, when(k.create_time), when(k.last_used_time) || "never", actions];
+    actions.append(
+      act(`Delete ${k.name}`, () =>
+        confirm(`Delete the key “${k.name}”?`) ? app.api.delete(path) : Promise.resolve(),
+      ),
+    );
+    return [
+      h("span", { class: "key-name" }, k.name),
+      h("code", {}, k.key_prefix),
+      mine ? "in use here" : "",
+      STATES[k.state] ?? k.state,
+      when(k.create_time),
+      when(k.last_used_time) || "never",
+      actions,
+    ];
   });
-  place.replaceChildren(table("Keys of this wallet, newest first", ["Name", "Key", "", "State", "Created", "Last used", "Actions"], rows));
+  place.replaceChildren(
+    table(
+      "Keys of this wallet, newest first",
+      ["Name", "Key", "", "State", "Created", "Last used", "Actions"],
+      rows,
+    ),
+  );
 }
 
-function createForm(app: App, onCreated: (created: CreatedKey) => void, message: HTMLElement): HTMLElement {
+function createForm(
+  app: App,
+  onCreated: (created: CreatedKey) => void,
+  message: HTMLElement,
+): HTMLElement {
   const name = h("input", { name: "name", required: "", maxlength: "64", value: "my key" });
-  const days = h("input", { name: "expires", type: "number", min: "1", max: "365", placeholder: "never" });
+  const days = h("input", {
+    name: "expires",
+    type: "number",
+    min: "1",
+    max: "365",
+    placeholder: "never",
+  });
   const done = (created: CreatedKey) => onCreated(created);
-  const failed = (error: unknown) => message.replaceChildren(alert(error instanceof Error ? error.message : String(error)));
+  const failed = (error: unknown) =>
+    message.replaceChildren(alert(error instanceof Error ? error.message : String(error)));
   const withKey = h("button", { type: "submit" }, "Create with the console's key");
-  const form = h("form", { "aria-labelledby": "create-title" }, h("h2", { id: "create-title" }, "Create a key"), field("Name", name), field("Expires after (days)", days), withKey);
+  const form = h(
+    "form",
+    { "aria-labelledby": "create-title" },
+    h("h2", { id: "create-title" }, "Create a key"),
+    field("Name", name),
+    field("Expires after (days)", days),
+    withKey,
+  );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     message.replaceChildren();
     const body: Record<string, unknown> = { name: name.value };
     if (days.value) body["expires_days"] = Number(days.value);
-    app.api.post<CreatedKey>(`/v1/wallets/${app.session()!.wallet}/apikeys`, body).then(done, failed);
+    app.api
+      .post<CreatedKey>(`/v1/wallets/${app.session()!.wallet}/apikeys`, body)
+      .then(done, failed);
   });
   if (keplr() !== null) {
     form.append(

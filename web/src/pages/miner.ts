@@ -10,27 +10,61 @@ import { figures } from "./network";
 const PERIODS = [7, 30, 365] as const;
 const MICRO_PER_CREDIT = 1_000_000;
 
-function chartFigure(id: string, caption: string): { figure: HTMLElement; plot: HTMLElement; summary: HTMLElement } {
+function chartFigure(
+  id: string,
+  caption: string,
+): { figure: HTMLElement; plot: HTMLElement; summary: HTMLElement } {
   const plot = h("div", { class: "plot", id });
   const summary = h("p", { class: "summary" });
   const figure = h("figure", {}, h("figcaption", {}, caption), plot, summary);
   return { figure, plot, summary };
 }
 
-async function drawPeriod(app: App, wallet: string, days: number, charts: ReturnType<typeof chartFigure>[]): Promise<void> {
+async function drawPeriod(
+  app: App,
+  wallet: string,
+  days: number,
+  charts: ReturnType<typeof chartFigure>[],
+): Promise<void> {
   const [earnings, hashrate] = await Promise.all([
-    app.api.get<{ points: EarningsPoint[]; total_earned_micro_credits: string }>(`/v1/miners/${wallet}/earnings`, { days }),
+    app.api.get<{ points: EarningsPoint[]; total_earned_micro_credits: string }>(
+      `/v1/miners/${wallet}/earnings`,
+      { days },
+    ),
     app.api.get<{ points: HashratePoint[] }>(`/v1/miners/${wallet}/hashrate`, { days }),
   ]);
   const [earned, rate] = charts as [ReturnType<typeof chartFigure>, ReturnType<typeof chartFigure>];
   // Credits per day as a float is for drawing only; the total below is exact.
-  const perDay = earnings.points.map((p) => Number(p.earned_micro_credits ?? "0") / MICRO_PER_CREDIT);
-  dailyChart(earned.plot, "credits", earnings.points.map((p) => p.date), [{ label: "Earned", color: COLORS.earned, values: perDay }]);
-  earned.summary.replaceChildren(`Earned over the last ${days} days: `, amount(earnings.total_earned_micro_credits));
-  dailyChart(rate.plot, "hashes/s", hashrate.points.map((p) => p.date), [
-    { label: "Average", color: COLORS.average, values: hashrate.points.map((p) => p.average_hashrate ?? 0) },
-    { label: "Peak", color: COLORS.peak, values: hashrate.points.map((p) => p.peak_hashrate ?? 0) },
-  ]);
+  const perDay = earnings.points.map(
+    (p) => Number(p.earned_micro_credits ?? "0") / MICRO_PER_CREDIT,
+  );
+  dailyChart(
+    earned.plot,
+    "credits",
+    earnings.points.map((p) => p.date),
+    [{ label: "Earned", color: COLORS.earned, values: perDay }],
+  );
+  earned.summary.replaceChildren(
+    `Earned over the last ${days} days: `,
+    amount(earnings.total_earned_micro_credits),
+  );
+  dailyChart(
+    rate.plot,
+    "hashes/s",
+    hashrate.points.map((p) => p.date),
+    [
+      {
+        label: "Average",
+        color: COLORS.average,
+        values: hashrate.points.map((p) => p.average_hashrate ?? 0),
+      },
+      {
+        label: "Peak",
+        color: COLORS.peak,
+        values: hashrate.points.map((p) => p.peak_hashrate ?? 0),
+      },
+    ],
+  );
   const peak = Math.max(0, ...hashrate.points.map((p) => p.peak_hashrate ?? 0));
   rate.summary.textContent = `Highest hashrate over the last ${days} days: ${peak.toLocaleString("en-US")} hashes/s.`;
 }
@@ -49,8 +83,17 @@ export const minerPage: Page = async (app, root) => {
       ["Last report", when(stats.last_report_time) || "never"],
     ]),
   );
-  const charts = [chartFigure("earnings-chart", "Earnings per day"), chartFigure("hashrate-chart", "Hashrate per day")];
-  const choices = PERIODS.map((days) => h("button", { type: "button", "aria-pressed": String(days === 7), "data-days": String(days) }, `${days} days`));
+  const charts = [
+    chartFigure("earnings-chart", "Earnings per day"),
+    chartFigure("hashrate-chart", "Hashrate per day"),
+  ];
+  const choices = PERIODS.map((days) =>
+    h(
+      "button",
+      { type: "button", "aria-pressed": String(days === 7), "data-days": String(days) },
+      `${days} days`,
+    ),
+  );
   const status = h("p", { class: "status", role: "status" });
   for (const choice of choices) {
     choice.addEventListener("click", () => {
@@ -59,11 +102,16 @@ export const minerPage: Page = async (app, root) => {
       root.dataset["days"] = "";
       drawPeriod(app, wallet, days, charts).then(
         () => (root.dataset["days"] = String(days)),
-        (error: unknown) => (status.textContent = error instanceof Error ? error.message : String(error)),
+        (error: unknown) =>
+          (status.textContent = error instanceof Error ? error.message : String(error)),
       );
     });
   }
-  root.append(h("div", { class: "periods", role: "group", "aria-label": "Period" }, ...choices), status, ...charts.map((c) => c.figure));
+  root.append(
+    h("div", { class: "periods", role: "group", "aria-label": "Period" }, ...choices),
+    status,
+    ...charts.map((c) => c.figure),
+  );
   await drawPeriod(app, wallet, PERIODS[0], charts);
   root.dataset["days"] = String(PERIODS[0]);
 };

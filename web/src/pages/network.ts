@@ -5,7 +5,11 @@ import { amount, count } from "../format";
 import type { NetworkStats } from "../types";
 
 export function figures(rows: [string, Node | string][]): HTMLDListElement {
-  return h("dl", { class: "figures" }, ...rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
+  return h(
+    "dl",
+    { class: "figures" },
+    ...rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]),
+  );
 }
 
 export const networkPage: Page = async (app, root) => {

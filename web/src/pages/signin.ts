@@ -13,7 +13,11 @@ function failed(root: HTMLElement, error: unknown): void {
 
 function withKeplr(app: App, root: HTMLElement): HTMLElement {
   if (keplr() === null) {
-    return h("p", {}, "Keplr is not installed in this browser: install its extension to sign in with your wallet, or use an API key below.");
+    return h(
+      "p",
+      {},
+      "Keplr is not installed in this browser: install its extension to sign in with your wallet, or use an API key below.",
+    );
   }
   const signIn = button("Sign in with Keplr", () => {
     signIn.disabled = true;
@@ -33,14 +37,28 @@ function withKeplr(app: App, root: HTMLElement): HTMLElement {
     "section",
     { "aria-labelledby": "with-keplr" },
     h("h2", { id: "with-keplr" }, "With Keplr"),
-    h("p", {}, "Keplr signs a one-time challenge; the console gets an API key of your wallet for this tab, revoked when you sign out."),
+    h(
+      "p",
+      {},
+      "Keplr signs a one-time challenge; the console gets an API key of your wallet for this tab, revoked when you sign out.",
+    ),
     signIn,
   );
 }
 
 function withKey(app: App, root: HTMLElement): HTMLElement {
-  const wallet = h("input", { name: "wallet", autocomplete: "off", spellcheck: "false", placeholder: "remes1..." });
-  const key = h("input", { name: "key", type: "password", autocomplete: "off", placeholder: "r3mes_..." });
+  const wallet = h("input", {
+    name: "wallet",
+    autocomplete: "off",
+    spellcheck: "false",
+    placeholder: "remes1...",
+  });
+  const key = h("input", {
+    name: "key",
+    type: "password",
+    autocomplete: "off",
+    placeholder: "r3mes_...",
+  });
   const form = h(
     "form",
     { "aria-labelledby": "with-key" },
@@ -67,6 +85,7 @@ function withKey(app: App, root: HTMLElement): HTMLElement {
 
 export const signInPage: Page = async (app, root) => {
   root.append(h("h1", {}, "Sign in"));
-  if (app.session() !== null) root.append(h("p", {}, "You are signed in; signing in again replaces this tab's key."));
+  if (app.session() !== null)
+    root.append(h("p", {}, "You are signed in; signing in again replaces this tab's key."));
   root.append(withKeplr(app, root), withKey(app, root));
 };

@@ -36,24 +36,37 @@ export const walletPage: Page = async (app, root) => {
     h("h2", {}, "Ledger"),
   );
   const rows = (entries: LedgerEntry[]) =>
-    entries.map((e) => [when(e.create_time), KINDS[e.kind] ?? e.kind, amount(e.delta_micro_credits), amount(e.balance_after_micro_credits), e.description]);
+    entries.map((e) => [
+      when(e.create_time),
+      KINDS[e.kind] ?? e.kind,
+      amount(e.delta_micro_credits),
+      amount(e.balance_after_micro_credits),
+      e.description,
+    ]);
   const path = `/v1/wallets/${wallet}/ledgerEntries`;
   let page = await app.api.get<LedgerPage>(path, { page_size: LEDGER_PAGE_SIZE });
   if (page.ledger_entries.length === 0) {
     root.append(h("p", {}, "No credits have moved in this wallet yet."));
     return;
   }
-  const ledger = table("Ledger entries, newest first", ["Time", "What", "Change", "Balance after", "Description"], rows(page.ledger_entries));
+  const ledger = table(
+    "Ledger entries, newest first",
+    ["Time", "What", "Change", "Balance after", "Description"],
+    rows(page.ledger_entries),
+  );
   root.append(ledger);
   const more = button("Show older entries", () => {
     more.disabled = true;
-    void app.api.get<LedgerPage>(path, { page_size: LEDGER_PAGE_SIZE, page_token: page.next_page_token }).then((next) => {
-      page = next;
-      const body = ledger.tBodies[0]!;
-      for (const cells of rows(next.ledger_entries)) body.append(h("tr", {}, ...cells.map((c) => h("td", {}, c))));
-      more.disabled = false;
-      more.hidden = !next.next_page_token;
-    });
+    void app.api
+      .get<LedgerPage>(path, { page_size: LEDGER_PAGE_SIZE, page_token: page.next_page_token })
+      .then((next) => {
+        page = next;
+        const body = ledger.tBodies[0]!;
+        for (const cells of rows(next.ledger_entries))
+          body.append(h("tr", {}, ...cells.map((c) => h("td", {}, c))));
+        more.disabled = false;
+        more.hidden = !next.next_page_token;
+      });
   });
   more.hidden = !page.next_page_token;
   root.append(more);
