@@ -140,14 +140,16 @@ def chromium() -> Iterator[Browser]:
 
 
 @contextmanager
-def console_page(browser: Browser, console: Console) -> Iterator[Page]:
-    """A fresh tab (its own sessionStorage) with the test wallet as Keplr; dialogs accepted. A
+def console_page(browser: Browser, console: Console, *, keplr: bool = True) -> Iterator[Page]:
+    """A fresh tab (its own sessionStorage) with the test wallet as Keplr (unless `keplr` is
+    false: a browser without the extension); dialogs accepted. A
     session still open at the end signs out, which revokes the key the console made (a wallet
     holds at most 10 active keys)."""
     context: BrowserContext = browser.new_context(viewport={"width": 1100, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.url)
-    context.add_init_script(f"window.R3MES_TEST_WALLET_KEY = {json.dumps(WALLET_KEY)};")
-    context.add_init_script(path=TEST_WALLET)
+    if keplr:
+        context.add_init_script(f"window.R3MES_TEST_WALLET_KEY = {json.dumps(WALLET_KEY)};")
+        context.add_init_script(path=TEST_WALLET)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     page.on("dialog", lambda dialog: dialog.accept())

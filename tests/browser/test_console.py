@@ -256,6 +256,17 @@ def test_too_many_chats_are_told_when_to_retry(page: Page, console: Console) -> 
     )
 
 
+def test_without_keplr_the_sign_in_page_offers_the_api_key_and_says_why(
+    browser: Browser, console: Console
+) -> None:
+    with console_page(browser, console, keplr=False) as page:
+        open_page(page, console, "signin")
+
+        expect(page.get_by_role("button", name="Sign in with Keplr")).to_have_count(0)
+        expect(page.locator("main")).to_contain_text("Keplr is not installed in this browser")
+        expect(page.get_by_role("button", name="Sign in with this key")).to_be_visible()
+
+
 def test_a_wrong_api_key_is_told_as_a_sentence(page: Page, console: Console) -> None:
     open_page(page, console, "signin")
 
@@ -293,7 +304,7 @@ def test_signing_out_revokes_the_key_the_console_made(page: Page, console: Conso
         timeout=10,
     )
 
-    expect(page.get_by_role("alert")).to_have_text(
+    expect(page.get_by_role("status")).to_have_text(
         "You signed out, and the console's key was revoked."
     )
     assert refused.status_code == 401

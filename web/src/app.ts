@@ -4,13 +4,16 @@ import type { Api } from "./api";
 import type { ConsoleConfig } from "./config";
 import type { Session } from "./session";
 
+export type Tone = "alert" | "status";
+
 export interface App {
   readonly config: ConsoleConfig;
   readonly api: Api;
   session(): Session | null;
   signIn(session: Session): void;
-  /** Forget the session and show the sign-in page, saying why. */
-  signOut(why: string): void;
+  /** Forget the session and show the sign-in page, saying why (an alert, or a plain status
+   * when nothing went wrong). */
+  signOut(why: string, tone?: Tone): void;
   /** The user signs out: the key the console made is revoked first. */
   leave(): Promise<void>;
 }

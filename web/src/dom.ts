@@ -42,6 +42,11 @@ export function alert(message: string): HTMLElement {
   return h("p", { class: "error", role: "alert" }, message);
 }
 
+/** A line that says what happened when nothing went wrong. */
+export function status(message: string): HTMLElement {
+  return h("p", { class: "notice", role: "status" }, message);
+}
+
 /** A table with a header row; `rows` are cells already built. */
 export function table(caption: string, headers: string[], rows: Child[][]): HTMLTableElement {
   return h(
@@ -51,4 +56,9 @@ export function table(caption: string, headers: string[], rows: Child[][]): HTML
     h("thead", {}, h("tr", {}, ...headers.map((name) => h("th", { scope: "col" }, name)))),
     h("tbody", {}, ...rows.map((cells) => h("tr", {}, ...cells.map((cell) => h("td", {}, cell))))),
   );
+}
+
+/** What went wrong, as the sentence to show (ApiError's message is one already). */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

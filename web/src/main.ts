@@ -4,9 +4,9 @@ import "uplot/dist/uPlot.min.css";
 import "./style.css";
 
 import { Api } from "./api";
-import type { App, Page } from "./app";
+import type { App, Page, Tone } from "./app";
 import { loadConfig, type ConsoleConfig } from "./config";
-import { alert, button, h } from "./dom";
+import { alert, button, h, messageOf, status } from "./dom";
 import { chatPage } from "./pages/chat";
 import { keysPage } from "./pages/keys";
 import { minerPage } from "./pages/miner";
@@ -31,7 +31,8 @@ const ROUTES: Record<string, Route> = {
 };
 
 const root = document.getElementById("page")!;
-let notice = ""; // said once on the next page shown (why the user was signed out)
+// Said once on the next page shown (why the user was signed out).
+let notice: { text: string; tone: Tone } | null = null;
 
 function routeName(): string {
   const name = location.hash.replace(/^#\/?/, "");
@@ -62,19 +63,20 @@ async function show(app: App): Promise<void> {
   const route = ROUTES[name]!;
   delete root.dataset["page"];
   if (route.signedIn && app.session() === null) {
-    notice ||= "Sign in to see this page.";
+    notice ??= { text: "Sign in to see this page.", tone: "status" };
     location.hash = "#/signin";
     return;
   }
   document.title = `${route.title} · R3MES console`;
   drawChrome(app, name);
   const page = h("section", { "aria-busy": "true" });
-  root.replaceChildren(...(notice ? [alert(notice)] : []), page);
-  notice = "";
+  const told = notice === null ? [] : [(notice.tone === "alert" ? alert : status)(notice.text)];
+  root.replaceChildren(...told, page);
+  notice = null;
   try {
     await route.page(app, page);
   } catch (error) {
-    page.append(alert(error instanceof Error ? error.message : String(error)));
+    page.append(alert(messageOf(error)));
   }
   page.setAttribute("aria-busy", "false");
   root.dataset["page"] = name; // the page is drawn: the tests wait for this
@@ -94,21 +96,21 @@ function start(config: ConsoleConfig): void {
       session = next;
       saveSession(next);
     },
-    signOut(why) {
+    signOut(why, tone = "alert") {
       session = null;
       clearSession();
-      notice = why;
+      notice = { text: why, tone };
       if (routeName() === "signin") void show(app);
       else location.hash = "#/signin";
     },
     async leave() {
       const made = session?.madeKeyId;
-      if (session === null || made === undefined) return app.signOut("You signed out.");
+      if (session === null || made === undefined) return app.signOut("You signed out.", "status");
       try {
         await app.api.post(`/v1/wallets/${session.wallet}/apikeys/${made}:revoke`, {});
-        app.signOut("You signed out, and the console's key was revoked.");
+        app.signOut("You signed out, and the console's key was revoked.", "status");
       } catch (error) {
-        const why = error instanceof Error ? error.message : String(error);
+        const why = messageOf(error);
         app.signOut(`You signed out, but the console's key could not be revoked: ${why}`);
       }
     },
@@ -118,5 +120,5 @@ function start(config: ConsoleConfig): void {
 }
 
 loadConfig().then(start, (error: unknown) => {
-  root.replaceChildren(alert(error instanceof Error ? error.message : String(error)));
+  root.replaceChildren(alert(messageOf(error)));
 });

@@ -2,7 +2,7 @@
 // most the message can cost, from /config.json's prices), the exact charge after it.
 import type { App, Page } from "../app";
 import { mostItCosts, priceOf } from "../config";
-import { alert, field, h } from "../dom";
+import { alert, field, h, messageOf } from "../dom";
 import { errorOf } from "../errors";
 import { amount } from "../format";
 import { balanceOf } from "./wallet";
@@ -133,7 +133,7 @@ export const chatPage: Page = async (app, root) => {
       } catch (error) {
         log.lastElementChild?.remove();
         log.lastElementChild?.remove();
-        outcome.replaceChildren(alert(error instanceof Error ? error.message : String(error)));
+        outcome.replaceChildren(alert(messageOf(error)));
       } finally {
         send.disabled = false;
       }

@@ -1,7 +1,7 @@
 // The wallet's API keys: list, create (with the console's key or a new Keplr signature), revoke,
 // delete. A new key's secret is shown once, with a button that copies it.
 import type { App, Page } from "../app";
-import { alert, button, field, h, table } from "../dom";
+import { alert, button, field, h, messageOf, table } from "../dom";
 import { when } from "../format";
 import { keplr, keyFromSignature } from "../keplr";
 import { isHintOf } from "../session";
@@ -41,8 +41,7 @@ async function drawList(app: App, place: HTMLElement, message: HTMLElement): Pro
       message.replaceChildren();
       run().then(
         () => drawList(app, place, message),
-        (error: unknown) =>
-          message.replaceChildren(alert(error instanceof Error ? error.message : String(error))),
+        (error: unknown) => message.replaceChildren(alert(messageOf(error))),
       );
     });
   const rows = keys.map((k) => {
@@ -96,8 +95,7 @@ function createForm(
     placeholder: "never",
   });
   const done = (created: CreatedKey) => onCreated(created);
-  const failed = (error: unknown) =>
-    message.replaceChildren(alert(error instanceof Error ? error.message : String(error)));
+  const failed = (error: unknown) => message.replaceChildren(alert(messageOf(error)));
   const withKey = h("button", { type: "submit" }, "Create with the console's key");
   const form = h(
     "form",
@@ -137,7 +135,9 @@ export const keysPage: Page = async (app, root) => {
     app,
     (created) => {
       secret.replaceChildren(secretBox(created));
-      void drawList(app, list, message);
+      drawList(app, list, message).catch((error: unknown) =>
+        message.replaceChildren(alert(messageOf(error))),
+      );
     },
     message,
   );

@@ -2,7 +2,7 @@
 // 7, 30 or 365 days.
 import type { App, Page } from "../app";
 import { COLORS, dailyChart } from "../chart";
-import { h } from "../dom";
+import { h, messageOf } from "../dom";
 import { amount, count, when } from "../format";
 import type { EarningsPoint, HashratePoint, MinerStats } from "../types";
 import { figures } from "./network";
@@ -102,8 +102,7 @@ export const minerPage: Page = async (app, root) => {
       root.dataset["days"] = "";
       drawPeriod(app, wallet, days, charts).then(
         () => (root.dataset["days"] = String(days)),
-        (error: unknown) =>
-          (status.textContent = error instanceof Error ? error.message : String(error)),
+        (error: unknown) => (status.textContent = messageOf(error)),
       );
     });
   }

@@ -1,6 +1,6 @@
 // Signing in: with Keplr (a signature makes a new API key), or with an API key pasted once.
 import type { App, Page } from "../app";
-import { alert, button, field, h } from "../dom";
+import { alert, button, field, h, messageOf } from "../dom";
 import { keplr, keyFromSignature } from "../keplr";
 import type { APIKey } from "../types";
 
@@ -8,7 +8,7 @@ const CONSOLE_KEY_NAME = "console";
 
 function failed(root: HTMLElement, error: unknown): void {
   root.querySelector(".error")?.remove();
-  root.append(alert(error instanceof Error ? error.message : String(error)));
+  root.append(alert(messageOf(error)));
 }
 
 function withKeplr(app: App, root: HTMLElement): HTMLElement {

@@ -1,6 +1,7 @@
 // The signed-in wallet's balance and its ledger, newest first, a page at a time.
+import type { Api } from "../api";
 import type { Page } from "../app";
-import { button, h, table } from "../dom";
+import { alert, button, h, messageOf, table } from "../dom";
 import { amount, when } from "../format";
 import type { Balance, LedgerEntry } from "../types";
 import { figures } from "./network";
@@ -17,7 +18,7 @@ interface LedgerPage {
   next_page_token: string;
 }
 
-export async function balanceOf(api: import("../api").Api, wallet: string): Promise<Balance> {
+export async function balanceOf(api: Api, wallet: string): Promise<Balance> {
   const { balance } = await api.get<{ balance: Balance }>(`/v1/wallets/${wallet}/balance`);
   return balance;
 }
@@ -57,7 +58,7 @@ export const walletPage: Page = async (app, root) => {
   root.append(ledger);
   const more = button("Show older entries", () => {
     more.disabled = true;
-    void app.api
+    app.api
       .get<LedgerPage>(path, { page_size: LEDGER_PAGE_SIZE, page_token: page.next_page_token })
       .then((next) => {
         page = next;
@@ -66,6 +67,10 @@ export const walletPage: Page = async (app, root) => {
           body.append(h("tr", {}, ...cells.map((c) => h("td", {}, c))));
         more.disabled = false;
         more.hidden = !next.next_page_token;
+      })
+      .catch((error: unknown) => {
+        more.disabled = false;
+        more.after(alert(messageOf(error)));
       });
   });
   more.hidden = !page.next_page_token;
