@@ -11,6 +11,12 @@ GEN_STAMP := gen/.stamp
 NODE_EXAMPLE := clients/node-example
 # npm ci rewrites this hidden lockfile on every install: it stamps node_modules.
 NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
+WEB := web
+WEB_MODULES := $(WEB)/node_modules/.package-lock.json
+WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/test-wallet -type f) \
+	$(addprefix $(WEB)/,index.html tsconfig.json vite.config.ts vite.test-wallet.config.ts)
+# Vite empties dist/ before each build, so a stamp inside it is as new as the build.
+WEB_STAMP := $(WEB)/dist/.built
 
 .PHONY: help
 help: ## Show this list
@@ -48,6 +54,25 @@ $(NODE_STAMP): $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
 .PHONY: node-example
 node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (npm ci; the tests run it)
 
+# --ignore-scripts: as above (esbuild's only checks the binary its own package already ships).
+$(WEB_MODULES): $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund
+
+$(WEB_STAMP): $(WEB_MODULES) $(WEB_SOURCES)
+	cd $(WEB) && npm run --silent build
+	@touch $@
+
+.PHONY: web
+web: $(WEB_STAMP) ## Build the web console into web/dist (type-check, bundle with Vite; docs/console.md)
+
+# Debian's Chromium: the browser tests of the console drive it with Playwright (never a browser
+# of Playwright's own, which would be downloaded).
+.PHONY: chromium
+chromium: ## Install Debian's Chromium when missing (the console's browser tests use it)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		apt-get update && apt-get install -y --no-install-recommends chromium; \
+	fi
+
 .PHONY: openapi
 openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annotations
 	$(BIN)/python -m tools.openapi --out gateway/openapi.json
@@ -65,7 +90,7 @@ migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (u
 	$(BIN)/python -m services.core.migrate
 
 .PHONY: run
-run: $(GEN_STAMP) ## Start every service and the Envoy gateway on the embedded defaults (Ctrl-C stops all)
+run: $(GEN_STAMP) $(WEB_STAMP) ## Start every service, the Envoy gateway and the console on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m runner.run
 
 # Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
@@ -90,17 +115,18 @@ fault-tools: ## Install PostgreSQL's server binaries and redis-server from Debia
 TEST_WORKERS ?= 4
 
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint
-lint: $(GEN_STAMP) ## ruff, mypy --strict, import-linter, buf lint and buf breaking against the released protos
+lint: $(GEN_STAMP) $(WEB_MODULES) ## ruff, mypy --strict, import-linter, buf lint and breaking, the console's Prettier and tsc
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python tools/protos.py --lint
 	$(BIN)/python tools/protos.py --breaking
+	cd $(WEB) && npm run --silent lint
 
 .PHONY: release-protos
 release-protos: $(STAMP) ## Record the protos as released (protos/released.binpb, commit it): later changes must not break them
@@ -128,4 +154,4 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)
-	rm -rf $(VENV) gen build $(NODE_EXAMPLE)/node_modules
+	rm -rf $(VENV) gen build $(NODE_EXAMPLE)/node_modules $(WEB)/node_modules $(WEB)/dist $(WEB)/dist-test

@@ -132,7 +132,9 @@ def _route_config(settings: Settings, gateway_secret: str | None) -> dict[str, A
                     _unknown_path_route(),
                 ],
                 "typed_per_filter_config": {
-                    "envoy.filters.http.cors": cors_policy(settings.cors_origins)
+                    "envoy.filters.http.cors": cors_policy(
+                        [*settings.cors_origins, *settings.console_origins()]
+                    )
                 },
                 # The header filter already removed every x-r3mes-* header; naming the token here
                 # too keeps it out even if someone reorders or drops that filter.

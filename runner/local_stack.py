@@ -115,6 +115,7 @@ class StackPorts:
     # Split with replicas: every replica's port of each service, by process name (the first
     # replica is named after its service, the others `<service>-2`, ...); else empty.
     replicas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    console: int | None = None  # the web console's, served by the front door
 
     @classmethod
     def pick(
@@ -128,7 +129,7 @@ class StackPorts:
         if replicas > 1 and topology == ONE_PROCESS:
             raise ValueError("replicas are processes of one service each: use topology split")
         # More than enough for every port below, all different.
-        ports = iter(free_ports(2 * len(NAMES) * (replicas + 1) + 6))
+        ports = iter(free_ports(2 * len(NAMES) * (replicas + 1) + 7))
         shared = next(ports)
         services = {n: shared if topology == ONE_PROCESS else next(ports) for n in NAMES}
         replica_ports = {
@@ -151,6 +152,7 @@ class StackPorts:
             metrics_ports,
             canary_port,
             replica_ports,
+            next(ports),
         )
 
     def target_of(self, name: str) -> str:
@@ -189,6 +191,7 @@ def stack_environment(
             "R3MES_FRONTDOOR_PORT": str(ports.frontdoor),
             "R3MES_FRONTDOOR_GRPC_PORT": str(ports.frontdoor_grpc),
             "R3MES_FRONTDOOR_HOST": LOOPBACK,
+            **({"R3MES_CONSOLE_PORT": str(ports.console)} if ports.console else {}),
             "R3MES_TOPOLOGY": topology,
         }
     )
@@ -226,6 +229,12 @@ class LocalStack:
     @property
     def rest_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.gateway}"
+
+    @property
+    def console_url(self) -> str:
+        """The web console's address (its own origin; the front door serves it)."""
+        assert self.ports.console is not None, "this stack serves no console"
+        return f"http://{LOOPBACK}:{self.ports.console}"
 
     @property
     def gateway_target(self) -> str:

@@ -57,6 +57,8 @@ OWN_METRICS_SETTINGS = {
     "gateway": "R3MES_GATEWAY_METRICS_PORT",
     "frontdoor": "R3MES_FRONTDOOR_METRICS_PORT",
 }
+# The web console's, unless the settings name one (`make run` always serves it).
+DEFAULT_CONSOLE_PORT = 8083
 REFERENCE_NODE = "node"  # the reference serving node's name among the children
 REFERENCE_NODE_HOST = "127.0.0.1"
 REFERENCE_NETWORKS = ["127.0.0.0/8"]
@@ -105,9 +107,15 @@ def development_environment(settings: Settings) -> dict[str, str]:
     return {"R3MES_RATELIMIT_POLICIES_FILE": str(LOCAL_POLICIES_FILE)}
 
 
+def console_port(settings: Settings) -> int:
+    return settings.console_port or DEFAULT_CONSOLE_PORT
+
+
 def process_environment(settings: Settings) -> dict[str, str]:
     environment = dict(os.environ)
     environment["PYTHONUNBUFFERED"] = "1"
+    # The front door serves the console there, and Envoy's CORS allows its origin.
+    environment["R3MES_CONSOLE_PORT"] = str(console_port(settings))
     # Plain text reads better than JSON lines in a terminal, unless asked otherwise.
     environment.setdefault("R3MES_LOG_JSON", "false")
     environment.update(development_environment(settings))
@@ -171,6 +179,7 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
         ("R3MES_REFERENCE_NODE_PORT", REFERENCE_NODE_HOST, settings.reference_node_port),
         ("R3MES_FRONTDOOR_PORT", host, settings.frontdoor_port),
         ("R3MES_FRONTDOOR_GRPC_PORT", host, settings.frontdoor_grpc_port),
+        ("R3MES_CONSOLE_PORT", host, console_port(settings)),
         ("R3MES_GATEWAY_PORT", host, settings.gateway_port),
     ]
     metrics = metrics_ports(settings)
@@ -300,6 +309,7 @@ def banner(settings: Settings) -> str:
     return f"""
 R3MES is running: every service answers its health check.
   Start here:     {url}/   (API page {url}/docs, health {url}/healthz)
+  Console:        http://{host}:{console_port(settings)}/   (sign in with Keplr or an API key)
   REST, gRPC-Web and gRPC: {url}   ({grpcurl} list)
   gRPC per service on {host}: {grpc_ports}
   Envoy admin: {describe(admin_endpoint(settings))}

@@ -8,6 +8,8 @@ One small process of the suite, behind Envoy (which cannot aggregate health or s
   service: 200, or 503 naming those not serving);
 - Prometheus metrics at `/metrics` on R3MES_FRONTDOOR_METRICS_PORT, when set
   (gateway/frontdoor/metrics.py);
+- HTTP on R3MES_CONSOLE_PORT, when set: the web console, an origin of its own
+  (gateway/frontdoor/console.py);
 - gRPC on R3MES_FRONTDOOR_GRPC_PORT: server reflection (v1 and v1alpha) of every service at
   once, so `grpcurl -plaintext <gateway> list` and `describe` work through the gateway.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gateway.frontdoor.console import console_server
 from gateway.frontdoor.health import HealthChecker
 from gateway.frontdoor.openai_door import OpenAIDoor
 from gateway.frontdoor.pages import Pages, http_server
@@ -70,9 +71,16 @@ def main() -> None:
     reflection = grpc_server(settings, DEFAULT_DESCRIPTOR)
     reflection.start()
     threading.Thread(target=web.serve_forever, name="http", daemon=True).start()
+    console = console_server(settings)
+    if console is not None:
+        threading.Thread(target=console.serve_forever, name="console", daemon=True).start()
     logger.info(
         "serving pages",
-        extra={"http_port": settings.frontdoor_port, "grpc_port": settings.frontdoor_grpc_port},
+        extra={
+            "http_port": settings.frontdoor_port,
+            "grpc_port": settings.frontdoor_grpc_port,
+            "console_port": settings.console_port,
+        },
     )
     signal.sigwait(STOP_SIGNALS)
     # Stopping must end the process even if a step hangs (a runner killed with SIGKILL sends
@@ -81,6 +89,8 @@ def main() -> None:
     watchdog.daemon = True
     watchdog.start()
     web.shutdown()
+    if console is not None:
+        console.shutdown()
     reflection.stop(STOP_GRACE_SECONDS).wait()
     checker.close()
     door.close()

@@ -359,6 +359,25 @@ class Settings(SettingsBase):
     frontdoor_host: str = Field(
         "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
     )
+    console_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The web console's port on listen_host (docs/console.md), served by the "
+        "front door from web/dist; the gateway's CORS then allows the console's origin. Unset: "
+        "no console. `make run` serves it on 8083.",
+    )
+    console_gateway_url: str | None = Field(
+        None,
+        description="The gateway's URL as the console's browsers reach it, told them in its "
+        "/config.json. Unset: http://<listen_host>:<gateway_port>.",
+    )
+    console_keplr_chain_id: str = Field(
+        "remes-1",
+        min_length=1,
+        description="The chain the console asks Keplr for to sign in (Keplr must know it); the "
+        "signed ADR-036 proof itself names no chain.",
+    )
     features: dict[str, bool] = Field(
         {},
         description='Feature flags, JSON: {"users.network_stats_cache": true}. Unset flags are '
@@ -433,6 +452,20 @@ class Settings(SettingsBase):
     def with_targets(self, **targets: str) -> Settings:
         """A copy reaching services where given, the rest as set."""
         return self.model_copy(update={"targets": {**self.targets, **targets}})
+
+    def console_origins(self) -> list[str]:
+        """The browser origins of the console (none without one): its host as a client on this
+        machine names it, and `localhost` too when that is loopback."""
+        if self.console_port is None:
+            return []
+        hosts = [self.connect_host()]
+        if hosts[0] == "127.0.0.1":
+            hosts.append("localhost")
+        return [f"http://{host}:{self.console_port}" for host in hosts]
+
+    def console_gateway(self) -> str:
+        """The gateway's URL as the console calls it."""
+        return self.console_gateway_url or f"http://{self.connect_host()}:{self.gateway_port}"
 
     def connect_host(self) -> str:
         """Where a client on this machine reaches what listens on `listen_host` (a wildcard

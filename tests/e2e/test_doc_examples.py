@@ -21,13 +21,14 @@ from gateway.frontdoor.openai_door import SERVING
 from gateway.paths import ROOT
 from runner.local_stack import LocalStack, running_stack
 from runner.reference import register_node
-from runner.run import REFERENCE_NETWORKS, development_environment
+from runner.run import DEFAULT_CONSOLE_PORT, REFERENCE_NETWORKS, development_environment
 from services.core.registry import SERVICES
 from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.doc_examples import Example, Step, examples, reading, same_shape
 
 DOCUMENTED_GATEWAY = "127.0.0.1:8080"
+DOCUMENTED_CONSOLE = f"127.0.0.1:{DEFAULT_CONSOLE_PORT}"
 DOCUMENTED_PORTS = {spec.name: spec.default_port for spec in SERVICES}
 _STATUS_MARK = "\n__HTTP_STATUS__ "
 BASH = shutil.which("bash") or "/bin/bash"
@@ -74,6 +75,7 @@ def reader_script(steps: list[Step], answers: Path) -> str:
 def on_stack(script: str, stack: LocalStack) -> str:
     """The documented addresses of `make run` become the test suite's free ports."""
     script = script.replace(DOCUMENTED_GATEWAY, stack.gateway_target)
+    script = script.replace(DOCUMENTED_CONSOLE, f"127.0.0.1:{stack.ports.console}")
     # Only the ports that listen under the stack's topology: in one process, the first
     # service's alone, so an example calling another service's own port fails as it would
     # for a reader of `make run`.

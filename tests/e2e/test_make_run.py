@@ -121,6 +121,23 @@ def test_the_banner_lists_the_front_doors_metrics_which_count_its_pages(runner: 
     assert 'r3mes_frontdoor_requests_total{code="200",route="/healthz"}' in metrics.text
 
 
+def test_the_banner_names_the_console_which_serves_its_page_and_the_gateway_allows_it(
+    runner: Runner,
+) -> None:
+    console = f"http://{LOOPBACK}:{runner.ports.console}"
+    gateway = f"http://{LOOPBACK}:{runner.ports.gateway}"
+
+    page = httpx.get(f"{console}/", timeout=5)
+    config = httpx.get(f"{console}/config.json", timeout=5)
+    granted = httpx.get(f"{gateway}/v1/network/stats", headers={"origin": console}, timeout=5)
+
+    assert f"Console:        {console}/" in "".join(runner.lines)
+    assert page.status_code == 200
+    assert "<title>R3MES console</title>" in page.text
+    assert config.json()["gateway_url"] == gateway
+    assert granted.headers["access-control-allow-origin"] == console
+
+
 def test_make_run_registers_its_reference_node_which_the_gateway_then_lists(
     runner: Runner,
 ) -> None:
@@ -171,6 +188,7 @@ def test_a_second_run_on_other_data_names_each_taken_port_and_its_setting(
     named = {
         "R3MES_USERS_PORT": runner.ports.grpc["users"],  # the one port of every service
         "R3MES_FRONTDOOR_PORT": runner.ports.frontdoor,
+        "R3MES_CONSOLE_PORT": runner.ports.console,
         "R3MES_GATEWAY_PORT": runner.ports.gateway,
     }
     for setting, port in named.items():
