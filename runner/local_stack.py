@@ -349,8 +349,9 @@ class LocalStack:
             replicas = self.ports.replicas.get(name, {name: self.ports.grpc[name]})
             for process, port in replicas.items():
                 self._wait(partial(grpc_serving, f"{LOOPBACK}:{port}"), process, deadline)
-        if self.canary is not None:
-            self._wait(partial(grpc_serving, self.canary_target), self.canary.process, deadline)
+        canary = self.canary
+        if canary is not None and any(s.name == canary.process for s in self.started):
+            self._wait(partial(grpc_serving, self.canary_target), canary.process, deadline)
         if any(s.name == "frontdoor" for s in self.started):
             front_door = f"{LOOPBACK}:{self.ports.frontdoor_grpc}"
             self._wait(partial(grpc_serving, front_door), "frontdoor", deadline)
@@ -443,8 +444,12 @@ def running_stack(
         environment["R3MES_CANARIES"] = json.dumps({canary.service: release})
     try:
         stack.start_services()
-        stack.start_canary()
         stack.wait_until_ready(ready_timeout_seconds)
+        if canary is not None:
+            # After the release it shadows has made (migrated) their data: two processes
+            # setting up one SQLite file at once lock each other out.
+            stack.start_canary()
+            stack.wait_until_ready(ready_timeout_seconds)
         if with_envoy:
             stack.start_front_door()
             stack.start_envoy()

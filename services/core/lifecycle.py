@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from services.core.auth import Authenticator, InternalTokenAuthenticator
 from services.core.background import PeriodicJob
 from services.core.db import Database
+from services.core.errors import TransactionConflict
 from services.core.interceptors import RequestChain
 from services.core.interceptors.admission import Admission
 from services.core.interceptors.errors import ErrorDomains
@@ -110,12 +111,27 @@ def registration(
     return (lambda server: add_to_server(servicer, server)), service.full_name
 
 
+async def _first_ping(database: Database, timeout_seconds: float) -> None:
+    """A file another process is setting up (SQLite: its first connection switching the file
+    to WAL, or migrating it) refuses connections for a moment; a starting service waits for it
+    rather than exit, as it waits for a PostgreSQL connection."""
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    while True:
+        try:
+            await database.ping()
+            return
+        except TransactionConflict:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 async def open_database(settings: Settings, service: ServiceName) -> Database:
     """Connect (fail now rather than serve calls that cannot be answered) and, in embedded
     mode, migrate."""
     database = Database.from_settings(settings, service)
     try:
-        await database.ping()
+        await _first_ping(database, settings.db_connect_timeout_seconds)
         await migrate_on_start(database, service, settings)
     except BaseException:
         await database.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -15,8 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import inspect
 
-from services.core.lifecycle import PortUnavailable, build_server, serve
+from services.core.lifecycle import PortUnavailable, build_server, open_database, serve
 from services.core.settings import Settings
 from services.core.testing import running_server
 from services.users.server import create_server
@@ -160,3 +162,26 @@ async def test_a_second_server_on_a_taken_port_fails_with_an_error_naming_the_po
 
     assert f"127.0.0.1:{port}: the port is in use" in str(refusal.value)
     assert "set R3MES_CREDITS_PORT to a free port" in str(refusal.value)
+
+
+async def test_a_service_whose_file_another_process_holds_locked_waits_for_it_rather_than_exit(
+    tmp_path: Path,
+) -> None:
+    # Another process setting the file up (migrating a fresh file, not yet in WAL mode): while
+    # it writes, SQLite refuses a new connection's switch to WAL at once instead of waiting
+    # (waiting there could deadlock), as a canary starting beside its release once met.
+    holder = sqlite3.connect(tmp_path / "users.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE setting_up (x)")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, holder.execute, "COMMIT")
+
+    database = await open_database(Settings(data_dir=tmp_path), "users")
+    try:
+        async with database.engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await database.dispose()
+        holder.close()
+
+    assert {"setting_up", "users", "alembic_version"} <= set(tables)
