@@ -92,6 +92,26 @@ class NodeRepository(BaseRepository[ServingNode]):
     async def page_of(
         self, model: str, adapter: str, fresh_since: datetime | None, page_request: PageRequest
     ) -> Page[ServingNode]:
+        t = self.table
+        page = await self.page(
+            *self._serving(model, adapter, fresh_since),
+            key=[t.c.create_time, t.c.node_id],
+            size=page_request.size,
+            after=page_request.after,
+            descending=False,
+        )
+        return Page(await self.with_offers(page.items), page.next_after)
+
+    async def serving(self, model: str, adapter: str, fresh_since: datetime) -> list[ServingNode]:
+        """Every fresh node that serves the model (and the adapter), in one statement: what
+        each serves is left out, since a chat needs only where a node is and how loaded."""
+        fresh = self._serving(model, adapter, fresh_since)
+        rows = await self.execute(select(self.table).where(*fresh))
+        return [self.to_domain(row) for row in rows]
+
+    def _serving(
+        self, model: str, adapter: str, fresh_since: datetime | None
+    ) -> list[ColumnElement[bool]]:
         t, o = self.table, tables.offers
         conditions: list[ColumnElement[bool]] = []
         for kind, name in ((MODEL, model), (ADAPTER, adapter)):
@@ -103,18 +123,7 @@ class NodeRepository(BaseRepository[ServingNode]):
                 t.c.heartbeat_time >= fresh_since,
                 t.c.status == NodeStatus.ONLINE.value,
             ]
-        page = await self.page(
-            *conditions,
-            key=[t.c.create_time, t.c.node_id],
-            size=page_request.size,
-            after=page_request.after,
-            descending=False,
-        )
-        return Page(await self.with_offers(page.items), page.next_after)
-
-    async def serving(self, model: str, adapter: str, fresh_since: datetime) -> list[ServingNode]:
-        """Every fresh node that serves the model (and the adapter)."""
-        return (await self.page_of(model, adapter, fresh_since, PageRequest(10_000))).items
+        return conditions
 
     async def any_serving(self, model: str, adapter: str) -> bool:
         o = tables.offers

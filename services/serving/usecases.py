@@ -360,12 +360,15 @@ class ServingUseCases:
     async def _candidates(self, request: ChatRequest, label: str) -> list[ServingNode]:
         fresh_since = self._clock() - self._policy.offline_after
 
-        async for attempt in self._uow.attempts(read_only=True):
-            async with attempt as r:
-                fresh = await r.nodes.serving(request.model, request.adapter, fresh_since)
-                registered = bool(fresh) or await r.nodes.any_serving(
-                    request.model, request.adapter
-                )
+        # One statement, the common case; why there is none takes another look.
+        fresh = await self._uow.run(
+            lambda r: r.nodes.serving(request.model, request.adapter, fresh_since),
+            read_only=True,
+            one_statement=True,
+        )
+        registered = bool(fresh) or await self._uow.run(
+            lambda r: r.nodes.any_serving(request.model, request.adapter), read_only=True
+        )
         if not registered:
             raise ModelNotServed(label)
         ordered = self._health.order(fresh)

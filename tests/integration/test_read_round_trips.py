@@ -15,6 +15,7 @@ from services.users.server import create_server
 from tests.conftest import RUN_SUFFIX, settings_for
 from tests.integration.mining_support import INTERNAL, block, record, running_mining, stats
 from tests.integration.round_trips import statements_sent
+from tests.integration.serving_support import chat, running_network
 
 
 @pytest.mark.postgres
@@ -51,3 +52,22 @@ async def test_a_miners_stats_with_its_blocks_found_are_one_statement(tmp_path: 
 
     assert read.stats.blocks_found == 1
     assert len(sent) == 1, sent
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("postgres_available")
+async def test_a_chat_picks_its_nodes_in_one_statement_to_the_serving_database(
+    tmp_path: Path,
+) -> None:
+    suffix = f"{RUN_SUFFIX}_{uuid.uuid4().hex[:6]}"
+    async with running_network(settings_for("postgres", tmp_path, suffix=suffix)) as network:
+        owner, client = await network.wallet(), await network.wallet(credits=10_000)
+        await network.node(owner, tokens=2)
+        await chat(network, client)  # prepares the statements once
+
+        with statements_sent() as sent:
+            answered = await chat(network, client)
+
+    assert answered[-1].charge.charged_micro_credits == 2 * 1 + 2 * 2
+    serving = [statement for statement in sent if f"serving{suffix}." in statement]
+    assert len(serving) == 1, serving
