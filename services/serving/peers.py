@@ -18,7 +18,7 @@ INSUFFICIENT = "INSUFFICIENT_CREDITS"
 
 
 class CreditsPeer:
-    """Implements services.serving.usecases.Credits."""
+    """Implements services.serving.usecases.chat.Credits."""
 
     def __init__(self, stub: credits_pb2_grpc.CreditsServiceAsyncStub) -> None:
         self._stub = stub
