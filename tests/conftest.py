@@ -129,6 +129,10 @@ def settings_for(engine: str, data_dir: Path, suffix: str) -> Settings:
         internal_token=SecretStr(INTERNAL_TOKEN),
         # Peers nobody listens on: a test that needs credits or mining starts its own.
         targets=dict.fromkeys(NAMES, UNREACHABLE),
+        # Past the 2 s default: on a machine busy with the whole suite (a browser and several
+        # stacks beside), a peer call could miss it and leave fields out of an answer. Tests
+        # of what a hanging peer does set their own.
+        call_timeout_seconds=10.0,
     )
     if engine == "sqlite":
         return settings

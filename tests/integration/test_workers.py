@@ -89,9 +89,10 @@ def _log_lines(process: subprocess.Popen[str], until: str, count: int) -> list[d
 def test_two_workers_serve_one_port_and_stop_together_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     with _users_process(tmp_path, port, workers=2) as process:
-        lines = _log_lines(process, until="serving", count=2)
+        lines = _log_lines(process, until="serving calls", count=2)
         listening = [entry for entry in lines if entry["message"] == "listening"]
 
+        assert [entry["message"] for entry in lines].count("serving calls") == 2
         assert [entry["port"] for entry in listening] == [port, port]
         assert len({entry["pid"] for entry in listening}) == 2
         assert process.pid not in {entry["pid"] for entry in listening}
@@ -122,7 +123,7 @@ def test_each_worker_serves_its_metrics_on_the_metrics_port_plus_its_index(
 ) -> None:
     port, metrics_port = _free_port(), _free_port()
     with _users_process(tmp_path, port, workers=2, R3MES_METRICS_PORT=str(metrics_port)) as process:
-        lines = _log_lines(process, until="serving", count=2)
+        lines = _log_lines(process, until="serving calls", count=2)
         served = [int(str(entry["port"])) for entry in lines if entry["message"] == "metrics"]
         pages = {p: httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=5) for p in served}
         process.send_signal(signal.SIGTERM)
