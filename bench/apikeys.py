@@ -42,7 +42,8 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from bench.loadgen import GRPC_HEADERS, grpc_frame
 from gateway.paths import ROOT
-from runner.local_stack import LOOPBACK, LocalStack, free_port, grpc_serving, running_stack
+from runner.local_stack import LOOPBACK, LocalStack, grpc_serving, running_stack
+from services.core.ports import free_port
 from services.core.testing import new_wallet_address
 
 RESULTS = Path(__file__).resolve().parent / "results" / "apikeys.json"

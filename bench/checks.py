@@ -21,7 +21,8 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 from bench.baseline_app import DATABASE_URL_VARIABLE, SCHEMA_SUFFIX_VARIABLE
 from bench.noop_server import FULL_METHOD as NOOP_METHOD
 from bench.processes import process_tree, spawned, wait_until
-from runner.local_stack import LOOPBACK, LocalStack, free_port, grpc_serving
+from runner.local_stack import LOOPBACK, LocalStack, grpc_serving
+from services.core.ports import free_port
 from services.core.testing import new_wallet_address
 
 READY_TIMEOUT_SECONDS = 30.0

@@ -34,7 +34,6 @@ import itertools
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from bench.profile import ProfileSummary, finish_recording, start_recording
 from bench.results import RESULTS_DIR, machine, write_results
 from services.core.db import Database
 from services.core.migrate import upgrade
+from services.core.ports import free_port
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address, until_serving
 
@@ -67,13 +67,6 @@ FUNDS = 10**15  # per wallet: far more than any run can spend, one micro-credit 
 PROFILE_SECONDS = 5
 PROFILE_IN_FLIGHT = 8
 _keys = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def start_service(settings: Settings, port: int, token: str, log: Path) -> Any:

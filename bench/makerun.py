@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,9 @@ from typing import Any
 from bench.processes import STOP_TIMEOUT_SECONDS, process_tree
 from bench.results import RESULTS_DIR, machine, write_results
 from gateway.paths import ROOT
-from runner.local_stack import LOOPBACK, free_ports
+from runner.local_stack import LOOPBACK
+from runner.run import port_in_use
+from services.core.ports import free_port, free_ports
 from services.core.registry import SERVICES
 
 BANNER = "R3MES is running"
@@ -61,18 +62,9 @@ def _inherited() -> dict[str, str]:
 def _free_block(size: int) -> int:
     """The first of `size` consecutive free ports (split gives each process the next one)."""
     while True:
-        (first,) = free_ports(1)
-        if all(_free(port) for port in range(first, first + size)):
+        first = free_port()
+        if not any(port_in_use(LOOPBACK, port) for port in range(first, first + size)):
             return first
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
 
 
 def memory_of(pid: int) -> tuple[str, int, int]:

@@ -44,8 +44,9 @@ from bench.loadgen import Load, h2load_grpc
 from bench.metrics import CallContext, Handler, wrapped_noop
 from bench.processes import cpu_now, spawned, wait_until
 from bench.results import RESULTS_DIR, machine, write_results
-from runner.local_stack import LOOPBACK, free_port, grpc_serving
+from runner.local_stack import LOOPBACK, grpc_serving
 from services.core import tracing
+from services.core.ports import free_port
 from services.core.settings import Settings
 from services.core.trace_collector import CollectedSpan, TraceCollector, running_collector
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import signal
 import socket
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,49 +32,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.admin import AdminEndpoint, admin_socket, envoy_ready
 from gateway.clusters import ADDRESS_LIST_SCHEME
 from gateway.paths import ROOT
+from services.core.ports import free_port, free_ports
 from services.core.registry import NAMES, spec_of
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (another process could still take it before us)."""
-    (port,) = free_ports(1)
-    return port
-
-
-# Where the kernel takes the ports of outgoing connections (and of binds to port 0).
-EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOWEST_CHOSEN_PORT = 10000
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` different ports nobody listens on right now, below the kernel's ephemeral range:
-    a port chosen there stays free until a process binds it, where one the kernel handed out
-    could be taken meanwhile by any outgoing connection (the tests make thousands). Each probe
-    stays bound until all are chosen, so no port is chosen twice; chosen at random, so that
-    test processes choosing at once seldom meet (and a probe that fails is skipped)."""
-    lowest_ephemeral = _lowest_ephemeral_port()
-    with ExitStack() as probes:
-        chosen: list[int] = []
-        while len(chosen) < count:
-            port = random.randrange(LOWEST_CHOSEN_PORT, lowest_ephemeral)  # noqa: S311
-            probe = probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            try:
-                probe.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            chosen.append(port)
-        return chosen
-
-
-def _lowest_ephemeral_port() -> int:
-    try:
-        lowest = int(EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        lowest = 32768  # Linux's default range starts here
-    return max(lowest, LOWEST_CHOSEN_PORT + 1000)
 
 
 Topology = Literal["one-process", "split"]

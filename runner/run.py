@@ -191,7 +191,7 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
     return [p for p in ports if p[2] != 0]
 
 
-def _in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         # Ignores connections in TIME_WAIT, never a listener (on Linux, even one that set
@@ -212,7 +212,7 @@ def port_problems(settings: Settings) -> list[str]:
     for setting, host, port in listening_ports(settings):
         if port in seen:
             problems.append(f"{setting} and {seen[port]} are both {port}: give each its own port")
-        elif _in_use(host, port):
+        elif port_in_use(host, port):
             problems.append(
                 f"port {port} ({setting}) is already in use on {host}, perhaps by another "
                 f"`make run`: stop that, or set {setting} to a free port"

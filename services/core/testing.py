@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.core.lifecycle import ServiceServer
+from services.core.ports import free_port
 from services.core.settings import ServiceName, Settings
 from services.core.validators import new_wallet_address as new_wallet_address
 
@@ -74,13 +75,6 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @contextmanager
 def own_redis_server(work_dir: Path) -> Iterator[RedisServer]:
     """A redis-server of the caller's own on a free loopback port, without persistence, stopped
@@ -88,7 +82,7 @@ def own_redis_server(work_dir: Path) -> Iterator[RedisServer]:
     executable = shutil.which("redis-server")
     if executable is None:
         raise RuntimeError("redis-server is not installed: `make fault-tools` installs it")
-    server = RedisServer.started(executable, _free_port(), work_dir)
+    server = RedisServer.started(executable, free_port(), work_dir)
     try:
         yield server
     finally:
@@ -181,7 +175,7 @@ def own_postgres_server() -> Iterator[PostgresServer]:
     data_dir = Path(tempfile.mkdtemp(prefix="r3mes-postgres-"))
     if user is not None:
         shutil.chown(data_dir, user)
-    server = PostgresServer(binaries, data_dir, _free_port(), user)
+    server = PostgresServer(binaries, data_dir, free_port(), user)
     try:
         server.run(
             "initdb", "--auth=trust", "--username=postgres", "--pgdata", str(data_dir / "db")

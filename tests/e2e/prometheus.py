@@ -17,7 +17,8 @@ import httpx
 import yaml
 
 from gateway.paths import ROOT
-from runner.local_stack import LOOPBACK, free_port
+from runner.local_stack import LOOPBACK
+from services.core.ports import free_port
 
 ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "1s"

@@ -25,14 +25,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 from gateway.frontdoor.health import HealthChecker
 from gateway.frontdoor.pages import FAVICON_CACHE_CONTROL, Pages, http_server
-from runner.local_stack import (
-    LOOPBACK,
-    LocalStack,
-    StackPorts,
-    free_port,
-    grpc_serving,
-    stack_environment,
-)
+from runner.local_stack import LOOPBACK, LocalStack, StackPorts, grpc_serving, stack_environment
+from services.core.ports import free_port
 from services.core.registry import NAMES, SERVICES
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address

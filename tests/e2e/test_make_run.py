@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from gateway.paths import ROOT
-from runner.local_stack import LOOPBACK, StackPorts, free_port, stack_environment
+from runner.local_stack import LOOPBACK, StackPorts, stack_environment
 from runner.run import REFERENCE_NODE
+from services.core.ports import free_port
 from services.core.registry import NAMES
 from tools.reference_node import DEFAULT_MODEL
 

@@ -19,9 +19,10 @@ from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from gateway.paths import ROOT
-from runner.local_stack import LocalStack, free_port, grpc_serving, running_stack
+from runner.local_stack import LocalStack, grpc_serving, running_stack
 from runner.run import development_environment
 from services.core import validators
+from services.core.ports import free_port
 from services.core.settings import Settings
 from services.core.testing import RedisServer
 from tests.e2e.test_apikeys_rest import first_key

@@ -3,27 +3,16 @@ the channel drops every cached answer (what was announced meanwhile is lost to i
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Callable
 
 import redis.asyncio
 
 from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
+from services.core.testing import eventually
 from tests.faults import CuttableProxy
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
 WAIT_SECONDS = 3.0
-
-
-async def eventually(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def remember(cache: KeyCheckCache[str], key_id: str) -> None:
@@ -39,7 +28,8 @@ async def test_a_key_withdrawn_in_one_process_is_forgotten_by_the_others() -> No
     remember(there, "before")
     listener.ensure_listening()
     try:
-        assert await eventually(lambda: len(there) == 0)  # subscribed: the cache starts afresh
+        # Subscribed: the cache starts afresh.
+        await eventually(lambda: len(there) == 0, WAIT_SECONDS)
         for key_id in ("k1", "k2"):
             remember(here, key_id)
             remember(there, key_id)
@@ -47,7 +37,7 @@ async def test_a_key_withdrawn_in_one_process_is_forgotten_by_the_others() -> No
         await announcer.key_withdrawn("k1")
 
         assert here.get(b"k1") is None
-        assert await eventually(lambda: there.get(b"k1") is None)
+        await eventually(lambda: there.get(b"k1") is None, WAIT_SECONDS)
         assert there.get(b"k2") == "valid"
     finally:
         await listener.close()
@@ -64,15 +54,15 @@ async def test_a_listener_that_loses_the_channel_drops_every_cached_answer() -> 
     listener.ensure_listening()
     direct = redis.asyncio.from_url(REDIS_URL)
     try:
-        assert await eventually(lambda: len(cache) == 0)
+        await eventually(lambda: len(cache) == 0, WAIT_SECONDS)
         remember(cache, "k1")
         await direct.publish(channel, "k1")
-        assert await eventually(lambda: len(cache) == 0)  # heard through the proxy
+        await eventually(lambda: len(cache) == 0, WAIT_SECONDS)  # heard through the proxy
         remember(cache, "k2")
 
         await proxy.cut()
 
-        assert await eventually(lambda: len(cache) == 0)
+        await eventually(lambda: len(cache) == 0, WAIT_SECONDS)
     finally:
         await listener.close()
         await direct.aclose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.db import Database
 from services.core.migrate import upgrade
+from services.core.ports import free_port
 from services.core.settings import Settings
 from services.core.testing import new_wallet_address, until_serving
 from tests.conftest import INTERNAL_TOKEN
@@ -38,13 +38,6 @@ from tests.integration.credits_support import (
 )
 
 START_SECONDS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def environment(settings: Settings, port: int) -> dict[str, str]:

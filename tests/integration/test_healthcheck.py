@@ -7,8 +7,9 @@ import os
 import sys
 from asyncio.subprocess import PIPE
 
-from runner.local_stack import LOOPBACK, free_port
+from runner.local_stack import LOOPBACK
 from services.core.hosting import host
+from services.core.ports import free_port
 from services.core.registry import selected
 from services.core.settings import Settings
 

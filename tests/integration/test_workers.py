@@ -20,14 +20,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.core.ports import free_port
+
 START_SECONDS = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -87,7 +82,7 @@ def _log_lines(process: subprocess.Popen[str], until: str, count: int) -> list[d
 
 
 def test_two_workers_serve_one_port_and_stop_together_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with _users_process(tmp_path, port, workers=2) as process:
         lines = _log_lines(process, until="serving calls", count=2)
         listening = [entry for entry in lines if entry["message"] == "listening"]
@@ -121,7 +116,7 @@ def test_two_workers_serve_one_port_and_stop_together_on_sigterm(tmp_path: Path)
 def test_each_worker_serves_its_metrics_on_the_metrics_port_plus_its_index(
     tmp_path: Path,
 ) -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     with _users_process(tmp_path, port, workers=2, R3MES_METRICS_PORT=str(metrics_port)) as process:
         lines = _log_lines(process, until="serving calls", count=2)
         served = [int(str(entry["port"])) for entry in lines if entry["message"] == "metrics"]
