@@ -58,8 +58,13 @@ def console_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+ALLOWED_METHODS = "GET, HEAD"
+
+
 class ConsoleHandler(SimpleHTTPRequestHandler):
     """web/dist's files, /config.json, and security headers on every answer."""
+
+    _refused_method = False
 
     def __init__(self, *args: Any, config: bytes, csp: str, **kwargs: Any) -> None:
         self._config = config
@@ -79,7 +84,17 @@ class ConsoleHandler(SimpleHTTPRequestHandler):
         else:
             super().do_GET()
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server answers a method it has no `do_` for with 501, a server error; the console
+        # only reads, so any other method is the client's mistake: 405, naming what is allowed.
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed here"
+            self._refused_method = True
+        super().send_error(code, message, explain)
+
     def end_headers(self) -> None:
+        if self._refused_method:
+            self.send_header("allow", ALLOWED_METHODS)
         self.send_header("content-security-policy", self._csp)
         self.send_header("x-content-type-options", "nosniff")
         self.send_header("referrer-policy", "no-referrer")

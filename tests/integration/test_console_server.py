@@ -103,6 +103,18 @@ def test_the_page_may_call_only_itself_and_the_gateway_and_is_never_framed(built
     assert reply.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "BREW"])
+def test_a_method_other_than_get_is_refused_as_the_client_s_mistake(
+    built: Path, method: str
+) -> None:
+    with serving(console_settings(), built) as url:
+        reply = httpx.request(method, f"{url}/", content=b"x")
+
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == "GET, HEAD"
+    assert f"{method} is not allowed here" in reply.text
+
+
 def test_a_console_not_built_says_how_to_build_it(tmp_path: Path) -> None:
     with serving(console_settings(), tmp_path / "dist") as url:
         reply = httpx.get(f"{url}/")
