@@ -26,6 +26,10 @@ from tests.integration.rpc import failure_of
 
 SLOW_METHOD = "/test.Slow/Wait"
 SLOW_CALL_SECONDS = 0.5
+# Long enough that the calls sent after SIGTERM reach the server while the first ones still run,
+# even on a machine busy with the whole suite (with 0.5 s, the draining could end before they
+# were sent, and the server, stopped, cancelled them).
+QUEUED_CALL_SECONDS = 2.0
 
 
 async def test_a_started_service_reports_serving_for_itself_and_the_whole_server(
@@ -111,7 +115,7 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
 
     async def wait(request: bytes, context: Any) -> bytes:
         started.append(request)
-        await asyncio.sleep(SLOW_CALL_SECONDS)
+        await asyncio.sleep(QUEUED_CALL_SECONDS)
         return b"done"
 
     handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(wait)
