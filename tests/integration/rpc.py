@@ -33,3 +33,16 @@ def failure_of(error: grpc.aio.AioRpcError) -> RpcFailure:
             detail.Unpack(bad_request)
             bad_fields = {v.field: v.description for v in bad_request.field_violations}
     return RpcFailure(error.code(), status.message, reason, domain, bad_fields)
+
+
+async def reply_headers(call: grpc.aio.Call) -> dict[str, str]:
+    """Every text header a gRPC caller got with its reply, wherever it came: a unary reply
+    carries its rate-limit headers among its trailers, a stream among its initial metadata."""
+    pairs = (*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ()))
+    return {name: value for name, value in pairs if isinstance(value, str)}
+
+
+def error_headers(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """`reply_headers` of a call that failed, as the client library raised it."""
+    pairs = (*(error.initial_metadata() or ()), *(error.trailing_metadata() or ()))
+    return {name: value for name, value in pairs if isinstance(value, str)}

@@ -20,7 +20,7 @@ from services.core.testing import FakeClock, new_wallet_address
 from tests.integration.apikeys_support import as_key, issue_key
 from tests.integration.keyed_services import Suite, keyed_suite
 from tests.integration.ratelimited import quota_subjects, retry_delay_seconds
-from tests.integration.rpc import failure_of
+from tests.integration.rpc import error_headers, failure_of
 
 ALLOWANCE = 10
 VALIDATE = "/r3mes.apikeys.v1.APIKeysService/ValidateAPIKey"
@@ -65,7 +65,7 @@ async def test_a_client_guessing_keys_gets_ten_401s_then_429_and_costs_no_more_l
     assert refused is not None
     assert quota_subjects(refused) == ["ip:127.0.0.1"]
     assert retry_delay_seconds(refused) == pytest.approx(60 / ALLOWANCE, abs=1)
-    headers = dict(refused.initial_metadata())
+    headers = error_headers(refused)
     assert headers["ratelimit-policy"] == '"auth_failures";q=10;w=60'
     assert headers["retry-after"] in {"5", "6"}
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.core.testing import RedisServer, own_redis_server
 from tests.integration.ratelimited import POLICIES, limited_server, limited_settings, policy_file
-from tests.integration.rpc import failure_of
+from tests.integration.rpc import failure_of, reply_headers
 from tests.integration.test_ratelimit_redis_outage import HEALTH, get_balance
 
 LIMIT = 10
@@ -67,7 +67,7 @@ async def outcomes(channel: grpc.aio.Channel) -> Counter[str]:
         code = await call.code()
         if code is grpc.StatusCode.OK:
             # Without the `ratelimit` field the call was admitted unchecked (not counted).
-            counted = "ratelimit" in dict(await call.initial_metadata())
+            counted = "ratelimit" in await reply_headers(call)
             seen["OK" if counted else "OK unchecked"] += 1
             continue
         error = grpc.aio.AioRpcError(

@@ -27,7 +27,7 @@ from tests.integration.ratelimited import (
     quota_subjects,
     retry_delay_seconds,
 )
-from tests.integration.rpc import failure_of
+from tests.integration.rpc import failure_of, reply_headers
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -70,7 +70,7 @@ OK, LIMITED = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
 async def test_an_admitted_call_carries_the_policy_and_what_is_left(tmp_path: Path) -> None:
     async with limited_server(limited_settings(tmp_path)) as (_, channel):
         first = await balance(channel, wallet=new_wallet_address())
-        headers = dict(await first.initial_metadata())
+        headers = await reply_headers(first)
 
     assert await first.code() == OK
     assert headers["ratelimit-policy"] == '"read";q=3;w=3600'
@@ -78,11 +78,12 @@ async def test_an_admitted_call_carries_the_policy_and_what_is_left(tmp_path: Pa
     assert headers["ratelimit"] == '"read";r=2;t=1200'
 
 
-async def test_an_admitted_call_sends_its_headers_with_its_answer_so_a_crash_stays_retryable(
+async def test_an_admitted_calls_headers_leave_in_its_answers_trailers_so_a_crash_stays_retryable(
     tmp_path: Path,
 ) -> None:
-    # Headers sent before the handler ran would commit the call: a replica dying meanwhile
-    # would leave a reset stream that no retry policy retries, instead of UNAVAILABLE.
+    # Headers sent on their own, before the handler ran or before the answer, commit the
+    # call: a replica dying meanwhile would leave a reset stream that no retry policy
+    # retries, instead of UNAVAILABLE. In the trailers they leave with the answer, one batch.
     answer = asyncio.Event()
     balances = Balances(answer)  # type: ignore[abstract]
     async with limited_server(limited_settings(tmp_path), balances) as (_, channel):
@@ -106,7 +107,8 @@ async def test_an_admitted_call_sends_its_headers_with_its_answer_so_a_crash_sta
 
     assert not sent_while_running
     assert len(answered) == 1
-    assert dict(await headers)["ratelimit-policy"] == '"read";q=3;w=3600'
+    assert "ratelimit-policy" not in dict(await headers)
+    assert dict(await call.trailing_metadata())["ratelimit-policy"] == '"read";q=3;w=3600'
 
 
 async def test_the_call_past_the_quota_is_refused_with_retry_info_and_the_bucket(
@@ -116,7 +118,7 @@ async def test_the_call_past_the_quota_is_refused_with_retry_info_and_the_bucket
         assert await codes(channel, 3, via="10.0.0.1") == [OK, OK, OK]
         refused = await balance(channel, via="10.0.0.1")
         code = await refused.code()
-        headers = dict(await refused.initial_metadata())
+        headers = await reply_headers(refused)
         error = await error_of(refused)
 
     assert code == LIMITED
@@ -191,7 +193,7 @@ async def test_internal_callers_are_exempt_and_carry_no_headers(tmp_path: Path) 
     async with limited_server(limited_settings(tmp_path)) as (_, channel):
         calls = [await balance(channel, **internal) for _ in range(6)]
         codes_seen = [await call.code() for call in calls]
-        headers = dict(await calls[-1].initial_metadata())
+        headers = await reply_headers(calls[-1])
 
     assert codes_seen == [OK] * 6
     assert "ratelimit" not in headers
@@ -204,7 +206,7 @@ async def test_a_methods_policy_is_the_one_its_proto_declares(tmp_path: Path) ->
         first = stub.GetCreditsTotal(request)
         with pytest.raises(grpc.aio.AioRpcError):
             await first  # not built by the stand-in: UNIMPLEMENTED, after the limiter
-        headers = dict(await first.initial_metadata())
+        headers = await reply_headers(first)
 
     assert headers["ratelimit-policy"] == '"read";q=3;w=3600'
 
@@ -279,9 +281,7 @@ async def test_a_first_read_under_the_shipped_policies_gets_the_documented_heade
     expected = documented_headers()
     settings = Settings(data_dir=tmp_path, internal_token=TOKEN)  # the shipped policy file
     async with limited_server(settings) as (_, channel):
-        headers = dict(
-            await (await balance(channel, wallet=new_wallet_address())).initial_metadata()
-        )
+        headers = await reply_headers(await balance(channel, wallet=new_wallet_address()))
 
     assert len(expected) == 2
     assert {name: headers[name] for name in expected} == expected

@@ -17,7 +17,7 @@ from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from services.core.settings import Settings
 from services.core.testing import RedisServer, metric_value, new_wallet_address, own_redis_server
 from tests.integration.ratelimited import limited_server, limited_settings, retry_delay_seconds
-from tests.integration.rpc import failure_of
+from tests.integration.rpc import failure_of, reply_headers
 
 HEALTH = "credits.ratelimit"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -80,7 +80,7 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
         "r3mes_ratelimit_decisions_total", policy="read", result="unchecked"
     )
     async with limited_server(redis_settings(tmp_path, redis_server, "open")) as (_, channel):
-        before = dict(await (await get_balance(channel)).initial_metadata())
+        before = await reply_headers(await get_balance(channel))
         failing_open = [metric_value("r3mes_ratelimit_failing_open")]
         redis_server.pause()
         during = [await get_balance(channel) for _ in range(5)]
@@ -90,10 +90,10 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
         redis_server.resume()
         up = await health_becomes(channel, SERVING)
         failing_open.append(metric_value("r3mes_ratelimit_failing_open"))
-        after = dict(await (await get_balance(channel)).initial_metadata())
+        after = await reply_headers(await get_balance(channel))
 
         codes = [await call.code() for call in (*during, *more)]
-        during_headers = dict(await during[-1].initial_metadata())
+        during_headers = await reply_headers(during[-1])
 
     assert before["ratelimit"] == '"read";r=2;t=1200'
     # Five calls, more than the two left: admitted unchecked, with the policy but no count.

@@ -145,7 +145,7 @@ class RequestChain(AsyncServerInterceptor):
             response = await method(request, context)
             if self._rate_limiting is not None:
                 await self._rate_limiting.charge_tokens(method_name, response)
-            headers = await _send_headers(context, headers)
+            headers = await _reply_headers(context, headers, metadata)
             return response
         except asyncio.CancelledError:
             record.code = request_context.cancelled_code(context)
@@ -154,8 +154,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            await _send_headers(context, headers)
-            await self._refuse(context, error, method_name, record, metadata)
+            await self._refuse(context, error, method_name, record, metadata, headers)
             return None
         finally:
             if admitted:
@@ -198,8 +197,7 @@ class RequestChain(AsyncServerInterceptor):
             record.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as error:
-            await _send_headers(context, headers)
-            await self._refuse(context, error, method_name, record, metadata)
+            await self._refuse(context, error, method_name, record, metadata, headers)
         finally:
             _end(record, context, metrics)
 
@@ -223,11 +221,7 @@ class RequestChain(AsyncServerInterceptor):
         """Steps 1 (deadline) and 3 to 6; raises to refuse the call. With the request, the
         headers its response carries (the rate limiter's), sent with the answer."""
         request_context.check_deadline(context)
-        try:
-            principal = await self._authentication.principal(metadata)
-        except RateLimited as refused:  # too many failed authentications from this client
-            await context.send_initial_metadata(refused.headers)
-            raise
+        principal = await self._authentication.principal(metadata)
         current_principal.set(principal)
         message = None
         if isinstance(request, AsyncIterator):
@@ -241,7 +235,7 @@ class RequestChain(AsyncServerInterceptor):
         # probing for forbidden methods is limited too).
         headers: Headers = ()
         if self._rate_limiting is not None:
-            headers = await self._rate_limiting.check(method_name, principal, context)
+            headers = await self._rate_limiting.check(method_name, principal)
         authorize_call(method_name, principal, message)
         return request, headers
 
@@ -252,12 +246,32 @@ class RequestChain(AsyncServerInterceptor):
         method_name: str,
         record: CallRecord,
         metadata: Metadata,
+        headers: Headers,
     ) -> None:
-        """End the call with the status `error` maps to (grpc's AbortError leaves from here)."""
+        """End the call with the status `error` maps to (grpc's AbortError leaves from here),
+        carrying `headers` (those of the call's admission not sent yet, or a refusal's own)."""
         status = self._errors.status_of(error, method_name)
         record.code = status.code
         request_context.end_call(record)
-        await refuse(context, status, headers_first=TRANSCODED_HEADER in metadata)
+        if isinstance(error, RateLimited):
+            headers = error.headers
+        await refuse(context, status, headers=headers, headers_first=TRANSCODED_HEADER in metadata)
+
+
+async def _reply_headers(context: Context, headers: Headers, metadata: Metadata) -> Headers:
+    """Give a unary reply its headers; what is left to send: nothing.
+
+    A gRPC caller's go in the trailers: grpc then sends headers, message and status in one
+    batch. Headers sent in a batch of their own commit the call, and a replica killed before
+    the next batch leaves its caller a reset stream (INTERNAL through Envoy) that no retry
+    policy retries. A REST caller's must be headers (the transcoder passes on only grpc-status
+    and grpc-message of the trailers), and are safe there: the transcoder holds a unary
+    reply's headers until the reply is complete, so a reply cut short is still Envoy's 503."""
+    if TRANSCODED_HEADER in metadata:
+        return await _send_headers(context, headers)
+    if headers:
+        context.set_trailing_metadata((*context.trailing_metadata(), *headers))
+    return ()
 
 
 async def _send_headers(context: Context, headers: Headers) -> Headers:

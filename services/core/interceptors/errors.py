@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,22 +70,25 @@ async def refuse(
     context: grpc.aio.ServicerContext[Any, Any],
     status: status_pb2.Status,
     *,
+    headers: Sequence[tuple[str, str]] = (),
     headers_first: bool = False,
 ) -> None:
     """End the call with `status` (raises grpc's AbortError, which grpc expects to see).
 
     Not `set_code` and return: grpc would then send an empty response message before the
     status, which the gateway's transcoder renders as the body (`{}`) instead of the error.
-    A refusal is a trailers-only reply, one batch. `headers_first` sends the headers on their
-    own first: the transcoder turns a trailers-only error into JSON but drops its grpc-status,
-    and the gateway's access log then records the HTTP code's gRPC counterpart (400 as 13).
+    A refusal is a trailers-only reply, one batch, `headers` among the trailers.
+    `headers_first` sends `headers` on their own first, as headers: the transcoder turns a
+    trailers-only error into JSON but drops its grpc-status, and the gateway's access log then
+    records the HTTP code's gRPC counterpart (400 as 13); and it passes on no other trailer.
     """
     rich = rpc_status.to_status(status)
     if headers_first:
         with suppress(grpc.aio.UsageError):  # a stream that has sent messages has sent them
-            await context.send_initial_metadata(())
+            await context.send_initial_metadata(headers)
+        headers = ()
     # Added to what the call already carries (its request id).
-    trailing = (*context.trailing_metadata(), *rich.trailing_metadata)
+    trailing = (*context.trailing_metadata(), *headers, *rich.trailing_metadata)
     await context.abort(rich.code, rich.details, trailing)
 
 

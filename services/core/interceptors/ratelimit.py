@@ -23,8 +23,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import grpc
-
 from services.core.auth import Principal, PrincipalKind, current_principal
 from services.core.background import PeriodicJob
 from services.core.errors import ErrorDetails, QuotaViolation, ResourceExhausted
@@ -75,24 +73,15 @@ class RateLimiting:
         """Whether the limiter can decide now (only a Redis limiter ever cannot)."""
         return bool(getattr(self._limiter, "available", True))
 
-    async def check(
-        self, method_name: str, principal: Principal, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Headers:
+    async def check(self, method_name: str, principal: Principal) -> Headers:
         """Admit the call, returning the headers its response must carry, or raise
-        ResourceExhausted (its headers sent). `method_name` is grpc's `/package.Service/Method`.
+        RateLimited (its headers in it). `method_name` is grpc's `/package.Service/Method`.
 
-        Initial metadata, not trailers, refusals too: the gateway's transcoder keeps only
-        grpc-status and grpc-message of the trailers of a reply with headers (and the chain
-        sends headers first on a transcoded refusal). An admitted call's are sent with its
-        answer, not now: headers sent before the handler has run commit the call, so a replica
-        dying meanwhile would leave its caller a reset stream (INTERNAL through Envoy) that no
-        retry policy retries, instead of UNAVAILABLE."""
-        try:
-            return await self._decide(method_name, principal)
-        except RateLimited as refused:
-            if refused.headers:
-                await context.send_initial_metadata(refused.headers)
-            raise
+        Nothing is sent now: headers sent before the handler has run commit the call, so a
+        replica dying meanwhile would leave its caller a reset stream (INTERNAL through Envoy)
+        that no retry policy retries, instead of UNAVAILABLE. The chain sends them with the
+        answer or the refusal."""
+        return await self._decide(method_name, principal)
 
     async def _decide(self, method_name: str, principal: Principal) -> Headers:
         if not method_name.startswith(OUR_PACKAGE_PREFIX):  # health checks, reflection
