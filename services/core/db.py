@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, DateTime, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy import Connection, DateTime, Dialect, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
+from services.core.db_inline import InlineConnection, LoopThreadEngines, loop_thread_engines
 from services.core.errors import AlreadyExists, R3mesError, TransactionConflict, Unavailable
 from services.core.metrics import DB_POOL_IN_USE, DB_POOL_TIMEOUTS, DB_POOL_WAITING
 from services.core.settings import ServiceName, Settings
@@ -33,9 +34,6 @@ from services.core.settings import ServiceName, Settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-# A lone read on the event loop's thread (below) blocks the loop while it waits: a WAL reader
-# waits on nobody but a WAL recovery, so a short wait, then the unit of work's retry.
-SQLITE_LOOP_READ_BUSY_TIMEOUT_MS = 50
 # Connections per service on SQLite: enough that the calls one process runs at once rarely wait
 # (each costs a driver thread and a file handle, nothing while idle).
 SQLITE_POOL_SIZE = 20
@@ -68,13 +66,13 @@ class Database:
         engine: AsyncEngine,
         schema: str | None,
         service: ServiceName,
-        loop_reads: Engine | None = None,
+        loop_thread: LoopThreadEngines | None = None,
     ) -> None:
         self.engine = engine
         self.schema = schema
         self.service = service
-        # SQLite only: the same file through the synchronous driver, for lone reads.
-        self._loop_reads = loop_reads
+        # SQLite only: the same file through the synchronous driver (services.core.db_inline).
+        self._loop_thread = loop_thread
         self.waiting = 0  # units of work waiting for a pooled connection
         DB_POOL_IN_USE.track(self, _checked_out, service)
         DB_POOL_WAITING.track(self, lambda database: database.waiting, service)
@@ -83,7 +81,8 @@ class Database:
     def from_settings(cls, settings: Settings, service: ServiceName) -> Database:
         url = database_url(settings, service)
         if url.get_backend_name() == "sqlite":
-            return cls(_sqlite_engine(url, service), None, service, _sqlite_reads(url, service))
+            inline = loop_thread_engines(url, service)
+            return cls(_sqlite_engine(url, service), None, service, inline)
         engine = create_async_engine(
             url,
             hide_parameters=True,  # error messages (and so logs) never carry the values
@@ -124,17 +123,18 @@ class Database:
         `one_statement`: on PostgreSQL the block sends a single statement, which is its own
         transaction (autocommit: no BEGIN and no COMMIT, one round trip instead of three; a
         write must then be one statement that is safe to run again, since a connection lost
-        while it ran may have committed it). On SQLite a read-only one (a key or a short page,
-        never a scan of a whole table) runs on the event loop's thread with no BEGIN; one that
-        may write still takes the write lock first, since there a money move is a sequence of
-        statements.
+        while it ran may have committed it). On SQLite the block is short (a key or a short
+        page, never a scan of a whole table; a money move of a handful of keyed rows) and runs
+        on the event loop's thread (services.core.db_inline): a read with no BEGIN, a write
+        when the write lock is free now, else on the driver's thread, where it may wait.
 
         Failures of the database itself (connect, begin, commit, or a statement the block ran)
         leave as the error hierarchy; anything else the block raises passes through untouched,
         so an OSError of the caller's own is never reported as "database unavailable".
         """
-        if read_only and one_statement and self._loop_reads is not None:
-            async with self._read_on_loop_thread(self._loop_reads) as connection:
+        inline = self._inline(read_only) if one_statement else None
+        if inline is not None:
+            async with _on_loop_thread(self.engine, inline) as connection:
                 yield connection
             return
         self.waiting += 1
@@ -172,23 +172,12 @@ class Database:
             with suppress(SQLAlchemyError, OSError, TimeoutError):
                 await connection.close()
 
-    @asynccontextmanager
-    async def _read_on_loop_thread(self, reads: Engine) -> AsyncIterator[AsyncConnection]:
-        """A lone read of a key or a short page on SQLite, run on the event loop's own thread:
-        aiosqlite hands every step (cursor, execute, fetch, close, commit, the pool's reset) to
-        its connection's thread and back, which cost more than the read itself (profiled on
-        GetUser). A WAL reader never waits for a writer, so the read cannot hold the loop up
-        for longer than it reads; the synchronous driver in autocommit reads one snapshot.
-        Scans over a whole table stay off this path (they would hold up every call meanwhile)."""
+    def _inline(self, read_only: bool) -> Connection | None:
+        """A connection on the loop's thread, or None to use the driver's thread."""
+        if self._loop_thread is None:
+            return None
         with _translated():
-            sync_connection = reads.connect()
-        try:
-            yield _InlineConnection(self.engine, sync_connection)
-        except SQLAlchemyError as exc:
-            raise _translated_or_same(exc) from exc
-        finally:
-            with suppress(SQLAlchemyError, OSError):
-                sync_connection.close()
+            return self._loop_thread.read() if read_only else self._loop_thread.write()
 
     def _options(self, *, read_only: bool, one_statement: bool) -> dict[str, Any]:
         if self.is_sqlite:
@@ -206,8 +195,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._loop_reads is not None:
-            self._loop_reads.dispose()
+        if self._loop_thread is not None:
+            self._loop_thread.dispose()
 
 
 def _checked_out(database: Database) -> float:
@@ -256,48 +245,20 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
     return engine
 
 
-class _InlineConnection(AsyncConnection):
-    """The asyncio facade over a synchronous connection: a repository's awaited statement runs
-    the driver inline, without a thread. Hand-written: SQLAlchemy's own facade refuses a driver
-    that never awaits. Repositories use `execute` alone (and `dialect`, proxied already)."""
-
-    async def execute(
-        self,
-        statement: Executable,
-        parameters: Any = None,
-        *,
-        execution_options: Any = None,
-    ) -> CursorResult[Any]:
-        assert self.sync_connection is not None, "built on an open connection"
-        return self.sync_connection.execute(
-            statement, parameters, execution_options=execution_options
-        )
-
-
-def _sqlite_reads(url: URL, service: ServiceName) -> Engine | None:
-    """The synchronous engine of lone reads on the event loop's thread; none for a database
-    that lives in memory (another connection would see another database)."""
-    if url.database in (None, "", ":memory:"):
-        return None
-    engine = create_engine(
-        url.set(drivername="sqlite+pysqlite"),
-        hide_parameters=True,
-        execution_options={"schema_translate_map": {service: None}},
-        pool_size=SQLITE_POOL_SIZE,
-        max_overflow=0,
-        # Used on the loop's thread only, but the pool may be disposed from another.
-        connect_args={"check_same_thread": False},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # autocommit: a lone SELECT is its snapshot
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_LOOP_READ_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA query_only=ON")  # a stray write fails loudly
-        cursor.close()
-
-    return engine
+@asynccontextmanager
+async def _on_loop_thread(
+    engine: AsyncEngine, connection: Connection
+) -> AsyncIterator[AsyncConnection]:
+    """Run the block on `connection`, committing what it began (a write) when it ends."""
+    try:
+        yield InlineConnection(engine, connection)
+        if connection.in_transaction():
+            connection.commit()
+    except SQLAlchemyError as exc:
+        raise _translated_or_same(exc) from exc
+    finally:
+        with suppress(SQLAlchemyError, OSError):
+            connection.close()  # rolls back what did not commit
 
 
 def translate_error(exc: BaseException) -> R3mesError | None:

@@ -1,5 +1,5 @@
-"""Embedded mode: writers are serialized up front, readers never wait for them, and a lone read
-runs on the event loop's own thread."""
+"""Embedded mode: writers are serialized up front, readers never wait for them, and a short unit
+of work (a lone read, a money move) runs on the event loop's own thread unless it would wait."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Pool, event, text
 
 from services.core.db import Database
+from services.core.errors import AlreadyExists
 from services.core.migrate import upgrade
 from services.core.settings import Settings
 
@@ -80,3 +82,94 @@ async def test_a_lone_read_runs_on_the_event_loops_thread_and_a_unit_of_work_on_
 
     assert lone == threading.get_ident(), "no hop to a thread and back"
     assert unit != threading.get_ident(), "units of several statements keep aiosqlite's thread"
+
+
+INSERT = "INSERT INTO users VALUES (:wallet, '2026-01-01 00:00:00')"
+COUNT = "SELECT count(*) FROM users"
+
+
+async def _threaded_database(tmp_path: Path) -> Database:
+    database = Database.from_settings(Settings(data_dir=tmp_path), "users")
+    await upgrade(database, "users")
+    await database.dispose()  # its pooled connections predate the function
+    return database
+
+
+async def _count(database: Database) -> int:
+    async with database.transaction(read_only=True) as connection:
+        return int((await connection.execute(text(COUNT))).scalar_one())
+
+
+async def test_a_short_write_runs_on_the_loops_thread_and_commits_when_the_lock_is_free(
+    tmp_path: Path,
+) -> None:
+    with thread_id_in_sql():
+        database = await _threaded_database(tmp_path)
+        async with database.transaction(one_statement=True) as connection:
+            await connection.execute(text(INSERT), {"wallet": "remes1short"})
+            ran_on = (await connection.execute(text("SELECT thread_id()"))).scalar()
+        stored = await _count(database)
+    await database.dispose()
+
+    assert ran_on == threading.get_ident(), "no hop to a thread and back"
+    assert stored == 1
+
+
+async def test_a_short_write_waits_for_a_held_write_lock_on_the_drivers_thread_never_the_loops(
+    tmp_path: Path,
+) -> None:
+    with thread_id_in_sql():
+        database = await _threaded_database(tmp_path)
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_write_lock() -> None:
+            async with database.transaction() as connection:
+                await connection.execute(text(INSERT), {"wallet": "remes1holder"})
+                holding.set()
+                await release.wait()
+
+        async def short_write() -> Any:
+            async with database.transaction(one_statement=True) as connection:
+                await connection.execute(text(INSERT), {"wallet": "remes1waiter"})
+                return (await connection.execute(text("SELECT thread_id()"))).scalar()
+
+        holder = asyncio.create_task(hold_the_write_lock())
+        await holding.wait()
+        waiter = asyncio.create_task(short_write())
+        # The loop keeps turning while the short write waits (on the loop's thread it would
+        # hold everything for up to the 5 s busy timeout).
+        ticks = 0
+        async with asyncio.timeout(1):
+            while ticks < 10:
+                await asyncio.sleep(0.01)
+                ticks += 1
+        waiting = not waiter.done()
+        release.set()
+        await holder
+        ran_on = await waiter
+        stored = await _count(database)
+    await database.dispose()
+
+    assert waiting
+    assert ran_on != threading.get_ident()
+    assert stored == 2
+
+
+async def test_a_short_write_that_fails_on_the_loops_thread_leaves_nothing_and_says_why(
+    tmp_path: Path,
+) -> None:
+    database = await _threaded_database(tmp_path)
+    async with database.transaction(one_statement=True) as connection:
+        await connection.execute(text(INSERT), {"wallet": "remes1first"})
+
+    async def second_then_first_again() -> None:
+        async with database.transaction(one_statement=True) as connection:
+            await connection.execute(text(INSERT), {"wallet": "remes1second"})
+            await connection.execute(text(INSERT), {"wallet": "remes1first"})
+
+    with pytest.raises(AlreadyExists):
+        await second_then_first_again()
+    stored = await _count(database)
+    await database.dispose()
+
+    assert stored == 1, "the block's first row rolled back with it"
