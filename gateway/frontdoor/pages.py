@@ -152,6 +152,9 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
         # Headers and each chunk of a stream are separate small writes: with Nagle's algorithm
         # each waited for the previous one's (delayed) ACK, up to 40 ms per chunk.
         disable_nagle_algorithm = True
+        # Buffered, flushed once per answer (http.server does after each request) and once per
+        # event of a stream: a stream's headers leave with its first event, one write.
+        wbufsize = 64 * 1024
         _started: float | None = None
         _status = 0
 
@@ -251,6 +254,7 @@ def handler_class(pages: Pages) -> type[BaseHTTPRequestHandler]:
             try:
                 for event in stream:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
             except CLIENT_GONE:
                 # The service charges only what it handed over, and stops asking the node.

@@ -126,6 +126,7 @@ class InsufficientCredits(FailedPrecondition):
     reason = "INSUFFICIENT_CREDITS"
 
     def __init__(self, price: int, available: int | None) -> None:
+        self.available = available
         balance = "less" if available is None else f"{available} micro-credits available"
         metadata = {"price_micro_credits": str(price)}
         if available is not None:

@@ -139,6 +139,18 @@ class NodeClient:
     ) -> AsyncIterator[NodeEvent]:
         """The node's answer as tokens and one Finished; raises NodeFailed. A stream that ends
         without `[DONE]` or a finish reason is a failure."""
+        answer = await self.open(endpoint_url, model, messages, max_tokens)
+        try:
+            async for event in answer.events():
+                yield event
+        finally:
+            await answer.close()
+
+    async def open(
+        self, endpoint_url: str, model: str, messages: list[Message], max_tokens: int
+    ) -> NodeAnswer:
+        """Ask the node; returns once it has answered 200 with its headers (it is generating
+        then), the answer still to read. Raises NodeFailed."""
         try:
             pinned = await self._endpoints.pin(endpoint_url)
         except InvalidValue as refused:
@@ -162,18 +174,31 @@ class NodeClient:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as error:
             raise NodeFailed(f"cannot connect: {type(error).__name__}") from None
+        if response.status_code != 200:
+            await response.aclose()
+            raise NodeFailed(f"answered HTTP {response.status_code}")
+        return NodeAnswer(response)
+
+
+class NodeAnswer:
+    """A node's answer being streamed: read its `events` once, then `close` it (closing an
+    answer not read to its end tells the node to stop)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    async def events(self) -> AsyncIterator[NodeEvent]:
         try:
-            if response.status_code != 200:
-                raise NodeFailed(f"answered HTTP {response.status_code}")
-            async for event in _events(response):
+            async for event in _events(self._response):
                 yield event
                 if isinstance(event, Finished):
                     return
             raise NodeFailed("the stream ended before the answer did")
         except httpx.HTTPError as error:
             raise NodeFailed(f"stream broken: {type(error).__name__}") from None
-        finally:
-            await response.aclose()
+
+    async def close(self) -> None:
+        await self._response.aclose()
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[NodeEvent]:

@@ -12,7 +12,7 @@ from grpc_status import rpc_status
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.serving.domain import CreditsUnavailable, InsufficientCredits, SettlementRefused
-from services.serving.usecases import RESERVATION_TTL_SECONDS
+from services.serving.usecases import RESERVATION_TTL_SECONDS, Held
 
 INSUFFICIENT = "INSUFFICIENT_CREDITS"
 
@@ -23,7 +23,7 @@ class CreditsPeer:
     def __init__(self, stub: credits_pb2_grpc.CreditsServiceAsyncStub) -> None:
         self._stub = stub
 
-    async def reserve(self, wallet: str, amount: int, key: str, description: str) -> str:
+    async def reserve(self, wallet: str, amount: int, key: str, description: str) -> Held:
         request = credits_pb2.ReserveCreditsRequest(
             wallet_address=wallet,
             amount_micro_credits=amount,
@@ -39,7 +39,7 @@ class CreditsPeer:
                 available = info.metadata.get("available_micro_credits")
                 raise InsufficientCredits(amount, int(available) if available else None) from None
             raise CreditsUnavailable() from None
-        return response.reservation.reservation_id
+        return Held(response.reservation.reservation_id, response.balance.available_micro_credits)
 
     async def confirm(self, reservation_id: str, amount: int, key: str) -> None:
         request = credits_pb2.ConfirmReservationRequest(

@@ -102,11 +102,12 @@ class NodeRepository(BaseRepository[ServingNode]):
         )
         return Page(await self.with_offers(page.items), page.next_after)
 
-    async def serving(self, model: str, adapter: str, fresh_since: datetime) -> list[ServingNode]:
-        """Every fresh node that serves the model (and the adapter), in one statement: what
-        each serves is left out, since a chat needs only where a node is and how loaded."""
-        fresh = self._serving(model, adapter, fresh_since)
-        rows = await self.execute(select(self.table).where(*fresh))
+    async def serving(self, model: str, adapter: str) -> list[ServingNode]:
+        """Every node that serves the model (and the adapter), fresh or not (a chat judges
+        that itself, against its clock), in one statement: what each serves is left out,
+        since a chat needs only where a node is, its state and its load."""
+        serving = self._serving(model, adapter, None)
+        rows = await self.execute(select(self.table).where(*serving))
         return [self.to_domain(row) for row in rows]
 
     def _serving(

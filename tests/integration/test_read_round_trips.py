@@ -64,6 +64,8 @@ async def test_a_chat_picks_its_nodes_in_one_statement_to_the_serving_database(
         owner, client = await network.wallet(), await network.wallet(credits=10_000)
         await network.node(owner, tokens=2)
         await chat(network, client)  # prepares the statements once
+        # A node registered since: what the process remembered of the nodes is read again.
+        await network.node(owner, tokens=2)
 
         with statements_sent() as sent:
             answered = await chat(network, client)

@@ -18,11 +18,17 @@ from services.serving.nodes import NodeEvent
 RESERVATION_TTL_SECONDS = 3600
 
 
+@dataclass(frozen=True)
+class Held:
+    reservation_id: str
+    available: int  # the wallet's available credits right after the hold
+
+
 class Credits(Protocol):
     """The credits service as serving uses it (services.serving.peers)."""
 
-    async def reserve(self, wallet: str, amount: int, key: str, description: str) -> str:
-        """The reservation's id; raises InsufficientCredits or CreditsUnavailable."""
+    async def reserve(self, wallet: str, amount: int, key: str, description: str) -> Held:
+        """Raises InsufficientCredits or CreditsUnavailable."""
 
     async def confirm(self, reservation_id: str, amount: int, key: str) -> None: ...
 
@@ -31,10 +37,21 @@ class Credits(Protocol):
     async def grant(self, wallet: str, amount: int, key: str, description: str) -> None: ...
 
 
+class OpenAnswer(Protocol):
+    def events(self) -> AsyncIterator[NodeEvent]: ...
+
+    async def close(self) -> None: ...
+
+
 class NodeStreams(Protocol):
     def stream(
         self, endpoint_url: str, model: str, messages: list[Message], max_tokens: int
     ) -> AsyncIterator[NodeEvent]: ...
+
+    async def open(
+        self, endpoint_url: str, model: str, messages: list[Message], max_tokens: int
+    ) -> OpenAnswer:
+        """Ask the node; returns once it is answering (raises NodeFailed)."""
 
 
 class EndpointCheck(Protocol):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 from services.core import validators
 from services.core.clock import Clock
@@ -15,6 +16,7 @@ from services.core.uow import UnitOfWork
 from services.serving.domain import (
     DEFAULT_MAX_TOKENS,
     CreditsUnavailable,
+    InsufficientCredits,
     LoRA,
     LoRAAlreadyExists,
     ModelNotServed,
@@ -30,7 +32,7 @@ from services.serving.domain import (
     check_model_names,
     prompt_token_bound,
 )
-from services.serving.nodes import Finished, NodeFailed, Token
+from services.serving.nodes import Finished, NodeEvent, NodeFailed, Token
 from services.serving.repository import ServingRepositories
 from services.serving.usecases.chat import (
     Chat,
@@ -43,9 +45,11 @@ from services.serving.usecases.chat import (
     FinishReason,
     NodeHealth,
     NodeStreams,
+    OpenAnswer,
     Piece,
     ServingPolicy,
 )
+from services.serving.usecases.recent import CreditHints, RecentNodes
 from services.serving.usecases.settlement import SETTLE_ATTEMPTS, Settlements
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class ServingUseCases:
         self._nodes = nodes
         self._endpoints = endpoints
         self._health = health
+        self._recent = RecentNodes()
+        self._hints = CreditHints()
         self._settlements = Settlements(uow, clock, credits, policy.node_share_percent)
 
     # --- nodes ----------------------------------------------------------------------------
@@ -98,6 +104,7 @@ class ServingUseCases:
             async with attempt as r:
                 check_adapters_fit(offered, await r.loras.named(claimed), claimed)
                 added = await r.nodes.add(node)
+        self._recent.clear()
         return added
 
     async def heartbeat(
@@ -122,10 +129,12 @@ class ServingUseCases:
                     check_adapters_fit(offered, await r.loras.named(claimed), claimed)
                     offers = (offered, claimed)
                 beaten = await r.nodes.beat(node, status=status, load=load, now=now, offers=offers)
+        self._recent.clear()
         return beaten
 
     async def deregister_node(self, wallet: str, node_id: str) -> None:
         await self._uow.run(lambda r: r.nodes.remove(wallet, node_id))
+        self._recent.clear()
 
     async def list_nodes(
         self, model: str, adapter: str, fresh_only: bool, page_request: PageRequest
@@ -192,36 +201,71 @@ class ServingUseCases:
         most = price.most(bound, max_tokens)
         chat_id = "chatcmpl-" + secrets.token_urlsafe(ID_BYTES)
         reservation_id = None
-        if most > 0:
-            reservation_id = await self._reserve(request.wallet_address, most, chat_id, label)
+        opened = None
+        if most > 0 and self._hints.likely_to_pay(request.wallet_address, most):
+            # Asked while the hold is written (services.serving.usecases.recent).
+            opened = await self._open_first(request, candidates, label, chat_id)
+            candidates = candidates[candidates.index(opened.node) :]
+        try:
+            if most > 0:
+                reservation_id = await self._reserve(request.wallet_address, most, chat_id, label)
+        except BaseException:
+            if opened is not None:
+                await opened.answer.close()
+            raise
         started = ChatStarted(chat_id, label, self._clock(), price, most)
         chat = Chat(request, started, bound, reservation_id)
-        chat.events = self._answer(chat, candidates)
+        chat.events = self._answer(chat, candidates, opened)
         return chat
+
+    async def _open_first(
+        self, request: ChatRequest, candidates: list[ServingNode], label: str, chat_id: str
+    ) -> Opened:
+        """The first candidate that answers, asked; raises NoServingNodes when none does."""
+        for node in candidates:
+            try:
+                model = request.adapter or request.model
+                answer = await self._nodes.open(
+                    node.endpoint_url, model, request.messages, request.max_tokens
+                )
+            except NodeFailed as failure:
+                self._node_failed(node, chat_id, failure, after_first_token=False)
+                continue
+            return Opened(node, answer)
+        raise NoServingNodes(label, len(candidates))
 
     async def _reserve(self, wallet: str, amount: int, chat_id: str, label: str) -> str:
         """Retried with the same key: an attempt whose answer was lost (a timeout) is replayed,
         never held twice."""
         for attempt in range(1, SETTLE_ATTEMPTS + 1):
             try:
-                return await self._credits.reserve(
+                held = await self._credits.reserve(
                     wallet, amount, f"{chat_id}.reserve", f"chat {chat_id} ({label})"
                 )
             except CreditsUnavailable:
                 if attempt == SETTLE_ATTEMPTS:
                     raise
                 await asyncio.sleep(0.05 * attempt)
+            except InsufficientCredits as refused:
+                self._hints.seen(wallet, refused.available or 0)
+                raise
+            else:
+                self._hints.seen(wallet, held.available)
+                return held.reservation_id
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _candidates(self, request: ChatRequest, label: str) -> list[ServingNode]:
-        fresh_since = self._clock() - self._policy.offline_after
-
-        # One statement, the common case; why there is none takes another look.
-        fresh = await self._uow.run(
-            lambda r: r.nodes.serving(request.model, request.adapter, fresh_since),
-            read_only=True,
-            one_statement=True,
-        )
+        model, adapter = request.model, request.adapter
+        serving = self._recent.get(model, adapter)
+        if serving is None:
+            # One statement, the common case; why there is none takes another look.
+            serving = await self._uow.run(
+                lambda r: r.nodes.serving(model, adapter),
+                read_only=True,
+                one_statement=True,
+            )
+            self._recent.put(model, adapter, serving)
+        fresh = [node for node in serving if self.is_fresh(node)]
         registered = bool(fresh) or await self._uow.run(
             lambda r: r.nodes.any_serving(request.model, request.adapter), read_only=True
         )
@@ -232,11 +276,33 @@ class ServingUseCases:
             raise NoServingNodes(label, 0)
         return ordered
 
+    def _node_failed(
+        self, node: ServingNode, chat_id: str, failure: NodeFailed, *, after_first_token: bool
+    ) -> None:
+        logger.warning(
+            "serving node failed",
+            extra={
+                "node_id": node.node_id,
+                "chat_id": chat_id,
+                "problem": str(failure),
+                "after_first_token": after_first_token,
+            },
+        )
+        if not after_first_token:
+            self._health.failed(node.node_id)
+
+    def _events(
+        self, node: ServingNode, request: ChatRequest, opened: Opened | None
+    ) -> AsyncIterator[NodeEvent]:
+        if opened is not None and opened.node is node:
+            return _read_to_the_end(opened.answer)
+        model = request.adapter or request.model
+        return self._nodes.stream(node.endpoint_url, model, request.messages, request.max_tokens)
+
     async def _answer(
-        self, chat: Chat, candidates: list[ServingNode]
+        self, chat: Chat, candidates: list[ServingNode], opened: Opened | None
     ) -> AsyncGenerator[ChatEvent, None]:
         request = chat.request
-        model = request.adapter or request.model
         reported: Usage | None = None
         reason = FinishReason.NODE_FAILURE
         serving: ServingNode | None = None
@@ -248,9 +314,7 @@ class ServingUseCases:
                     self._health.in_flight.get(node.node_id, 0) + 1
                 )
                 try:
-                    async for event in self._nodes.stream(
-                        node.endpoint_url, model, request.messages, request.max_tokens
-                    ):
+                    async for event in self._events(node, request, opened):
                         if isinstance(event, Token):
                             serving = node
                             if chat.received_pieces >= request.max_tokens:
@@ -266,17 +330,10 @@ class ServingUseCases:
                                 else FinishReason.STOP
                             )
                 except NodeFailed as failure:
-                    logger.warning(
-                        "serving node failed",
-                        extra={
-                            "node_id": node.node_id,
-                            "chat_id": chat.started.chat_id,
-                            "problem": str(failure),
-                            "after_first_token": serving is not None,
-                        },
+                    self._node_failed(
+                        node, chat.started.chat_id, failure, after_first_token=serving is not None
                     )
                     if serving is None:
-                        self._health.failed(node.node_id)
                         continue
                     reason = FinishReason.NODE_FAILURE
                 finally:
@@ -312,3 +369,19 @@ class ServingUseCases:
     async def drain(self) -> None:
         """Wait for settlements still running (the server is stopping)."""
         await self._settlements.drain()
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A node asked before the chat's hold was written, its answer not read yet."""
+
+    node: ServingNode
+    answer: OpenAnswer
+
+
+async def _read_to_the_end(answer: OpenAnswer) -> AsyncIterator[NodeEvent]:
+    try:
+        async for event in answer.events():
+            yield event
+    finally:
+        await answer.close()
