@@ -9,15 +9,18 @@ of a handful of keyed rows) run inline, when they need not wait:
 
 - a read: WAL readers wait on nobody but a WAL recovery, so a short busy timeout, then the unit
   of work's retry;
-- a write: only when the write lock is free now (busy timeout 0) and an inline connection is
-  free now; otherwise it takes the driver's thread as any unit of work does, and waits there.
-  Inline, its block runs without yielding to the loop, so one inline writer at a time.
+- a write: in turn with this process's other short writes (an asyncio lock, so waiting costs
+  the loop nothing), then only when the write lock is free now (busy timeout 0: another
+  process, or a longer unit of work here, may hold it); otherwise it takes the driver's thread
+  as any unit of work does, and waits there. Its block runs without yielding to the loop; its
+  commit's fsync runs on a thread (services.core.db).
 
 Hand-written: SQLAlchemy's asyncio facade refuses a driver that never awaits.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event
@@ -31,8 +34,8 @@ from services.core.settings import ServiceName
 # A lone read inline blocks the loop while it waits: a WAL reader waits on nobody but a WAL
 # recovery, so a short wait, then the unit of work's retry.
 READ_BUSY_TIMEOUT_MS = 50
-# One connection is in use at a time (an inline block never yields); a few for the rare block
-# that awaits something else while it holds one.
+# Reads and writes use one connection at a time each (an inline block never yields, writes
+# take turns); a few for a read that runs while a write commits.
 POOL_SIZE = 4
 
 
@@ -60,6 +63,7 @@ class LoopThreadEngines:
     def __init__(self, url: URL, service: ServiceName) -> None:
         self.reads = _engine(url, service, read_only=True)
         self.writes = _engine(url, service, read_only=False)
+        self.write_turn = asyncio.Lock()
 
     def read(self) -> Connection | None:
         """A connection for a lone read, or None when none is free now."""

@@ -4,6 +4,7 @@ of work (a lone read, a money move) runs on the event loop's own thread unless i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -173,3 +174,28 @@ async def test_a_short_write_that_fails_on_the_loops_thread_leaves_nothing_and_s
     await database.dispose()
 
     assert stored == 1, "the block's first row rolled back with it"
+
+
+async def test_a_caller_cancelled_while_its_short_write_commits_leaves_it_committed_and_usable(
+    tmp_path: Path,
+) -> None:
+    database = await _threaded_database(tmp_path)
+    block_done = asyncio.Event()
+
+    async def short_write() -> None:
+        async with database.transaction(one_statement=True) as connection:
+            await connection.execute(text(INSERT), {"wallet": "remes1cancelled"})
+            block_done.set()
+
+    writer = asyncio.create_task(short_write())
+    await block_done.wait()  # the writer now waits for its commit, on a thread
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    async with database.transaction(one_statement=True) as connection:
+        await connection.execute(text(INSERT), {"wallet": "remes1next"})
+    stored = await _count(database)
+    await database.dispose()
+
+    assert writer.cancelled()
+    assert stored == 2, "the commit went on without its caller, and the next write after it"
