@@ -192,10 +192,13 @@ def engine_environment(engine: str, postgres_url: str) -> Iterator[dict[str, str
 
 
 @contextmanager
-def read_model_environment(topology: Topology, work_dir: Path) -> Iterator[dict[str, str]]:
-    """Split, a Redis of the run's own, as deployments have: users then reads its read model
-    (kept from credits' and mining's events) instead of asking them on every GetUser."""
-    if topology == ONE_PROCESS:
+def read_model_environment(
+    engine: str, topology: Topology, work_dir: Path
+) -> Iterator[dict[str, str]]:
+    """Split, or on PostgreSQL, a Redis of the run's own, as such deployments have: users then
+    reads its read model (kept from credits' and mining's events) instead of asking them on
+    every GetUser (users_read_model=auto). One process on SQLite is `make run`: no Redis."""
+    if topology == ONE_PROCESS and engine == "sqlite":
         yield {}
         return
     redis_dir = work_dir / "redis"
@@ -211,7 +214,7 @@ def run_engine(engine: str, topology: Topology, options: Options, postgres_url: 
     run = Run(label, replace(options, work_dir=work_dir), [], {})
     with (
         engine_environment(engine, postgres_url) as extra,
-        read_model_environment(topology, work_dir) as events,
+        read_model_environment(engine, topology, work_dir) as events,
         running_stack(
             work_dir,
             internal_token=secrets.token_urlsafe(16),

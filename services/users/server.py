@@ -9,6 +9,7 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 
 from services.core.background import PeriodicJob
 from services.core.clock import Clock, utc_now
+from services.core.db import Database
 from services.core.event_stream import (
     REDIS_TIMEOUT_SECONDS,
     StreamConsumer,
@@ -43,7 +44,7 @@ async def build(context: HostContext) -> ServiceParts:
     closers: list[Closer] = [database.dispose]
     jobs: list[PeriodicJob] = []
     fresh: Freshness | None = None
-    if _reads_model(context):
+    if _reads_model(context, database):
         consumer, client = _consumer(settings, context.own(UsersSettings), uow)
         # No pause between reads: each waits (XREAD BLOCK) for the next events itself.
         jobs.append(PeriodicJob(READ_MODEL, 0.0, consumer.run_once))
@@ -66,14 +67,19 @@ async def build(context: HostContext) -> ServiceParts:
     )
 
 
-def _reads_model(context: HostContext) -> bool:
+def _reads_model(context: HostContext, database: Database) -> bool:
     """Whether GetUser reads the read model (UsersSettings.users_read_model)."""
     choice = context.own(UsersSettings).users_read_model
     if choice == "on" and context.settings.redis_url is None:
         raise ValueError("R3MES_USERS_READ_MODEL=on needs R3MES_REDIS_URL: events come by Redis")
     if choice == "auto":
+        if context.settings.redis_url is None:
+            return False
         remote = any(peer not in context.built for peer in SPEC.peers)
-        return remote and context.settings.redis_url is not None
+        # Co-hosted peers answer in a function call, but on PostgreSQL each call is still a
+        # statement of its own: three per GetUser, where the model's is one (measured:
+        # docs/performance.md). On SQLite those reads are cheaper than the model's upkeep.
+        return remote or not database.is_sqlite
     return choice == "on"
 
 

@@ -15,7 +15,8 @@ class UsersSettings(SettingsBase):
         description="Where GetUser reads the balance and mining status: on, from users' read "
         "model kept from credits' and mining's events (needs redis_url); off, by asking "
         "credits and mining on every call. auto: on when redis_url is set and credits or "
-        "mining runs in another process, else off (co-hosted, asking is a function call).",
+        "mining runs in another process or the database is PostgreSQL (where each co-hosted "
+        "answer is still a statement of its own), else off.",
     )
     users_read_model_staleness_seconds: float = Field(
         1.0,

@@ -1,5 +1,5 @@
-"""users' read model in the split topology with Redis (docs/architecture.md, "users' read
-model"): GetUser answers from the balances and mining statuses that credits' and mining's events
+"""users' read model with Redis, in the split topology and in one process on PostgreSQL
+(docs/architecture.md, "users' read model"): GetUser answers from the balances and mining statuses that credits' and mining's events
 keep, a change shows within the staleness bound, a wallet never seen is asked of its peers once
 and kept, a peer that fails for such a wallet costs only its fields, and events delivered again
 or late never move a balance back."""
@@ -225,3 +225,27 @@ async def test_a_consumer_whose_stream_lost_entries_forgets_that_stream_and_read
     assert forgotten is None  # GetUser asks credits for it again
     assert await known_balance(users_uow) == Balance(60, 1)
     assert await model.position(stream) == "10-0"
+
+
+async def test_in_one_process_with_redis_get_user_reads_the_model_only_on_postgresql(
+    settings: Settings, engine: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL each co-hosted answer is still a statement of its own; on SQLite asking is
+    # cheaper than the model (users_read_model=auto).
+    with_redis = settings.model_copy(
+        update={
+            "redis_url": redis_server.url,
+            "events_stream_prefix": f"t{uuid.uuid4().hex}:",
+            "ratelimit_backend": "off",
+        }
+    )
+    async with running_suite(with_redis, "one-process", FakeClock()) as suite:
+        wallet = await new_user(suite)
+        await grant(suite, wallet, 3)
+        monkeypatch.setattr(CreditsUseCases, "balance", down)
+        on_postgresql = engine == "postgres"
+        # Only the events can tell the balance now; on SQLite nothing reads them.
+        seconds = STARTUP_SECONDS if on_postgresql else 2 * STALENESS_SECONDS
+        shows = await shows_within(suite, wallet, seconds, available(3))
+
+    assert shows == on_postgresql
