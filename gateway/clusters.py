@@ -12,7 +12,7 @@ import ipaddress
 from typing import Any
 
 from gateway.catalog import Upstream
-from gateway.limits import circuit_breakers
+from gateway.limits import MAX_STREAMS_PER_UPSTREAM_CONNECTION, circuit_breakers
 from gateway.typed import typed
 
 CONNECT_TIMEOUT = "1s"
@@ -118,7 +118,11 @@ def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "extensions.upstreams.http.v3",
                 "HttpProtocolOptions",
-                explicit_http_config={"http2_protocol_options": {}},
+                explicit_http_config={
+                    "http2_protocol_options": {
+                        "max_concurrent_streams": MAX_STREAMS_PER_UPSTREAM_CONNECTION
+                    }
+                },
             )
         },
         "load_assignment": {
