@@ -1,8 +1,8 @@
 """users' read model with Redis, in the split topology and in one process on PostgreSQL
-(docs/architecture.md, "users' read model"): GetUser answers from the balances and mining statuses that credits' and mining's events
-keep, a change shows within the staleness bound, a wallet never seen is asked of its peers once
-and kept, a peer that fails for such a wallet costs only its fields, and events delivered again
-or late never move a balance back."""
+(docs/architecture.md, "users' read model"): GetUser answers from the balances and mining
+statuses that credits' and mining's events keep, a change shows within the staleness bound, a
+wallet never seen is asked of its peers once and kept, a peer that fails for such a wallet
+costs only its fields, and events delivered again or late never move a balance back."""
 
 from __future__ import annotations
 
