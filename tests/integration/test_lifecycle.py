@@ -140,7 +140,9 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
             return grpc.StatusCode.OK, ""
 
         before = [asyncio.ensure_future(outcome()) for _ in range(200)]
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(QUEUED_CALL_SECONDS / 2):  # some run while others queue
+            while not started:
+                await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGTERM)  # what an orchestrator sends; serve() handles it
         after = [asyncio.ensure_future(outcome()) for _ in range(200)]
         outcomes = Counter(await asyncio.gather(*before, *after))

@@ -11,7 +11,7 @@ from r3mes.users.v1 import users_pb2
 
 from services.core.auth import ANONYMOUS, INTERNAL, InternalTokenAuthenticator, Principal
 from services.core.errors import InvalidArgument, Unauthenticated, Unavailable
-from services.core.interceptors.admission import Admission
+from services.core.interceptors.admission import QUIET_SECONDS, Admission
 from services.core.interceptors.authentication import Authentication
 from services.core.interceptors.context import CallRecord, log_access, request_id_for
 from services.core.interceptors.parsing import Unparseable, tolerant
@@ -79,6 +79,21 @@ async def test_draining_waits_for_the_running_calls_and_hands_back_the_grace_lef
 
     assert admission.running == 0
     assert 4 < remaining < 5
+
+
+async def test_draining_with_nothing_running_still_refuses_calls_for_a_quiet_spell() -> None:
+    # Calls grpc has received but not yet handed over arrive after the drain began: they are
+    # refused (UNAVAILABLE, retried elsewhere) rather than cancelled by the server's stop.
+    admission = Admission()
+    draining = asyncio.ensure_future(admission.drain(grace_seconds=5))
+    await asyncio.sleep(QUIET_SECONDS / 2)
+
+    with pytest.raises(Unavailable):
+        admission.enter(USERS_GET)
+    still_draining = not draining.done()
+    await draining
+
+    assert still_draining
 
 
 async def test_draining_gives_up_at_the_end_of_the_grace_period() -> None:

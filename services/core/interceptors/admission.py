@@ -16,9 +16,11 @@ from services.core.errors import Unavailable
 
 # Health checks are still answered while draining, so that balancers read NOT_SERVING.
 ALWAYS_ADMITTED_PREFIX = "/grpc.health."
-# Draining ends only once no call has been refused for this long: calls still arriving when the
-# grpc server stops would be cancelled by it, so they are answered (UNAVAILABLE) first.
-QUIET_SECONDS = 0.1
+# Draining ends only once no call has been refused for this long (counted from the drain's start
+# when none has been): calls still arriving when the grpc server stops would be cancelled by it,
+# so they are answered (UNAVAILABLE) first. Calls grpc has received but not yet handed to the
+# loop cannot be seen; on a busy machine the loop can take a tenth of a second to get to them.
+QUIET_SECONDS = 0.25
 
 
 class Admission:
@@ -50,11 +52,12 @@ class Admission:
         """Refuse new calls and wait for the running ones (and for the stream of new calls to
         dry up); the grace period left is returned."""
         self.draining = True
-        deadline = time.monotonic() + grace_seconds
+        started = time.monotonic()
+        deadline = started + grace_seconds
         while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), left)
-            quiet_for = time.monotonic() - self._last_refusal
+            quiet_for = time.monotonic() - max(self._last_refusal, started)
             if self._running == 0 and quiet_for >= QUIET_SECONDS:
                 break
             await asyncio.sleep(max(min(QUIET_SECONDS - quiet_for, deadline - time.monotonic()), 0))
