@@ -112,9 +112,11 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
     tmp_path: Path,
 ) -> None:
     started: list[bytes] = []
+    first_started = asyncio.Event()
 
     async def wait(request: bytes, context: Any) -> bytes:
         started.append(request)
+        first_started.set()
         await asyncio.sleep(QUEUED_CALL_SECONDS)
         return b"done"
 
@@ -140,9 +142,8 @@ async def test_sigterm_with_many_calls_queued_finishes_the_running_ones_and_refu
             return grpc.StatusCode.OK, ""
 
         before = [asyncio.ensure_future(outcome()) for _ in range(200)]
-        async with asyncio.timeout(QUEUED_CALL_SECONDS / 2):  # some run while others queue
-            while not started:
-                await asyncio.sleep(0.01)
+        # Some run while others queue.
+        await asyncio.wait_for(first_started.wait(), QUEUED_CALL_SECONDS / 2)
         os.kill(os.getpid(), signal.SIGTERM)  # what an orchestrator sends; serve() handles it
         after = [asyncio.ensure_future(outcome()) for _ in range(200)]
         outcomes = Counter(await asyncio.gather(*before, *after))
