@@ -12,7 +12,7 @@ import ipaddress
 from typing import Any
 
 from gateway.catalog import Upstream
-from gateway.limits import MAX_STREAMS_PER_UPSTREAM_CONNECTION, circuit_breakers
+from gateway.limits import circuit_breakers
 from gateway.typed import typed
 
 CONNECT_TIMEOUT = "1s"
@@ -106,8 +106,11 @@ def single_host_cluster(name: str, host: str, port: int, http2: bool) -> dict[st
     }
 
 
-def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
+def cluster(upstream: Upstream, target: str, streams_per_connection: int | None) -> dict[str, Any]:
     addresses = endpoints(target)
+    http2: dict[str, Any] = {}
+    if streams_per_connection is not None:
+        http2["max_concurrent_streams"] = streams_per_connection
     return {
         "name": upstream.name,
         **_discovery(addresses[0][0]),
@@ -118,11 +121,7 @@ def cluster(upstream: Upstream, target: str) -> dict[str, Any]:
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "extensions.upstreams.http.v3",
                 "HttpProtocolOptions",
-                explicit_http_config={
-                    "http2_protocol_options": {
-                        "max_concurrent_streams": MAX_STREAMS_PER_UPSTREAM_CONNECTION
-                    }
-                },
+                explicit_http_config={"http2_protocol_options": http2},
             )
         },
         "load_assignment": {

@@ -22,7 +22,7 @@ from gateway.clusters import cluster
 from gateway.credentials import credential_routes
 from gateway.filters import cors_policy, http_filters
 from gateway.frontdoor.envoy import front_door_clusters, front_door_routes
-from gateway.limits import connection_manager_limits
+from gateway.limits import connection_manager_limits, streams_per_upstream_connection
 from gateway.local_replies import local_reply_config
 from gateway.metrics import admin_cluster, metrics_listener
 from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG
@@ -208,6 +208,7 @@ def build_config(
     given, is sent instead of the settings' (GATEWAY_SECRET_FROM_ENVIRONMENT, say)."""
     gateway_secret = gateway_secret or settings.gateway_secret_value()
     metrics_listeners, metrics_clusters = _metrics(settings)
+    streams = streams_per_upstream_connection(settings)
     return {
         "node": {"id": "r3mes-gateway", "cluster": "r3mes-gateway"},
         "admin": admin_config(settings),
@@ -238,8 +239,11 @@ def build_config(
                 *metrics_listeners,
             ],
             "clusters": [
-                *(cluster(u, target_of(settings, u.name)) for u in UPSTREAMS),
-                *(cluster(canary_upstream(u), c.target) for u, c in canaries(settings).items()),
+                *(cluster(u, target_of(settings, u.name), streams) for u in UPSTREAMS),
+                *(
+                    cluster(canary_upstream(u), c.target, streams)
+                    for u, c in canaries(settings).items()
+                ),
                 *front_door_clusters(settings),
                 *metrics_clusters,
                 collector_cluster(settings),

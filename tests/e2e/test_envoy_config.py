@@ -303,3 +303,23 @@ def test_the_documented_gateway_limits_are_the_rendered_ones() -> None:
 def test_a_canary_of_a_service_the_registry_does_not_know_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="R3MES_CANARIES names unknown services: minning"):
         build_config(settings(canaries={"minning": CANARY["mining"]}), DEFAULT_DESCRIPTOR)
+
+
+def _streams_per_connection(config: dict[str, Any]) -> dict[str, Any]:
+    clusters = config["static_resources"]["clusters"]
+    return {
+        cluster["name"]: next(iter(cluster["typed_extension_protocol_options"].values()))[
+            "explicit_http_config"
+        ]["http2_protocol_options"].get("max_concurrent_streams")
+        for cluster in clusters
+        if cluster["name"] in {upstream.name for upstream in UPSTREAMS}
+    }
+
+
+def test_services_of_several_workers_get_4_calls_per_connection_and_of_one_the_default() -> None:
+    several = _streams_per_connection(build_config(settings(workers=2), DEFAULT_DESCRIPTOR))
+    one = _streams_per_connection(build_config(settings(), DEFAULT_DESCRIPTOR))
+
+    assert set(several.values()) == {4}
+    assert set(one.values()) == {None}
+    assert len(several) == len(UPSTREAMS)
