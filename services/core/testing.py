@@ -75,6 +75,17 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+class FakeMonotonic:
+    """A monotonic clock (seconds, as `time.monotonic`) that stands still until a test moves
+    its `now`."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @contextmanager
 def own_redis_server(work_dir: Path) -> Iterator[RedisServer]:
     """A redis-server of the caller's own on a free loopback port, without persistence, stopped

@@ -11,19 +11,9 @@ import pytest
 import redis.asyncio
 
 from services.core.ratelimit import InProcessLimiter, Limiter, Rate, RedisLimiter, RedisProbe
-from services.core.testing import RedisServer
+from services.core.testing import FakeMonotonic, RedisServer
 
 PER_MINUTE_3 = Rate(3, 60.0)
-
-
-class Seconds:
-    """A monotonic clock that stands still until the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def probe(server: RedisServer) -> RedisProbe:
@@ -31,13 +21,13 @@ def probe(server: RedisServer) -> RedisProbe:
 
 
 @pytest.fixture
-def clock() -> Seconds:
-    return Seconds()
+def clock() -> FakeMonotonic:
+    return FakeMonotonic()
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(
-    request: pytest.FixtureRequest, clock: Seconds, redis_server: RedisServer
+    request: pytest.FixtureRequest, clock: FakeMonotonic, redis_server: RedisServer
 ) -> AsyncIterator[Limiter]:
     backend: Limiter
     if request.param == "memory":
@@ -97,7 +87,7 @@ async def test_a_decision_of_several_units_charges_them_all(limiter: Limiter) ->
 
 
 async def test_a_forced_charge_overdraws_and_cost_zero_then_refuses_until_it_is_repaid(
-    limiter: Limiter, clock: Seconds
+    limiter: Limiter, clock: FakeMonotonic
 ) -> None:
     wallet = subject()
 
@@ -115,7 +105,9 @@ async def test_a_forced_charge_overdraws_and_cost_zero_then_refuses_until_it_is_
     assert repaid.remaining == 0
 
 
-async def test_a_bucket_refills_one_call_per_interval(limiter: Limiter, clock: Seconds) -> None:
+async def test_a_bucket_refills_one_call_per_interval(
+    limiter: Limiter, clock: FakeMonotonic
+) -> None:
     wallet = subject()
     for _ in range(3):
         assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
@@ -178,7 +170,7 @@ async def test_a_rate_whose_interval_is_not_whole_still_admits_its_whole_limit(
 
 
 async def test_redis_buckets_expire_once_full_again(
-    redis_server: RedisServer, clock: Seconds
+    redis_server: RedisServer, clock: FakeMonotonic
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
     limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
@@ -215,7 +207,7 @@ async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) ->
 
 
 async def test_redis_loads_the_script_again_when_the_server_forgot_it(
-    redis_server: RedisServer, clock: Seconds
+    redis_server: RedisServer, clock: FakeMonotonic
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
     limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)

@@ -69,13 +69,8 @@ def available(amount: int) -> Callable[[users_pb2.User], bool]:
     )
 
 
-@pytest.fixture
-async def suite(
-    settings: Settings, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Suite]:
-    """Every service in its own server, with Redis; returned once users reads its model: a
-    grant shows in GetUser while credits cannot answer a balance (only its events can tell)."""
-    with_redis = settings.model_copy(
+def with_redis(settings: Settings, redis_server: RedisServer) -> Settings:
+    return settings.model_copy(
         update={
             "redis_url": redis_server.url,
             "events_stream_prefix": f"t{uuid.uuid4().hex}:",
@@ -83,7 +78,15 @@ async def suite(
             "ratelimit_backend": "off",
         }
     )
-    async with running_suite(with_redis, "split", FakeClock()) as running:
+
+
+@pytest.fixture
+async def suite(
+    settings: Settings, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Suite]:
+    """Every service in its own server, with Redis; returned once users reads its model: a
+    grant shows in GetUser while credits cannot answer a balance (only its events can tell)."""
+    async with running_suite(with_redis(settings, redis_server), "split", FakeClock()) as running:
         with monkeypatch.context() as patch:
             patch.setattr(CreditsUseCases, "balance", down)
             wallet = await new_user(running)
@@ -232,14 +235,8 @@ async def test_in_one_process_with_redis_get_user_reads_the_model_only_on_postgr
 ) -> None:
     # On PostgreSQL each co-hosted answer is still a statement of its own; on SQLite asking is
     # cheaper than the model (users_read_model=auto).
-    with_redis = settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "events_stream_prefix": f"t{uuid.uuid4().hex}:",
-            "ratelimit_backend": "off",
-        }
-    )
-    async with running_suite(with_redis, "one-process", FakeClock()) as suite:
+    one_process = running_suite(with_redis(settings, redis_server), "one-process", FakeClock())
+    async with one_process as suite:
         wallet = await new_user(suite)
         await grant(suite, wallet, 3)
         monkeypatch.setattr(CreditsUseCases, "balance", down)

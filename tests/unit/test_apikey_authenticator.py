@@ -15,7 +15,7 @@ from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
 from services.core import validators
 from services.core.auth import PrincipalKind
 from services.core.errors import Unauthenticated, Unavailable
-from services.core.testing import FakeClock
+from services.core.testing import FakeClock, FakeMonotonic
 
 WALLET = "remes1nmxc98ww6mdvm6h4anee0pxa8cgdezfclgsdxk"
 TTL = 5.0
@@ -36,21 +36,13 @@ class CountingValidator:
         return self.answer
 
 
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def ticks() -> Ticks:
-    return Ticks()
+def ticks() -> FakeMonotonic:
+    return FakeMonotonic()
 
 
 def authenticator(
-    validator: CountingValidator, ticks: Ticks, clock: FakeClock
+    validator: CountingValidator, ticks: FakeMonotonic, clock: FakeClock
 ) -> tuple[APIKeyAuthenticator, KeyInvalidations]:
     invalidations = KeyInvalidations(KeyCheckCache(TTL, 100, timer=ticks), None, "unused")
     return APIKeyAuthenticator(validator, invalidations, clock), invalidations
@@ -66,7 +58,7 @@ def authenticator(
     ids=["x-api-key", "Bearer", "bearer"],
 )
 async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_credential(
-    headers: object, ticks: Ticks, clock: FakeClock
+    headers: object, ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     auth, _ = authenticator(CountingValidator(), ticks, clock)
     key = validators.new_api_key()
@@ -83,7 +75,7 @@ async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_cr
 
 @pytest.mark.parametrize("metadata", [{}, {"authorization": "Basic dXNlcjpwYXNz"}])
 async def test_a_call_without_a_key_is_not_this_authenticators_business(
-    metadata: dict[str, str], ticks: Ticks, clock: FakeClock
+    metadata: dict[str, str], ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     validator = CountingValidator()
     auth, _ = authenticator(validator, ticks, clock)
@@ -92,7 +84,9 @@ async def test_a_call_without_a_key_is_not_this_authenticators_business(
     assert validator.asked == 0
 
 
-async def test_a_malformed_key_is_refused_without_asking(ticks: Ticks, clock: FakeClock) -> None:
+async def test_a_malformed_key_is_refused_without_asking(
+    ticks: FakeMonotonic, clock: FakeClock
+) -> None:
     validator = CountingValidator()
     auth, _ = authenticator(validator, ticks, clock)
 
@@ -112,7 +106,7 @@ async def test_a_malformed_key_is_refused_without_asking(ticks: Ticks, clock: Fa
     ],
 )
 async def test_an_unusable_key_is_unauthenticated_with_the_reason(
-    status: ValidationStatus, reason: str, ticks: Ticks, clock: FakeClock
+    status: ValidationStatus, reason: str, ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     auth, _ = authenticator(CountingValidator(Validation(status)), ticks, clock)
 
@@ -123,7 +117,7 @@ async def test_an_unusable_key_is_unauthenticated_with_the_reason(
 
 
 async def test_an_answer_is_kept_for_the_ttl_and_asked_again_after(
-    ticks: Ticks, clock: FakeClock
+    ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     validator = CountingValidator()
     auth, _ = authenticator(validator, ticks, clock)
@@ -140,7 +134,9 @@ async def test_an_answer_is_kept_for_the_ttl_and_asked_again_after(
     assert (asked_within_ttl, validator.asked) == (1, 2)
 
 
-async def test_a_refusal_is_kept_for_its_own_shorter_ttl(ticks: Ticks, clock: FakeClock) -> None:
+async def test_a_refusal_is_kept_for_its_own_shorter_ttl(
+    ticks: FakeMonotonic, clock: FakeClock
+) -> None:
     validator = CountingValidator(Validation(ValidationStatus.NOT_FOUND))
     cache: KeyCheckCache[Validation] = KeyCheckCache(TTL, 100, timer=ticks, refused_ttl_seconds=1)
     auth = APIKeyAuthenticator(validator, KeyInvalidations(cache, None, "unused"), clock)
@@ -156,7 +152,7 @@ async def test_a_refusal_is_kept_for_its_own_shorter_ttl(ticks: Ticks, clock: Fa
 
 
 async def test_a_flood_of_unknown_keys_does_not_push_a_valid_keys_answer_out(
-    ticks: Ticks, clock: FakeClock
+    ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     valid = CountingValidator()
     cache: KeyCheckCache[Validation] = KeyCheckCache(TTL, 3, timer=ticks)
@@ -174,7 +170,9 @@ async def test_a_flood_of_unknown_keys_does_not_push_a_valid_keys_answer_out(
     assert (again.status, valid.asked - asked_before) == (ValidationStatus.VALID, 0)
 
 
-async def test_calls_that_miss_at_once_share_one_question(ticks: Ticks, clock: FakeClock) -> None:
+async def test_calls_that_miss_at_once_share_one_question(
+    ticks: FakeMonotonic, clock: FakeClock
+) -> None:
     validator = CountingValidator()
     validator.release.clear()
     auth, _ = authenticator(validator, ticks, clock)
@@ -189,7 +187,7 @@ async def test_calls_that_miss_at_once_share_one_question(ticks: Ticks, clock: F
     assert {answer.status for answer in answers} == {ValidationStatus.VALID}
 
 
-async def test_a_withdrawn_key_is_asked_about_again(ticks: Ticks, clock: FakeClock) -> None:
+async def test_a_withdrawn_key_is_asked_about_again(ticks: FakeMonotonic, clock: FakeClock) -> None:
     validator = CountingValidator()
     auth, invalidations = authenticator(validator, ticks, clock)
     key = validators.new_api_key()
@@ -203,7 +201,7 @@ async def test_a_withdrawn_key_is_asked_about_again(ticks: Ticks, clock: FakeClo
 
 
 async def test_an_answer_in_flight_while_its_key_is_withdrawn_is_not_kept(
-    ticks: Ticks, clock: FakeClock
+    ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     validator = CountingValidator()
     validator.release.clear()
@@ -221,7 +219,7 @@ async def test_an_answer_in_flight_while_its_key_is_withdrawn_is_not_kept(
 
 
 async def test_a_cached_answer_is_not_used_past_the_keys_expiry(
-    ticks: Ticks, clock: FakeClock
+    ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     validator = CountingValidator(
         Validation(ValidationStatus.VALID, WALLET, "key-1", clock.now + timedelta(seconds=1))
@@ -237,7 +235,7 @@ async def test_a_cached_answer_is_not_used_past_the_keys_expiry(
 
 
 async def test_when_the_apikeys_service_cannot_answer_nothing_is_cached(
-    ticks: Ticks, clock: FakeClock
+    ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     validator = CountingValidator()
     validator.answer = Unavailable("down", reason="API_KEYS_UNAVAILABLE")  # type: ignore[assignment]

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.core.testing import FakeMonotonic
 from services.serving.domain import NodeStatus, ServingNode
 from services.serving.usecases.recent import NODES_MAX_AGE_SECONDS, CreditHints, RecentNodes
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def node(node_id: str) -> ServingNode:
@@ -34,7 +27,7 @@ def node(node_id: str) -> ServingNode:
 
 
 def test_the_nodes_of_a_model_are_remembered_for_a_second_and_no_longer() -> None:
-    ticks = Ticks()
+    ticks = FakeMonotonic()
     recent = RecentNodes(monotonic=ticks)
     recent.put("m", "", [node("a")])
 
@@ -48,14 +41,14 @@ def test_the_nodes_of_a_model_are_remembered_for_a_second_and_no_longer() -> Non
 
 
 def test_a_model_no_node_serves_is_never_remembered_so_clients_cannot_grow_the_memory() -> None:
-    recent = RecentNodes(monotonic=Ticks())
+    recent = RecentNodes(monotonic=FakeMonotonic())
     recent.put("a-name-a-client-made-up", "", [])
 
     assert recent.get("a-name-a-client-made-up", "") is None
 
 
 def test_clearing_forgets_every_model() -> None:
-    recent = RecentNodes(monotonic=Ticks())
+    recent = RecentNodes(monotonic=FakeMonotonic())
     recent.put("m", "", [node("a")])
     recent.put("m", "adapter", [node("a")])
 
