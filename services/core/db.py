@@ -143,7 +143,8 @@ class Database:
                 with _translated():
                     inline = self._loop_thread.read() if read_only else self._loop_thread.write()
                 if inline is not None:
-                    async with _on_loop_thread(self.engine, inline) as connection:
+                    on_loop = _on_loop_thread(self.engine, inline, writes=not read_only)
+                    async with on_loop as connection:
                         yield connection
                     return
             finally:
@@ -252,16 +253,16 @@ def _sqlite_engine(url: URL, service: ServiceName) -> AsyncEngine:
 
 @asynccontextmanager
 async def _on_loop_thread(
-    engine: AsyncEngine, connection: Connection
+    engine: AsyncEngine, connection: Connection, *, writes: bool
 ) -> AsyncIterator[AsyncConnection]:
-    """Run the block on `connection`, then commit what it began (a write). The commit's fsync
-    runs on a thread, so the loop goes on meanwhile (inline, it was 45 % of a busy process's
-    time); shielded, so that a caller cancelled meanwhile never closes the connection under
-    it: the commit's end closes it then."""
+    """Run the block on `connection`; a write's is then committed (a read in autocommit has
+    nothing to commit). The commit's fsync runs on a thread, so the loop goes on meanwhile
+    (inline, it was 45 % of a busy process's time); shielded, so that a caller cancelled
+    meanwhile never closes the connection under it: the commit's end closes it then."""
     handed_over = False
     try:
         yield InlineConnection(engine, connection)
-        if connection.in_transaction():
+        if writes and connection.in_transaction():
             committing = asyncio.ensure_future(asyncio.to_thread(connection.commit))
             try:
                 await asyncio.shield(committing)
