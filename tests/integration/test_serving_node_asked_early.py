@@ -22,9 +22,9 @@ RICH = 1_000_000
 CHARGE = 2 + 2 * 2  # two prompt tokens, two completion tokens at the default prices
 
 
-@pytest.fixture
-async def network(settings: Settings) -> AsyncIterator[Network]:
-    async with running_network(settings) as running:
+@pytest.fixture(params=["one-process", "split"])
+async def network(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Network]:
+    async with running_network(settings, request.param) as running:
         yield running
 
 
