@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from services.core.settings import Settings
+from gateway.settings import GatewaySettings
 
 ADMIN_HOST = "127.0.0.1"
 ADMIN_SOCKET_NAME = "envoy-admin.sock"
@@ -28,7 +28,7 @@ def admin_socket(data_dir: Path) -> Path:
     return data_dir.resolve() / ADMIN_SOCKET_NAME
 
 
-def admin_endpoint(settings: Settings) -> AdminEndpoint:
+def admin_endpoint(settings: GatewaySettings) -> AdminEndpoint:
     if settings.gateway_admin_port is not None:
         return settings.gateway_admin_port
     return admin_socket(settings.data_dir)
@@ -41,7 +41,7 @@ def describe(endpoint: AdminEndpoint) -> str:
     return f"curl --unix-socket {endpoint} http://localhost/"
 
 
-def admin_config(settings: Settings) -> dict[str, Any]:
+def admin_config(settings: GatewaySettings) -> dict[str, Any]:
     """The bootstrap's `admin` section."""
     endpoint = admin_endpoint(settings)
     if isinstance(endpoint, int):

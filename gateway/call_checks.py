@@ -15,8 +15,8 @@ from typing import Any
 
 from gateway.catalog import UPSTREAMS
 from gateway.limits import MAX_CALLS_PER_CLIENT_PER_WORKER, stream_idle_timeout_seconds
+from gateway.settings import GatewaySettings
 from gateway.typed import typed
-from services.core.settings import Settings
 
 NAME = "r3mes.call_checks"
 _SCRIPT = Path(__file__).with_name("call_checks.lua")
@@ -27,7 +27,7 @@ class _LuaTemplate(Template):
     delimiter = "@"
 
 
-def lua_source(settings: Settings) -> str:
+def lua_source(settings: GatewaySettings) -> str:
     prefixes = ", ".join(f'"{upstream.grpc_prefix}"' for upstream in UPSTREAMS)
     return _LuaTemplate(_SCRIPT.read_text()).substitute(
         service_prefixes=prefixes,
@@ -38,7 +38,7 @@ def lua_source(settings: Settings) -> str:
     )
 
 
-def call_checks(settings: Settings) -> dict[str, Any]:
+def call_checks(settings: GatewaySettings) -> dict[str, Any]:
     return {
         "name": NAME,
         "typed_config": typed(

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.admin import AdminEndpoint, admin_endpoint, admin_request
 from gateway.catalog import UPSTREAMS, Upstream
-from services.core.settings import Canary, Settings
+from gateway.settings import Canary, GatewaySettings
 
 RUNTIME_KEY_PREFIX = "r3mes.canary"
 # The bootstrap's runtime: nothing static, and admin's layer on top for /runtime_modify.
@@ -40,7 +40,7 @@ def canary_upstream(upstream: Upstream) -> Upstream:
     return Upstream(f"{upstream.name}-canary", upstream.proto_service)
 
 
-def canaries(settings: Settings) -> dict[Upstream, Canary]:
+def canaries(settings: GatewaySettings) -> dict[Upstream, Canary]:
     """The services with a canary, checked against the registry: a misspelt name would
     otherwise leave the canary without traffic and nobody told."""
     unknown = sorted(set(settings.canaries) - {u.name for u in UPSTREAMS})
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("service", help="a service with a canary in R3MES_CANARIES")
     parser.add_argument("weight", type=int, help="percent of its calls for the canary, 0-100")
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = GatewaySettings()
     if args.service not in settings.canaries:
         parser.error(f"R3MES_CANARIES has no canary of {args.service}")
     set_weight(admin_endpoint(settings), args.service, args.weight)

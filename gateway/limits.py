@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.settings import GatewaySettings
 from services.core.settings import Settings
 
 # A whole request, headers and body, must arrive within this. Bodies are at most
@@ -62,13 +63,13 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def stream_idle_timeout_seconds(settings: Settings) -> float:
+def stream_idle_timeout_seconds(settings: GatewaySettings) -> float:
     """A stream with no traffic either way: a little longer than a call may take (so it never cuts
     a slow call short), then it goes, e.g. a reply its client never reads."""
     return settings.gateway_route_timeout_seconds + REQUEST_TIMEOUT_SECONDS
 
 
-def connection_manager_limits(settings: Settings) -> dict[str, Any]:
+def connection_manager_limits(settings: GatewaySettings) -> dict[str, Any]:
     """The HttpConnectionManager fields that bound what one client can hold."""
     return {
         "request_timeout": _seconds(REQUEST_TIMEOUT_SECONDS),

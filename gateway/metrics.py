@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.admin import ADMIN_HOST, admin_endpoint
+from gateway.settings import GatewaySettings
 from gateway.typed import typed
 from services.core.settings import Settings
 
@@ -23,7 +24,7 @@ METRICS_LISTENER = "r3mes_metrics"
 SCRAPE_TIMEOUT = "5s"
 
 
-def admin_cluster(settings: Settings) -> dict[str, Any]:
+def admin_cluster(settings: GatewaySettings) -> dict[str, Any]:
     endpoint = admin_endpoint(settings)
     if isinstance(endpoint, int):
         address = {"socket_address": {"address": ADMIN_HOST, "port_value": endpoint}}

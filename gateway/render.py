@@ -26,12 +26,12 @@ from gateway.limits import connection_manager_limits, streams_per_upstream_conne
 from gateway.local_replies import local_reply_config
 from gateway.metrics import admin_cluster, metrics_listener
 from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG
+from gateway.settings import GatewaySettings
 from gateway.tracing import collector_cluster, tracing
 from gateway.typed import typed
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.network import GATEWAY_SECRET_HEADER
 from services.core.registry import target_of
-from services.core.settings import Settings
 
 DEFAULT_DESCRIPTOR = DESCRIPTOR_SET
 DEFAULT_OUTPUT = ENVOY_CONFIG
@@ -43,7 +43,7 @@ GENERATED_NOTICE = "# Rendered by `python -m gateway.render`; edit gateway/*.py 
 GATEWAY_SECRET_FROM_ENVIRONMENT = "%ENVIRONMENT(R3MES_GATEWAY_SECRET)%"  # noqa: S105 - a reference
 
 
-def _service_routes(settings: Settings, gateway_secret: str | None) -> list[dict[str, Any]]:
+def _service_routes(settings: GatewaySettings, gateway_secret: str | None) -> list[dict[str, Any]]:
     # REST calls are routed after the transcoder has rewritten them to their gRPC path, so one
     # prefix per service serves REST, gRPC and gRPC-Web alike.
     shifted = canaries(settings)
@@ -115,7 +115,7 @@ def _unknown_path_route() -> dict[str, Any]:
     }
 
 
-def _route_config(settings: Settings, gateway_secret: str | None) -> dict[str, Any]:
+def _route_config(settings: GatewaySettings, gateway_secret: str | None) -> dict[str, Any]:
     timeout = f"{settings.gateway_route_timeout_seconds:g}s"
     return {
         "name": "r3mes",
@@ -158,7 +158,7 @@ def _route_config(settings: Settings, gateway_secret: str | None) -> dict[str, A
 
 
 def _connection_manager(
-    settings: Settings, descriptor_path: Path, gateway_secret: str | None
+    settings: GatewaySettings, descriptor_path: Path, gateway_secret: str | None
 ) -> dict[str, Any]:
     return typed(
         "extensions.filters.network.http_connection_manager.v3",
@@ -168,7 +168,7 @@ def _connection_manager(
 
 
 def _connection_manager_fields(
-    settings: Settings, descriptor_path: Path, gateway_secret: str | None
+    settings: GatewaySettings, descriptor_path: Path, gateway_secret: str | None
 ) -> dict[str, Any]:
     return {
         "stat_prefix": "r3mes",
@@ -193,7 +193,7 @@ def _connection_manager_fields(
     }
 
 
-def _metrics(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _metrics(settings: GatewaySettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The metrics listener and admin's cluster, when a metrics port is set."""
     port = settings.gateway_metrics_port
     if port is None:
@@ -202,7 +202,7 @@ def _metrics(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, A
 
 
 def build_config(
-    settings: Settings, descriptor_path: Path, *, gateway_secret: str | None = None
+    settings: GatewaySettings, descriptor_path: Path, *, gateway_secret: str | None = None
 ) -> dict[str, Any]:
     """Envoy's bootstrap as a plain dict (YAML- and JSON-serializable). `gateway_secret`, when
     given, is sent instead of the settings' (GATEWAY_SECRET_FROM_ENVIRONMENT, say)."""
@@ -264,7 +264,7 @@ def build_config(
     }
 
 
-def write_config(settings: Settings, descriptor: Path, output: Path) -> Path:
+def write_config(settings: GatewaySettings, descriptor: Path, output: Path) -> Path:
     """Write Envoy's config to `output`, pointing at the descriptor set `make protos` built."""
     if not descriptor.is_file():
         raise FileNotFoundError(f"{descriptor} is missing: run `make protos` first")
@@ -276,7 +276,9 @@ def write_config(settings: Settings, descriptor: Path, output: Path) -> Path:
     return output
 
 
-def render(settings: Settings, descriptor: Path, *, gateway_secret: str | None = None) -> str:
+def render(
+    settings: GatewaySettings, descriptor: Path, *, gateway_secret: str | None = None
+) -> str:
     """The config file's text, for a descriptor set at `descriptor` where Envoy runs."""
     config = build_config(settings, descriptor, gateway_secret=gateway_secret)
     return f"{GENERATED_NOTICE}\n{yaml.safe_dump(config, sort_keys=False)}"
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    print(write_config(Settings(), args.descriptor, args.out))
+    print(write_config(GatewaySettings(), args.descriptor, args.out))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway.limits import ENVOY_WORKERS
 from gateway.render import DEFAULT_DESCRIPTOR, DEFAULT_OUTPUT, write_config
-from services.core.settings import Settings
+from gateway.settings import GatewaySettings
 
 LOG_FLUSH_INTERVAL_MS = 1000
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         "--config", type=Path, help="run Envoy on this rendered config rather than render one"
     )
     args = parser.parse_args(argv)
-    config = args.config or write_config(Settings(), args.descriptor, args.out)
+    config = args.config or write_config(GatewaySettings(), args.descriptor, args.out)
     command = envoy_command(config, args.log_level)
     # exec, not a child: signals (SIGTERM from `make run`, a test or the container runtime) reach
     # Envoy directly, and no Python process lingers beside it.

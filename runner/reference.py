@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
+from gateway.settings import GatewaySettings
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES, target_of
-from services.core.settings import Settings
 from services.core.validators import new_wallet_address
 from tools.reference_node import DEFAULT_MODEL
 
@@ -50,7 +50,7 @@ class ReferenceNode:
     third of R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS (a node registered and never heard from
     again goes offline after it, and a newcomer's chats would find no node)."""
 
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: GatewaySettings, url: str) -> None:
         spec = next(spec for spec in SERVICES if spec.proto_service == SERVICE)
         self._settings = settings
         self._target = target_of(settings, spec.name)
@@ -81,7 +81,7 @@ class ReferenceNode:
         return None
 
 
-def registered_message(settings: Settings, url: str, owner: str) -> str:
+def registered_message(settings: GatewaySettings, url: str, owner: str) -> str:
     return (
         f"Reference serving node: {url} serves {DEFAULT_MODEL}, registered for wallet {owner}\n"
         "  (it earns its share of each chat). Chat with a key of a wallet holding credits:\n"

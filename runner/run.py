@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG, GEN, ROOT
+from gateway.settings import GatewaySettings
 from runner.runlock import AlreadyRunning, RunLock
 from runner.supervisor import Supervisor
 from services.core.registry import SERVICES, shared_port
@@ -107,11 +108,11 @@ def development_environment(settings: Settings) -> dict[str, str]:
     return {"R3MES_RATELIMIT_POLICIES_FILE": str(LOCAL_POLICIES_FILE)}
 
 
-def console_port(settings: Settings) -> int:
+def console_port(settings: GatewaySettings) -> int:
     return settings.console_port or DEFAULT_CONSOLE_PORT
 
 
-def process_environment(settings: Settings) -> dict[str, str]:
+def process_environment(settings: GatewaySettings) -> dict[str, str]:
     environment = dict(os.environ)
     environment["PYTHONUNBUFFERED"] = "1"
     # The front door serves the console there, and Envoy's CORS allows its origin.
@@ -136,7 +137,7 @@ def service_processes(settings: Settings) -> list[str]:
     return [s.name for s in SERVICES]
 
 
-def metrics_ports(settings: Settings) -> dict[str, int]:
+def metrics_ports(settings: GatewaySettings) -> dict[str, int]:
     """Each service process's metrics port (its first worker's; worker i serves on it + i),
     Envoy's, as `gateway`, and the front door's. `make run` always serves metrics."""
     first = DEFAULT_METRICS_PORT if settings.metrics_port is None else settings.metrics_port
@@ -149,13 +150,13 @@ def metrics_ports(settings: Settings) -> dict[str, int]:
     return ports
 
 
-def service_metrics_ports(settings: Settings) -> dict[str, int]:
+def service_metrics_ports(settings: GatewaySettings) -> dict[str, int]:
     """The service processes' metrics ports alone (R3MES_METRICS_PORT, a port per worker)."""
     ports = metrics_ports(settings)
     return {name: port for name, port in ports.items() if name not in OWN_METRICS_SETTINGS}
 
 
-def metrics_environments(settings: Settings) -> dict[str, dict[str, str]]:
+def metrics_environments(settings: GatewaySettings) -> dict[str, dict[str, str]]:
     """What each child's environment gets on top of the common one: its metrics port."""
     ports = metrics_ports(settings)
     return {
@@ -168,7 +169,7 @@ def metrics_environments(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
-def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
+def listening_ports(settings: GatewaySettings) -> list[tuple[str, str, int]]:
     """(setting, host, port) of every socket the suite listens on (port 0: any, not checked)."""
     host = settings.listen_host
     if settings.topology == ONE_PROCESS:
@@ -206,7 +207,7 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def port_problems(settings: Settings) -> list[str]:
+def port_problems(settings: GatewaySettings) -> list[str]:
     """Why the suite could not listen where its settings say, one sentence each."""
     problems, seen = [], dict[int, str]()
     for setting, host, port in listening_ports(settings):
@@ -221,7 +222,7 @@ def port_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def commands(settings: Settings) -> list[tuple[str, list[str]]]:
+def commands(settings: GatewaySettings) -> list[tuple[str, list[str]]]:
     if settings.topology == ONE_PROCESS:
         services = [(HOST, [sys.executable, "-m", "services"])]
     else:
@@ -260,7 +261,7 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a comparison
 
 
-def base_url(settings: Settings) -> str:
+def base_url(settings: GatewaySettings) -> str:
     return f"http://{_display_host(settings.listen_host)}:{settings.gateway_port}"
 
 
@@ -294,7 +295,7 @@ def ratelimit_lines(settings: Settings) -> str:
     )
 
 
-def banner(settings: Settings) -> str:
+def banner(settings: GatewaySettings) -> str:
     # Imported only now: services.core.testing loads gRPC, and every child is running already.
     from services.core.validators import new_wallet_address
 
@@ -322,7 +323,7 @@ Ctrl-C stops everything.
 """
 
 
-def metrics_line(settings: Settings) -> str:
+def metrics_line(settings: GatewaySettings) -> str:
     host = _display_host(settings.listen_host)
     shown = [
         f"{name} http://{host}:{port}/metrics" for name, port in metrics_ports(settings).items()
@@ -331,7 +332,7 @@ def metrics_line(settings: Settings) -> str:
     return ", ".join(shown) + workers
 
 
-def reference_node(settings: Settings) -> ReferenceNode | None:
+def reference_node(settings: GatewaySettings) -> ReferenceNode | None:
     """The reference node to register for a fresh wallet of its own, on the internal token (the
     node's owner earns its share of each chat), and to keep fresh; None when there is none."""
     if not settings.reference_node_port:
@@ -357,7 +358,7 @@ def _healthy(host: str, port: int) -> bool:
         return False
 
 
-def suite_healthy(settings: Settings) -> bool:
+def suite_healthy(settings: GatewaySettings) -> bool:
     """The front door's /healthz asked directly until every service serves (so the waiting
     leaves no line in Envoy's access log), then once through the gateway."""
     host = _display_host(settings.listen_host)
@@ -378,7 +379,7 @@ class StopRequest:
         self.requested = True
 
 
-def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> int:
+def _run(supervisor: Supervisor, settings: GatewaySettings, stopping: StopRequest) -> int:
     """Until a signal (exit 0) or a child's exit (its code, or 1)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     ready = False
@@ -412,7 +413,7 @@ def _run(supervisor: Supervisor, settings: Settings, stopping: StopRequest) -> i
 
 
 def main() -> None:
-    settings = Settings()
+    settings = GatewaySettings()
     lock = RunLock((ROOT / settings.data_dir).resolve())
     try:
         lock.acquire()

@@ -26,6 +26,7 @@ import yaml
 from gateway.limits import ENVOY_WORKERS
 from gateway.paths import ROOT
 from gateway.render import GATEWAY_SECRET_FROM_ENVIRONMENT, render
+from gateway.settings import GatewaySettings
 from services.core.registry import SERVICES, shared_port, spec_of
 from services.core.servicespec import ServiceSpec
 from services.core.settings import Settings
@@ -324,7 +325,7 @@ def _scraped(port: int) -> Manifest:
     }
 
 
-def gateway_manifests(settings: Settings) -> list[Manifest]:
+def gateway_manifests(settings: GatewaySettings) -> list[Manifest]:
     envoy = _container(
         "envoy",
         ["python", "-m", "gateway.serve", "--config", f"{ENVOY_DIR}/{ENVOY_FILE}"],
@@ -351,7 +352,7 @@ def gateway_manifests(settings: Settings) -> list[Manifest]:
     ]
 
 
-def frontdoor_manifests(settings: Settings) -> list[Manifest]:
+def frontdoor_manifests(settings: GatewaySettings) -> list[Manifest]:
     pages = {"name": "http", "containerPort": settings.frontdoor_port}
     reflection = {"name": "grpc", "containerPort": settings.frontdoor_grpc_port}
     metrics = {"name": "metrics", "containerPort": FRONTDOOR_METRICS_PORT}
@@ -420,7 +421,7 @@ def shared_settings(settings: Settings) -> dict[str, str]:
     return values
 
 
-def envoy_config(settings: Settings, topology: Topology) -> str:
+def envoy_config(settings: GatewaySettings, topology: Topology) -> str:
     """Envoy's config for the topology, rendered by the code `make run` uses."""
     placed = settings.with_targets(**topology.targets(settings)).model_copy(
         update={
@@ -454,7 +455,7 @@ def _documents(manifests: Sequence[Manifest]) -> str:
     return NOTICE + yaml.dump_all(manifests, Dumper=_Dumper, sort_keys=False)
 
 
-def manifests(settings: Settings) -> dict[str, str]:
+def manifests(settings: GatewaySettings) -> dict[str, str]:
     """deploy/k8s/'s files by relative path."""
     base: dict[str, Manifest | list[Manifest]] = {
         "kustomization.yaml": _kustomization(
@@ -511,7 +512,7 @@ def secret_example() -> Manifest:
     }
 
 
-def write(settings: Settings, output: Path) -> None:
+def write(settings: GatewaySettings, output: Path) -> None:
     """Write the manifests under `output`; files of a removed service stay (the test names them)."""
     for path, text in manifests(settings).items():
         target = output / path
@@ -523,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    write(Settings(), args.out)
+    write(GatewaySettings(), args.out)
     print(args.out)
 
 

@@ -20,9 +20,9 @@ from gateway.frontdoor.pages import Pages, http_server
 from gateway.frontdoor.reflection import add_reflection
 from gateway.paths import OPENAPI_DOCUMENT
 from gateway.render import DEFAULT_DESCRIPTOR
+from gateway.settings import GatewaySettings
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics_on
-from services.core.settings import Settings
 
 logger = logging.getLogger("r3mes.frontdoor")
 GRPC_WORKERS = 4
@@ -34,7 +34,7 @@ GIL_SWITCH_SECONDS = 0.0005
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def grpc_server(settings: Settings, descriptor_set: Path) -> grpc.Server:
+def grpc_server(settings: GatewaySettings, descriptor_set: Path) -> grpc.Server:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="reflection"),
         # Another process on the same port must be an error, never a silent neighbour.
@@ -58,7 +58,7 @@ def _exit_now() -> None:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = GatewaySettings()
     configure_logging(settings)
     # The stop signals are blocked in every thread and taken by sigwait below, never by a
     # handler: a handler that sets an Event takes a lock, and a second signal arriving while the

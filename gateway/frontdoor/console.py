@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.paths import ROOT
+from gateway.settings import GatewaySettings
 from services.core.registry import SERVICES
-from services.core.settings import Settings
 
 CONSOLE_DIST = ROOT / "web" / "dist"
 CONFIG_PATH = "/config.json"
@@ -50,7 +50,7 @@ def chat_prices() -> dict[str, Any]:
     }
 
 
-def console_config(settings: Settings) -> dict[str, Any]:
+def console_config(settings: GatewaySettings) -> dict[str, Any]:
     return {
         "gateway_url": settings.console_gateway(),
         "keplr_chain_id": settings.console_keplr_chain_id,
@@ -110,7 +110,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def console_server(settings: Settings, dist: Path = CONSOLE_DIST) -> ThreadingHTTPServer | None:
+def console_server(
+    settings: GatewaySettings, dist: Path = CONSOLE_DIST
+) -> ThreadingHTTPServer | None:
     """The console's server on R3MES_CONSOLE_PORT, or None when that is unset."""
     if settings.console_port is None:
         return None

@@ -6,8 +6,8 @@ from typing import Any
 
 from gateway.clusters import single_host_cluster
 from gateway.frontdoor.openai_door import CHAT_PATH, MODELS_PATH
+from gateway.settings import GatewaySettings
 from gateway.typed import typed
-from services.core.settings import Settings
 
 PAGES_CLUSTER = "frontdoor"
 REFLECTION_CLUSTER = "frontdoor_grpc"
@@ -87,7 +87,7 @@ def front_door_routes(timeout: str) -> list[dict[str, Any]]:
     return [_refused_preflight_route(), *pages, *door_routes(), assets, *reflection]
 
 
-def front_door_clusters(settings: Settings) -> list[dict[str, Any]]:
+def front_door_clusters(settings: GatewaySettings) -> list[dict[str, Any]]:
     host = settings.frontdoor_host
     return [
         single_host_cluster(PAGES_CLUSTER, host, settings.frontdoor_port, http2=False),

@@ -12,10 +12,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Sequence
+from typing import TypeVar
 
 import services
 from services.core.servicespec import ServiceSpec
 from services.core.settings import Settings, SettingsBase
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
 
 KERNEL = "core"
 ALL = "all"
@@ -73,7 +76,7 @@ def target_of(settings: Settings, name: str) -> str:
     return settings.target_of(name)
 
 
-def resolved(settings: Settings) -> Settings:
+def resolved(settings: SettingsT) -> SettingsT:
     """The settings with every service's target spelled out for the topology, for processes
     that reach services but host none (Envoy, the front door, `make run`)."""
     return settings.with_targets(**{name: target_of(settings, name) for name in NAMES})

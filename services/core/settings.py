@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -34,13 +34,6 @@ _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 ServiceName = str
 
 
-class Canary(BaseModel):
-    """A second version of one service that the gateway sends a share of its calls to."""
-
-    target: str = Field(pattern=r"^\S+:\d+$", description="host:port of the second version")
-    weight: int = Field(ge=0, le=100, description="Percent of the service's gateway calls")
-
-
 class SettingsBase(BaseSettings):
     """What every settings class shares: `R3MES_*` environment variables (or a `.env` file).
     The kernel's are `Settings`; a service's own live in `services/<name>/settings.py`."""
@@ -49,8 +42,10 @@ class SettingsBase(BaseSettings):
 
 
 class Settings(SettingsBase):
-    """The kernel's settings: storage, listening and reaching services, identity, limits,
-    lifecycle, the gateway. What only one service reads is that service's own."""
+    """The kernel's settings, what service processes read: storage, listening and reaching
+    services, identity, limits, lifecycle. What only one service reads is that service's own;
+    what only the gateway side reads (Envoy, the front door, the console) is the gateway's
+    (gateway/settings.py)."""
 
     data_dir: Path = Field(Path("data"), description="Folder of the embedded SQLite files.")
     database_url: str | None = Field(
@@ -289,95 +284,6 @@ class Settings(SettingsBase):
         "keeps its decision.",
     )
 
-    gateway_port: int = Field(8080, ge=1, le=65535, description="Envoy's HTTP/JSON listener.")
-    gateway_admin_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535,
-        description="Envoy admin on 127.0.0.1 at this port, when asked for. Unset: admin listens "
-        "only on the unix socket envoy-admin.sock in data_dir (mode 0600), which no web page can "
-        "reach.",
-    )
-    gateway_metrics_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535,
-        description="A listener of Envoy on listen_host at this port answering GET /metrics "
-        "with Envoy's own statistics (admin's /stats/prometheus, and nothing else of admin). "
-        "Unset: none. `make run` opens one (its banner says where).",
-    )
-    cors_origins: list[str] = Field(
-        ["http://localhost:3000", "http://127.0.0.1:3000"],
-        description="Browser origins the gateway allows (CORS).",
-    )
-    gateway_trusted_hops: int = Field(
-        0,
-        ge=0,
-        le=10,
-        description="Proxies in front of Envoy whose x-forwarded-for entries Envoy believes "
-        "(Envoy's xff_num_trusted_hops). 0: Envoy is the edge and the TCP peer is the client.",
-    )
-    gateway_route_timeout_seconds: float = Field(
-        15.0,
-        gt=0,
-        description="Longest a call may take through the gateway (client gRPC deadlines are "
-        "honoured up to this).",
-    )
-    max_request_bytes: int = Field(
-        65536, ge=1024, description="Largest request body the gateway accepts (413 beyond)."
-    )
-    frontdoor_port: int = Field(
-        8081,
-        ge=1,
-        le=65535,
-        description="The front door's HTTP port (/, /docs, /openapi.json, /healthz), which the "
-        "gateway routes those paths to.",
-    )
-    frontdoor_grpc_port: int = Field(
-        8082,
-        ge=1,
-        le=65535,
-        description="The front door's gRPC port: reflection of every service at once, which the "
-        "gateway routes grpcurl's reflection calls to.",
-    )
-    reference_node_port: int = Field(
-        8090,
-        ge=0,
-        le=65535,
-        description="Port of the reference serving node (`python -m tools.reference_node`) that "
-        "`make run` starts on 127.0.0.1 and registers, so a newcomer can chat at once. 0: none.",
-    )
-    frontdoor_metrics_port: int | None = Field(
-        None,
-        ge=0,
-        le=65535,
-        description="Port of the front door's Prometheus metrics (/metrics, on listen_host): its "
-        "requests by route and status, their latency, those in flight, and the tokens and "
-        "micro-credits of the chats through its OpenAI-compatible door. Unset: none served. "
-        "`make run` opens one (its banner says where).",
-    )
-    frontdoor_host: str = Field(
-        "127.0.0.1", description="Where the gateway reaches the front door (both ports)."
-    )
-    console_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535,
-        description="The web console's port on listen_host (docs/console.md), served by the "
-        "front door from web/dist; the gateway's CORS then allows the console's origin. Unset: "
-        "no console. `make run` serves it on 8083.",
-    )
-    console_gateway_url: str | None = Field(
-        None,
-        description="The gateway's URL as the console's browsers reach it, told them in its "
-        "/config.json. Unset: http://<listen_host>:<gateway_port>.",
-    )
-    console_keplr_chain_id: str = Field(
-        "remes-1",
-        min_length=1,
-        description="The chain the console asks Keplr for to sign in (Keplr must know it); the "
-        "signed ADR-036 proof itself names no chain.",
-    )
     features: dict[str, bool] = Field(
         {},
         description='Feature flags, JSON: {"users.network_stats_cache": true}. Unset flags are '
@@ -387,15 +293,6 @@ class Settings(SettingsBase):
         None,
         description="A JSON file of feature flags (the shape of `features`, whose flags it "
         "overrides), read again whenever it changes: a flag flips in running processes.",
-    )
-    canaries: dict[ServiceName, Canary] = Field(
-        {},
-        description='Canary releases, JSON: {"credits": {"target": "10.0.0.7:50054", "weight": '
-        "5}} sends 5 % of credits' calls through the gateway to a second version at that "
-        "target, the rest to its usual target. The weight is where Envoy starts; Envoy's "
-        "runtime key `r3mes.canary.<service>` changes it while running (`python -m "
-        "gateway.canary`), without dropping a call. Calls between services do not pass the "
-        "gateway and are not split.",
     )
 
     @field_validator("otlp_endpoint", mode="before")
@@ -445,27 +342,13 @@ class Settings(SettingsBase):
             return self.targets[service]
         return f"{self.connect_host()}:{self.port_of(service)}"
 
-    def with_ports(self, **ports: int) -> Settings:
+    def with_ports(self, **ports: int) -> Self:
         """A copy listening where given (`settings.with_ports(users=0)`), the rest as set."""
         return self.model_copy(update={"ports": {**self.ports, **ports}})
 
-    def with_targets(self, **targets: str) -> Settings:
+    def with_targets(self, **targets: str) -> Self:
         """A copy reaching services where given, the rest as set."""
         return self.model_copy(update={"targets": {**self.targets, **targets}})
-
-    def console_origins(self) -> list[str]:
-        """The browser origins of the console (none without one): its host as a client on this
-        machine names it, and `localhost` too when that is loopback."""
-        if self.console_port is None:
-            return []
-        hosts = [self.connect_host()]
-        if hosts[0] == "127.0.0.1":
-            hosts.append("localhost")
-        return [f"http://{host}:{self.console_port}" for host in hosts]
-
-    def console_gateway(self) -> str:
-        """The gateway's URL as the console calls it."""
-        return self.console_gateway_url or f"http://{self.connect_host()}:{self.gateway_port}"
 
     def connect_host(self) -> str:
         """Where a client on this machine reaches what listens on `listen_host` (a wildcard

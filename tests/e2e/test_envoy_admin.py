@@ -10,14 +10,14 @@ from typing import Any
 
 from gateway.admin import admin_socket, envoy_ready
 from gateway.render import DEFAULT_DESCRIPTOR, build_config
+from gateway.settings import GatewaySettings
 from runner.local_stack import LocalStack
-from services.core.settings import Settings
 
 LISTEN = "0A"  # the TCP state of a listening socket in /proc/net/tcp
 
 
-def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)
+def settings(**values: Any) -> GatewaySettings:
+    return GatewaySettings(_env_file=None, **values)
 
 
 def listening_tcp_ports(pid: int) -> set[int]:

@@ -14,15 +14,15 @@ from gateway.catalog import UPSTREAMS
 from gateway.frontdoor.envoy import door_routes
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
+from gateway.settings import Canary, GatewaySettings
 from services.core.registry import NAMES, SERVICES
-from services.core.settings import Canary, Settings
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
-def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)
+def settings(**values: Any) -> GatewaySettings:
+    return GatewaySettings(_env_file=None, **values)
 
 
 def connection_manager(config: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from gateway.render import DEFAULT_DESCRIPTOR, GATEWAY_SECRET_FROM_ENVIRONMENT, render
+from gateway.settings import GatewaySettings
 from runner.local_stack import LocalStack, running_stack
-from services.core.settings import Settings
 from tests.e2e.test_ratelimit_gateway import POLICIES
 
 READ_QUOTA = 4  # GetNetworkStats per hour and client address, in POLICIES
@@ -39,7 +39,7 @@ def config_map_text(stack: LocalStack) -> str:
     with pytest.MonkeyPatch.context() as patch:
         for variable, value in stack.environment.items():
             patch.setenv(variable, value)
-        settings = Settings(_env_file=None)
+        settings = GatewaySettings(_env_file=None)
     return render(
         settings, DEFAULT_DESCRIPTOR.resolve(), gateway_secret=GATEWAY_SECRET_FROM_ENVIRONMENT
     )

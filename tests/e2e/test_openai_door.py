@@ -26,12 +26,12 @@ from openai.types.chat import ChatCompletionMessageParam
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
+from gateway.settings import GatewaySettings
 from runner.local_stack import LocalStack, running_stack
 from runner.reference import ReferenceNode, register_node
 from runner.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES
-from services.core.settings import Settings
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tools.reference_node import DEFAULT_MODEL, WORDS
 from tools.wallet import Wallet, first_api_key
@@ -500,7 +500,7 @@ def test_make_runs_reference_node_stays_fresh_while_make_run_beats_for_it(
             "R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS": str(offline_after),
         },
     ) as stack:
-        settings = Settings(
+        settings = GatewaySettings(
             targets={SERVING: stack.grpc_target(SERVING)}, internal_token=INTERNAL_TOKEN
         )
         node = ReferenceNode(settings, stack.start_reference_node())

@@ -15,13 +15,13 @@ import pytest
 
 from gateway.frontdoor.console import NOT_BUILT, console_server
 from gateway.render import DEFAULT_DESCRIPTOR, build_config
-from services.core.settings import Settings
+from gateway.settings import GatewaySettings
 
 GATEWAY = "https://api.r3mes.example"
 
 
 @contextmanager
-def serving(settings: Settings, dist: Path) -> Iterator[str]:
+def serving(settings: GatewaySettings, dist: Path) -> Iterator[str]:
     """The console's server of `settings` on a free port instead of theirs."""
     server = console_server(settings.model_copy(update={"console_port": 0}), dist)
     assert server is not None
@@ -33,8 +33,8 @@ def serving(settings: Settings, dist: Path) -> Iterator[str]:
         server.server_close()
 
 
-def console_settings(chain: str = "remes-1") -> Settings:
-    return Settings(
+def console_settings(chain: str = "remes-1") -> GatewaySettings:
+    return GatewaySettings(
         listen_host="127.0.0.1",
         console_port=8083,
         console_gateway_url=GATEWAY,
@@ -42,7 +42,7 @@ def console_settings(chain: str = "remes-1") -> Settings:
     )
 
 
-def allowed_origins(settings: Settings) -> list[str]:
+def allowed_origins(settings: GatewaySettings) -> list[str]:
     """The origins of the CORS policy in the gateway's rendered configuration."""
     found: list[str] = []
 
@@ -67,7 +67,7 @@ def built(tmp_path: Path) -> Path:
 
 
 def test_without_a_console_port_there_is_no_console_server(tmp_path: Path) -> None:
-    assert console_server(Settings(console_port=None), tmp_path) is None
+    assert console_server(GatewaySettings(console_port=None), tmp_path) is None
 
 
 def test_the_config_names_the_gateway_the_chain_and_the_serving_prices(
@@ -127,7 +127,7 @@ def test_the_gateway_s_cors_allows_the_console_s_origins_beside_the_configured_o
     tmp_path: Path,
 ) -> None:
     configured = "https://app.r3mes.example"
-    settings = Settings(data_dir=tmp_path, console_port=8083, cors_origins=[configured])
+    settings = GatewaySettings(data_dir=tmp_path, console_port=8083, cors_origins=[configured])
 
     assert allowed_origins(settings) == [
         configured,
@@ -137,6 +137,8 @@ def test_the_gateway_s_cors_allows_the_console_s_origins_beside_the_configured_o
 
 
 def test_without_a_console_the_gateway_allows_only_the_configured_origins(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, console_port=None, cors_origins=["https://a.example"])
+    settings = GatewaySettings(
+        data_dir=tmp_path, console_port=None, cors_origins=["https://a.example"]
+    )
 
     assert allowed_origins(settings) == ["https://a.example"]

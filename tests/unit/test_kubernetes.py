@@ -19,8 +19,9 @@ import yaml
 from gateway.metrics import METRICS_LISTENER, METRICS_PATH
 from gateway.render import DEFAULT_DESCRIPTOR
 from gateway.serve import envoy_binary
+from gateway.settings import GatewaySettings
 from services.core.registry import NAMES, SERVICES, settings_classes, shared_port
-from services.core.settings import Settings
+from services.core.settings import SettingsBase
 from tools.k8s import (
     DEFAULT_OUTPUT,
     ENVOY_FILE,
@@ -46,8 +47,8 @@ def no_r3mes_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable)
 
 
-def defaults() -> Settings:
-    return Settings(_env_file=None)
+def defaults() -> GatewaySettings:
+    return GatewaySettings(_env_file=None)
 
 
 def built(overlay: str) -> list[Resource]:
@@ -229,7 +230,8 @@ def test_every_r3mes_variable_in_the_manifests_is_a_setting_and_their_values_par
     text = yaml.safe_dump_all(resources)
     variables = set(re.findall(r"\bR3MES_[A-Z0-9_]+", text))
 
-    settings = {f"R3MES_{name.upper()}" for k in settings_classes() for name in k.model_fields}
+    kinds: list[type[SettingsBase]] = [*settings_classes(), GatewaySettings]
+    settings = {f"R3MES_{name.upper()}" for k in kinds for name in k.model_fields}
     endpoints = {name for spec in SERVICES for name in (spec.port_setting, spec.target_setting)}
     unknown = variables - settings - endpoints
 
@@ -237,7 +239,7 @@ def test_every_r3mes_variable_in_the_manifests_is_a_setting_and_their_values_par
     assert unknown == set()
     for variable, value in settings_map(resources).items():
         monkeypatch.setenv(variable, value)
-    assert Settings(_env_file=None).topology == overlay[0]
+    assert GatewaySettings(_env_file=None).topology == overlay[0]
 
 
 def test_the_services_start_only_after_the_migration_job_has_migrated_their_schemas(

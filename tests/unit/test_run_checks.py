@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.settings import GatewaySettings
 from runner.run import banner, development_environment, port_problems, process_environment
 from runner.runlock import AlreadyRunning, RunLock
 from services.core.ratelimit.policies import LOCAL_POLICIES_FILE
@@ -28,8 +29,8 @@ def taken_port() -> Iterator[int]:
 
 
 def test_in_one_process_only_the_shared_port_is_checked_and_named(taken_port: int) -> None:
-    unused = Settings(topology="one-process", ports={"mining": taken_port})
-    taken = Settings(topology="one-process", ports={"users": taken_port})
+    unused = GatewaySettings(topology="one-process", ports={"mining": taken_port})
+    taken = GatewaySettings(topology="one-process", ports={"users": taken_port})
 
     assert [p for p in port_problems(unused) if str(taken_port) in p] == []
     assert [p for p in port_problems(taken) if str(taken_port) in p] == [
@@ -39,7 +40,7 @@ def test_in_one_process_only_the_shared_port_is_checked_and_named(taken_port: in
 
 
 def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) -> None:
-    settings = Settings(topology="split", ports={"mining": taken_port})
+    settings = GatewaySettings(topology="split", ports={"mining": taken_port})
 
     problems = [p for p in port_problems(settings) if str(taken_port) in p]
 
@@ -50,7 +51,7 @@ def test_a_port_in_use_is_named_with_the_setting_that_moves_it(taken_port: int) 
 
 
 def test_two_settings_on_one_port_are_refused_before_anything_listens() -> None:
-    settings = Settings(frontdoor_port=18123, ports={"users": 18123})
+    settings = GatewaySettings(frontdoor_port=18123, ports={"users": 18123})
 
     assert (
         "R3MES_FRONTDOOR_PORT and R3MES_USERS_PORT are both 18123: give each its own port"
@@ -114,7 +115,7 @@ def test_make_run_applies_the_local_rate_limits_and_its_banner_says_which_and_ho
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("R3MES_RATELIMIT_POLICIES_FILE", raising=False)
-    settings = Settings(ratelimit_policies_file=None, ratelimit_backend=None)
+    settings = GatewaySettings(ratelimit_policies_file=None, ratelimit_backend=None)
 
     environment = process_environment(settings)
     shown = banner(settings)
@@ -135,7 +136,7 @@ def test_make_run_applies_the_local_rate_limits_and_its_banner_says_which_and_ho
 def test_make_run_keeps_the_policies_a_developer_chose_and_names_them(tmp_path: Path) -> None:
     chosen = tmp_path / "mine.yaml"
     chosen.write_text(LOCAL_POLICIES_FILE.read_text().replace("60/minute", "2/minute"))
-    settings = Settings(ratelimit_policies_file=chosen)
+    settings = GatewaySettings(ratelimit_policies_file=chosen)
 
     assert development_environment(settings) == {}
     assert f"  Rate limits (R3MES_RATELIMIT_POLICIES_FILE={chosen}):\n" in banner(settings)
@@ -144,15 +145,15 @@ def test_make_run_keeps_the_policies_a_developer_chose_and_names_them(tmp_path: 
 
 def test_make_run_with_rate_limiting_off_says_so() -> None:
     assert "  Rate limits: none (R3MES_RATELIMIT_BACKEND=off).\n" in banner(
-        Settings(ratelimit_backend="off")
+        GatewaySettings(ratelimit_backend="off")
     )
 
 
 def test_make_run_gives_the_suite_a_gateway_secret_of_its_own_kept_in_the_data_folder(
     tmp_path: Path,
 ) -> None:
-    first = process_environment(Settings(_env_file=None, data_dir=tmp_path))
-    second = process_environment(Settings(_env_file=None, data_dir=tmp_path))
+    first = process_environment(GatewaySettings(_env_file=None, data_dir=tmp_path))
+    second = process_environment(GatewaySettings(_env_file=None, data_dir=tmp_path))
 
     secret_file = Path(first["R3MES_GATEWAY_SECRET_FILE"])
     assert secret_file == tmp_path / "gateway-secret"
