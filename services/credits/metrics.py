@@ -1,7 +1,8 @@
 """The credits service's own series.
 
-The holds as storage has them (gauges), refreshed by the reservation sweeper after each sweep, so
-a scrape costs no query, and every replica reports the same figures: read them with max, not sum.
+The holds as storage has them (gauges), refreshed by the reservation sweeper after each sweep
+(how many are in each state at most once a minute: that count reads every reservation), so a
+scrape costs no query, and every replica reports the same figures: read them with max, not sum.
 
 The holds' changes of state (a counter by the state entered), counted by the replica whose call
 made the change, once: a repeat answered from its stored reply counts nothing. Sum them over
@@ -9,6 +10,7 @@ replicas."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge
@@ -24,6 +26,14 @@ HELD_PAST_EXPIRY = Gauge(
     "r3mes_credits_reservations_held_past_expiry",
     "HELD reservations past their expire time: released for readers, not yet swept.",
 )
+
+STORED = Gauge(
+    "r3mes_credits_reservations",
+    "Reservations in storage by state (held, confirmed, rolled_back, expired).",
+    ["state"],
+)
+# Every state's series from the first count on, 0 while none is in it.
+_STORED = {state: STORED.labels(state.value.lower()) for state in ReservationState}
 
 TRANSITIONS = Counter(
     "r3mes_credits_reservation_transitions_total",
@@ -48,3 +58,8 @@ def publish(held: HeldReservations, now: datetime) -> None:
     oldest = held.oldest_create_time
     OLDEST_HELD_AGE.set(0 if oldest is None else max((now - oldest).total_seconds(), 0))
     HELD_PAST_EXPIRY.set(held.past_expiry)
+
+
+def publish_by_state(counts: Mapping[ReservationState, int]) -> None:
+    for state, gauge in _STORED.items():
+        gauge.set(counts[state])

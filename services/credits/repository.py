@@ -291,6 +291,17 @@ class ReservationRepository(BaseRepository[Reservation]):
         count, oldest, past_expiry = tuple((await self.execute(statement)).one())
         return HeldReservations(int(count), oldest, int(past_expiry))
 
+    async def count_by_state(self) -> dict[ReservationState, int]:
+        """How many reservations storage holds in each state (0 for a state none is in): one
+        grouped count, read off the state's index (reservations are never deleted, so it grows
+        with them)."""
+        c = self.table.c
+        statement = select(c.state, func.count().label("reservations")).group_by(c.state)
+        counts = dict.fromkeys(ReservationState, 0)
+        for row in await self.execute(statement):
+            counts[ReservationState(row.state)] = int(row.reservations)
+        return counts
+
     async def due_for_expiry(self, now: datetime, limit: int) -> list[str]:
         """Ids of up to `limit` expired holds, locked; those another sweeper has locked are
         skipped (SKIP LOCKED on PostgreSQL; SQLite's write lock already lets one in at a time)."""

@@ -21,6 +21,7 @@ from services.credits.domain import (
     LedgerEntry,
     Movement,
     NetworkTotal,
+    ReservationState,
     Transitions,
 )
 from services.credits.moves import Moved, moves_on
@@ -106,6 +107,12 @@ class CreditsUseCases:
         # One statement over the open holds' index: short, so a lone read (no BEGIN/COMMIT).
         return await self._uow.run(
             lambda r: r.reservations.held(now), read_only=True, one_statement=True
+        )
+
+    async def count_by_state(self) -> dict[ReservationState, int]:
+        # One statement: a lone read, as held() is.
+        return await self._uow.run(
+            lambda r: r.reservations.count_by_state(), read_only=True, one_statement=True
         )
 
     async def expire_due(self) -> int:

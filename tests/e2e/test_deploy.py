@@ -141,8 +141,34 @@ def test_every_service_container_is_health_checked_over_grpc_and_has_resource_li
         for service in SERVICES:
             condition = services[name]["depends_on"][service]["condition"]
             assert condition == "service_healthy", name
+
+
+def test_every_container_has_limits_and_every_one_that_keeps_running_a_health_check(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    running = {name for name, service in services.items() if "restart" in service}
+    # The one container that runs once and exits: health means nothing to it, its exit does.
+    waiting_on_migrate = {
+        name: service["depends_on"]["migrate"]["condition"]
+        for name, service in services.items()
+        if "migrate" in service.get("depends_on", {})
+    }
+
+    assert set(services) - running == {"migrate"}
+    for name in running:
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
     for name, service in services.items():
         assert service["deploy"]["resources"]["limits"], name
+    assert waiting_on_migrate == dict.fromkeys(SERVICES, "service_completed_successfully")
+
+
+def test_the_front_door_is_health_checked_on_its_own_grpc_health_not_on_every_services(
+    compose: dict[str, Any],
+) -> None:
+    healthcheck = compose["services"]["frontdoor"]["healthcheck"]
+
+    assert healthcheck["test"] == ["CMD", "python", "-m", "gateway.frontdoor.healthcheck"]
 
 
 def test_prometheus_scrapes_every_registered_service_and_the_gateway_with_the_alerts_loaded(

@@ -1,7 +1,8 @@
 """The holds' changes of state as Prometheus reads them off credits: each change counted once, by
 the state entered, whichever way it happened (a call, a touch of the wallet, the sweeper), and
 never for a repeated call answered from its stored reply; on both engines (on PostgreSQL the
-moves are single statements that say what they changed)."""
+moves are single statements that say what they changed). And the holds as storage has them, by
+state, as each sweep leaves them."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ def exposed() -> dict[str, float]:
             elif sample.name.startswith("r3mes_credits_") and not sample.labels:
                 values[sample.name] = sample.value
     return values
+
+
+def stored_by_state() -> dict[str, float]:
+    """The gauge of reservations in storage by state, as the /metrics page shows it."""
+    text = generate_latest(REGISTRY).decode()
+    return {
+        sample.labels["state"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "r3mes_credits_reservations"
+    }
 
 
 def transitions_since(before: dict[str, float]) -> dict[str, float]:
@@ -94,3 +106,31 @@ async def test_every_change_of_a_holds_state_is_counted_once_and_repeats_are_not
     assert gauges["r3mes_credits_reservations_held"] == 1
     assert gauges["r3mes_credits_oldest_held_reservation_age_seconds"] == 30
     assert gauges["r3mes_credits_reservations_held_past_expiry"] == 0
+    assert stored_by_state() == {"held": 1, "confirmed": 2, "rolled_back": 1, "expired": 5}
+
+
+async def test_a_sweep_publishes_how_many_reservations_are_in_each_state_once_a_minute(
+    credits: Credits,
+) -> None:
+    wallet = new_wallet_address()
+    await credits.grant(wallet, 10 * CREDIT)
+    holds = [(await credits.reserve(wallet, CREDIT, ttl_seconds=120)).reservation for _ in range(4)]
+    await credits.confirm(holds[0].reservation_id, CREDIT // 2)
+
+    # A minute after the count the server's first sweep made.
+    credits.clock.advance(seconds=60)
+    assert await credits.sweep()
+    first = stored_by_state()
+    await credits.roll_back(holds[1].reservation_id)
+    assert await credits.sweep()
+    # Within the minute the HELD gauge moves, the count by state is the last one.
+    within_the_minute = stored_by_state(), exposed()["r3mes_credits_reservations_held"]
+    credits.clock.advance(seconds=60)
+    assert await credits.sweep()
+
+    assert first == {"held": 3, "confirmed": 1, "rolled_back": 0, "expired": 0}
+    assert within_the_minute == (first, 2)
+    # The two left expired a minute later, and the sweep that resolved them counted again.
+    assert stored_by_state() == {"held": 0, "confirmed": 1, "rolled_back": 1, "expired": 2}
+    stored = Counter(row.state for row in (await stored_rows(credits.settings))["reservations"])
+    assert stored == {"CONFIRMED": 1, "ROLLED_BACK": 1, "EXPIRED": 2}

