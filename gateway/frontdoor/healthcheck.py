@@ -13,11 +13,11 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from gateway.settings import GatewaySettings
 from services.core.healthcheck import failure
-from services.core.settings import Settings
 
 
-def not_serving(settings: Settings) -> str | None:
+def not_serving(settings: GatewaySettings) -> str | None:
     """What the front door answered, None when SERVING."""
     target = f"{settings.connect_host()}:{settings.frontdoor_grpc_port}"
     with grpc.insecure_channel(target) as channel:
@@ -25,7 +25,7 @@ def not_serving(settings: Settings) -> str | None:
 
 
 def main() -> None:
-    answer = not_serving(Settings())
+    answer = not_serving(GatewaySettings())
     if answer is not None:
         sys.exit(f"not serving: the front door: {answer}")
 

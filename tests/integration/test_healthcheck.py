@@ -10,6 +10,7 @@ from asyncio.subprocess import PIPE
 
 from gateway.frontdoor.__main__ import grpc_server
 from gateway.render import DEFAULT_DESCRIPTOR
+from gateway.settings import GatewaySettings
 from runner.local_stack import LOOPBACK
 from services.core.hosting import host
 from services.core.ports import free_port
@@ -62,12 +63,14 @@ async def test_the_health_check_passes_while_the_hosted_services_serve_and_names
     )
 
 
-async def test_the_front_doors_health_check_passes_while_it_serves_and_says_so_once_stopped(
-    settings: Settings,
-) -> None:
+async def test_the_front_doors_health_check_passes_while_it_serves_and_says_so_once_stopped() -> (
+    None
+):
     port = free_port()
-    settings = settings.model_copy(update={"listen_host": LOOPBACK, "frontdoor_grpc_port": port})
-    front_door = grpc_server(settings, DEFAULT_DESCRIPTOR)
+    front_door_settings = GatewaySettings(
+        _env_file=None, listen_host=LOOPBACK, frontdoor_grpc_port=port
+    )
+    front_door = grpc_server(front_door_settings, DEFAULT_DESCRIPTOR)
     front_door.start()
     try:
         serving = await run_check(
