@@ -4,10 +4,6 @@ derives from it, and the import contracts cover services that do not exist yet."
 from __future__ import annotations
 
 import ast
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +13,7 @@ from pydantic import ValidationError
 from gateway.paths import ROOT
 from services.core.registry import NAMES, SERVICES, selected
 from services.core.settings import Settings
+from tests.project_copy import copy_project, lint_imports
 
 # Code that is no service's own and must therefore name none (it reads the registry instead).
 SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools"]
@@ -128,28 +125,15 @@ PLANTS = {
 
 @pytest.mark.parametrize("plant", PLANTS, ids=str)
 def test_a_violation_planted_in_a_copy_makes_lint_imports_fail(plant: str, tmp_path: Path) -> None:
-    for part in ("services", "gateway", "runner", "tools", "pyproject.toml"):
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, tmp_path / part)
+    copy_project(tmp_path)
     where, line, broken = PLANTS[plant]
     planted = tmp_path / where
     planted.parent.mkdir(exist_ok=True)
     (planted.parent / "__init__.py").touch()
     with planted.open("a") as module:
         module.write(line)
-    environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'gen'}"}
 
-    linted = subprocess.run(
-        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    linted = lint_imports(tmp_path)
 
     assert linted.returncode == 1, linted.stdout
     assert broken in " ".join(linted.stdout.split()), linted.stdout
