@@ -9,9 +9,7 @@ from bench.results import RESULTS_DIR
 from gateway.paths import ROOT
 
 
-def test_make_bench_runs_every_module_with_a_main_and_the_request_path_again_with_two_workers() -> (
-    None
-):
+def test_make_bench_runs_each_module_with_a_main_and_requestpath_again_on_two_workers() -> None:
     with_main = {
         f"bench.{path.stem}"
         for path in (ROOT / "bench").glob("[!_]*.py")
