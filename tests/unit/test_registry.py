@@ -10,8 +10,9 @@ import pytest
 from google.protobuf import descriptor_pool
 from pydantic import ValidationError
 
+from gateway.frontdoor.chat_service import SERVING, chat_service
 from gateway.paths import ROOT
-from services.core.registry import NAMES, SERVICES, selected
+from services.core.registry import NAMES, SERVICES, implementing, selected
 from services.core.settings import Settings
 from tests.project_copy import copy_project, lint_imports
 
@@ -70,6 +71,14 @@ def test_a_process_hosts_all_or_the_named_services_and_refuses_an_unknown_one() 
     assert [s.name for s in selected("credits, users")] == ["users", "credits"]
     with pytest.raises(ValueError, match="unknown services \\['billing'\\]"):
         selected("users,billing")
+
+
+def test_a_client_of_an_api_finds_the_service_implementing_it_or_is_told_none_does() -> None:
+    assert chat_service().name == "serving"
+    assert chat_service().proto_service == SERVING == "r3mes.serving.v1.ServingService"
+    with pytest.raises(LookupError) as refused:
+        implementing("r3mes.billing.v1.BillingService")
+    assert str(refused.value) == "no registered service implements r3mes.billing.v1.BillingService"
 
 
 def named_services(path: Path) -> list[str]:
