@@ -4,6 +4,7 @@ derives from it, and the import contracts cover services that do not exist yet."
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,11 @@ from services.core.registry import NAMES, SERVICES, implementing, selected
 from services.core.settings import Settings
 from tests.project_copy import copy_project, lint_imports
 
-# Code that is no service's own and must therefore name none (it reads the registry instead).
-SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools"]
+# Code that is no service's own and must therefore name none (it reads the registry instead):
+# the kernel, the gateway and front door, the tools, `make run`'s runner, the benchmarks' runner
+# (`make bench`) and the tests' shared fixtures.
+SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools", ROOT / "runner"]
+SHARED_FILES = [ROOT / "bench" / "__main__.py", *sorted((ROOT / "tests").rglob("conftest.py"))]
 
 
 def test_every_service_folder_is_registered_in_the_order_of_its_port() -> None:
@@ -91,11 +95,21 @@ def named_services(path: Path) -> list[str]:
 
 
 def test_no_shared_code_lists_services_by_name() -> None:
-    files = [p for folder in SHARED_CODE for p in folder.rglob("*.py")]
+    files = [*(p for folder in SHARED_CODE for p in folder.rglob("*.py")), *SHARED_FILES]
 
     naming = {str(p.relative_to(ROOT)): named_services(p) for p in files if named_services(p)}
 
+    assert len(SHARED_FILES) >= 4  # the bench runner and the conftest.py files, found
     assert naming == {}
+
+
+def test_the_makefile_names_no_service_outside_its_comments() -> None:
+    service = re.compile(rf"\b({'|'.join(NAMES)})\b")
+    lines = (ROOT / "Makefile").read_text().splitlines()
+
+    naming = [line for line in lines if service.search(line.split("#", 1)[0])]
+
+    assert naming == []
 
 
 PLANTS = {
