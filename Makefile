@@ -150,17 +150,7 @@ bench-tools: ## Install the benchmarks' load generators (h2load, wrk) from Debia
 
 .PHONY: bench
 bench: $(GEN_STAMP) bench-tools ## Run the benchmarks in bench/ and write bench/results/*.json
-	$(BIN)/python -m bench.makerun
-	$(BIN)/python -m bench.gateway
-	$(BIN)/python -m bench.ratelimit
-	$(BIN)/python -m bench.mining
-	$(BIN)/python -m bench.apikeys
-	$(BIN)/python -m bench.tracing
-	$(BIN)/python -m bench.requestpath
-	$(BIN)/python -m bench.requestpath --workers 2 --out bench/results/requestpath-2-workers.json
-	$(BIN)/python -m bench.credits
-	$(BIN)/python -m bench.metrics
-	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench
 
 .PHONY: clean
 clean: ## Remove the virtualenv, generated code and build output (data/ is kept)

@@ -40,6 +40,8 @@ from services.core.registry import NAMES
 from services.core.testing import own_redis_server
 
 RESULTS = RESULTS_DIR / "requestpath.json"
+# What `make bench` (python -m bench) runs: the default, and again with two workers per service.
+RUNS = ((), ("--workers", "2", "--out", str(RESULTS_DIR / "requestpath-2-workers.json")))
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GET_USER = "/r3mes.users.v1.UsersService/GetUser"
 READY_TIMEOUT_SECONDS = 60.0

@@ -31,12 +31,12 @@ from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
 from bench.results import RESULTS_DIR, machine, write_results
-from gateway.frontdoor.openai_door import SERVING
+from gateway.frontdoor.chat_service import chat_service
 from runner.local_stack import LocalStack, running_stack
 from runner.reference import register_node
 from runner.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
-from services.core.registry import SERVICES
+from services.core.registry import implementing
 from tools.reference_node import DEFAULT_MODEL
 from tools.wallet import Wallet, first_api_key
 
@@ -139,7 +139,7 @@ def fund_a_key(stack: LocalStack) -> str:
     wallet = Wallet.new()
     with httpx.Client(base_url=stack.rest_url, timeout=10) as client:
         key = first_api_key(client, wallet, "bench")
-    credits = next(s.name for s in SERVICES if s.proto_service.endswith("CreditsService"))
+    credits = implementing(credits_pb2.DESCRIPTOR.services_by_name["CreditsService"].full_name).name
     with grpc.insecure_channel(stack.grpc_target(credits)) as channel:
         credits_pb2_grpc.CreditsServiceStub(channel).GrantCredits(
             credits_pb2.GrantCreditsRequest(
@@ -168,7 +168,7 @@ def run(tokens: int, delay: float, rounds: int) -> dict[str, Any]:
         ) as stack,
     ):
         node = stack.start_reference_node("--tokens", str(tokens), "--delay", str(delay))
-        serving = next(s.name for s in SERVICES if s.proto_service == SERVING)
+        serving = chat_service().name
         register_node(stack.grpc_target(serving), INTERNAL_TOKEN, node)
         key = fund_a_key(stack)
         body = {

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
+from gateway.frontdoor.chat_service import chat_service
 from gateway.settings import GatewaySettings
 from services.core.auth import INTERNAL_TOKEN_HEADER
-from services.core.registry import SERVICES, target_of
+from services.core.registry import target_of
 from services.core.validators import new_wallet_address
 from tools.reference_node import DEFAULT_MODEL
 
-SERVICE = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 OFFLINE_AFTER_SETTING = "serving_node_offline_after_seconds"
 
 
@@ -51,7 +51,7 @@ class ReferenceNode:
     again goes offline after it, and a newcomer's chats would find no node)."""
 
     def __init__(self, settings: GatewaySettings, url: str) -> None:
-        spec = next(spec for spec in SERVICES if spec.proto_service == SERVICE)
+        spec = chat_service()
         self._settings = settings
         self._target = target_of(settings, spec.name)
         self._token = settings.internal_token_value() or ""

@@ -16,9 +16,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from gateway.frontdoor.chat_service import chat_service
 from gateway.paths import ROOT
 from gateway.settings import GatewaySettings
-from services.core.registry import SERVICES
 
 CONSOLE_DIST = ROOT / "web" / "dist"
 CONFIG_PATH = "/config.json"
@@ -30,7 +30,6 @@ _CSP = (
     "img-src 'self' data:; connect-src 'self' {gateway}; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'none'"
 )
-SERVING_PROTO = "r3mes.serving.v1.ServingService"
 
 
 def chat_prices() -> dict[str, Any]:
@@ -38,8 +37,8 @@ def chat_prices() -> dict[str, Any]:
     R3MES_SERVING_* settings; the gateway knows serving through the registry only, so by the
     names of its settings' fields. The console shows them before a message is sent; the
     charge it shows after is the service's own figure."""
-    spec = next(spec for spec in SERVICES if spec.proto_service == SERVING_PROTO)
-    assert spec.settings is not None, "serving has settings of its own"
+    spec = chat_service()
+    assert spec.settings is not None, "the chat service has settings of its own"
     serving = spec.settings().model_dump()
     return {
         "default_price": {

@@ -28,14 +28,14 @@ from grpc_status import rpc_status
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
 from gateway.frontdoor import metrics
+from gateway.frontdoor.chat_service import chat_service
 from services.core.network import GATEWAY_SECRET_HEADER
-from services.core.registry import SERVICES, target_of
+from services.core.registry import target_of
 from services.core.settings import Settings
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 DOOR_METHODS = {CHAT_PATH: "POST", MODELS_PATH: "GET"}
-SERVING = serving_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 # Headers passed on to the service: the caller's credential, and the request id Envoy set, so
 # the service's log line and the gateway's name the same call.
 PASSED_ON = ("authorization", "x-api-key", "x-request-id")
@@ -285,8 +285,7 @@ class OpenAIDoor:
     """One channel to serving, shared by the front door's threads."""
 
     def __init__(self, settings: Settings) -> None:
-        spec = next(spec for spec in SERVICES if spec.proto_service == SERVING)
-        self._channel = grpc.insecure_channel(target_of(settings, spec.name))
+        self._channel = grpc.insecure_channel(target_of(settings, chat_service().name))
         self._serving = serving_pb2_grpc.ServingServiceStub(self._channel)
         self._gateway_secret = settings.gateway_secret_value()
         self._adapters: dict[str, serving_pb2.LoRA] = {}

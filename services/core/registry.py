@@ -45,6 +45,15 @@ def spec_of(name: str) -> ServiceSpec:
     return next(spec for spec in SERVICES if spec.name == name)
 
 
+def implementing(proto_service: str) -> ServiceSpec:
+    """The service whose API is `proto_service` (a full name, as a client's generated code gives
+    it): how a client of one API finds where it is reached without naming a service folder."""
+    for spec in SERVICES:
+        if spec.proto_service == proto_service:
+            return spec
+    raise LookupError(f"no registered service implements {proto_service}")
+
+
 def selected(selection: str) -> list[ServiceSpec]:
     """`all` or names separated by commas (`users,credits`), in registry order."""
     if selection.strip() == ALL:

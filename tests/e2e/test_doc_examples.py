@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.frontdoor.openai_door import SERVING
+from gateway.frontdoor.chat_service import chat_service
 from gateway.paths import ROOT
 from runner.local_stack import LocalStack, running_stack
 from runner.reference import register_node
@@ -109,7 +109,7 @@ def docs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
         extra_environment=environment,
     ) as running:
         # As `make run` does: the reference node, registered once the suite serves.
-        serving = next(s.name for s in SERVICES if s.proto_service == SERVING)
+        serving = chat_service().name
         register_node(running.grpc_target(serving), INTERNAL_TOKEN, running.start_reference_node())
         yield running
 

@@ -18,8 +18,8 @@ from services.core.settings import Settings
 from services.core.testing import FakeClock, new_wallet_address, running_server
 from services.users.server import create_server as create_users
 from tests.integration.apikeys_support import INTERNAL, as_bearer, as_key, issue_key
-from tests.integration.keyed_services import Suite, keyed_suite
 from tests.integration.rpc import failure_of
+from tests.integration.topologies import SPLIT, Suite, running_suite
 
 STATS = users_pb2.GetNetworkStatsRequest()
 
@@ -30,7 +30,7 @@ async def suite(
 ) -> AsyncIterator[Suite]:
     # A long cache: whatever is refused below was refused because it was asked again.
     monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "60")
-    async with keyed_suite(settings, clock) as suite:
+    async with running_suite(settings, SPLIT, clock) as suite:
         yield suite
 
 
@@ -75,7 +75,7 @@ async def test_a_revoked_key_is_refused_as_revoked_once_its_cached_answer_is_gon
     settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "0.2")
-    async with keyed_suite(settings, clock) as suite:
+    async with running_suite(settings, SPLIT, clock) as suite:
         wallet = new_wallet_address()
         created = await issue_key(suite.apikeys, wallet)
         key = as_key(created.secret)
@@ -154,7 +154,7 @@ async def test_a_cached_answer_serves_while_the_apikeys_service_is_away(
     settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("R3MES_APIKEYS_CACHE_TTL_SECONDS", "60")
-    async with keyed_suite(settings, clock) as suite:
+    async with running_suite(settings, SPLIT, clock) as suite:
         secret = (await issue_key(suite.apikeys, new_wallet_address())).secret
         users_settings = suite.settings
         async with running_server(partial(create_users, clock=clock), users_settings, "users") as (
@@ -163,7 +163,7 @@ async def test_a_cached_answer_serves_while_the_apikeys_service_is_away(
         ):
             users = users_pb2_grpc.UsersServiceStub(channel)
             first = await outcome(users.GetNetworkStats(STATS, metadata=as_key(secret)))
-            await suite.apikeys_server.stop(grace_seconds=0)
+            await suite.servers["apikeys"].stop(grace_seconds=0)
             again = await outcome(users.GetNetworkStats(STATS, metadata=as_key(secret)))
             other = await outcome(
                 users.GetNetworkStats(STATS, metadata=as_key(validators.new_api_key()))

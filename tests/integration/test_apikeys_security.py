@@ -19,13 +19,13 @@ from services.core.logging import JsonFormatter
 from services.core.settings import Settings
 from services.core.testing import FakeClock, new_wallet_address
 from tests.integration.apikeys_support import INTERNAL, SigningWallet, as_key, issue_key
-from tests.integration.keyed_services import Suite, keyed_suite
 from tests.integration.rpc import failure_of
+from tests.integration.topologies import SPLIT, Suite, running_suite
 
 
 @pytest.fixture
 async def suite(settings: Settings, clock: FakeClock) -> AsyncIterator[Suite]:
-    async with keyed_suite(settings, clock) as suite:
+    async with running_suite(settings, SPLIT, clock) as suite:
         yield suite
 
 

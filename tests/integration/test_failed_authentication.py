@@ -18,9 +18,9 @@ from services.core import validators
 from services.core.settings import Settings
 from services.core.testing import FakeClock, new_wallet_address
 from tests.integration.apikeys_support import as_key, issue_key
-from tests.integration.keyed_services import Suite, keyed_suite
 from tests.integration.ratelimited import quota_subjects, retry_delay_seconds
 from tests.integration.rpc import error_headers, failure_of
+from tests.integration.topologies import SPLIT, Suite, running_suite
 
 ALLOWANCE = 10
 VALIDATE = "/r3mes.apikeys.v1.APIKeysService/ValidateAPIKey"
@@ -31,7 +31,9 @@ LIMITED = "RESOURCE_EXHAUSTED RATE_LIMITED"
 
 @pytest.fixture
 async def suite(settings: Settings) -> AsyncIterator[Suite]:
-    async with keyed_suite(settings, FakeClock(datetime(2026, 1, 15, 12, 0, tzinfo=UTC))) as suite:
+    async with running_suite(
+        settings, SPLIT, FakeClock(datetime(2026, 1, 15, 12, 0, tzinfo=UTC))
+    ) as suite:
         yield suite
 
 

@@ -32,9 +32,9 @@ from services.core.testing import (
 from services.core.uow import UnitOfWork
 from tests.conftest import RUN_SUFFIX, settings_for
 from tests.integration.apikeys_support import as_key, issue_key
-from tests.integration.keyed_services import keyed_suite
 from tests.integration.ratelimited import WALLET_HEADER, limited_server, limited_settings
 from tests.integration.test_interceptor_chain import Probe
+from tests.integration.topologies import SPLIT, running_suite
 
 PROBE = {"grpc_type": "unary", "grpc_service": "test.Probe"}
 
@@ -177,7 +177,7 @@ async def test_an_api_key_asked_twice_is_one_cache_miss_then_one_hit(settings: S
             metric_value("r3mes_apikey_cache_lookups_total", result="hit"),
         )
 
-    async with keyed_suite(settings, FakeClock()) as suite:
+    async with running_suite(settings, SPLIT, FakeClock()) as suite:
         wallet = new_wallet_address()
         secret = (await issue_key(suite.apikeys, wallet)).secret
         before = lookups()

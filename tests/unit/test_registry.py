@@ -4,22 +4,24 @@ derives from it, and the import contracts cover services that do not exist yet."
 from __future__ import annotations
 
 import ast
-import os
-import shutil
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pool
 from pydantic import ValidationError
 
+from gateway.frontdoor.chat_service import SERVING, chat_service
 from gateway.paths import ROOT
-from services.core.registry import NAMES, SERVICES, selected
+from services.core.registry import NAMES, SERVICES, implementing, selected
 from services.core.settings import Settings
+from tests.project_copy import copy_project, lint_imports
 
-# Code that is no service's own and must therefore name none (it reads the registry instead).
-SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools"]
+# Code that is no service's own and must therefore name none (it reads the registry instead):
+# the kernel, the gateway and front door, the tools, `make run`'s runner, the benchmarks' runner
+# (`make bench`) and the tests' shared fixtures.
+SHARED_CODE = [ROOT / "services" / "core", ROOT / "gateway", ROOT / "tools", ROOT / "runner"]
+SHARED_FILES = [ROOT / "bench" / "__main__.py", *sorted((ROOT / "tests").rglob("conftest.py"))]
 
 
 def test_every_service_folder_is_registered_in_the_order_of_its_port() -> None:
@@ -75,6 +77,14 @@ def test_a_process_hosts_all_or_the_named_services_and_refuses_an_unknown_one() 
         selected("users,billing")
 
 
+def test_a_client_of_an_api_finds_the_service_implementing_it_or_is_told_none_does() -> None:
+    assert chat_service().name == "serving"
+    assert chat_service().proto_service == SERVING == "r3mes.serving.v1.ServingService"
+    with pytest.raises(LookupError) as refused:
+        implementing("r3mes.billing.v1.BillingService")
+    assert str(refused.value) == "no registered service implements r3mes.billing.v1.BillingService"
+
+
 def named_services(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
     return [
@@ -85,11 +95,21 @@ def named_services(path: Path) -> list[str]:
 
 
 def test_no_shared_code_lists_services_by_name() -> None:
-    files = [p for folder in SHARED_CODE for p in folder.rglob("*.py")]
+    files = [*(p for folder in SHARED_CODE for p in folder.rglob("*.py")), *SHARED_FILES]
 
     naming = {str(p.relative_to(ROOT)): named_services(p) for p in files if named_services(p)}
 
+    assert len(SHARED_FILES) >= 4  # the bench runner and the conftest.py files, found
     assert naming == {}
+
+
+def test_the_makefile_names_no_service_outside_its_comments() -> None:
+    service = re.compile(rf"\b({'|'.join(NAMES)})\b")
+    lines = (ROOT / "Makefile").read_text().splitlines()
+
+    naming = [line for line in lines if service.search(line.split("#", 1)[0])]
+
+    assert naming == []
 
 
 PLANTS = {
@@ -128,28 +148,15 @@ PLANTS = {
 
 @pytest.mark.parametrize("plant", PLANTS, ids=str)
 def test_a_violation_planted_in_a_copy_makes_lint_imports_fail(plant: str, tmp_path: Path) -> None:
-    for part in ("services", "gateway", "runner", "tools", "pyproject.toml"):
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, tmp_path / part)
+    copy_project(tmp_path)
     where, line, broken = PLANTS[plant]
     planted = tmp_path / where
     planted.parent.mkdir(exist_ok=True)
     (planted.parent / "__init__.py").touch()
     with planted.open("a") as module:
         module.write(line)
-    environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'gen'}"}
 
-    linted = subprocess.run(
-        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    linted = lint_imports(tmp_path)
 
     assert linted.returncode == 1, linted.stdout
     assert broken in " ".join(linted.stdout.split()), linted.stdout
