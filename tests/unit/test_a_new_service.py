@@ -69,9 +69,9 @@ ENVOY = """
 import json, sys
 from gateway.paths import DESCRIPTOR_SET
 from gateway.render import build_config
-from services.core.settings import Settings
+from gateway.settings import GatewaySettings
 
-config = build_config(Settings(_env_file=None), DESCRIPTOR_SET)
+config = build_config(GatewaySettings(_env_file=None), DESCRIPTOR_SET)
 resources = config["static_resources"]
 manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 routes = manager["route_config"]["virtual_hosts"][0]["routes"]
@@ -99,10 +99,10 @@ HEALTH = """
 import json, sys
 from gateway.frontdoor.health import HealthChecker
 from services.core.registry import NAMES
-from services.core.settings import Settings
+from gateway.settings import GatewaySettings
 
 nowhere = {name: sys.argv[1] for name in NAMES}
-checker = HealthChecker(Settings(_env_file=None, topology="split", targets=nowhere))
+checker = HealthChecker(GatewaySettings(_env_file=None, topology="split", targets=nowhere))
 json.dump(checker.check().as_json(), sys.stdout)
 checker.close()
 """
