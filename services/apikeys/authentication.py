@@ -39,7 +39,7 @@ from services.core.auth import (
     InternalTokenAuthenticator,
     Principal,
 )
-from services.core.clients import API_KEY_HEADER, ServiceClients
+from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
 from services.core.hosting import HostContext
@@ -48,6 +48,7 @@ from services.core.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
 
@@ -101,7 +102,7 @@ class APIKeyAuthenticator:
             return None
         check = await self.check(secret)
         if check.state is APIKeyState.ACTIVE and check.wallet_address is not None:
-            return Principal.wallet(check.wallet_address, credential=secret)
+            return Principal.wallet(check.wallet_address)
         # (An ACTIVE answer without a wallet would be a broken one: refused like an unknown key.)
         message, reason = _REFUSALS.get(check.state, _REFUSALS[None])
         raise Unauthenticated(message, reason=reason)

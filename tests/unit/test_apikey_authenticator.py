@@ -57,7 +57,7 @@ def authenticator(
     ],
     ids=["x-api-key", "Bearer", "bearer"],
 )
-async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_credential(
+async def test_a_key_in_either_header_is_the_wallet_principal(
     headers: object, ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     auth, _ = authenticator(CountingValidator(), ticks, clock)
@@ -66,11 +66,7 @@ async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_cr
     principal = await auth.authenticate(headers(key))  # type: ignore[operator]
 
     assert principal is not None
-    assert (principal.kind, principal.wallet_address, principal.credential) == (
-        PrincipalKind.WALLET,
-        WALLET,
-        key,
-    )
+    assert (principal.kind, principal.wallet_address) == (PrincipalKind.WALLET, WALLET)
 
 
 @pytest.mark.parametrize("metadata", [{}, {"authorization": "Basic dXNlcjpwYXNz"}])
