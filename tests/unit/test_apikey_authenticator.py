@@ -36,11 +36,6 @@ class CountingValidator:
         return self.answer
 
 
-@pytest.fixture
-def ticks() -> FakeMonotonic:
-    return FakeMonotonic()
-
-
 def authenticator(
     validator: CountingValidator, ticks: FakeMonotonic, clock: FakeClock
 ) -> tuple[APIKeyAuthenticator, KeyInvalidations]:
