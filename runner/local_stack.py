@@ -269,10 +269,6 @@ class LocalStack:
                 own_port = {spec_of(name).port_setting: str(port)} if port else {}
                 self._spawn(process, command, own_port)
 
-    def replicas_of(self, name: str) -> list[str]:
-        """The process names of the service's replicas (just its own name without replicas)."""
-        return list(self.ports.replicas.get(name, {self.process_of(name): 0}))
-
     def start_canary(self) -> None:
         """The canary release: the service's settings but its own port (and metrics port)."""
         if self.canary is None:

@@ -22,7 +22,7 @@ from xdist.scheduler import LoadScopeScheduling
 
 from services.core.registry import NAMES
 from services.core.settings import Settings
-from services.core.testing import FakeClock, RedisServer, own_redis_server
+from services.core.testing import FakeClock, FakeMonotonic, RedisServer, own_redis_server
 
 POSTGRES_URL = os.environ.get(
     "R3MES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -169,6 +169,12 @@ def serving_nodes_on_loopback() -> Iterator[None]:
 def clock() -> FakeClock:
     """Wall-clock time standing at START until the test moves it."""
     return FakeClock(START)
+
+
+@pytest.fixture
+def ticks() -> FakeMonotonic:
+    """Monotonic time (as `time.monotonic`) standing still until the test moves its `now`."""
+    return FakeMonotonic()
 
 
 @pytest.fixture(scope="module")

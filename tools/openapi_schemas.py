@@ -120,10 +120,6 @@ def is_required(field: FieldProto) -> bool:
     return field_behavior_pb2.REQUIRED in field_behaviors(field)
 
 
-def is_64_bit(field: FieldProto) -> bool:
-    return field.type in _INT64_TYPES
-
-
 def _short_name(full_name: str) -> str:
     """`r3mes.users.v1.User` -> `User`, a nested `pkg.Block.Kind` -> `BlockKind`: the type's own
     names (capitalized, by proto style) without its package."""

@@ -25,7 +25,6 @@ from gateway.paths import BUILD, DESCRIPTOR_SET, GEN, ROOT
 PROTO_ROOT = ROOT / "protos"
 GEN_DIR = GEN
 PROTO_DEPS = BUILD / "proto-deps"
-CLIENT_PROTOS = BUILD / "client-protos"
 # The API as last released (`make release-protos`), committed: what `buf breaking` compares the
 # protos with, so it needs neither git history nor tags (CI may clone shallow) nor a registry.
 RELEASED = PROTO_ROOT / "released.binpb"

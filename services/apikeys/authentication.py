@@ -27,10 +27,11 @@ from typing import Protocol
 import grpc
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
-from services.apikeys.domain import NOT_FOUND, Validation, ValidationStatus
+from services.apikeys.domain import UNKNOWN_KEY, APIKeyState, Validation
 from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
 from services.apikeys.metrics import CACHE_HITS, CACHE_MISSES
 from services.apikeys.settings import APIKeysSettings
+from services.apikeys.validation_wire import validation_of_message
 from services.core import validators
 from services.core.auth import (
     AuthenticationFailures,
@@ -38,24 +39,24 @@ from services.core.auth import (
     InternalTokenAuthenticator,
     Principal,
 )
-from services.core.clients import API_KEY_HEADER, ServiceClients
+from services.core.clients import ServiceClients
 from services.core.clock import Clock, utc_now
 from services.core.errors import Unauthenticated, Unavailable
 from services.core.hosting import HostContext
 from services.core.settings import Settings
-from services.core.wire import utc_datetime
 
 logger = logging.getLogger(__name__)
 
 
+API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
 
 
 _REFUSALS = {
-    ValidationStatus.NOT_FOUND: ("the API key is not valid", "API_KEY_INVALID"),
-    ValidationStatus.REVOKED: ("the API key was revoked", "API_KEY_REVOKED"),
-    ValidationStatus.EXPIRED: ("the API key has expired", "API_KEY_EXPIRED"),
+    None: ("the API key is not valid", "API_KEY_INVALID"),  # no such key
+    APIKeyState.REVOKED: ("the API key was revoked", "API_KEY_REVOKED"),
+    APIKeyState.EXPIRED: ("the API key has expired", "API_KEY_EXPIRED"),
 }
 
 
@@ -100,10 +101,10 @@ class APIKeyAuthenticator:
         if secret is None:
             return None
         check = await self.check(secret)
-        if check.status is ValidationStatus.VALID and check.wallet_address is not None:
-            return Principal.wallet(check.wallet_address, credential=secret)
-        # (A VALID answer without a wallet would be a broken one: refused like an unknown key.)
-        message, reason = _REFUSALS.get(check.status, _REFUSALS[ValidationStatus.NOT_FOUND])
+        if check.state is APIKeyState.ACTIVE and check.wallet_address is not None:
+            return Principal.wallet(check.wallet_address)
+        # (An ACTIVE answer without a wallet would be a broken one: refused like an unknown key.)
+        message, reason = _REFUSALS.get(check.state, _REFUSALS[None])
         raise Unauthenticated(message, reason=reason)
 
     async def check(self, secret: str) -> Validation:
@@ -115,7 +116,7 @@ class APIKeyAuthenticator:
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
-            return NOT_FOUND  # a typo or not a key of ours: no need to ask anyone
+            return UNKNOWN_KEY  # a typo or not a key of ours: no need to ask anyone
         CACHE_MISSES.inc()
         if self._failures is not None:  # a client past its allowance asks nothing more
             await self._failures.before_lookup()
@@ -131,7 +132,7 @@ class APIKeyAuthenticator:
 
     async def _validate(self, secret: str, digest: bytes, generation: int) -> Validation:
         check = await self._validator.validate(secret)
-        if check.status is not ValidationStatus.VALID:
+        if check.state is not APIKeyState.ACTIVE:
             self._cache.put_refused(digest, check)
         else:
             # An answer that was in flight while a key was withdrawn may predate it: not kept.
@@ -159,21 +160,7 @@ class RemoteKeyValidator:
             raise Unavailable(
                 "API keys cannot be checked right now; retry", reason="API_KEYS_UNAVAILABLE"
             ) from None
-        status = _STATUSES.get(response.status, ValidationStatus.NOT_FOUND)
-        if status is not ValidationStatus.VALID:
-            return Validation(status)
-        expire_time = (
-            utc_datetime(response.expire_time) if response.HasField("expire_time") else None
-        )
-        return Validation(status, response.wallet_address, response.key_id, expire_time)
-
-
-_STATUSES = {
-    apikeys_pb2.VALIDATION_STATUS_VALID: ValidationStatus.VALID,
-    apikeys_pb2.VALIDATION_STATUS_NOT_FOUND: ValidationStatus.NOT_FOUND,
-    apikeys_pb2.VALIDATION_STATUS_REVOKED: ValidationStatus.REVOKED,
-    apikeys_pb2.VALIDATION_STATUS_EXPIRED: ValidationStatus.EXPIRED,
-}
+        return validation_of_message(response)
 
 
 def authenticators_for(

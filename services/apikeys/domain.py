@@ -66,33 +66,25 @@ class Challenge:
     used: bool = False
 
 
-class ValidationStatus(Enum):
-    VALID = "valid"
-    NOT_FOUND = "not_found"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-
-
 @dataclass(frozen=True)
 class Validation:
-    """The answer of ValidateAPIKey; the wallet, key id and expiry only when VALID."""
+    """The answer of ValidateAPIKey: the key's state, None when there is no such key (never
+    issued, deleted, or not even well-formed); the wallet, key id and expiry only when ACTIVE."""
 
-    status: ValidationStatus
+    state: APIKeyState | None
     wallet_address: str | None = None
     key_id: str | None = None
     expire_time: datetime | None = None
 
 
-NOT_FOUND = Validation(ValidationStatus.NOT_FOUND)
+UNKNOWN_KEY = Validation(None)
 
 
 def validation_of(key: APIKey, now: datetime) -> Validation:
     state = key.state_at(now)
-    if state is APIKeyState.REVOKED:
-        return Validation(ValidationStatus.REVOKED)
-    if state is APIKeyState.EXPIRED:
-        return Validation(ValidationStatus.EXPIRED)
-    return Validation(ValidationStatus.VALID, key.wallet_address, key.key_id, key.expire_time)
+    if state is not APIKeyState.ACTIVE:
+        return Validation(state)
+    return Validation(state, key.wallet_address, key.key_id, key.expire_time)
 
 
 def secret_digest(secret: str) -> str:

@@ -7,30 +7,20 @@ from typing import Any
 import grpc
 from r3mes.apikeys.v1 import apikeys_pb2, apikeys_pb2_grpc
 
-from services.apikeys.domain import (
-    APIKey,
-    APIKeyState,
-    Challenge,
-    Validation,
-    ValidationStatus,
-)
+from services.apikeys.domain import APIKey, APIKeyState, Challenge
 from services.apikeys.usecases import APIKeysUseCases
+from services.apikeys.validation_wire import validation_message
 from services.core.clock import Clock
 from services.core.page_tokens import PageTokens
 from services.core.wire import timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# The wire's APIKeyState; the same domain state is a ValidationStatus in validation_wire.py.
 _STATES = {
     APIKeyState.ACTIVE: apikeys_pb2.API_KEY_STATE_ACTIVE,
     APIKeyState.REVOKED: apikeys_pb2.API_KEY_STATE_REVOKED,
     APIKeyState.EXPIRED: apikeys_pb2.API_KEY_STATE_EXPIRED,
-}
-_STATUSES = {
-    ValidationStatus.VALID: apikeys_pb2.VALIDATION_STATUS_VALID,
-    ValidationStatus.NOT_FOUND: apikeys_pb2.VALIDATION_STATUS_NOT_FOUND,
-    ValidationStatus.REVOKED: apikeys_pb2.VALIDATION_STATUS_REVOKED,
-    ValidationStatus.EXPIRED: apikeys_pb2.VALIDATION_STATUS_EXPIRED,
 }
 
 
@@ -116,16 +106,6 @@ class APIKeysServicer(apikeys_pb2_grpc.APIKeysServiceServicer):
             if moment is not None:
                 getattr(message, field).CopyFrom(timestamp(moment))
         return message
-
-
-def validation_message(validation: Validation) -> apikeys_pb2.ValidateAPIKeyResponse:
-    message = apikeys_pb2.ValidateAPIKeyResponse(status=_STATUSES[validation.status])
-    if validation.status is ValidationStatus.VALID:
-        message.wallet_address = validation.wallet_address or ""
-        message.key_id = validation.key_id or ""
-        if validation.expire_time is not None:
-            message.expire_time.CopyFrom(timestamp(validation.expire_time))
-    return message
 
 
 def challenge_message(challenge: Challenge) -> apikeys_pb2.Challenge:

@@ -15,9 +15,10 @@ from typing import Protocol
 
 from services.apikeys import wallet_proof
 from services.apikeys.domain import (
-    NOT_FOUND,
+    UNKNOWN_KEY,
     APIKey,
     APIKeyLimitReached,
+    APIKeyState,
     Challenge,
     ChallengeAlreadyUsed,
     ChallengeExpired,
@@ -26,7 +27,6 @@ from services.apikeys.domain import (
     PublicKeyMismatch,
     SignatureInvalid,
     Validation,
-    ValidationStatus,
     challenge_message,
     secret_digest,
     validation_of,
@@ -142,16 +142,16 @@ class APIKeysUseCases:
         try:
             validators.api_key(secret)
         except validators.InvalidValue:
-            return NOT_FOUND  # refused by its checksum, without a query
+            return UNKNOWN_KEY  # refused by its checksum, without a query
         digest = secret_digest(secret)
         key = await self._uow.run(
             lambda repositories: repositories.keys.by_digest(digest), read_only=True
         )
         if key is None:
-            return NOT_FOUND
+            return UNKNOWN_KEY
         now = self._clock()
         validation = validation_of(key, now)
-        if validation.status is ValidationStatus.VALID:
+        if validation.state is APIKeyState.ACTIVE:
             self.usage.touch(key.key_id, now)
         return validation
 

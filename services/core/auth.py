@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
@@ -29,17 +29,15 @@ class PrincipalKind(Enum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling. `credential` is what proved it (an API key), kept so that a call the
-    service makes on this caller's behalf can present it to the next service; it is never
-    printed (repr) or logged."""
+    """Who is calling. What proved it (an API key, the internal token) is not kept: no service
+    calls another on its caller's behalf (services.core.clients), so nothing needs it again."""
 
     kind: PrincipalKind
     wallet_address: str | None = None
-    credential: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def wallet(cls, wallet_address: str, credential: str | None = None) -> Principal:
-        return cls(PrincipalKind.WALLET, wallet_address, credential)
+    def wallet(cls, wallet_address: str) -> Principal:
+        return cls(PrincipalKind.WALLET, wallet_address)
 
 
 ANONYMOUS = Principal(PrincipalKind.ANONYMOUS)

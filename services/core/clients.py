@@ -24,7 +24,6 @@ from services.core.logging import REQUEST_ID_HEADER, request_id_var
 from services.core.metrics import peer_call_handled
 from services.core.settings import ServiceName, Settings
 
-API_KEY_HEADER = "x-api-key"
 CHANNEL_OPTIONS = (("grpc.lb_policy_name", "round_robin"),)
 
 Credentials = Callable[[], list[tuple[str, str]]]

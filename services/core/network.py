@@ -11,8 +11,9 @@ from contextvars import ContextVar
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 FORWARDED_FOR_HEADER = "x-forwarded-for"
-# Added by the gateway (gateway/render.py) and by services calling on a caller's behalf
-# (services.core.clients); the gateway strips every x-r3mes-* header a caller sends.
+# Added by the gateway (gateway/render.py) and by the front door's OpenAI door to the calls it
+# passes on (gateway/frontdoor/openai_door.py); the gateway strips every x-r3mes-* header a
+# caller sends.
 GATEWAY_SECRET_HEADER = "x-r3mes-gateway-secret"  # noqa: S105 (a header name, not a secret)
 
 client_address_var: ContextVar[str | None] = ContextVar("client_address", default=None)

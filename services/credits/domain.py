@@ -22,7 +22,6 @@ from services.core.errors import (
     R3mesError,
 )
 
-MICRO_CREDITS_PER_CREDIT = 1_000_000
 # The most a wallet may hold, in micro-credits: one wallet's figures always fit an int64 (about
 # 9.2 * 10^18), ten wallets' sum may not, so network totals are summed exactly and saturated.
 BALANCE_LIMIT = 10**18

@@ -4,7 +4,7 @@ internal token, and the ledger's invariants read straight from storage after eve
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -139,6 +139,11 @@ async def outcome_of(call: Callable[[], Awaitable[Any]], budget_seconds: float =
                 return error.code().name
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def kinds(outcomes: list[Any]) -> Counter[str]:
+    """The outcomes of `outcome_of` counted by kind: "OK", or the failure reason."""
+    return Counter(o if isinstance(o, str) else "OK" for o in outcomes)
 
 
 @asynccontextmanager

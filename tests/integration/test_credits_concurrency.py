@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from functools import partial
-from typing import Any
 
 from services.core.testing import new_wallet_address
 from tests.integration.credits_support import (
     CREDIT,
     Credits,
+    kinds,
     new_key,
     outcome_of,
 )
 
 STORM = 500
-
-
-def kinds(outcomes: list[Any]) -> Counter[str]:
-    return Counter(o if isinstance(o, str) else "OK" for o in outcomes)
 
 
 async def test_500_concurrent_reserves_of_one_credit_on_100_credits_hold_exactly_100(

@@ -32,6 +32,7 @@ from tests.integration.credits_support import (
     CREDIT,
     INTERNAL,
     check_invariants,
+    kinds,
     new_key,
     outcome_of,
     stored_rows,
@@ -124,10 +125,6 @@ def grant(stub: credits_pb2_grpc.CreditsServiceAsyncStub, wallet: str, amount: i
         ),
         metadata=INTERNAL,
     )
-
-
-def kinds(outcomes: list[Any]) -> Counter[str]:
-    return Counter(o if isinstance(o, str) else "OK" for o in outcomes)
 
 
 @pytest.mark.postgres

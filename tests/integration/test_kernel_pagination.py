@@ -4,7 +4,6 @@ between pages, and page tokens bound to the request that issued them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,17 +13,10 @@ from services.core.db import Database
 from services.core.errors import InvalidArgument
 from services.core.page_tokens import PageTokens
 from services.core.pagination import Page
-from services.core.settings import Settings
-from tests.integration.kernel_tables import Entry, entries, kernel_database, unit_of_work
+from tests.integration.kernel_tables import Entry, entries, unit_of_work
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 TOKENS = PageTokens(b"pagination-contract-test-secret!")
-
-
-@pytest.fixture
-async def database(settings: Settings) -> AsyncIterator[Database]:
-    async with kernel_database(settings) as database:
-        yield database
 
 
 async def _insert(database: Database, label: str, at: datetime) -> Entry:

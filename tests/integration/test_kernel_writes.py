@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,12 +25,6 @@ from tests.integration.kernel_tables import (
     kernel_database,
     unit_of_work,
 )
-
-
-@pytest.fixture
-async def database(settings: Settings) -> AsyncIterator[Database]:
-    async with kernel_database(settings) as database:
-        yield database
 
 
 async def _open_account(database: Database, account_id: int, available: int) -> None:

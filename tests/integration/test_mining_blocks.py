@@ -3,23 +3,15 @@ network summary."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
 import pytest
 from r3mes.mining.v1 import mining_pb2
 
-from services.core.settings import Settings
-from services.core.testing import FakeClock, new_wallet_address
-from tests.integration.mining_support import INTERNAL, Mining, block, record, running_mining, stats
+from services.core.testing import new_wallet_address
+from tests.integration.mining_support import INTERNAL, Mining, block, record, stats
 from tests.integration.rpc import failure_of
-
-
-@pytest.fixture
-async def mining(settings: Settings) -> AsyncIterator[Mining]:
-    async with running_mining(settings, FakeClock()) as running:
-        yield running
 
 
 async def test_a_block_is_recorded_once_and_its_repeat_answered_as_first_recorded(

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from r3mes.mining.v1 import mining_pb2
 
-from services.core.settings import Settings
-from services.core.testing import FakeClock, new_wallet_address
+from services.core.testing import new_wallet_address
 from services.mining.domain import EARNINGS_LIMIT, MAX_BATCH_SIZE, MAX_HASHRATE
 from tests.integration.mining_support import (
     INTERNAL,
     Mining,
     grpc_error_metadata,
     record,
-    running_mining,
     stats,
 )
 from tests.integration.rpc import failure_of
 
 MAX_EARNED = 10**15  # per report, the proto's field rule
-
-
-@pytest.fixture
-async def mining(settings: Settings) -> AsyncIterator[Mining]:
-    async with running_mining(settings, FakeClock()) as running:
-        yield running
 
 
 async def at_the_earnings_limit(mining: Mining, wallet: str) -> None:

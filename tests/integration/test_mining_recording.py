@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
 import pytest
 from r3mes.mining.v1 import mining_pb2
 
-from services.core.settings import Settings
-from services.core.testing import FakeClock, new_wallet_address
+from services.core.testing import new_wallet_address
 from tests.integration.mining_support import (
     INTERNAL,
     Mining,
     grpc_error_metadata,
     record,
-    running_mining,
     stats,
 )
 from tests.integration.rpc import failure_of
-
-
-@pytest.fixture
-async def mining(settings: Settings) -> AsyncIterator[Mining]:
-    async with running_mining(settings, FakeClock()) as running:
-        yield running
 
 
 async def miner_stats(mining: Mining, wallet: str) -> mining_pb2.MinerStats:

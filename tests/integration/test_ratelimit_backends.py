@@ -20,21 +20,16 @@ def probe(server: RedisServer) -> RedisProbe:
     return RedisProbe(server.url, 1.0)
 
 
-@pytest.fixture
-def clock() -> FakeMonotonic:
-    return FakeMonotonic()
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(
-    request: pytest.FixtureRequest, clock: FakeMonotonic, redis_server: RedisServer
+    request: pytest.FixtureRequest, ticks: FakeMonotonic, redis_server: RedisServer
 ) -> AsyncIterator[Limiter]:
     backend: Limiter
     if request.param == "memory":
-        backend = InProcessLimiter(clock)
+        backend = InProcessLimiter(ticks)
     else:
         backend = RedisLimiter(
-            redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server), clock
+            redis.asyncio.from_url(redis_server.url), "test redis", probe(redis_server), ticks
         )
     yield backend
     await backend.close()
@@ -87,14 +82,14 @@ async def test_a_decision_of_several_units_charges_them_all(limiter: Limiter) ->
 
 
 async def test_a_forced_charge_overdraws_and_cost_zero_then_refuses_until_it_is_repaid(
-    limiter: Limiter, clock: FakeMonotonic
+    limiter: Limiter, ticks: FakeMonotonic
 ) -> None:
     wallet = subject()
 
     before = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=0)
     forced = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=90, force=True)
     owing = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=0)
-    clock.now += 30  # the 30 units owed beyond the bucket are repaid
+    ticks.now += 30  # the 30 units owed beyond the bucket are repaid
     repaid = await limiter.decide("tokens", PER_MINUTE_60, [wallet], cost=0)
 
     assert before.allowed
@@ -106,19 +101,19 @@ async def test_a_forced_charge_overdraws_and_cost_zero_then_refuses_until_it_is_
 
 
 async def test_a_bucket_refills_one_call_per_interval(
-    limiter: Limiter, clock: FakeMonotonic
+    limiter: Limiter, ticks: FakeMonotonic
 ) -> None:
     wallet = subject()
     for _ in range(3):
         assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
 
-    clock.now += 19.9
+    ticks.now += 19.9
     assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
-    clock.now += 0.1
+    ticks.now += 0.1
     assert (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
     assert not (await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed
 
-    clock.now += 60.0
+    ticks.now += 60.0
     admitted = [(await limiter.decide("p", PER_MINUTE_3, [wallet])).allowed for _ in range(4)]
     assert admitted == [True, True, True, False]
 
@@ -170,10 +165,10 @@ async def test_a_rate_whose_interval_is_not_whole_still_admits_its_whole_limit(
 
 
 async def test_redis_buckets_expire_once_full_again(
-    redis_server: RedisServer, clock: FakeMonotonic
+    redis_server: RedisServer, ticks: FakeMonotonic
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), ticks)
     wallet = subject()
 
     await limiter.decide("p", PER_MINUTE_3, [wallet])
@@ -207,10 +202,10 @@ async def test_concurrent_decisions_admit_exactly_the_limit(limiter: Limiter) ->
 
 
 async def test_redis_loads_the_script_again_when_the_server_forgot_it(
-    redis_server: RedisServer, clock: FakeMonotonic
+    redis_server: RedisServer, ticks: FakeMonotonic
 ) -> None:
     client = redis.asyncio.from_url(redis_server.url)
-    limiter = RedisLimiter(client, "test redis", probe(redis_server), clock)
+    limiter = RedisLimiter(client, "test redis", probe(redis_server), ticks)
     wallet = subject()
     await limiter.decide("p", PER_MINUTE_3, [wallet])
 

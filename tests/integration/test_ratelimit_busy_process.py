@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.core.testing import RedisServer, own_redis_server
+from services.core.testing import RedisServer
 from tests.integration.ratelimited import POLICIES, limited_server, limited_settings, policy_file
 from tests.integration.rpc import failure_of, reply_headers
 from tests.integration.test_ratelimit_redis_outage import HEALTH, get_balance
@@ -27,12 +27,6 @@ CALLS = 2 * LIMIT
 # Longer than the old 0.25 s decision timeout: a reply from Redis that arrives during a slice
 # is read after it, however fast Redis answered.
 SLICE_SECONDS = 0.3
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path) as server:
-        yield server
 
 
 @asynccontextmanager
@@ -90,9 +84,9 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_a_saturated_process_admits_exactly_the_limit_and_stays_healthy(
-    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = limited_settings(tmp_path, redis_url=redis_server.url)
+    settings = limited_settings(tmp_path, redis_url=fresh_redis_server.url)
     policy_file(tmp_path, POLICIES.replace("read: 3/hour", f"read: {LIMIT}/hour"))
     async with limited_server(settings) as (_, channel):
         seen = await outcomes(channel)
@@ -104,14 +98,14 @@ async def test_a_saturated_process_admits_exactly_the_limit_and_stays_healthy(
 
 
 async def test_a_call_whose_decision_comes_too_late_is_refused_never_admitted_unchecked(
-    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Decisions outlive their deadline on the busy loop (those read before a slice do not);
     the probe finds Redis answering, so those calls are refused (retryable) whatever the
     failure policy, none is admitted uncounted, and no outage is declared."""
     settings = limited_settings(
         tmp_path,
-        redis_url=redis_server.url,
+        redis_url=fresh_redis_server.url,
         ratelimit_redis_failure="open",
         ratelimit_redis_decision_timeout_seconds=0.05,
     )

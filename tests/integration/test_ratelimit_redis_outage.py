@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 
 from services.core.settings import Settings
-from services.core.testing import RedisServer, metric_value, new_wallet_address, own_redis_server
+from services.core.testing import RedisServer, metric_value, new_wallet_address
 from tests.integration.ratelimited import limited_server, limited_settings, retry_delay_seconds
 from tests.integration.rpc import failure_of, reply_headers
 
@@ -24,16 +23,10 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with own_redis_server(tmp_path) as server:
-        yield server
-
-
-def redis_settings(tmp_path: Path, redis_server: RedisServer, failure: str) -> Settings:
+def redis_settings(tmp_path: Path, fresh_redis_server: RedisServer, failure: str) -> Settings:
     return limited_settings(
         tmp_path,
-        redis_url=redis_server.url,
+        redis_url=fresh_redis_server.url,
         ratelimit_redis_failure=failure,
         ratelimit_redis_timeout_seconds=0.2,
         ratelimit_redis_decision_timeout_seconds=0.2,
@@ -73,21 +66,21 @@ def job_log(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogR
 
 
 async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
-    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     unchecked_before = metric_value(
         "r3mes_ratelimit_decisions_total", policy="read", result="unchecked"
     )
-    async with limited_server(redis_settings(tmp_path, redis_server, "open")) as (_, channel):
+    async with limited_server(redis_settings(tmp_path, fresh_redis_server, "open")) as (_, channel):
         before = await reply_headers(await get_balance(channel))
         failing_open = [metric_value("r3mes_ratelimit_failing_open")]
-        redis_server.pause()
+        fresh_redis_server.pause()
         during = [await get_balance(channel) for _ in range(5)]
         down = await health_becomes(channel, NOT_SERVING)
         failing_open.append(metric_value("r3mes_ratelimit_failing_open"))
         more = [await get_balance(channel) for _ in range(3)]
-        redis_server.resume()
+        fresh_redis_server.resume()
         up = await health_becomes(channel, SERVING)
         failing_open.append(metric_value("r3mes_ratelimit_failing_open"))
         after = await reply_headers(await get_balance(channel))
@@ -118,12 +111,15 @@ async def test_a_hung_redis_fails_open_logged_once_and_in_health_then_recovers(
 
 
 async def test_a_stopped_redis_fails_closed_with_retry_info_never_a_server_error(
-    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with limited_server(redis_settings(tmp_path, redis_server, "closed")) as (_, channel):
+    async with limited_server(redis_settings(tmp_path, fresh_redis_server, "closed")) as (
+        _,
+        channel,
+    ):
         assert await (await get_balance(channel)).code() == grpc.StatusCode.OK
-        redis_server.process.terminate()
-        redis_server.process.wait(timeout=10)
+        fresh_redis_server.process.terminate()
+        fresh_redis_server.process.wait(timeout=10)
         refused = [await get_balance(channel) for _ in range(5)]
         down = await health_becomes(channel, NOT_SERVING)
         errors = [

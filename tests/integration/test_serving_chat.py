@@ -5,7 +5,6 @@ and wherever, the ledger stays exact."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -22,12 +21,6 @@ from tools.reference_node import DEFAULT_MODEL, ReferenceNode
 # Default prices: 1 micro-credit per prompt token, 2 per completion token; owners get 70 %.
 PROMPT_BOUND = len(b"hello node") + 8  # one message: its bytes and the template's allowance
 MOST = 1 * PROMPT_BOUND + 2 * 256  # default max_tokens
-
-
-@pytest.fixture
-async def network(settings: Settings) -> AsyncIterator[Network]:
-    async with running_network(settings) as running:
-        yield running
 
 
 async def test_a_streamed_chat_charges_the_reported_usage_and_credits_the_node_owner_its_share(

@@ -3,28 +3,19 @@ at registration and again at every connection; they claim only registered adapte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from r3mes.serving.v1 import serving_pb2
 
-from services.core.settings import Settings
 from services.serving import nodes
 from tests.integration.apikeys_support import INTERNAL
 from tests.integration.rpc import failure_of
-from tests.integration.serving_support import Network, chat, running_network
+from tests.integration.serving_support import Network, chat
 from tools.reference_node import DEFAULT_MODEL
 
 CID_V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 CID_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 PUBLIC = "93.184.215.14"
-
-
-@pytest.fixture
-async def network(settings: Settings) -> AsyncIterator[Network]:
-    async with running_network(settings) as running:
-        yield running
 
 
 def registration(

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from services.apikeys.authentication import APIKeyAuthenticator
-from services.apikeys.domain import Validation, ValidationStatus
+from services.apikeys.domain import UNKNOWN_KEY, APIKeyState, Validation
 from services.apikeys.key_cache import KeyCheckCache, KeyInvalidations
 from services.core import validators
 from services.core.auth import PrincipalKind
@@ -23,7 +23,7 @@ TTL = 5.0
 
 class CountingValidator:
     def __init__(self, answer: Validation | None = None) -> None:
-        self.answer = answer or Validation(ValidationStatus.VALID, WALLET, "key-1")
+        self.answer = answer or Validation(APIKeyState.ACTIVE, WALLET, "key-1")
         self.asked = 0
         self.release = asyncio.Event()
         self.release.set()
@@ -34,11 +34,6 @@ class CountingValidator:
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
-
-
-@pytest.fixture
-def ticks() -> FakeMonotonic:
-    return FakeMonotonic()
 
 
 def authenticator(
@@ -57,7 +52,7 @@ def authenticator(
     ],
     ids=["x-api-key", "Bearer", "bearer"],
 )
-async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_credential(
+async def test_a_key_in_either_header_is_the_wallet_principal(
     headers: object, ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     auth, _ = authenticator(CountingValidator(), ticks, clock)
@@ -66,11 +61,7 @@ async def test_a_key_in_either_header_is_the_wallet_principal_with_the_key_as_cr
     principal = await auth.authenticate(headers(key))  # type: ignore[operator]
 
     assert principal is not None
-    assert (principal.kind, principal.wallet_address, principal.credential) == (
-        PrincipalKind.WALLET,
-        WALLET,
-        key,
-    )
+    assert (principal.kind, principal.wallet_address) == (PrincipalKind.WALLET, WALLET)
 
 
 @pytest.mark.parametrize("metadata", [{}, {"authorization": "Basic dXNlcjpwYXNz"}])
@@ -98,17 +89,17 @@ async def test_a_malformed_key_is_refused_without_asking(
 
 
 @pytest.mark.parametrize(
-    ("status", "reason"),
+    ("state", "reason"),
     [
-        (ValidationStatus.NOT_FOUND, "API_KEY_INVALID"),
-        (ValidationStatus.REVOKED, "API_KEY_REVOKED"),
-        (ValidationStatus.EXPIRED, "API_KEY_EXPIRED"),
+        (None, "API_KEY_INVALID"),
+        (APIKeyState.REVOKED, "API_KEY_REVOKED"),
+        (APIKeyState.EXPIRED, "API_KEY_EXPIRED"),
     ],
 )
 async def test_an_unusable_key_is_unauthenticated_with_the_reason(
-    status: ValidationStatus, reason: str, ticks: FakeMonotonic, clock: FakeClock
+    state: APIKeyState | None, reason: str, ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
-    auth, _ = authenticator(CountingValidator(Validation(status)), ticks, clock)
+    auth, _ = authenticator(CountingValidator(Validation(state)), ticks, clock)
 
     with pytest.raises(Unauthenticated) as raised:
         await auth.authenticate({"x-api-key": validators.new_api_key()})
@@ -137,7 +128,7 @@ async def test_an_answer_is_kept_for_the_ttl_and_asked_again_after(
 async def test_a_refusal_is_kept_for_its_own_shorter_ttl(
     ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
-    validator = CountingValidator(Validation(ValidationStatus.NOT_FOUND))
+    validator = CountingValidator(UNKNOWN_KEY)
     cache: KeyCheckCache[Validation] = KeyCheckCache(TTL, 100, timer=ticks, refused_ttl_seconds=1)
     auth = APIKeyAuthenticator(validator, KeyInvalidations(cache, None, "unused"), clock)
     unknown = validators.new_api_key()
@@ -160,14 +151,14 @@ async def test_a_flood_of_unknown_keys_does_not_push_a_valid_keys_answer_out(
     key = validators.new_api_key()
     await auth.check(key)
 
-    valid.answer = Validation(ValidationStatus.NOT_FOUND)
+    valid.answer = UNKNOWN_KEY
     for _ in range(10):
         await auth.check(validators.new_api_key())
-    valid.answer = Validation(ValidationStatus.VALID, WALLET, "key-1")
+    valid.answer = Validation(APIKeyState.ACTIVE, WALLET, "key-1")
     asked_before = valid.asked
     again = await auth.check(key)
 
-    assert (again.status, valid.asked - asked_before) == (ValidationStatus.VALID, 0)
+    assert (again.state, valid.asked - asked_before) == (APIKeyState.ACTIVE, 0)
 
 
 async def test_calls_that_miss_at_once_share_one_question(
@@ -184,7 +175,7 @@ async def test_calls_that_miss_at_once_share_one_question(
     answers = await asyncio.gather(*waiting)
 
     assert validator.asked == 1
-    assert {answer.status for answer in answers} == {ValidationStatus.VALID}
+    assert {answer.state for answer in answers} == {APIKeyState.ACTIVE}
 
 
 async def test_a_withdrawn_key_is_asked_about_again(ticks: FakeMonotonic, clock: FakeClock) -> None:
@@ -194,9 +185,9 @@ async def test_a_withdrawn_key_is_asked_about_again(ticks: FakeMonotonic, clock:
     await auth.check(key)
 
     await invalidations.key_withdrawn("key-1")
-    validator.answer = Validation(ValidationStatus.REVOKED)
+    validator.answer = Validation(APIKeyState.REVOKED)
 
-    assert (await auth.check(key)).status is ValidationStatus.REVOKED
+    assert (await auth.check(key)).state is APIKeyState.REVOKED
     assert validator.asked == 2
 
 
@@ -222,16 +213,16 @@ async def test_a_cached_answer_is_not_used_past_the_keys_expiry(
     ticks: FakeMonotonic, clock: FakeClock
 ) -> None:
     validator = CountingValidator(
-        Validation(ValidationStatus.VALID, WALLET, "key-1", clock.now + timedelta(seconds=1))
+        Validation(APIKeyState.ACTIVE, WALLET, "key-1", clock.now + timedelta(seconds=1))
     )
     auth, _ = authenticator(validator, ticks, clock)
     key = validators.new_api_key()
     await auth.check(key)
 
     clock.advance(seconds=1)
-    validator.answer = Validation(ValidationStatus.EXPIRED)
+    validator.answer = Validation(APIKeyState.EXPIRED)
 
-    assert (await auth.check(key)).status is ValidationStatus.EXPIRED
+    assert (await auth.check(key)).state is APIKeyState.EXPIRED
 
 
 async def test_when_the_apikeys_service_cannot_answer_nothing_is_cached(

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.apikeys.domain import APIKeyState, Validation, ValidationStatus, secret_digest
+from services.apikeys.domain import APIKeyState, Validation, secret_digest
 from services.apikeys.repository import APIKeysRepositories
 from services.apikeys.usecases import APIKeysUseCases, KeyPolicy
 from services.core import validators
@@ -74,7 +74,7 @@ async def test_a_key_without_expiry_never_expires(
     validation = await use_cases.validate(issued.secret)
 
     assert issued.api_key.expire_time is None
-    assert validation.status is ValidationStatus.VALID
+    assert validation.state is APIKeyState.ACTIVE
 
 
 async def test_a_valid_key_names_its_wallet_and_key_and_its_use_is_recorded_on_flush(
@@ -86,7 +86,7 @@ async def test_a_valid_key_names_its_wallet_and_key_and_its_use_is_recorded_on_f
     validation = await use_cases.validate(issued.secret)
     flushed = await use_cases.flush_usage()
 
-    assert validation.status is ValidationStatus.VALID
+    assert validation.state is APIKeyState.ACTIVE
     assert (validation.wallet_address, validation.key_id) == (WALLET, issued.api_key.key_id)
     assert validation.expire_time == issued.api_key.expire_time
     assert flushed == 1
@@ -104,8 +104,8 @@ async def test_a_key_expires_at_its_expire_time_without_any_job(
 
     at_expiry = await use_cases.validate(issued.secret)
 
-    assert before.status is ValidationStatus.VALID
-    assert at_expiry == Validation(ValidationStatus.EXPIRED)  # no wallet, no key id
+    assert before.state is APIKeyState.ACTIVE
+    assert at_expiry == Validation(APIKeyState.EXPIRED)  # no wallet, no key id
     assert issued.api_key.state_at(clock.now) is APIKeyState.EXPIRED
 
 
@@ -113,8 +113,8 @@ async def test_unknown_and_malformed_keys_are_not_found(use_cases: APIKeysUseCas
     unknown = await use_cases.validate(validators.new_api_key())
     malformed = await use_cases.validate("r3mes_not-a-key")
 
-    assert unknown.status is ValidationStatus.NOT_FOUND
-    assert malformed.status is ValidationStatus.NOT_FOUND
+    assert unknown.state is None
+    assert malformed.state is None
 
 
 async def test_a_wallet_holds_at_most_the_limit_of_active_keys(
@@ -176,7 +176,7 @@ async def test_a_revoked_key_is_refused_and_revoking_it_again_keeps_the_first_ti
     second = await use_cases.revoke_key(WALLET, key_id)
 
     assert first.revoke_time == second.revoke_time == revoked_at
-    assert (await use_cases.validate(issued.secret)).status is ValidationStatus.REVOKED
+    assert (await use_cases.validate(issued.secret)).state is APIKeyState.REVOKED
     assert withdrawn.key_ids == [key_id, key_id]
 
 
@@ -209,7 +209,7 @@ async def test_a_deleted_key_is_gone_and_deleting_it_again_is_not_found(
         await use_cases.delete_key(WALLET, key_id)
 
     assert raised.value.reason == "API_KEY_NOT_FOUND"
-    assert (await use_cases.validate(issued.secret)).status is ValidationStatus.NOT_FOUND
+    assert (await use_cases.validate(issued.secret)).state is None
     assert (await use_cases.list_keys(WALLET, PageRequest(10))).items == []
     assert withdrawn.key_ids == [key_id]
 
