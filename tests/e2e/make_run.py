@@ -147,10 +147,16 @@ def wait_for_banner(runner: Runner) -> threading.Thread:
 
 
 def stop(runner: Runner) -> None:
-    """Ctrl-C, as a reader stops it; the runner stops its children."""
+    """Ctrl-C, as a reader stops it; the runner stops its children. A runner still running
+    after STOP_TIMEOUT_SECONDS is killed: its children die with it (test_make_run.py)."""
     if runner.process.poll() is None:
         runner.process.send_signal(signal.SIGINT)
-        runner.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        try:
+            runner.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            runner.process.kill()
+            runner.process.wait()
+            raise
 
 
 @contextmanager
