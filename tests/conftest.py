@@ -53,11 +53,14 @@ def worker_group(nodeid: str) -> str:
     stays whole, so its module fixtures start once and its tests keep their order. The
     end-to-end tests share one worker: each worker would start its own suite of service
     processes and Envoy, and on two cores four suites at once ran slower than one, with the
-    rate-limit tests' windows stretched past what they assert. So do the files hungriest for
-    PostgreSQL connections (MANY_CONNECTIONS)."""
+    rate-limit tests' windows stretched past what they assert. So do the browser tests (each
+    file a suite and a Chromium of its own: two at once beside the end-to-end worker would
+    starve the two cores), and the files hungriest for PostgreSQL connections
+    (MANY_CONNECTIONS)."""
     path = nodeid.split("::")[0]
-    if path.startswith("tests/e2e/"):
-        return "tests/e2e"
+    for tier in ("tests/e2e", "tests/browser"):
+        if path.startswith(f"{tier}/"):
+            return tier
     return "many connections" if path in MANY_CONNECTIONS else path
 
 

@@ -15,13 +15,17 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.console_support import (
     CHAT_PER_MINUTE,
+    COMPLETION_PRICE,
     GRANT,
-    MINED,
+    PROMPT_PRICE,
     Console,
+    balance,
+    check_chat_streamed_and_charged_exactly,
+    check_key_created_copied_and_revoked,
+    check_mining_charts,
     chromium,
     console_page,
-    drawn,
-    is_line,
+    list_keys,
     micro_credits,
     open_page,
     running_console,
@@ -30,14 +34,7 @@ from tests.browser.console_support import (
     sign_in_with_keplr,
     sign_out,
 )
-from tools.reference_node import DEFAULT_MODEL
 from tools.wallet import first_api_key
-
-# web/src/chart.ts: the colours of the series.
-EARNED, AVERAGE, PEAK = "#1d4ed8", "#b45309", "#047857"
-# The defaults of R3MES_SERVING_*: micro-credits per prompt and per completion token.
-PROMPT_PRICE, COMPLETION_PRICE = 1, 2
-TEMPLATE_TOKENS_PER_MESSAGE = 8
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +53,6 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, console: Console) -> Iterator[Page]:
     with console_page(browser, console) as opened:
         yield opened
-
-
-def balance(console: Console) -> int:
-    reply = httpx.get(f"{console.gateway}/v1/wallets/{console.wallet.address}/balance", timeout=10)
-    return int(reply.json()["balance"]["available_micro_credits"])
 
 
 def test_the_console_serves_its_config_naming_the_gateway_and_the_prices(
@@ -96,7 +88,7 @@ def test_a_call_from_the_console_s_origin_is_allowed_and_from_another_origin_ref
     open_page(page, console, "network")
     from_console = page.evaluate(fetch, stats)
     # Another origin of this machine: the front door's own port.
-    page.goto(f"http://127.0.0.1:{console.stack.ports.frontdoor}/healthz")
+    page.goto(f"http://127.0.0.1:{console.ports.frontdoor}/healthz")
     from_elsewhere = page.evaluate(fetch, stats)
 
     assert from_console == 200
@@ -138,28 +130,8 @@ def test_the_wallet_page_shows_the_exact_balance_and_the_grant_in_the_ledger(
 def test_the_mining_charts_are_drawn_for_7_30_and_365_days(page: Page, console: Console) -> None:
     sign_in_with_keplr(page, console)
     open_page(page, console, "miner")
-    expected_totals = {
-        days: sum(earned for ago, (earned, _) in MINED.items() if ago < days)
-        for days in (7, 30, 365)
-    }
 
-    for days in (7, 30, 365):
-        if days != 7:
-            page.get_by_role("button", name=f"{days} days").click()
-        page.wait_for_selector(f'main section[data-days="{days}"]')
-        earned = drawn(page, "#earnings-chart canvas", EARNED)
-        average = drawn(page, "#hashrate-chart canvas", AVERAGE)
-        peak = drawn(page, "#hashrate-chart canvas", PEAK)
-        summary = page.locator("#earnings-chart + .summary .amount")
-
-        assert summary.get_attribute("data-micro-credits") == str(expected_totals[days])
-        # Lines that rise from zero to the days mined: many pixels over many rows. (Over 365
-        # days a day is two pixels wide: the peak's line, drawn last, hides the average's.)
-        assert is_line(earned, 50), (days, earned)
-        assert is_line(peak, 50), (days, peak)
-        if days < 365:
-            assert is_line(average, 30), (days, average)
-        screenshot(page, f"miner-{days}-days")
+    check_mining_charts(page)
 
 
 def test_a_key_is_created_shown_once_copied_and_revoked(page: Page, console: Console) -> None:
@@ -167,35 +139,32 @@ def test_a_key_is_created_shown_once_copied_and_revoked(page: Page, console: Con
     open_page(page, console, "keys")
     screenshot(page, "keys")
 
-    page.get_by_label("Name").fill("browser-key")
-    page.get_by_role("button", name="Create with the console's key").click()
+    check_key_created_copied_and_revoked(page, console, "browser-key")
+
+
+def test_a_key_created_with_a_new_keplr_signature_works_and_is_listed(
+    page: Page, console: Console
+) -> None:
+    sign_in_with_keplr(page, console)
+    open_page(page, console, "keys")
+
+    page.get_by_label("Name").fill("signed-key")
+    page.get_by_role("button", name="Create with a Keplr signature").click()
     secret = page.locator(".secret-value").inner_text()
-    page.get_by_role("button", name="Copy").click()
-    expect(page.locator(".secret [role=status]")).to_have_text("Copied.")
-    copied = page.evaluate("navigator.clipboard.readText()")
-    row = page.locator("tbody tr", has_text="browser-key")
+    row = page.locator("tbody tr", has_text="signed-key")
     expect(row).to_contain_text("Active")
-    with_new_key = httpx.get(
-        f"{console.gateway}/v1/wallets/{console.wallet.address}/apikeys",
-        headers={"x-api-key": secret},
-        timeout=10,
-    )
-
-    page.get_by_role("button", name="Revoke browser-key").click()
+    signed = page.evaluate("window.R3MES_TEST_WALLET_SIGNED")
+    listed = list_keys(console, secret)
+    page.get_by_role("button", name="Revoke signed-key").click()  # a wallet holds 10 at most
     expect(row).to_contain_text("Revoked")
-    after_revoke = httpx.get(
-        f"{console.gateway}/v1/wallets/{console.wallet.address}/apikeys",
-        headers={"x-api-key": secret},
-        timeout=10,
-    )
-    page.get_by_role("button", name="Delete browser-key").click()
-    expect(row).to_have_count(0)
 
+    # One signature to sign in, one more for this key: it was not made with the console's key.
+    assert len(signed) == 2
+    assert console.wallet.address in signed[1]
     assert re.fullmatch(r"r3mes_\w+", secret)
-    assert copied == secret
-    assert with_new_key.status_code == 200
-    assert after_revoke.status_code == 401
-    assert after_revoke.json()["details"][0]["reason"] == "API_KEY_REVOKED"
+    assert listed.status_code == 200
+    assert "signed-key" in [key["name"] for key in listed.json()["api_keys"]]
+    assert list_keys(console, secret).json()["details"][0]["reason"] == "API_KEY_REVOKED"
 
 
 def test_a_field_the_service_refuses_is_named_in_a_sentence(page: Page, console: Console) -> None:
@@ -216,27 +185,8 @@ def test_a_chat_streams_its_answer_and_the_balance_drops_by_the_exact_charge(
 ) -> None:
     sign_in_with_keplr(page, console)
     open_page(page, console, "chat")
-    before = micro_credits(page, "#chat-balance .amount")
-    message = "hello there"
 
-    page.get_by_label("Longest answer (tokens)").fill("3")
-    page.get_by_label("Message", exact=True).fill(message)
-    most = micro_credits(page, "#chat-price .amount")
-    page.get_by_role("button", name="Send").click()
-    page.wait_for_selector('main section[data-answered="1"]')
-    charged = micro_credits(page, "#chat-charge .amount")
-    after = micro_credits(page, "#chat-balance .amount")
-    screenshot(page, "chat")
-
-    assert page.get_by_role("combobox", name="Model").input_value() == DEFAULT_MODEL
-    assert (
-        most == PROMPT_PRICE * (len(message) + TEMPLATE_TOKENS_PER_MESSAGE) + COMPLETION_PRICE * 3
-    )
-    expect(page.locator(".conversation .answer")).to_have_text("the network answers ")
-    assert charged == 2 * PROMPT_PRICE + 3 * COMPLETION_PRICE
-    assert after == before - charged
-    assert after == balance(console)
-    expect(page.locator("#chat-charge")).to_contain_text("for 2 prompt and 3 answer tokens")
+    check_chat_streamed_and_charged_exactly(page, console)
 
 
 def test_too_many_chats_are_told_when_to_retry(page: Page, console: Console) -> None:
@@ -298,11 +248,7 @@ def test_signing_out_revokes_the_key_the_console_made(page: Page, console: Conso
     key = page.evaluate("JSON.parse(sessionStorage.getItem('r3mes.console.session')).key")
 
     sign_out(page)
-    refused = httpx.get(
-        f"{console.gateway}/v1/wallets/{console.wallet.address}/apikeys",
-        headers={"x-api-key": key},
-        timeout=10,
-    )
+    refused = list_keys(console, key)
 
     expect(page.get_by_role("status")).to_have_text(
         "You signed out, and the console's key was revoked."

@@ -57,6 +57,10 @@ class Prometheus:
                 return seen
             time.sleep(0.25)
 
+    def values_once(self, expected: Mapping[str, float]) -> dict[str, float | None]:
+        """Each query's value once it equals what `expected` says (or the last one seen)."""
+        return {query: self.value_once(query, count) for query, count in expected.items()}
+
     def samples_once(self, promql: str, timeout_seconds: float = 60.0) -> list[dict[str, Any]]:
         """`promql`'s samples once there are any, or none when `timeout_seconds` pass first."""
         deadline = time.monotonic() + timeout_seconds

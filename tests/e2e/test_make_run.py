@@ -9,96 +9,33 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.paths import ROOT
-from runner.local_stack import LOOPBACK, StackPorts, stack_environment
+from runner.local_stack import LOOPBACK, StackPorts
 from runner.run import REFERENCE_NODE
-from services.core.ports import free_port
 from services.core.registry import NAMES
+from tests.e2e.make_run import (
+    BANNER,
+    Runner,
+    alive,
+    run_environment,
+    running_make_run,
+    start_runner,
+    wait_for_banner,
+)
 from tools.reference_node import DEFAULT_MODEL
-
-READY_TIMEOUT_SECONDS = 90.0
-BANNER = "R3MES is running"
-
-
-@dataclass
-class Runner:
-    process: subprocess.Popen[str]
-    environment: dict[str, str]
-    ports: StackPorts
-    lines: list[str]
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(self.environment["R3MES_DATA_DIR"])
-
-
-def run_environment(ports: StackPorts, data_dir: Path) -> dict[str, str]:
-    environment = stack_environment(ports, data_dir, internal_token="make-run-token")
-    del environment["R3MES_LOG_JSON"]  # the runner's own default (plain text) applies
-    # The reference node too on a free port, not its fixed default (a developer's make run).
-    environment["R3MES_REFERENCE_NODE_PORT"] = str(free_port())
-    return environment
-
-
-def start_runner(environment: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner.run"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for_banner(runner: Runner) -> threading.Thread:
-    """Wait for the banner; the thread returned goes on reading until the runner's output ends."""
-    ready = threading.Event()
-
-    def read() -> None:
-        assert runner.process.stdout is not None
-        for line in runner.process.stdout:
-            runner.lines.append(line)
-            if BANNER in line:
-                ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    if not ready.wait(READY_TIMEOUT_SECONDS):
-        runner.process.kill()
-        pytest.fail("no banner in time:\n" + "".join(runner.lines[-40:]))
-    return reader
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    ports = StackPorts.pick(metrics=True)
-    environment = run_environment(ports, tmp_path_factory.mktemp("make-run") / "data")
-    started = Runner(start_runner(environment), environment, ports, [])
-    try:
-        wait_for_banner(started)
+    with running_make_run(tmp_path_factory.mktemp("make-run") / "data") as started:
         yield started
-    finally:
-        if started.process.poll() is None:
-            started.process.send_signal(signal.SIGINT)
-            started.process.wait(timeout=30)
 
 
 def test_the_banner_comes_once_the_gateway_reports_every_service_serving(runner: Runner) -> None:
