@@ -132,3 +132,15 @@ def retry_delay_seconds(error: grpc.aio.AioRpcError) -> float | None:
             nanoseconds: int = info.retry_delay.ToNanoseconds()
             return nanoseconds / 1e9
     return None
+
+
+def says_ratelimit(header: str, policy: str, remaining: int, reset: int, slack: int = 10) -> bool:
+    """Whether a RateLimit header says `remaining` calls of `policy` left, full again in `reset`
+    seconds less at most `slack`: on the real clock, a test's calls may be seconds apart on a
+    busy machine, and each second passed takes one off the reset."""
+    fields = dict(part.split("=", 1) for part in header.split(";")[1:])
+    return (
+        header.startswith(f'"{policy}";')
+        and int(fields["r"]) == remaining
+        and reset - slack <= int(fields["t"]) <= reset
+    )
