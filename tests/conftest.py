@@ -51,14 +51,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def worker_group(nodeid: str) -> str:
     """The tests that one worker of `pytest -n N` (`make test`) runs one after another. A file
     stays whole, so its module fixtures start once and its tests keep their order. The
-    end-to-end tests share one worker: each worker would start its own suite of service
-    processes and Envoy, and on two cores four suites at once ran slower than one, with the
-    rate-limit tests' windows stretched past what they assert. So do the browser tests (each
-    file a suite and a Chromium of its own: two at once beside the end-to-end worker would
-    starve the two cores), and the files hungriest for PostgreSQL connections
-    (MANY_CONNECTIONS)."""
+    end-to-end tests of the shared suite (tests/e2e's `stack`) share one worker: each worker
+    would start its own suite of service processes and Envoy, and on two cores four suites at
+    once ran slower than one, with the rate-limit tests' windows stretched past what they
+    assert. The end-to-end tests that start processes of their own (tests/e2e/standalone:
+    make run, replicas, Prometheus, canaries) take turns on a second worker, for the same
+    reason. So do the browser tests (each file a suite and a Chromium of its own: two at once
+    beside the end-to-end workers would starve the two cores), and the files hungriest for
+    PostgreSQL connections (MANY_CONNECTIONS)."""
     path = nodeid.split("::")[0]
-    for tier in ("tests/e2e", "tests/browser"):
+    for tier in ("tests/e2e/standalone", "tests/e2e", "tests/browser"):
         if path.startswith(f"{tier}/"):
             return tier
     return "many connections" if path in MANY_CONNECTIONS else path
@@ -136,6 +138,10 @@ def settings_for(engine: str, data_dir: Path, suffix: str) -> Settings:
         # stacks beside), a peer call could miss it and leave fields out of an answer. Tests
         # of what a hanging peer does set their own.
         call_timeout_seconds=10.0,
+        # A test's servers are stopped once nothing calls them: the quarter of a second a
+        # draining server waits for a storm of calls to dry up was a fifth of the suite's time.
+        # The tests of draining itself set their own.
+        drain_quiet_seconds=0.01,
     )
     if engine == "sqlite":
         return settings

@@ -161,7 +161,7 @@ def build_server(
     """
     if authenticators is None:
         authenticators = [InternalTokenAuthenticator(settings.internal_token_value())]
-    admission = Admission()
+    admission = Admission(settings.drain_quiet_seconds)
     service_names = [full_name for _, full_name in registrations]
     limiting = rate_limiting_from_settings(settings, service_names)
     chain = request_chain(settings, name, authenticators, admission, limiting, error_domains)

@@ -28,6 +28,10 @@ from services.core.endpoints import (
     unknown_services,
 )
 
+# How long a draining server waits for arriving calls to dry up unless R3MES_DRAIN_QUIET_SECONDS
+# says otherwise (services.core.interceptors.admission says why it waits at all).
+DRAIN_QUIET_SECONDS = 0.25
+
 _GATEWAY_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 # A service's name, as services.core.registry finds it (the kernel lists none).
@@ -235,6 +239,14 @@ class Settings(SettingsBase):
 
     grace_period_seconds: float = Field(
         5.0, ge=0, description="How long in-flight calls may finish after SIGTERM."
+    )
+    drain_quiet_seconds: float = Field(
+        DRAIN_QUIET_SECONDS,
+        ge=0,
+        le=10,
+        description="After SIGTERM, how long no call may have arrived (each refused "
+        "UNAVAILABLE, which clients retry elsewhere) before the server stops listening; within "
+        "the grace period. Longer on a machine so busy that calls wait to reach the service.",
     )
     workers: int = Field(
         1,

@@ -11,11 +11,12 @@ from r3mes.users.v1 import users_pb2
 
 from services.core.auth import ANONYMOUS, INTERNAL, InternalTokenAuthenticator, Principal
 from services.core.errors import InvalidArgument, Unauthenticated, Unavailable
-from services.core.interceptors.admission import QUIET_SECONDS, Admission
+from services.core.interceptors.admission import Admission
 from services.core.interceptors.authentication import Authentication
 from services.core.interceptors.context import CallRecord, log_access, request_id_for
 from services.core.interceptors.parsing import Unparseable, tolerant
 from services.core.interceptors.validation import validate
+from services.core.settings import DRAIN_QUIET_SECONDS
 from services.core.testing import new_wallet_address
 
 WALLET = new_wallet_address()
@@ -86,7 +87,7 @@ async def test_draining_with_nothing_running_still_refuses_calls_for_a_quiet_spe
     # refused (UNAVAILABLE, retried elsewhere) rather than cancelled by the server's stop.
     admission = Admission()
     draining = asyncio.ensure_future(admission.drain(grace_seconds=5))
-    await asyncio.sleep(QUIET_SECONDS / 2)
+    await asyncio.sleep(DRAIN_QUIET_SECONDS / 2)
 
     with pytest.raises(Unavailable):
         admission.enter(USERS_GET)

@@ -13,18 +13,20 @@ import contextlib
 import time
 
 from services.core.errors import Unavailable
+from services.core.settings import DRAIN_QUIET_SECONDS
 
 # Health checks are still answered while draining, so that balancers read NOT_SERVING.
 ALWAYS_ADMITTED_PREFIX = "/grpc.health."
-# Draining ends only once no call has been refused for this long (counted from the drain's start
-# when none has been): calls still arriving when the grpc server stops would be cancelled by it,
-# so they are answered (UNAVAILABLE) first. Calls grpc has received but not yet handed to the
-# loop cannot be seen; on a busy machine the loop can take a tenth of a second to get to them.
-QUIET_SECONDS = 0.25
 
 
 class Admission:
-    def __init__(self) -> None:
+    def __init__(self, quiet_seconds: float = DRAIN_QUIET_SECONDS) -> None:
+        # Draining ends only once no call has been refused for this long (counted from the
+        # drain's start when none has been): calls still arriving when the grpc server stops
+        # would be cancelled by it, so they are answered (UNAVAILABLE) first. Calls grpc has
+        # received but not yet handed to the loop cannot be seen; on a busy machine the loop
+        # can take a tenth of a second to get to them.
+        self.quiet_seconds = quiet_seconds
         self.draining = False
         self._running = 0
         self._last_refusal = float("-inf")
@@ -58,7 +60,8 @@ class Admission:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), left)
             quiet_for = time.monotonic() - max(self._last_refusal, started)
-            if self._running == 0 and quiet_for >= QUIET_SECONDS:
+            if self._running == 0 and quiet_for >= self.quiet_seconds:
                 break
-            await asyncio.sleep(max(min(QUIET_SECONDS - quiet_for, deadline - time.monotonic()), 0))
+            wait = min(self.quiet_seconds - quiet_for, deadline - time.monotonic())
+            await asyncio.sleep(max(wait, 0))
         return max(deadline - time.monotonic(), 0.0)
