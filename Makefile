@@ -116,7 +116,7 @@ prometheus-tools: ## Install Prometheus and promtool from Debian when missing (t
 		apt-get update && apt-get install -y --no-install-recommends prometheus; \
 	fi
 
-# Servers the fault tests start, stop and restart themselves (tests/e2e/test_faults.py), never
+# Servers the fault tests start, stop and restart themselves (tests/e2e/standalone/test_faults.py), never
 # the machine's shared ones: Debian's PostgreSQL binaries (initdb, pg_ctl) and redis-server.
 .PHONY: fault-tools
 fault-tools: ## Install PostgreSQL's server binaries and redis-server from Debian when missing

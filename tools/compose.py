@@ -1,6 +1,6 @@
 """Write deploy/compose.yaml and deploy/prometheus/compose.yml from the service registry: a new
 service gets its container, its target, a place among the containers the gateway and the front
-door wait for, and Prometheus's scrape, without a hand edit; tests/e2e/test_deploy.py fails while
+door wait for, and Prometheus's scrape, without a hand edit; tests/e2e/standalone/test_deploy.py fails while
 the committed files differ from what this writes.
 
     python -m tools.compose [--out deploy]

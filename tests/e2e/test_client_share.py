@@ -8,9 +8,9 @@ import grpc
 from gateway.limits import ENVOY_WORKERS, MAX_CALLS_PER_CLIENT_PER_WORKER, MAX_UPSTREAM_REQUESTS
 from runner.local_stack import LOOPBACK, LocalStack
 from tests.e2e.raw import RawCalls
+from tests.e2e.standalone.test_route_timeout import stopped
 from tests.e2e.test_grpc_clients import grpc_web_frame
 from tests.e2e.test_malformed_calls import get_user_message
-from tests.e2e.test_route_timeout import stopped
 
 NOT_FOUND = str(grpc.StatusCode.NOT_FOUND.value[0])
 RESOURCE_EXHAUSTED = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])

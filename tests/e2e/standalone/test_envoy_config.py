@@ -12,13 +12,14 @@ import pytest
 from gateway.call_checks import NAME as CALL_CHECKS
 from gateway.catalog import UPSTREAMS
 from gateway.frontdoor.envoy import door_routes
+from gateway.paths import ROOT
 from gateway.render import DEFAULT_DESCRIPTOR, build_config, write_config
 from gateway.serve import envoy_binary
 from gateway.settings import Canary, GatewaySettings
 from services.core.registry import NAMES, SERVICES
 
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
-OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 
 
 def settings(**values: Any) -> GatewaySettings:

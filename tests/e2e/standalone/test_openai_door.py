@@ -26,6 +26,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.serving.v1 import serving_pb2, serving_pb2_grpc
 
+from gateway.paths import ROOT
 from gateway.settings import GatewaySettings
 from runner.local_stack import LocalStack, running_stack
 from runner.reference import ReferenceNode, register_node
@@ -36,7 +37,6 @@ from tests.e2e.conftest import INTERNAL_TOKEN
 from tools.reference_node import DEFAULT_MODEL, WORDS
 from tools.wallet import Wallet, first_api_key
 
-ROOT = Path(__file__).resolve().parents[2]
 CURL = shutil.which("curl") or "curl"
 DOCUMENTED_BASE = "http://127.0.0.1:8080"
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)

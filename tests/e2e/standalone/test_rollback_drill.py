@@ -18,8 +18,8 @@ from gateway.canary import set_weight
 from runner.local_stack import CanaryRelease, LocalStack, running_stack
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.prometheus import ALERT_RULES, Prometheus, running_prometheus
+from tests.e2e.standalone.test_canary import upstream_requests
 from tests.e2e.steady_load import steady_load
-from tests.e2e.test_canary import upstream_requests
 
 MINING = "r3mes.mining.v1.MiningService"
 ALERT = "R3mesErrorRatioHigh"
