@@ -489,7 +489,7 @@ def test_the_openai_example_of_the_docs_lists_chats_and_streams(door: Door, tmp_
 def test_make_runs_reference_node_stays_fresh_while_make_run_beats_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    offline_after = 3.0
+    offline_after = 1.5  # beats every 0.5 s
     monkeypatch.setenv("R3MES_SERVING_NODE_OFFLINE_AFTER_SECONDS", str(offline_after))
     with running_stack(
         tmp_path,
