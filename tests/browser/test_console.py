@@ -23,7 +23,6 @@ from tests.browser.console_support import (
     check_chat_streamed_and_charged_exactly,
     check_key_created_copied_and_revoked,
     check_mining_charts,
-    chromium,
     console_page,
     list_keys,
     micro_credits,
@@ -41,18 +40,6 @@ from tools.wallet import first_api_key
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     with running_console(tmp_path_factory.mktemp("console")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
-
-
-@pytest.fixture
-def page(browser: Browser, console: Console) -> Iterator[Page]:
-    with console_page(browser, console) as opened:
-        yield opened
 
 
 def test_the_console_serves_its_config_naming_the_gateway_and_the_prices(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.console_support import (
     GRANT,
@@ -18,8 +18,6 @@ from tests.browser.console_support import (
     check_chat_streamed_and_charged_exactly,
     check_key_created_copied_and_revoked,
     check_mining_charts,
-    chromium,
-    console_page,
     make_run_console,
     micro_credits,
     open_page,
@@ -32,18 +30,6 @@ from tests.e2e.make_run import running_make_run
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     with running_make_run(tmp_path_factory.mktemp("make-run-console") / "data") as run:
         yield make_run_console(run)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
-
-
-@pytest.fixture
-def page(browser: Browser, console: Console) -> Iterator[Page]:
-    with console_page(browser, console) as opened:
-        yield opened
 
 
 def test_the_banner_s_console_signs_the_test_wallet_in_and_shows_its_grant(
