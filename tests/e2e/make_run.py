@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.processes import process_tree
 from gateway.paths import ROOT
 from runner.local_stack import StackPorts
 from services.core.auth import INTERNAL_TOKEN_HEADER
@@ -180,14 +181,6 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _parent_of(pid: int) -> int | None:
-    try:
-        # After the command's name in parentheses: the state, then the parent's pid.
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None  # gone meanwhile
-
-
 def _command_of(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
@@ -197,13 +190,4 @@ def _command_of(pid: int) -> str:
 
 def descendants(pid: int) -> dict[int, str]:
     """Every living process under `pid` (children, theirs, ...): pid and command line."""
-    running = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-    parents = {child: _parent_of(child) for child in running}
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child in [c for c, p in parents.items() if p == parent and alive(c)]:
-            found[child] = _command_of(child)
-            frontier.append(child)
-    return found
+    return {child: _command_of(child) for child in process_tree(pid)[1:] if alive(child)}
