@@ -176,9 +176,15 @@ def _flag(body: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+def _not_json(constant: str) -> None:
+    # Python's json reads NaN and Infinity, which JSON (RFC 8259) has not: refused as any
+    # other body that is not JSON, before a field can carry one on.
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_chat(raw: bytes) -> ChatAsk:
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError):
         raise DoorError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):

@@ -340,6 +340,8 @@ def chat_body(**fields: object) -> bytes:
         (b'{"model": "r3mes-reference", "messages": [', 400, None, "invalid_json"),
         (b'["a list"]', 400, None, "invalid_json"),
         (b"\xff\xfe", 400, None, "invalid_json"),
+        (chat_body()[:-1] + b', "temperature": NaN}', 400, None, "invalid_json"),
+        (chat_body()[:-1] + b', "max_tokens": -Infinity}', 400, None, "invalid_json"),
         (chat_body(messages="hello"), 400, "messages", "invalid_value"),
         (chat_body(messages=[{"role": 1}]), 400, "messages.0", "invalid_value"),
         (
@@ -363,6 +365,8 @@ def chat_body(**fields: object) -> bytes:
         "JSON cut short",
         "not an object",
         "not UTF-8",
+        "NaN, which JSON has not",
+        "Infinity, which JSON has not",
         "messages not a list",
         "a role not a string",
         "content not text",
