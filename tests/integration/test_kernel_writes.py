@@ -132,7 +132,11 @@ async def test_a_real_deadlock_on_postgresql_is_retried_until_both_units_commit(
         await asyncio.gather(uow.run(crossing(1, 2)), uow.run(crossing(2, 1)))
 
         found = [await _read_account(database, account_id) for account_id in (1, 2)]
-    assert len(tries) == 3, "PostgreSQL broke the deadlock by aborting one unit, which was retried"
+    # PostgreSQL broke the deadlock by aborting a unit, which was retried. Usually once; on a
+    # busy machine the retry can take a row back before the survivor's backend re-locks it once
+    # the loser's transaction ends, and the two meet again (CI saw four tries).
+    assert sorted(tries[:2]) == [1, 2], tries
+    assert len(tries) >= 3, tries
     assert [(a.available, a.reserved) for a in found if a] == [(98, 2), (98, 2)]
 
 
