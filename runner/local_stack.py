@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -37,6 +38,21 @@ from services.core.registry import NAMES, spec_of
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0
+# Ports are chosen free, then bound by the processes a moment later: another test process
+# choosing at the same moment can take one first (seen in CI). A stack whose process found its
+# port taken starts again on other ports, this many times in all.
+PORT_ATTEMPTS = 3
+# What a process says when its port is taken: ours (services.core.lifecycle), Python's and
+# Envoy's own errors.
+PORT_IN_USE = re.compile(r"port is in use|address already in use", re.IGNORECASE)
+
+
+class ExitedEarly(RuntimeError):
+    """A process of the stack ended before the stack was ready."""
+
+
+class PortTaken(ExitedEarly):
+    """... because another process had taken its port."""
 
 
 Topology = Literal["one-process", "split"]
@@ -303,12 +319,17 @@ class LocalStack:
     def wait_until_ready(self, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
         for name in NAMES:
+            # Asked by its own name: a port another process took first answers for another.
+            service = spec_of(name).proto_service
             replicas = self.ports.replicas.get(name, {name: self.ports.grpc[name]})
             for process, port in replicas.items():
-                self._wait(partial(grpc_serving, f"{LOOPBACK}:{port}"), process, deadline)
+                probe = partial(grpc_serving, f"{LOOPBACK}:{port}", service)
+                self._wait(probe, process, deadline)
         canary = self.canary
         if canary is not None and any(s.name == canary.process for s in self.started):
-            self._wait(partial(grpc_serving, self.canary_target), canary.process, deadline)
+            service = spec_of(canary.service).proto_service
+            probe = partial(grpc_serving, self.canary_target, service)
+            self._wait(probe, canary.process, deadline)
         if any(s.name == "frontdoor" for s in self.started):
             front_door = f"{LOOPBACK}:{self.ports.frontdoor_grpc}"
             self._wait(partial(grpc_serving, front_door), "frontdoor", deadline)
@@ -325,7 +346,9 @@ class LocalStack:
     def _fail_if_exited(self) -> None:
         for started in self.started:
             if started.process.poll() is not None:
-                raise RuntimeError(
+                log = started.log.read_text(errors="replace")
+                failure = PortTaken if PORT_IN_USE.search(log) else ExitedEarly
+                raise failure(
                     f"{started.name} exited with {started.process.returncode}\n{self.logs()}"
                 )
 
@@ -360,11 +383,12 @@ def _listening(port: int) -> bool:
     return True
 
 
-def grpc_serving(target: str) -> bool:
+def grpc_serving(target: str, service: str = "") -> bool:
+    """Whether `target` says `service` (its whole server, by default) is serving."""
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=0.5)
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -391,26 +415,42 @@ def running_stack(
     chosen = topology or cast(
         Topology, (extra_environment or {}).get("R3MES_TOPOLOGY", ONE_PROCESS)
     )
-    ports = StackPorts.pick(chosen, metrics=metrics, canary=canary, replicas=replicas)
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)
-    stack = LocalStack(ports, work_dir, environment, chosen, canary)
-    if canary is not None:
-        release = {"target": stack.canary_target, "weight": canary.weight}
-        environment["R3MES_CANARIES"] = json.dumps({canary.service: release})
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        ports = StackPorts.pick(chosen, metrics=metrics, canary=canary, replicas=replicas)
+        environment = stack_environment(ports, data_dir, internal_token, extra_environment, chosen)
+        stack = LocalStack(ports, work_dir, environment, chosen, canary)
+        try:
+            _start(stack, with_envoy=with_envoy, ready_timeout_seconds=ready_timeout_seconds)
+        except PortTaken:
+            stack.stop()
+            if attempt == PORT_ATTEMPTS:
+                raise
+            continue
+        except BaseException:
+            stack.stop()
+            raise
+        break
     try:
-        stack.start_services()
-        stack.wait_until_ready(ready_timeout_seconds)
-        if canary is not None:
-            # After the release it shadows has made (migrated) their data: two processes
-            # setting up one SQLite file at once lock each other out.
-            stack.start_canary()
-            stack.wait_until_ready(ready_timeout_seconds)
-        if with_envoy:
-            stack.start_front_door()
-            stack.start_envoy()
-            stack.wait_until_ready(ready_timeout_seconds)
         yield stack
     finally:
         stack.stop()
+
+
+def _start(stack: LocalStack, *, with_envoy: bool, ready_timeout_seconds: float) -> None:
+    canary = stack.canary
+    if canary is not None:
+        release = {"target": stack.canary_target, "weight": canary.weight}
+        stack.environment["R3MES_CANARIES"] = json.dumps({canary.service: release})
+    stack.start_services()
+    stack.wait_until_ready(ready_timeout_seconds)
+    if canary is not None:
+        # After the release it shadows has made (migrated) their data: two processes setting
+        # up one SQLite file at once lock each other out.
+        stack.start_canary()
+        stack.wait_until_ready(ready_timeout_seconds)
+    if with_envoy:
+        stack.start_front_door()
+        stack.start_envoy()
+        stack.wait_until_ready(ready_timeout_seconds)
