@@ -20,13 +20,22 @@ def settings(**values: Any) -> GatewaySettings:
     return GatewaySettings(_env_file=None, **values)
 
 
+def open_file_links(pid: int) -> list[str]:
+    """What each of `pid`'s open descriptors points to. A descriptor closed between listing
+    and reading (Envoy closes connections all the time) is skipped: it listens on nothing."""
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except FileNotFoundError:
+            continue
+    return links
+
+
 def listening_tcp_ports(pid: int) -> set[int]:
     """The TCP ports process `pid` listens on, from /proc (Linux)."""
-    fds = Path(f"/proc/{pid}/fd")
     inodes = {
-        link[len("socket:[") : -1]
-        for link in (os.readlink(fd) for fd in fds.iterdir())
-        if link.startswith("socket:[")
+        link[len("socket:[") : -1] for link in open_file_links(pid) if link.startswith("socket:[")
     }
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
