@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from services.core.background import PeriodicJob
+from services.core.tls import client_context
 from services.mining.domain import BlockAlreadyExists, NewBlock
 from services.mining.settings import MiningSettings
 from services.mining.usecases import MiningUseCases
@@ -91,6 +92,7 @@ class ChainIndexer:
             timeout=settings.chain_rpc_timeout_seconds,
             # The endpoint is the operator's; proxies from the environment are not asked.
             trust_env=False,
+            verify=client_context(),
         )
         return cls(
             client,

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from services.core import validators
+from services.core.tls import client_context
 from services.core.validators import InvalidValue, IPNetwork, OutboundUrl
 from services.serving.domain import Message, Usage
 
@@ -129,6 +130,7 @@ class NodeClient:
             follow_redirects=False,
             trust_env=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            verify=client_context(),
         )
 
     async def close(self) -> None:

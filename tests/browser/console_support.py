@@ -28,6 +28,7 @@ from runner.reference import register_node
 from runner.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.ratelimit.policies import LOCAL_POLICIES_FILE
+from services.core.tls import client_context
 from tests.e2e.make_run import Runner
 from tests.integration.mining_support import stats
 from tools.reference_node import DEFAULT_MODEL
@@ -256,7 +257,11 @@ def serious_violations(page: Page) -> list[str]:
 
 def balance(console: Console) -> int:
     """The wallet's available micro-credits, as the gateway answers anyone."""
-    reply = httpx.get(f"{console.gateway}/v1/wallets/{console.wallet.address}/balance", timeout=10)
+    reply = httpx.get(
+        f"{console.gateway}/v1/wallets/{console.wallet.address}/balance",
+        timeout=10,
+        verify=client_context(),
+    )
     return int(reply.json()["balance"]["available_micro_credits"])
 
 
@@ -292,6 +297,7 @@ def list_keys(console: Console, key: str) -> httpx.Response:
         f"{console.gateway}/v1/wallets/{console.wallet.address}/apikeys",
         headers={"x-api-key": key},
         timeout=10,
+        verify=client_context(),
     )
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from runner.local_stack import LocalStack, running_stack
+from services.core.tls import client_context
 
 INTERNAL_TOKEN = "e2e-internal-token"
 ALLOWED_ORIGIN = "https://app.r3mes.example"
@@ -47,5 +48,7 @@ def json_logging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
 
 @pytest.fixture
 async def rest(stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.rest_url, timeout=10.0) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.rest_url, timeout=10.0, verify=client_context()
+    ) as client:
         yield client

@@ -11,6 +11,7 @@ from r3mes.credits.v1 import credits_pb2, credits_pb2_grpc
 from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 
 from services.core.testing import new_wallet_address
+from services.core.tls import client_context
 from tests.integration.mining_support import stats
 from tools.reference_node import DEFAULT_MODEL
 from tools.wallet import Wallet, first_api_key
@@ -25,7 +26,7 @@ def users_and_mining(rest_url: str, grpc_target: str, internal: Metadata) -> dic
     """3 users created, 5 read, 1 missing; 2 mining reports sent twice (the second batch
     replayed). `grpc_target` reaches mining; the gateway at `rest_url` reaches users."""
     wallets = [new_wallet_address() for _ in range(3)]
-    with httpx.Client(base_url=rest_url, timeout=10) as rest:
+    with httpx.Client(base_url=rest_url, timeout=10, verify=client_context()) as rest:
         for wallet in wallets:
             created = rest.post("/v1/users", json={"wallet_address": wallet})
             assert created.status_code == 200, created.text
@@ -68,7 +69,7 @@ def paying_key(rest_url: str, credits_target: str, internal: Metadata, micro_cre
     """The API key of a new wallet (made from its signature) granted `micro_credits` by an
     internal call to credits at `credits_target`."""
     wallet = Wallet.new()
-    with httpx.Client(base_url=rest_url, timeout=10) as rest:
+    with httpx.Client(base_url=rest_url, timeout=10, verify=client_context()) as rest:
         key = first_api_key(rest, wallet, "prometheus")
     with grpc.insecure_channel(credits_target) as channel:
         credits_pb2_grpc.CreditsServiceStub(channel).GrantCredits(
@@ -96,7 +97,7 @@ def front_door(rest_url: str, key: str, health_checks: int = 0) -> dict[str, flo
         {"role": "user", "content": "hello there"}
     ]
     paths = ["/healthz"] * health_checks + ["/", "/docs/no-such-asset.js"]
-    with httpx.Client(base_url=rest_url, timeout=10) as pages:
+    with httpx.Client(base_url=rest_url, timeout=10, verify=client_context()) as pages:
         statuses = [pages.get(path).status_code for path in paths]
     assert statuses == [200] * (health_checks + 1) + [404]
     assert [model.id for model in door.models.list()] == [DEFAULT_MODEL]

@@ -19,6 +19,7 @@ import yaml
 from gateway.paths import ROOT
 from runner.local_stack import LOOPBACK
 from services.core.ports import free_port
+from services.core.tls import client_context
 
 ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "1s"
@@ -32,7 +33,9 @@ class Prometheus:
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """The instant vector `promql` gives now (each sample: `metric` labels, `value`)."""
-        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        reply = httpx.get(
+            f"{self.url}/api/v1/query", params={"query": promql}, timeout=5, verify=client_context()
+        )
         reply.raise_for_status()
         result: list[dict[str, Any]] = reply.json()["data"]["result"]
         return result
@@ -130,7 +133,12 @@ def _wait_ready(prometheus: Prometheus, process: subprocess.Popen[bytes], log: P
         if process.poll() is not None:
             raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{prometheus.url}/-/ready", timeout=1).status_code == 200:
+            if (
+                httpx.get(
+                    f"{prometheus.url}/-/ready", timeout=1, verify=client_context()
+                ).status_code
+                == 200
+            ):
                 return
         except httpx.HTTPError:
             pass

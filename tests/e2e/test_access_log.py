@@ -15,6 +15,7 @@ from r3mes.users.v1 import users_pb2, users_pb2_grpc
 from gateway.limits import REQUEST_TIMEOUT_SECONDS
 from runner.local_stack import LocalStack
 from services.core.testing import new_wallet_address
+from services.core.tls import client_context
 from tests.e2e.conftest import MAX_REQUEST_BYTES
 from tests.e2e.raw import GRPC_PATH, incomplete_http1_post, read_http1_reply
 from tests.e2e.test_grpc_clients import grpc_web_frame, parse_grpc_web
@@ -75,6 +76,7 @@ def grpc_web_call(stack: LocalStack, request: bytes, path: str = GRPC_PATH) -> h
         content=grpc_web_frame(request),
         headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
         timeout=10,
+        verify=client_context(),
     )
 
 
@@ -87,7 +89,12 @@ def grpc_web_status(reply: httpx.Response) -> str:
 @pytest.fixture(scope="module")
 def known_wallet(stack: LocalStack) -> str:
     wallet = new_wallet_address()
-    created = httpx.post(f"{stack.rest_url}/v1/users", json={"wallet_address": wallet}, timeout=10)
+    created = httpx.post(
+        f"{stack.rest_url}/v1/users",
+        json={"wallet_address": wallet},
+        timeout=10,
+        verify=client_context(),
+    )
     assert created.status_code == 200, created.text
     return wallet
 
@@ -128,7 +135,7 @@ def test_a_rest_call_is_logged_with_the_code_in_its_body(
 ) -> None:
     wallet = known_wallet if known else new_wallet_address()
 
-    reply = httpx.get(f"{stack.rest_url}/v1/users/{wallet}", timeout=10)
+    reply = httpx.get(f"{stack.rest_url}/v1/users/{wallet}", timeout=10, verify=client_context())
 
     received = "0" if reply.status_code == 200 else str(reply.json()["code"])
     assert received == ("0" if known else "5")
@@ -159,7 +166,7 @@ def test_rest_calls_sent_with_a_passed_deadline_are_each_logged_with_the_code_th
     # grpc refuses most such calls itself, some in a trailers-only reply that the transcoder
     # turns into the JSON body; others reach the service's own check, which answers in
     # trailers; a few are answered before their deadline is noticed.
-    with httpx.Client(base_url=stack.rest_url, timeout=10) as client:
+    with httpx.Client(base_url=stack.rest_url, timeout=10, verify=client_context()) as client:
         replies = [
             client.get(f"/v1/users/{new_wallet_address()}", headers={"grpc-timeout": "1n"})
             for _ in range(DEADLINE_TRIES)

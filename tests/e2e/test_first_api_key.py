@@ -12,6 +12,7 @@ import httpx
 
 from gateway.paths import ROOT
 from runner.local_stack import LocalStack
+from services.core.tls import client_context
 
 DOCUMENTED_BASE = "http://127.0.0.1:8080"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -28,7 +29,9 @@ def run_python(arguments: list[str], cwd: Path) -> dict[str, str]:
 
 def keys_of(stack: LocalStack, wallet: str, api_key: str) -> httpx.Response:
     return httpx.get(
-        f"{stack.rest_url}/v1/wallets/{wallet}/apikeys", headers={"x-api-key": api_key}
+        f"{stack.rest_url}/v1/wallets/{wallet}/apikeys",
+        headers={"x-api-key": api_key},
+        verify=client_context(),
     )
 
 

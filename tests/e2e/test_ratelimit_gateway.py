@@ -25,6 +25,7 @@ from services.core import validators
 from services.core.ports import free_port
 from services.core.settings import Settings
 from services.core.testing import RedisServer
+from services.core.tls import client_context
 from tests.e2e.test_apikeys_rest import first_key
 from tests.integration.apikeys_support import SigningWallet, as_bearer, as_key
 from tests.integration.ratelimited import quota_subjects, says_ratelimit
@@ -202,7 +203,9 @@ async def test_a_newcomer_on_make_runs_defaults_tries_the_signing_flow_four_time
 ) -> None:
     """Eight credential calls from 127.0.0.1, where production's policy allows five a minute
     to the one address every local client shares; still limited, with the policy in the headers."""
-    async with httpx.AsyncClient(base_url=make_run_defaults.rest_url, timeout=10.0) as rest:
+    async with httpx.AsyncClient(
+        base_url=make_run_defaults.rest_url, timeout=10.0, verify=client_context()
+    ) as rest:
         keys = [await first_key(rest, SigningWallet()) for _ in range(4)]
         challenged = await rest.post(f"/v1/wallets/{SigningWallet().address}/challenges", json={})
 

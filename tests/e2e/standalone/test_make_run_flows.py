@@ -19,6 +19,7 @@ from r3mes.mining.v1 import mining_pb2, mining_pb2_grpc
 from runner.run import HOST, REFERENCE_NODE, command_marker
 from services.core.registry import SERVICES
 from services.core.testing import new_wallet_address
+from services.core.tls import client_context
 from tests.e2e.make_run import Runner, descendants, running_make_run
 from tests.integration.mining_support import stats
 from tools.wallet import Wallet, first_api_key
@@ -35,7 +36,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
 
 @pytest.fixture
 def rest(run: Runner) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=run.banner.gateway, timeout=10) as client:
+    with httpx.Client(base_url=run.banner.gateway, timeout=10, verify=client_context()) as client:
         yield client
 
 

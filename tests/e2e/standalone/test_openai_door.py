@@ -33,6 +33,7 @@ from runner.reference import ReferenceNode, register_node
 from runner.run import REFERENCE_NETWORKS
 from services.core.auth import INTERNAL_TOKEN_HEADER
 from services.core.registry import SERVICES
+from services.core.tls import client_context
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tools.reference_node import DEFAULT_MODEL, WORDS
 from tools.wallet import Wallet, first_api_key
@@ -113,7 +114,7 @@ class Payer:
 def payer(door: Door, credits: int = GRANT) -> Payer:
     """A wallet with a key made from its signature and `credits` granted."""
     wallet = Wallet.new()
-    with httpx.Client(base_url=door.stack.rest_url, timeout=10) as client:
+    with httpx.Client(base_url=door.stack.rest_url, timeout=10, verify=client_context()) as client:
         key = first_api_key(client, wallet, "door")
     if credits:
         with grpc.insecure_channel(door.stack.grpc_target(CREDITS)) as channel:
@@ -130,7 +131,9 @@ def payer(door: Door, credits: int = GRANT) -> Payer:
 
 
 def balance(door: Door, wallet: str) -> int:
-    reply = httpx.get(f"{door.base_url}/wallets/{wallet}/balance", timeout=10)
+    reply = httpx.get(
+        f"{door.base_url}/wallets/{wallet}/balance", timeout=10, verify=client_context()
+    )
     return int(reply.json()["balance"]["available_micro_credits"])
 
 
@@ -261,6 +264,7 @@ def test_curl_gets_a_whole_answer_when_stream_is_false(door: Door) -> None:
         json=body,
         headers={"authorization": f"Bearer {paying.key}"},
         timeout=30,
+        verify=client_context(),
     )
 
     assert reply.status_code == 200
@@ -313,6 +317,7 @@ def test_a_node_at_a_private_address_is_refused_through_the_gateway(
         json={"endpoint_url": endpoint_url, "models": [DEFAULT_MODEL]},
         headers={"x-api-key": owner.key},
         timeout=10,
+        verify=client_context(),
     )
 
     assert reply.status_code == 400, reply.text
@@ -326,6 +331,7 @@ def post_chat(door: Door, body: bytes, headers: dict[str, str]) -> httpx.Respons
         content=body,
         headers={"content-type": "application/json", **headers},
         timeout=30,
+        verify=client_context(),
     )
 
 
@@ -409,11 +415,11 @@ def test_a_chat_without_a_key_is_401(door: Door) -> None:
 def test_a_revoked_key_is_401_with_its_reason(door: Door) -> None:
     paying = payer(door)
     as_key = {"x-api-key": paying.key}
-    (key,) = httpx.get(f"{door.base_url}/wallets/{paying.wallet}/apikeys", headers=as_key).json()[
-        "api_keys"
-    ]
+    (key,) = httpx.get(
+        f"{door.base_url}/wallets/{paying.wallet}/apikeys", headers=as_key, verify=client_context()
+    ).json()["api_keys"]
     revoke = f"{door.base_url}/wallets/{paying.wallet}/apikeys/{key['key_id']}:revoke"
-    assert httpx.post(revoke, json={}, headers=as_key).status_code == 200
+    assert httpx.post(revoke, json={}, headers=as_key, verify=client_context()).status_code == 200
 
     with pytest.raises(openai.AuthenticationError) as refused:
         client(door, paying.key).chat.completions.create(model=DEFAULT_MODEL, messages=HELLO)
@@ -533,7 +539,12 @@ def test_a_client_that_leaves_mid_stream_is_charged_only_what_was_sent_to_it(doo
     headers = {"authorization": f"Bearer {paying.key}"}
 
     with httpx.stream(
-        "POST", f"{door.base_url}/chat/completions", json=body, headers=headers, timeout=30
+        "POST",
+        f"{door.base_url}/chat/completions",
+        json=body,
+        headers=headers,
+        timeout=30,
+        verify=client_context(),
     ) as reply:
         assert reply.status_code == 200
         pieces: list[str] = []
@@ -553,7 +564,9 @@ def test_a_client_that_leaves_mid_stream_is_charged_only_what_was_sent_to_it(doo
 
 
 def reserved(door: Door, wallet: str) -> int:
-    reply = httpx.get(f"{door.base_url}/wallets/{wallet}/balance", timeout=10)
+    reply = httpx.get(
+        f"{door.base_url}/wallets/{wallet}/balance", timeout=10, verify=client_context()
+    )
     return int(reply.json()["balance"]["reserved_micro_credits"])
 
 
@@ -577,7 +590,7 @@ def until(condition: Callable[[], bool], attempts: int = 100) -> bool:
 def test_a_door_path_asked_with_another_method_is_405_naming_the_one_it_takes(
     door: Door, method: str, path: str, allowed: str
 ) -> None:
-    with httpx.Client(base_url=door.base_url, timeout=10) as http:
+    with httpx.Client(base_url=door.base_url, timeout=10, verify=client_context()) as http:
         refused = http.request(method, path, content=b'{"model": "x"}')
         # The same connection still serves the next request: the body was read, not left over.
         models = http.get("/models")
@@ -594,7 +607,9 @@ async def test_sixty_four_streams_at_once_are_all_answered(door: Door) -> None:
     limits = httpx.Limits(max_connections=64)
     headers = {"authorization": f"Bearer {paying.key}"}
 
-    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as http:
+    async with httpx.AsyncClient(
+        limits=limits, headers=headers, timeout=60, verify=client_context()
+    ) as http:
         replies = await asyncio.gather(
             *(http.post(f"{door.base_url}/chat/completions", json=body) for _ in range(64))
         )

@@ -15,6 +15,7 @@ from runner.local_stack import LOOPBACK, LocalStack, running_stack
 from runner.reference import register_node
 from runner.run import REFERENCE_NETWORKS
 from services.core.registry import NAMES, SERVICES
+from services.core.tls import client_context
 from tests.e2e.conftest import INTERNAL_TOKEN
 from tests.e2e.known_traffic import front_door, paying_key, users_and_mining
 from tests.e2e.prometheus import Prometheus, running_prometheus
@@ -92,13 +93,19 @@ def test_envoys_metrics_listener_answers_get_metrics_and_nothing_else_of_admin(
     listener = f"http://{stack.metrics_targets['gateway']}"
     assert stack.metrics_targets["gateway"].startswith(LOOPBACK)
 
-    metrics = httpx.get(f"{listener}/metrics", timeout=5)
+    metrics = httpx.get(f"{listener}/metrics", timeout=5, verify=client_context())
     refused = {
-        ("GET", path): httpx.request("GET", f"{listener}{path}", timeout=5).status_code
+        ("GET", path): httpx.request(
+            "GET", f"{listener}{path}", timeout=5, verify=client_context()
+        ).status_code
         for path in ("/", "/stats", "/config_dump", "/ready", "/stats/prometheus")
     }
-    refused["POST", "/metrics"] = httpx.post(f"{listener}/metrics", timeout=5).status_code
-    refused["POST", "/quitquitquit"] = httpx.post(f"{listener}/quitquitquit", timeout=5).status_code
+    refused["POST", "/metrics"] = httpx.post(
+        f"{listener}/metrics", timeout=5, verify=client_context()
+    ).status_code
+    refused["POST", "/quitquitquit"] = httpx.post(
+        f"{listener}/quitquitquit", timeout=5, verify=client_context()
+    ).status_code
 
     assert metrics.status_code == 200
     assert "# TYPE envoy_cluster_upstream_rq_total counter" in metrics.text
