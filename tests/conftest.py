@@ -123,6 +123,10 @@ async def _drop_run_schemas() -> None:
         )
         for row in rows:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
+        # A run creates and drops some thousand schemas' tables, functions and triggers. Where
+        # autovacuum is off (as on this project's CI machines) their dead catalog rows stayed,
+        # slowing every later run's DDL and lookups: six runs grew the database from 7 to 285 MB.
+        await connection.execute("VACUUM")
     finally:
         await connection.close()
 
