@@ -32,7 +32,7 @@ from gateway.admin import ADMIN_HOST, admin_endpoint, describe
 from gateway.paths import DESCRIPTOR_SET, ENVOY_CONFIG, GEN, ROOT
 from gateway.settings import GatewaySettings
 from runner.runlock import AlreadyRunning, RunLock
-from runner.supervisor import Supervisor
+from runner.supervisor import Supervisor, die_with_parent
 from services.core.registry import SERVICES, shared_port
 from services.core.settings import Settings
 
@@ -426,6 +426,10 @@ def main() -> None:
     stopping = StopRequest()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stopping)
+    if sys.platform == "linux":
+        # A make killed outright (SIGKILL) passes no signal on: this runner and all it started
+        # would run on, holding the ports and the lock. This SIGTERM stops them as Ctrl-C does.
+        die_with_parent(os.getppid())
     supervisor = Supervisor(ROOT, process_environment(settings))
     try:
         supervisor.start(commands(settings), metrics_environments(settings))

@@ -26,8 +26,9 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _COLOURS = ("36", "33", "32", "35", "34", "31")
 
 
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec (so it must not take any lock)."""
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when `parent` ends (Linux only). Each child runs it between
+    fork and exec (so it must not take any lock); the runner runs it for itself."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the runner died before the call above: follow it now
@@ -69,7 +70,7 @@ class Supervisor:
         threads), so every child is started before the first output thread.
         """
         parent = os.getpid()
-        hook = (lambda: _die_with_parent(parent)) if sys.platform == "linux" else None
+        hook = (lambda: die_with_parent(parent)) if sys.platform == "linux" else None
         self._width = max(len(name) for name, _ in commands)
         for name, command in commands:
             process = subprocess.Popen(

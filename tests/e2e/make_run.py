@@ -110,9 +110,12 @@ def run_environment(ports: StackPorts, data_dir: Path) -> dict[str, str]:
     return environment
 
 
-def start_runner(environment: dict[str, str]) -> subprocess.Popen[str]:
+def start_runner(environment: dict[str, str], through_make: bool = False) -> subprocess.Popen[str]:
+    """The runner itself, or `make run` (`through_make`), whose child it then is."""
     return subprocess.Popen(
-        [sys.executable, "-m", "runner.run"],
+        ["make", "--no-print-directory", "run"]
+        if through_make
+        else [sys.executable, "-m", "runner.run"],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,

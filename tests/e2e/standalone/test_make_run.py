@@ -167,3 +167,30 @@ def test_ctrl_c_stops_every_process_and_the_runner_exits_0(tmp_path: Path) -> No
     assert [pid for pid in children if alive(pid)] == []
     stopped = "".join(started.lines)
     assert f"stopped service={'+'.join(NAMES)}" in stopped
+
+
+def test_make_killed_with_sigkill_leaves_its_runner_stopping_every_process_it_started(
+    tmp_path: Path,
+) -> None:
+    """make passes SIGINT and SIGTERM on to its recipe, but a make killed outright (SIGKILL,
+    the out-of-memory killer, an IDE's force stop) passes nothing: the runner follows make out
+    by itself, stopping everything as Ctrl-C does."""
+    ports = StackPorts.pick(metrics=True)
+    environment = run_environment(ports, tmp_path / "data")
+    make = Runner(start_runner(environment, through_make=True), environment, ports, [])
+    wait_for_banner(make)
+    recorded = json.loads((make.data_dir / "run.lock").read_text())
+    processes = {"runner": recorded["runner"]} | {
+        name: pid for name, (pid, _) in recorded["children"].items()
+    }
+    assert all(alive(pid) for pid in processes.values())
+
+    make.process.kill()
+    make.process.wait(timeout=10)
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in processes.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [name for name, pid in processes.items() if alive(pid)] == []
+    # Stopped as Ctrl-C stops it, not killed: the lock says no child runs any more.
+    assert json.loads((make.data_dir / "run.lock").read_text())["children"] == {}
